@@ -1,0 +1,111 @@
+"""The `sidrec` command line: one subcommand per stage, each reading the previous stage's artefact."""
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from pipeline import config_flags, features as fk
+from pipeline.layout import DataLayout, RunLayout
+
+DEFAULT_RUN_DIR = os.path.join("runs", "demo")
+
+
+def _simulate(args) -> None:
+    from pipeline import log_summary, simulate_job
+    from pipeline.simulator import SimulatorConfig
+
+    config = config_flags.from_args(SimulatorConfig, args)
+    layout = RunLayout(args.run_dir).data
+    summary = simulate_job.run(config, layout)
+    print(log_summary.format_summary(summary))
+    print(f"corpus: {layout.corpus}\nlogs:   {layout.logs}\nsummary: {layout.summary}")
+
+
+def _movielens(args) -> None:
+    from pipeline import log_summary, movielens
+
+    config = config_flags.from_args(movielens.MovieLensConfig, args)
+    layout = RunLayout(args.run_dir).data
+    summary = movielens.run(config, layout)
+    print(log_summary.format_summary(summary))
+    print(f"corpus: {layout.corpus}\nlogs:   {layout.logs}\nrejects: {layout.rejects}")
+
+
+def _validate(args) -> None:
+    from pipeline import data_io, log_summary
+
+    layout = DataLayout(args.data_dir)
+    rejects = None if args.strict else os.path.join(args.rejects_dir or layout.rejects, "validate")
+    corpus = data_io.read_corpus(args.corpus or layout.corpus, embedding_dim=args.embedding_dim,
+                                 rejects_path=rejects and rejects + "_corpus.jsonl")
+    impressions = data_io.read_logs(layout, max_history=args.max_history,
+                                    rejects_path=rejects and rejects + "_logs.jsonl")
+    print(log_summary.format_summary(log_summary.summarise(impressions, corpus)))
+
+
+def _demo(args) -> None:
+    """The main job on the built-in simulator; later stages join as they are built."""
+    _simulate(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pipeline.movielens import MovieLensConfig
+    from pipeline.simulator import SimulatorConfig
+
+    parser = argparse.ArgumentParser(
+        prog="sidrec",
+        description="Semantic IDs for ranking: simulate or load data, train the RQ-VAE tokenizer, "
+                    "materialise SIDs with Beam, transform with TF Transform, train the ranker day by "
+                    "day, and serve it over TF Serving's gRPC API. Every stage writes under --run_dir.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, fn, help_text):
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(fn=fn)
+        return sub
+
+    demo = command("demo", _demo, "run the whole pipeline on the built-in simulator (writes runs/demo)")
+    demo.add_argument("--run_dir", default=DEFAULT_RUN_DIR, help="run directory")
+    config_flags.add_flags(demo, SimulatorConfig)
+
+    sim = command("simulate", _simulate, "generate a corpus and day-partitioned impression logs "
+                  "into RUN_DIR/data and print the per-day summary with the oracle AUC")
+    sim.add_argument("--run_dir", default=DEFAULT_RUN_DIR, help="run directory")
+    config_flags.add_flags(sim, SimulatorConfig)
+
+    ml = command("movielens", _movielens, "turn MovieLens ratings + content embeddings into the "
+                 "corpus and log contracts under RUN_DIR/data")
+    ml.add_argument("--run_dir", default=os.path.join("runs", "movielens"), help="run directory")
+    config_flags.add_flags(ml, MovieLensConfig)
+
+    val = command("validate", _validate, "check a corpus and its logs against the data contracts; "
+                  "unusable rows are written aside with the reason (or raise with --strict)")
+    val.add_argument("--data_dir", required=True, help="directory with corpus.parquet and logs/day=NNNN/")
+    val.add_argument("--corpus", default="", help="corpus Parquet file (default: DATA_DIR/corpus.parquet)")
+    val.add_argument("--embedding_dim", type=int, default=None, help="expected D (default: the most common)")
+    val.add_argument("--max_history", type=int, default=fk.DEFAULT_MAX_HISTORY, help="history length cap H")
+    val.add_argument("--rejects_dir", default="", help="where rejected rows go (default: DATA_DIR/rejects)")
+    val.add_argument("--strict", action="store_true", help="fail on the first bad row instead")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.contracts import ContractError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.fn(args)
+    except (ContractError, ValueError) as e:
+        print(f"sidrec {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""`sidrec simulate`: run the simulator and write its corpus, logs, ground truth and summary."""
+
+import json
+import logging
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import data_io, log_summary
+from pipeline import features as fk
+from pipeline.data_io import Corpus, Impressions
+from pipeline.layout import DataLayout
+from pipeline.simulator import SimulatedData, SimulatorConfig, simulate
+
+
+def to_corpus(data: SimulatedData) -> Corpus:
+    return Corpus(item_ids=data.item_ids.astype(object), embeddings=data.embeddings,
+                  first_day=data.first_day.astype(np.int64))
+
+
+def to_impressions(data: SimulatedData, rows: np.ndarray | slice = slice(None)) -> Impressions:
+    history = data.history[rows]
+    valid = history >= 0  # -1 pads are at the end of each row (most recent first)
+    return Impressions(
+        user_id=data.user_ids[data.user[rows]].astype(object),
+        watch_item_id=data.item_ids[data.watch[rows]].astype(object),
+        candidate_item_id=data.item_ids[data.candidate[rows]].astype(object),
+        history_values=data.item_ids[history[valid]].astype(object),
+        history_lengths=valid.sum(1).astype(np.int64),
+        click=data.click[rows], engagement=data.engagement[rows], day=data.day[rows],
+        true_ctr=data.true_ctr[rows])
+
+
+def write_truth(path: str, data: SimulatedData) -> None:
+    columns = {fk.ITEM_ID: pa.array(data.item_ids.astype(str))}
+    for level in range(data.topic_path.shape[1]):
+        columns[f"topic_level_{level + 1}"] = pa.array(data.topic_path[:, level])
+    columns["quality"] = pa.array(data.quality)
+    columns["popularity"] = pa.array(data.popularity)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+
+
+def run(config: SimulatorConfig, layout: DataLayout) -> dict:
+    """Simulates and writes everything under layout.root; returns the summary."""
+    logging.info("simulating %d items, %d days x %d impressions (seed %d)", config.num_items,
+                 config.num_days, config.impressions_per_day, config.seed)
+    data = simulate(config)
+    corpus = to_corpus(data)
+    data_io.write_corpus(layout.corpus, corpus)
+    write_truth(layout.truth, data)
+    for day in np.unique(data.day):
+        path = data_io.write_day(layout, int(day), to_impressions(data, data.day == day))
+        logging.info("day %d: wrote %s", day, path)
+    summary = log_summary.summarise(to_impressions(data), corpus)
+    summary["simulator_config"] = {k: list(v) if isinstance(v, tuple) else v
+                                   for k, v in vars(config).items()}
+    with open(layout.summary, "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    return summary
