@@ -1,0 +1,88 @@
+"""The MovieLens loader turns the real files into valid corpus and log contracts."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import data_io, movielens
+from pipeline.contracts import ContractError
+from pipeline.layout import DataLayout
+
+pytestmark = pytest.mark.real_data
+
+
+@pytest.fixture(scope="module")
+def loaded(movielens_dir, tmp_path_factory):
+    rejects = str(tmp_path_factory.mktemp("ml") / "rejects.jsonl")
+    corpus, impressions = movielens.load(movielens.MovieLensConfig(data_dir=movielens_dir), rejects)
+    return corpus, impressions, rejects
+
+
+def test_corpus_has_every_movie_with_its_embedding(loaded, movielens_dir):
+    corpus, _, _ = loaded
+    embeddings = np.load(os.path.join(movielens_dir, "item_embeddings.npy"))
+    assert corpus.size == 9742 and corpus.dim == 384
+    np.testing.assert_array_equal(corpus.embeddings, embeddings)
+    assert corpus.titles[0] == "Toy Story (1995)"
+    assert (corpus.first_day >= 1).all()
+
+
+def test_every_rating_is_an_impression_or_written_aside(loaded, movielens_dir):
+    _, impressions, rejects = loaded
+    ratings = pd.read_csv(os.path.join(movielens_dir, "ratings.csv"))
+    with open(rejects) as f:
+        rejected = [json.loads(line) for line in f]
+    assert impressions.size + len(rejected) == len(ratings)
+    # Exactly each user's first rating lacks a watch item.
+    assert len(rejected) == ratings["userId"].nunique()
+    assert {r["field"] for r in rejected} == {"watch_item_id"}
+    assert impressions.click.mean() == pytest.approx(
+        (ratings.groupby("userId", group_keys=False).apply(lambda g: g.sort_values(["timestamp", "movieId"]).iloc[1:])
+         ["rating"] >= 4).mean())
+
+
+def test_watch_item_and_history_of_one_user_by_hand(loaded, movielens_dir):
+    _, impressions, _ = loaded
+    ratings = pd.read_csv(os.path.join(movielens_dir, "ratings.csv"))
+    user = ratings[ratings["userId"] == 5].sort_values(["timestamp", "movieId"], kind="stable")
+    movies = user["movieId"].astype(str).tolist()
+    rows = np.flatnonzero(impressions.user_id == "5")
+    assert len(rows) == len(movies) - 1
+    # The 26th rating (index 25): watch = the 25th movie, history = movies 24..5 (20 most recent).
+    row = rows[24]
+    assert impressions.candidate_item_id[row] == movies[25]
+    assert impressions.watch_item_id[row] == movies[24]
+    assert impressions.history(row) == movies[24::-1][:20]
+    assert impressions.engagement[row] == pytest.approx(user["rating"].iloc[25] / 5)
+
+
+def test_steps_are_weeks_by_default_and_configurable(loaded, movielens_dir):
+    _, impressions, _ = loaded
+    ratings = pd.read_csv(os.path.join(movielens_dir, "ratings.csv"))
+    assert impressions.day.min() == 1
+    assert impressions.day.max() == (ratings["timestamp"].max() - ratings["timestamp"].min()) // (7 * 86400) + 1
+    _, by_count = movielens.load(movielens.MovieLensConfig(data_dir=movielens_dir, ratings_per_step=10_000),
+                                 rejects_path=os.devnull)
+    assert by_count.day.max() == 11  # 100,836 ratings in steps of 10,000
+
+
+def test_written_data_passes_the_contract_readers(movielens_dir, tmp_path):
+    layout = DataLayout(str(tmp_path / "data"))
+    summary = movielens.run(movielens.MovieLensConfig(data_dir=movielens_dir, ratings_per_step=20_000), layout)
+    corpus = data_io.read_corpus(layout.corpus)  # strict: any bad row would raise
+    impressions = data_io.read_logs(layout)
+    assert corpus.size == 9742 and impressions.size == summary["impressions"]
+    assert layout.days() == [1, 2, 3, 4, 5, 6]
+    # Cold start is real in this set: some items are first seen on every step.
+    assert all(d["cold_start_share"] > 0 for d in summary["per_day"])
+
+
+def test_missing_files_are_named(tmp_path):
+    with pytest.raises(ContractError, match="no such directory"):
+        movielens.load(movielens.MovieLensConfig(data_dir=str(tmp_path / "absent")))
+    (tmp_path / "ratings.csv").write_text("userId,movieId,timestamp\n1,1,5\n")
+    with pytest.raises(ContractError, match=r"ratings.csv: missing columns \['rating'\]"):
+        movielens.load(movielens.MovieLensConfig(data_dir=str(tmp_path)))
