@@ -8,4 +8,4 @@ this package before anything else.
 import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep C++ start-up chatter out of progress output
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF C++ info and warnings out of progress output

@@ -45,12 +45,30 @@ def _validate(args) -> None:
     print(log_summary.format_summary(log_summary.summarise(impressions, corpus)))
 
 
+def _train_rqvae(args) -> None:
+    from models.rqvae import RQVAEConfig
+    from pipeline import rqvae_job, sid_quality
+
+    config = config_flags.from_args(RQVAEConfig, args)
+    layout = RunLayout(args.run_dir)
+    report = rqvae_job.run(layout, config, corpus_path=args.corpus or None,
+                           max_first_day=args.max_first_day)
+    print(sid_quality.format_report(report))
+    print(f"RQ-VAE {report['rqvae_version']} exported to {report['export']}\n"
+          f"report: {os.path.join(layout.rqvae, 'sid_quality.json')}")
+
+
 def _demo(args) -> None:
     """The main job on the built-in simulator; later stages join as they are built."""
+    print("== 1/2 simulate ==")
     _simulate(args)
+    print("== 2/2 train the RQ-VAE tokenizer on the day-0 catalogue, freeze it, report SID quality ==")
+    args.corpus, args.max_first_day = "", 0
+    _train_rqvae(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from models.rqvae import RQVAEConfig
     from pipeline.movielens import MovieLensConfig
     from pipeline.simulator import SimulatorConfig
 
@@ -71,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command("demo", _demo, "run the whole pipeline on the built-in simulator (writes runs/demo)")
     demo.add_argument("--run_dir", default=DEFAULT_RUN_DIR, help="run directory")
     config_flags.add_flags(demo, SimulatorConfig)
+    config_flags.add_flags(demo, RQVAEConfig, skip=("seed",))
 
     sim = command("simulate", _simulate, "generate a corpus and day-partitioned impression logs "
                   "into RUN_DIR/data and print the per-day summary with the oracle AUC")
@@ -81,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
                  "corpus and log contracts under RUN_DIR/data")
     ml.add_argument("--run_dir", default=os.path.join("runs", "movielens"), help="run directory")
     config_flags.add_flags(ml, MovieLensConfig)
+
+    rq = command("train-rqvae", _train_rqvae, "train the RQ-VAE on RUN_DIR/data/corpus.parquet, stop "
+                 "when the reconstruction stops improving, export a frozen versioned SavedModel to "
+                 "RUN_DIR/rqvae/export/<version> and print the SID quality report")
+    rq.add_argument("--run_dir", default=DEFAULT_RUN_DIR, help="run directory")
+    rq.add_argument("--corpus", default="", help="corpus Parquet file (default: RUN_DIR/data/corpus.parquet)")
+    rq.add_argument("--max_first_day", type=int, default=None,
+                    help="train only on items with first_day <= this (default: every item); the "
+                         "frozen model still gives SIDs to every item")
+    config_flags.add_flags(rq, RQVAEConfig)
 
     val = command("validate", _validate, "check a corpus and its logs against the data contracts; "
                   "unusable rows are written aside with the reason (or raise with --strict)")

@@ -30,10 +30,11 @@ class SimulatorConfig:
     num_days: int = flag(10, "days of impression logs (numbered 1..num_days)")
     impressions_per_day: int = flag(50_000, "impressions logged per day")
     embedding_dim: int = flag(256, "content embedding dimension D (the paper's is 2048)")
-    topic_branching: tuple[int, ...] = flag((8, 8, 8), "children per topic node, root to leaf (>= 3 levels)")
+    topic_branching: tuple[int, ...] = flag((8, 8, 8, 8), "children per topic node, root to leaf "
+                                                          "(>= 3 levels; the last: series of near-duplicates)")
     topic_weights: tuple[float, ...] = flag(
-        (1.0, 0.7, 0.45), "weight of each topic level's vector in an item's embedding")
-    noise_weight: float = flag(0.35, "weight of the per-item noise in an item's embedding")
+        (1.0, 0.7, 0.45, 0.3), "weight of each topic level's vector in an item's embedding")
+    noise_weight: float = flag(0.3, "weight of the per-item noise in an item's embedding")
     initial_item_fraction: float = flag(0.6, "share of items in the corpus before day 1")
     zipf_exponent: float = flag(1.0, "exponent of the Zipf impression popularity")
     fresh_share: float = flag(0.08, "share of a day's impressions given to items introduced that day")

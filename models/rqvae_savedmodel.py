@@ -1,0 +1,98 @@
+"""The frozen RQ-VAE SavedModel: `serving_default` maps embedding float32[None, D] to sid int64[None, L].
+
+Exports go to integer version directories (TF Serving's layout) and are written to a temporary
+directory first, so a reader never sees half an export. `assets.extra/rqvae.json` carries the
+version string that SID tables record, a fingerprint of the weights, and the configuration.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+import tensorflow as tf
+
+from models.rqvae import RQVAE
+
+SIGNATURE = "serving_default"
+INPUT_KEY = "embedding"
+OUTPUT_SID = "sid"
+OUTPUT_ERROR = "reconstruction_error"
+METADATA_PATH = os.path.join("assets.extra", "rqvae.json")
+
+
+class _FrozenRQVAE(tf.Module):
+    def __init__(self, model: RQVAE):
+        super().__init__()
+        self.model = model
+        self.serve = tf.function(self._serve, input_signature=[
+            tf.TensorSpec([None, model.input_dim], tf.float32, name=INPUT_KEY)])
+
+    def _serve(self, embedding):
+        out = self.model(embedding)
+        error = tf.reduce_mean(tf.square(embedding - out["reconstruction"]), axis=-1)
+        return {OUTPUT_SID: tf.cast(out["sid"], tf.int64), OUTPUT_ERROR: error}
+
+
+def weights_fingerprint(model: tf.keras.Model) -> str:
+    """SHA-256 of the trained weights (the quantizer's usage counters excluded): equal weights, equal hash."""
+    digest = hashlib.sha256()
+    for weight in sorted(model.trainable_weights, key=lambda w: w.name):
+        digest.update(weight.name.encode())
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()
+
+
+def versions(base_dir: str) -> list[int]:
+    if not os.path.isdir(base_dir):
+        return []
+    return sorted(int(name) for name in os.listdir(base_dir) if name.isdigit())
+
+
+def latest(base_dir: str) -> str:
+    found = versions(base_dir)
+    if not found:
+        raise FileNotFoundError(f"{base_dir}: no exported RQ-VAE version (integer directories)")
+    return os.path.join(base_dir, str(found[-1]))
+
+
+def export(model: RQVAE, base_dir: str, metadata: dict | None = None) -> str:
+    """Saves the model as the next integer version under base_dir; returns the version's path."""
+    version = (versions(base_dir) or [0])[-1] + 1
+    path = os.path.join(base_dir, str(version))
+    tmp = os.path.join(base_dir, f".tmp-{version}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    module = _FrozenRQVAE(model)
+    tf.saved_model.save(module, tmp, signatures={SIGNATURE: module.serve})
+    fingerprint = weights_fingerprint(model)
+    card = {"version": version, "rqvae_version": f"{version}-{fingerprint[:12]}", "fingerprint": fingerprint,
+            **model.get_config(), **(metadata or {})}
+    os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+    with open(os.path.join(tmp, METADATA_PATH), "w", encoding="utf-8") as f:
+        json.dump(card, f, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+class LoadedRQVAE:
+    """A loaded export: call it on float32 [N, D] embeddings for {'sid', 'reconstruction_error'}."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.signature = tf.saved_model.load(path).signatures[SIGNATURE]
+        with open(os.path.join(path, METADATA_PATH), encoding="utf-8") as f:
+            self.metadata = json.load(f)
+
+    @property
+    def version(self) -> str:
+        return self.metadata["rqvae_version"]
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.metadata["input_dim"])
+
+    def __call__(self, embeddings: np.ndarray, batch_size: int = 8192) -> dict[str, np.ndarray]:
+        parts = [self.signature(**{INPUT_KEY: tf.constant(embeddings[i:i + batch_size], tf.float32)})
+                 for i in range(0, len(embeddings), batch_size)]
+        return {key: np.concatenate([p[key].numpy() for p in parts]) for key in (OUTPUT_SID, OUTPUT_ERROR)}
