@@ -374,3 +374,59 @@ def read_logs(layout: DataLayout, days: Iterable[int] | None = None, max_history
     with RejectSink(rejects_path) as sink:
         parts = [read_log_file(path, day, max_history, sink) for day in days for path in day_files(layout, day)]
     return Impressions.concatenate(parts)
+
+
+# ------------------------------------------------------------------------------------- SID table
+
+@dataclasses.dataclass
+class SidTable:
+    """item_id -> SID (int64 [L]) from one RQ-VAE version."""
+
+    item_ids: np.ndarray  # object (str) [N]
+    sids: np.ndarray  # int64 [N, L]
+    rqvae_version: str
+
+    def lookup(self) -> dict[str, np.ndarray]:
+        return dict(zip(self.item_ids, self.sids))
+
+
+def read_sid_table(pattern: str, codebook_size: int | None = None) -> SidTable:
+    """Reads and validates SID table Parquet shards (a file, a directory or a glob).
+
+    Raises:
+      ContractError: if no file matches, a column is missing, an id repeats, a SID has the wrong
+        length or a code out of range, or the shards mix RQ-VAE versions.
+    """
+    files = sorted(glob.glob(os.path.join(pattern, "*.parquet") if os.path.isdir(pattern) else pattern))
+    if not files:
+        raise ContractError(f"{pattern}: no SID table files")
+    tables = []
+    for path in files:
+        table = _read_parquet(path)
+        contracts.check_columns(table.schema, fk.SID_FIELDS, path)
+        tables.append((path, table))
+    item_ids = np.concatenate([_string_column(t, fk.ITEM_ID) for _, t in tables])
+    versions = sorted({v for _, t in tables for v in t.column(fk.RQVAE_VERSION).unique().to_pylist()})
+    if len(versions) != 1:
+        raise ContractError(f"{pattern}: SIDs from several RQ-VAE versions {versions}; expected one")
+    sids, sources = [], []
+    for path, table in tables:
+        values, lengths, is_null = contracts.list_column(table.column(fk.SID))
+        width = int(lengths.max())
+        for row in np.flatnonzero(is_null | (lengths != width)):
+            raise ContractError(f"{path}: row {row}: field 'sid': {lengths[row]} codes, expected {width}")
+        sids.append(values.astype(np.int64).reshape(-1, width))
+        sources += [(path, r) for r in range(table.num_rows)]
+    if len({s.shape[1] for s in sids}) != 1:
+        raise ContractError(f"{pattern}: shards disagree on the SID length: {[s.shape[1] for s in sids]}")
+    sids = np.concatenate(sids)
+    out_of_range = (sids < 0) | (sids >= codebook_size if codebook_size else False)
+    for row in np.flatnonzero(out_of_range.any(1))[:1]:
+        path, local = sources[row]
+        raise ContractError(f"{path}: row {local}: field 'sid': codes {sids[row].tolist()} outside [0, "
+                            f"{codebook_size or 'K'})")
+    unique, counts = np.unique(item_ids, return_counts=True)
+    if (counts > 1).any():
+        raise ContractError(f"{pattern}: item id '{unique[counts > 1][0]}' appears {counts.max()} times; "
+                            "expected one row per item")
+    return SidTable(item_ids=item_ids, sids=sids, rqvae_version=versions[0])

@@ -30,8 +30,8 @@ class _EpochProgress(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         sids = encode(self.model, self.embeddings)
-        usage = sid_quality.level_usage(sids, self.config.codebook_size)
-        unique = sid_quality.uniqueness(sids)["unique_sid_ratio"]
+        usage = sid_quality.level_usage(sid_quality.code_counts(sids, self.config.codebook_size))
+        unique = len(np.unique(sids, axis=0)) / len(sids)
         recon = float(logs["recon_loss"])
         entry = {"epoch": epoch + 1, "recon_loss": recon, "rq_loss": float(logs["rq_loss"]),
                  "utilisation": [round(u["utilisation"], 4) for u in usage], "unique_sid_ratio": unique,

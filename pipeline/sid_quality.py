@@ -18,11 +18,10 @@ def fingerprint(item_id: str) -> int:
 
 
 def bottom_k(item_ids, k: int) -> np.ndarray:
-    """Rows of the k items with the smallest fingerprints (ties impossible in practice; by id)."""
+    """Rows of the k items with the smallest fingerprints, in fingerprint order (order-independent)."""
     keys = np.array([fingerprint(i) for i in item_ids], dtype=np.int64)
-    if len(keys) <= k:
-        return np.arange(len(keys))
-    return np.sort(np.argpartition(keys, k - 1)[:k])
+    rows = np.argpartition(keys, k - 1)[:k] if len(keys) > k else np.arange(len(keys))
+    return rows[np.argsort(keys[rows], kind="stable")]
 
 
 def prefix_groups(sids: np.ndarray) -> list[np.ndarray]:
@@ -36,25 +35,49 @@ def prefix_groups(sids: np.ndarray) -> list[np.ndarray]:
     return groups
 
 
-def level_usage(sids: np.ndarray, codebook_size: int) -> list[dict]:
-    """Per level: utilisation (distinct codes / K) and perplexity (exp of the code entropy)."""
+def code_counts(sids: np.ndarray, codebook_size: int) -> np.ndarray:
+    """Items per code, per level: int64 [L, K]."""
+    return np.stack([np.bincount(sids[:, l], minlength=codebook_size) for l in range(sids.shape[1])])
+
+
+def level_usage(counts: np.ndarray) -> list[dict]:
+    """Per level, from code counts [L, K]: utilisation (codes used / K) and perplexity (exp entropy)."""
     out = []
-    for level in range(sids.shape[1]):
-        counts = np.bincount(sids[:, level], minlength=codebook_size)
-        p = counts[counts > 0] / counts.sum()
-        out.append({"level": level + 1, "codes_used": int((counts > 0).sum()),
-                    "utilisation": float((counts > 0).sum() / codebook_size),
+    for level, row in enumerate(np.asarray(counts)):
+        p = row[row > 0] / row.sum()
+        out.append({"level": level + 1, "codes_used": int((row > 0).sum()),
+                    "utilisation": float((row > 0).sum() / len(row)),
                     "perplexity": float(np.exp(-(p * np.log(p)).sum()))})
     return out
 
 
-def uniqueness(sids: np.ndarray) -> dict:
-    """Distinct SIDs / items, the most items on one SID, and the histogram of items per SID."""
-    counts = np.bincount(prefix_groups(sids)[-1])
-    sizes, how_many = np.unique(counts, return_counts=True)
-    return {"items": int(len(sids)), "distinct_sids": int(len(counts)),
-            "unique_sid_ratio": float(len(counts) / len(sids)), "max_items_per_sid": int(counts.max()),
-            "items_per_sid_histogram": {int(s): int(c) for s, c in zip(sizes, how_many)}}
+def size_histogram(group: np.ndarray) -> dict[int, int]:
+    """{group size: number of groups} for dense group ids."""
+    sizes, how_many = np.unique(np.bincount(group), return_counts=True)
+    return {int(s): int(c) for s, c in zip(sizes, how_many)}
+
+
+def prefix_size_histograms(sids: np.ndarray) -> list[dict[int, int]]:
+    """Per prefix length n = 1..L: {sub-trie size: number of prefixes of that size}."""
+    return [size_histogram(group) for group in prefix_groups(sids)]
+
+
+def uniqueness(items_per_sid: dict[int, int]) -> dict:
+    """From {items on a SID: number of SIDs}: distinct SIDs / items and the most items on one SID."""
+    items = sum(size * count for size, count in items_per_sid.items())
+    distinct = sum(items_per_sid.values())
+    return {"items": int(items), "distinct_sids": int(distinct), "unique_sid_ratio": float(distinct / items),
+            "max_items_per_sid": int(max(items_per_sid)),
+            "items_per_sid_histogram": {int(k): int(v) for k, v in sorted(items_per_sid.items())}}
+
+
+def percentile(histogram: dict[int, int], q: float) -> float:
+    """numpy's linear-interpolation percentile of the values a {value: count} histogram holds."""
+    values = np.array(sorted(histogram), dtype=np.float64)
+    ends = np.cumsum([histogram[v] for v in sorted(histogram)])
+    position = q / 100.0 * (ends[-1] - 1)
+    low, high = (values[np.searchsorted(ends, r, side="right")] for r in (np.floor(position), np.ceil(position)))
+    return float(low + (high - low) * (position - np.floor(position)))
 
 
 def prefix_similarity(sids: np.ndarray, embeddings: np.ndarray) -> list[dict]:
@@ -93,19 +116,27 @@ def reconstruction(x: np.ndarray, x_hat: np.ndarray) -> dict:
     return {"mse": float(error / x.size), "r2": float(1.0 - error / total)}
 
 
+def finish_report(counts: np.ndarray, prefix_histograms: list[dict[int, int]], similarity: list[dict],
+                  sample_size: int) -> dict:
+    """The report from its aggregates; the Beam job builds the same aggregates with combiners."""
+    table = [dict(row, subtrie_size_p25=percentile(hist, 25), subtrie_size_p75=percentile(hist, 75))
+             for row, hist in zip(similarity, prefix_histograms)]
+    return {"num_levels": int(counts.shape[0]), "codebook_size": int(counts.shape[1]),
+            "levels": level_usage(counts), **uniqueness(prefix_histograms[-1]),
+            "prefix_similarity": table, "prefix_similarity_sample": int(sample_size)}
+
+
 def report(sids: np.ndarray, embeddings: np.ndarray, item_ids, codebook_size: int,
            reconstructions: np.ndarray | None = None, sample_size: int = DEFAULT_SAMPLE_SIZE) -> dict:
-    """The whole SID quality report for one corpus (JSON-ready)."""
+    """The whole SID quality report for one corpus (JSON-ready).
+
+    Sub-trie sizes and codebook use cover every item; the prefix-similarity cosines cover the
+    bottom-k sample of item-id fingerprints.
+    """
     sids = np.asarray(sids, dtype=np.int64)
     sample = bottom_k(item_ids, sample_size)
-    table = prefix_similarity(sids[sample], embeddings[sample])
-    # Sub-trie sizes (items per prefix of length n) are counts: cheap on the whole corpus.
-    for row, counts in zip(table, (np.bincount(g) for g in prefix_groups(sids))):
-        row["subtrie_size_p25"] = float(np.percentile(counts, 25))
-        row["subtrie_size_p75"] = float(np.percentile(counts, 75))
-    out = {"num_levels": int(sids.shape[1]), "codebook_size": int(codebook_size),
-           "levels": level_usage(sids, codebook_size), **uniqueness(sids),
-           "prefix_similarity": table, "prefix_similarity_sample": int(len(sample))}
+    out = finish_report(code_counts(sids, codebook_size), prefix_size_histograms(sids),
+                        prefix_similarity(sids[sample], embeddings[sample]), len(sample))
     if reconstructions is not None:
         out["reconstruction"] = reconstruction(embeddings, reconstructions)
     return out

@@ -19,14 +19,21 @@ def test_prefix_similarity_by_hand():
 
 def test_usage_and_uniqueness_by_hand():
     sids = np.array([[0, 1], [0, 1], [2, 3], [1, 3]])
-    usage = sid_quality.level_usage(sids, codebook_size=4)
+    usage = sid_quality.level_usage(sid_quality.code_counts(sids, codebook_size=4))
     assert [u["codes_used"] for u in usage] == [3, 2]
     assert usage[0]["utilisation"] == 0.75
     # Level 2: codes 1 and 3 used twice each: perplexity = exp(ln 2) = 2.
     assert usage[1]["perplexity"] == pytest.approx(2.0)
-    u = sid_quality.uniqueness(sids)
+    u = sid_quality.uniqueness(sid_quality.prefix_size_histograms(sids)[-1])
     assert (u["distinct_sids"], u["max_items_per_sid"], u["unique_sid_ratio"]) == (3, 2, 0.75)
     assert u["items_per_sid_histogram"] == {1: 2, 2: 1}
+
+
+@pytest.mark.parametrize("values", [[3], [1, 2], [5, 1, 1, 2, 9, 9, 9], list(range(17)) + [3] * 5])
+def test_percentile_from_histogram_equals_numpy(values):
+    hist = {v: values.count(v) for v in set(values)}
+    for q in (0, 25, 50, 75, 100):
+        assert sid_quality.percentile(hist, q) == np.percentile(values, q)
 
 
 def test_reconstruction_r2():
