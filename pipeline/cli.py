@@ -58,13 +58,33 @@ def _train_rqvae(args) -> None:
           f"report: {os.path.join(layout.rqvae, 'sid_quality.json')}")
 
 
+def _materialize(args) -> None:
+    from beam_jobs import materialize_sids
+
+    layout = RunLayout(args.run_dir)
+    argv = ["--corpus", args.corpus or layout.data.corpus,
+            "--model", args.model or os.path.join(layout.rqvae, "export"),
+            "--output", args.output or layout.sids, *args.beam_args]
+    if args.existing_table:
+        argv += ["--existing_table", args.existing_table]
+    summary = materialize_sids.run(argv)
+    stats = summary["stats"]
+    print("counters: " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary["counters"].items())))
+    utilisation = " ".join(f"{level['utilisation']:.0%}" for level in stats["levels"])
+    print(f"SID table ({stats['rqvae_version']}): {summary['output']}; unique-SID ratio "
+          f"{stats['unique_sid_ratio']:.4f}, utilisation per level {utilisation}")
+
+
 def _demo(args) -> None:
     """The main job on the built-in simulator; later stages join as they are built."""
-    print("== 1/2 simulate ==")
+    print("== 1/3 simulate ==")
     _simulate(args)
-    print("== 2/2 train the RQ-VAE tokenizer on the day-0 catalogue, freeze it, report SID quality ==")
+    print("== 2/3 train the RQ-VAE tokenizer on the day-0 catalogue, freeze it, report SID quality ==")
     args.corpus, args.max_first_day = "", 0
     _train_rqvae(args)
+    print("== 3/3 materialise the SIDs of every item with the frozen model (Beam, DirectRunner) ==")
+    args.model, args.output, args.existing_table, args.beam_args = "", "", "", []
+    _materialize(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "frozen model still gives SIDs to every item")
     config_flags.add_flags(rq, RQVAEConfig)
 
+    mat = command("materialize", _materialize, "run the Beam job that gives every corpus item its SID "
+                  "with the frozen RQ-VAE (RUN_DIR/sids: table/, tfrecord/, rejected/, stats.json). "
+                  "Other flags go to Beam: --runner=DataflowRunner --project ... --region ... "
+                  "--temp_location gs://... --setup_file ./setup.py")
+    mat.add_argument("--run_dir", default=DEFAULT_RUN_DIR, help="run directory")
+    mat.add_argument("--corpus", default="", help="corpus file pattern (default: RUN_DIR/data/corpus.parquet)")
+    mat.add_argument("--model", default="", help="RQ-VAE export (default: newest under RUN_DIR/rqvae/export)")
+    mat.add_argument("--output", default="", help="SID table directory (default: RUN_DIR/sids)")
+    mat.add_argument("--existing_table", default="", help="incremental: keep the SIDs of items in this table")
+
     val = command("validate", _validate, "check a corpus and its logs against the data contracts; "
                   "unusable rows are written aside with the reason (or raise with --strict)")
     val.add_argument("--data_dir", required=True, help="directory with corpus.parquet and logs/day=NNNN/")
@@ -125,7 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from pipeline.contracts import ContractError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "materialize":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.beam_args = extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
