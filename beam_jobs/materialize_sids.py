@@ -32,6 +32,7 @@ from beam_jobs import publish
 from beam_jobs.sid_model_handler import SidModelHandler
 from beam_jobs.sid_stats import SidStatistics
 from models.rqvae_savedmodel import METADATA_PATH, OUTPUT_SID
+from pipeline import contracts
 from pipeline import features as fk
 from pipeline import sid_quality
 
@@ -92,14 +93,33 @@ class ExplodeAndValidate(beam.DoFn):
         self._dim = dim
 
     def process(self, element):
-        rows = element.to_pylist() if isinstance(element, pa.Table) else [element]
-        for row in rows:
+        if isinstance(element, pa.Table):
+            yield from self._validate_table(element)
+        else:
             Metrics.counter(NAMESPACE, "rows_read").inc()
-            yield from self._validate(row)
+            yield from self._validate(element)
+
+    def _validate_table(self, table: pa.Table):
+        """Vectorised over a Parquet record batch: embeddings never become Python lists."""
+        Metrics.counter(NAMESPACE, "rows_read").inc(table.num_rows)
+        names = table.column_names
+        ids = table.column(fk.ITEM_ID).to_pylist() if fk.ITEM_ID in names else [None] * table.num_rows
+        days = table.column(fk.FIRST_DAY).to_pylist() if fk.FIRST_DAY in names else [None] * table.num_rows
+        if fk.EMBEDDING not in names:
+            values, lengths, missing = np.zeros(0, np.float32), np.zeros(table.num_rows, np.int64), \
+                np.ones(table.num_rows, bool)
+        else:
+            values, lengths, missing = contracts.list_column(table.column(fk.EMBEDDING))
+            values = values.astype(np.float32, copy=False)
+        offsets = np.cumsum(lengths) - lengths
+        for row, (item_id, first_day) in enumerate(zip(ids, days)):
+            vector = None if missing[row] else values[offsets[row]:offsets[row] + lengths[row]].copy()
+            yield from self._validate({fk.ITEM_ID: item_id, fk.FIRST_DAY: first_day, fk.EMBEDDING: vector})
 
     def _validate(self, row):
         item_id, embedding, first_day = row.get(fk.ITEM_ID), row.get(fk.EMBEDDING), row.get(fk.FIRST_DAY)
-        record = {fk.ITEM_ID: item_id, fk.FIRST_DAY: first_day, fk.EMBEDDING: embedding}
+        listed = embedding.tolist() if isinstance(embedding, np.ndarray) else embedding
+        record = {fk.ITEM_ID: item_id, fk.FIRST_DAY: first_day, fk.EMBEDDING: listed}
         if not isinstance(item_id, str) or not item_id:
             yield _reject(fk.ITEM_ID, "missing or empty item id", record)
             return

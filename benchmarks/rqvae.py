@@ -10,7 +10,6 @@ throughput is reported as a ratio to its bound: GFLOP/s divided by the FLOPs one
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import tempfile
@@ -21,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks.common import emit, matmul_gflops  # noqa: E402
 from models import rqvae_savedmodel  # noqa: E402
 from models.rqvae import RQVAE, RQVAEConfig  # noqa: E402
 from pipeline import rqvae_job, sid_quality  # noqa: E402
@@ -32,20 +32,6 @@ PRESETS = {
     # The paper (appendix A.1): D=2048, one encoder layer of 256, L=8, K=2048.
     "paper": (2048, RQVAEConfig(encoder_dims=(256,), num_levels=8, codebook_size=2048)),
 }
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """Best float32 matmul rate of this process (the bound every throughput is compared with)."""
-    a = tf.random.normal([n, n])
-    b = tf.random.normal([n, n])
-    matmul = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
-    matmul(a, b).numpy()
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        matmul(a, b).numpy()
-        best = max(best, 2 * n ** 3 / (time.perf_counter() - start) / 1e9)
-    return best
 
 
 def forward_flops(input_dim: int, config: RQVAEConfig) -> dict:
@@ -123,11 +109,7 @@ def main(argv=None) -> dict:
     results["inference_items_per_s"] = round(infer_rate)
     results["inference_bound_items_per_s"] = round(gflops * 1e9 / forward)
     results["inference_ratio_to_bound"] = round(infer_rate * forward / (gflops * 1e9), 3)
-    print(json.dumps(results, indent=2))
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2)
-    return results
+    return emit(results, args.out)
 
 
 if __name__ == "__main__":

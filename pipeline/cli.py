@@ -1,7 +1,6 @@
 """The `sidrec` command line: one subcommand per stage, each reading the previous stage's artefact."""
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -162,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     args.beam_args = extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("apache_beam", "absl", "tensorflow"):  # their INFO lines drown the progress
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         args.fn(args)
     except (ContractError, ValueError) as e:

@@ -276,7 +276,6 @@ def _validate_log_batch(batch: pa.RecordBatch, source: str, first_row: int, expe
         bad_string[key] = bad | (strings[key] == "")
     hist_values, hist_lengths, hist_null = contracts.list_column(batch.column(fk.HISTORY_ITEM_IDS))
     hist_values = _decode_strings(hist_values)
-    hist_offsets = np.cumsum(hist_lengths) - hist_lengths
     empty_entry = np.zeros(n, bool)
     if hist_values.size:
         row_of_value = np.repeat(np.arange(n), hist_lengths)

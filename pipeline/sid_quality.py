@@ -86,16 +86,26 @@ def prefix_similarity(sids: np.ndarray, embeddings: np.ndarray) -> list[dict]:
     For n = 1..L: the number of item pairs whose SIDs share a prefix of exactly length n
     (n = L: identical SIDs), and their average pairwise cosine similarity.
     """
-    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    unit = unit.astype(np.float64)
+    groups = prefix_groups(sids)
+    # Only items that share at least their first code with another item can form pairs.
+    paired = np.bincount(groups[0])[groups[0]] > 1
+    sids, groups = sids[paired], [g[paired] for g in groups]
+    unit = embeddings[paired].astype(np.float64)
+    unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
     # Per prefix length: sum over pairs within a group of cos = (|sum v|^2 - m) / 2.
     pair_cos, pairs = [], []
-    for group in prefix_groups(sids):
-        order = np.argsort(group, kind="stable")
+    for group in groups:
         counts = np.bincount(group)
-        sums = np.add.reduceat(unit[order], np.concatenate([[0], np.cumsum(counts)[:-1]]), axis=0)
-        pair_cos.append(((sums ** 2).sum(1) - counts).sum() / 2.0)
-        pairs.append((counts * (counts - 1) / 2.0).sum())
+        shared = counts[group] > 1  # items alone under a prefix form no pair
+        order = np.argsort(group[shared], kind="stable")
+        sizes = counts[counts > 1]
+        if sizes.size:
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            sums = np.add.reduceat(unit[shared][order], starts, axis=0)
+            pair_cos.append(((sums ** 2).sum(1) - sizes).sum() / 2.0)
+        else:
+            pair_cos.append(0.0)
+        pairs.append((sizes * (sizes - 1) / 2.0).sum())
     pair_cos.append(0.0)
     pairs.append(0.0)
     table = []
