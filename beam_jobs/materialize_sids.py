@@ -25,14 +25,14 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_jobs import publish
-from beam_jobs.sid_model_handler import SidModelHandler
-from beam_jobs.sid_stats import SidStatistics
-from models.rqvae_savedmodel import METADATA_PATH, OUTPUT_SID
-from pipeline import contracts
+from beam_jobs.sid_model_handler import Chunk, SidModelHandler
+from beam_jobs.sid_stats import MergeCountsFn, SidChunk, SidStatistics, bucketed_counts
+from models.rqvae_savedmodel import METADATA_PATH
+from pipeline import contracts, data_io
 from pipeline import features as fk
 from pipeline import sid_quality
 
@@ -76,7 +76,7 @@ class ParseExample(beam.DoFn):
         import tensorflow as tf
 
         features = tf.train.Example.FromString(record).features.feature
-        row = {}
+        row = {fk.ITEM_ID: None, fk.EMBEDDING: None, fk.FIRST_DAY: None}
         if fk.ITEM_ID in features and features[fk.ITEM_ID].bytes_list.value:
             row[fk.ITEM_ID] = features[fk.ITEM_ID].bytes_list.value[0].decode("utf-8")
         if fk.EMBEDDING in features:
@@ -86,56 +86,63 @@ class ParseExample(beam.DoFn):
         yield row
 
 
-class ExplodeAndValidate(beam.DoFn):
-    """Parquet record batches (or dict rows) -> (item_id, (first_day, digest, embedding)) or rejects."""
+class ValidateToChunks(beam.DoFn):
+    """Record batches -> Chunks of valid rows (vectorised checks), and one reject per bad row."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, chunk_rows: int):
         self._dim = dim
+        self._chunk_rows = chunk_rows
 
-    def process(self, element):
-        if isinstance(element, pa.Table):
-            yield from self._validate_table(element)
-        else:
-            Metrics.counter(NAMESPACE, "rows_read").inc()
-            yield from self._validate(element)
+    def process(self, table: pa.Table):
+        for start in range(0, table.num_rows, self._chunk_rows):
+            yield from self._validate(table.slice(start, self._chunk_rows))
 
-    def _validate_table(self, table: pa.Table):
-        """Vectorised over a Parquet record batch: embeddings never become Python lists."""
-        Metrics.counter(NAMESPACE, "rows_read").inc(table.num_rows)
-        names = table.column_names
-        ids = table.column(fk.ITEM_ID).to_pylist() if fk.ITEM_ID in names else [None] * table.num_rows
-        days = table.column(fk.FIRST_DAY).to_pylist() if fk.FIRST_DAY in names else [None] * table.num_rows
-        if fk.EMBEDDING not in names:
-            values, lengths, missing = np.zeros(0, np.float32), np.zeros(table.num_rows, np.int64), \
-                np.ones(table.num_rows, bool)
-        else:
+    def _validate(self, table: pa.Table):
+        n, dim, names = table.num_rows, self._dim, table.column_names
+        Metrics.counter(NAMESPACE, "rows_read").inc(n)
+        ids = np.array(table.column(fk.ITEM_ID).to_pylist() if fk.ITEM_ID in names else [None] * n, dtype=object)
+        days = table.column(fk.FIRST_DAY).to_pylist() if fk.FIRST_DAY in names else [None] * n
+        if fk.EMBEDDING in names:
             values, lengths, missing = contracts.list_column(table.column(fk.EMBEDDING))
             values = values.astype(np.float32, copy=False)
-        offsets = np.cumsum(lengths) - lengths
-        for row, (item_id, first_day) in enumerate(zip(ids, days)):
-            vector = None if missing[row] else values[offsets[row]:offsets[row] + lengths[row]].copy()
-            yield from self._validate({fk.ITEM_ID: item_id, fk.FIRST_DAY: first_day, fk.EMBEDDING: vector})
-
-    def _validate(self, row):
-        item_id, embedding, first_day = row.get(fk.ITEM_ID), row.get(fk.EMBEDDING), row.get(fk.FIRST_DAY)
-        listed = embedding.tolist() if isinstance(embedding, np.ndarray) else embedding
-        record = {fk.ITEM_ID: item_id, fk.FIRST_DAY: first_day, fk.EMBEDDING: listed}
-        if not isinstance(item_id, str) or not item_id:
-            yield _reject(fk.ITEM_ID, "missing or empty item id", record)
-            return
-        if embedding is None:
-            yield _reject(fk.EMBEDDING, "missing embedding", record)
-            return
-        vector = np.asarray(embedding, dtype=np.float32)
-        if vector.shape != (self._dim,):
-            yield _reject(fk.EMBEDDING, f"wrong dimension: {vector.size} values, expected {self._dim}", record)
-        elif not np.isfinite(vector).all():
-            yield _reject(fk.EMBEDDING, "non-finite value (NaN or inf) in the embedding", record)
-        elif first_day is None or first_day < 0:
-            yield _reject(fk.FIRST_DAY, f"first_day {first_day}, expected an int >= 0", record)
         else:
-            digest = hashlib.sha1(vector.tobytes()).hexdigest()  # same rule as pipeline.contracts
-            yield item_id, (int(first_day), digest, vector)
+            values, lengths, missing = np.zeros(0, np.float32), np.zeros(n, np.int64), np.ones(n, bool)
+        offsets = np.cumsum(lengths) - lengths
+        right_len = ~missing & (lengths == dim)
+        embeddings = np.zeros((n, dim), np.float32)
+        embeddings[right_len] = values[offsets[right_len, None] + np.arange(dim)]
+        first_day = np.array([-1 if d is None else d for d in days], dtype=np.int64)
+        ok, failures = contracts.first_failure([
+            (fk.ITEM_ID, np.array([not isinstance(i, str) or not i for i in ids]),
+             lambda r: "missing or empty item id"),
+            (fk.EMBEDDING, missing, lambda r: "missing embedding"),
+            (fk.EMBEDDING, ~right_len, lambda r: f"wrong dimension: {lengths[r]} values, expected {dim}"),
+            (fk.EMBEDDING, ~np.isfinite(embeddings).all(1), lambda r: "non-finite value (NaN or inf) in the embedding"),
+            (fk.FIRST_DAY, first_day < 0, lambda r: f"first_day {days[r]}, expected an int >= 0"),
+        ], n)
+        for row, (field, reason) in sorted(failures.items()):
+            yield _reject(field, reason, {fk.ITEM_ID: ids[row], fk.FIRST_DAY: days[row],
+                                          fk.EMBEDDING: values[offsets[row]:offsets[row] + lengths[row]].tolist()})
+        if ok.any():
+            yield Chunk(ids[ok], first_day[ok], embeddings[ok])
+
+
+class SplitDuplicated(beam.DoFn):
+    """Takes the rows of duplicated ids (a side input, usually tiny) out of the chunks, one by one."""
+
+    DUPLICATED = "duplicated"
+
+    def process(self, chunk: Chunk, duplicated: dict):
+        if not duplicated:
+            yield chunk
+            return
+        mine = np.array([i in duplicated for i in chunk.item_ids], dtype=bool)
+        for row in np.flatnonzero(mine):
+            digest = hashlib.sha1(chunk.embeddings[row].tobytes()).hexdigest()  # as pipeline.contracts
+            yield beam.pvalue.TaggedOutput(self.DUPLICATED, (
+                chunk.item_ids[row], (int(chunk.first_day[row]), digest, chunk.embeddings[row])))
+        if not mine.all():
+            yield Chunk(chunk.item_ids[~mine], chunk.first_day[~mine], chunk.embeddings[~mine])
 
 
 def keep_one_per_id(kv):
@@ -143,7 +150,7 @@ def keep_one_per_id(kv):
     item_id, rows = kv
     rows = sorted(rows, key=lambda r: (r[0], r[1]))
     kept = rows[0]
-    yield item_id, kept[2]
+    yield item_id, kept
     for first_day, digest, vector in rows[1:]:
         if (first_day, digest) == kept[:2]:
             reason = "duplicate item id: an identical row was kept"
@@ -152,6 +159,17 @@ def keep_one_per_id(kv):
                       f"{kept[1][:12]} (earliest first_day, then smallest digest)")
         yield _reject(fk.ITEM_ID, reason, {fk.ITEM_ID: item_id, fk.FIRST_DAY: first_day,
                                            fk.EMBEDDING: vector.tolist()})
+
+
+def rows_to_chunk(rows) -> Chunk:
+    """[(item_id, (first_day, digest, embedding))] -> Chunk."""
+    return Chunk(np.array([r[0] for r in rows], dtype=object), np.array([r[1][0] for r in rows], np.int64),
+                 np.stack([r[1][2] for r in rows]))
+
+
+def explode(chunk: Chunk):
+    for item_id, first_day, embedding in zip(*chunk):
+        yield item_id, (int(first_day), "", embedding)
 
 
 class SplitKnownItems(beam.DoFn):
@@ -164,30 +182,37 @@ class SplitKnownItems(beam.DoFn):
 
     def process(self, kv):
         item_id, grouped = kv
-        embeddings, existing = list(grouped["corpus"]), list(grouped["table"])
-        embedding = embeddings[0] if embeddings else None
+        corpus_rows, existing = list(grouped["corpus"]), list(grouped["table"])
         if existing:
             sid, version = existing[0]
             if version != self._version:
                 raise ValueError(f"--existing_table holds SIDs of RQ-VAE {version} (item {item_id}), "
                                  f"but --model is {self._version}: re-materialise the whole corpus")
             Metrics.counter(NAMESPACE, "rows_already_materialised").inc()
+            embedding = corpus_rows[0][2] if corpus_rows else None
             yield beam.pvalue.TaggedOutput(self.KNOWN, (item_id, np.asarray(sid, np.int64), embedding))
-        elif embedding is not None:
-            yield item_id, embedding
+        elif corpus_rows:
+            yield item_id, corpus_rows[0]
+
+
+def known_to_sid_chunk(rows) -> SidChunk:
+    """[(item_id, sid, embedding or None)] -> SidChunk (embeddings None if any row lacks one)."""
+    embeddings = [r[2] for r in rows]
+    return SidChunk(np.array([r[0] for r in rows], dtype=object), np.stack([r[1] for r in rows]),
+                    None if any(e is None for e in embeddings) else np.stack(embeddings))
 
 
 # ------------------------------------------------------------------------------------ writing
 
-def _to_example(row, version: str) -> bytes:
-    import tensorflow as tf
+def _parquet_table(chunk: SidChunk, version: str) -> pa.Table:
+    return pa.table({fk.ITEM_ID: pa.array(chunk.item_ids.astype(str), pa.string()),
+                     fk.SID: pa.array(list(chunk.sids), pa.list_(pa.int64())),
+                     fk.RQVAE_VERSION: pa.array([version] * len(chunk.item_ids), pa.string())},
+                    schema=SID_SCHEMA)
 
-    item_id, sid, _ = row
-    return tf.train.Example(features=tf.train.Features(feature={
-        fk.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[item_id.encode()])),
-        fk.SID: tf.train.Feature(int64_list=tf.train.Int64List(value=sid.tolist())),
-        fk.RQVAE_VERSION: tf.train.Feature(bytes_list=tf.train.BytesList(value=[version.encode()])),
-    })).SerializeToString()
+
+def _examples(chunk: SidChunk, version: str):
+    return data_io.encode_sid_examples(chunk.item_ids, chunk.sids, version)
 
 
 def _json_line(rejection: dict) -> str:
@@ -195,18 +220,19 @@ def _json_line(rejection: dict) -> str:
 
 
 def _failed_inference(failure):
-    batch, exception = failure
-    for item_id, embedding in batch:
-        Metrics.counter(NAMESPACE, "rows_rejected").inc()
-        Metrics.counter(NAMESPACE, "rejected_inference").inc()
-        yield {"field": fk.EMBEDDING, "reason": f"inference failed: {exception!r}",
-               "record": {fk.ITEM_ID: item_id, fk.EMBEDDING: np.asarray(embedding).tolist()}}
+    chunks, exception = failure
+    for chunk in chunks:
+        for item_id, embedding in zip(chunk.item_ids, chunk.embeddings):
+            Metrics.counter(NAMESPACE, "rows_rejected").inc()
+            Metrics.counter(NAMESPACE, "rejected_inference").inc()
+            yield {"field": fk.EMBEDDING, "reason": f"inference failed: {exception!r}",
+                   "record": {fk.ITEM_ID: item_id, fk.EMBEDDING: embedding.tolist()}}
 
 
-def _materialised(keyed_result):
-    item_id, result = keyed_result
-    Metrics.counter(NAMESPACE, "rows_materialised").inc()
-    return item_id, np.asarray(result.inference[OUTPUT_SID], np.int64), result.example
+def _materialised(result) -> SidChunk:
+    chunk = result.example
+    Metrics.counter(NAMESPACE, "rows_materialised").inc(chunk.size)
+    return SidChunk(chunk.item_ids, np.asarray(result.inference, np.int64), chunk.embeddings)
 
 
 class _WriteJson(beam.DoFn):
@@ -224,50 +250,71 @@ def build_pipeline(p: beam.Pipeline, args, model_path: str, card: dict, staging:
     """Adds every step of the job to p, writing under staging."""
     version = card["rqvae_version"]
     num_levels, codebook_size, dim = card["num_levels"], card["codebook_size"], card["input_dim"]
+    rechunk = beam.BatchElements(min_batch_size=1, max_batch_size=args.chunk_rows)
 
-    if args.corpus.endswith(".parquet") or args.corpus.endswith(".parquet*"):
-        raw = p | "ReadCorpus" >> beam.io.ReadFromParquetBatched(args.corpus)
+    if args.corpus.endswith(".parquet"):
+        tables = p | "ReadCorpus" >> beam.io.ReadFromParquetBatched(args.corpus)
     else:
-        raw = (p | "ReadCorpus" >> beam.io.ReadFromTFRecord(args.corpus)
-               | "ParseExamples" >> beam.ParDo(ParseExample()))
-    checked = raw | "Validate" >> beam.ParDo(ExplodeAndValidate(dim)).with_outputs(REJECTED, main="valid")
-    unique = (checked.valid
-              | "GroupById" >> beam.GroupByKey()
-              | "KeepOnePerId" >> beam.FlatMap(keep_one_per_id).with_outputs(REJECTED, main="kept"))
+        tables = (p | "ReadCorpus" >> beam.io.ReadFromTFRecord(args.corpus)
+                  | "ParseExamples" >> beam.ParDo(ParseExample())
+                  | "BatchRows" >> beam.BatchElements(min_batch_size=1, max_batch_size=args.chunk_rows)
+                  | "ToTables" >> beam.Map(pa.Table.from_pylist))
+    checked = (tables
+               | "Validate" >> beam.ParDo(ValidateToChunks(dim, args.chunk_rows)).with_outputs(REJECTED, main="valid")
+               )
+    chunks = checked.valid | "Spread" >> beam.Reshuffle()
 
-    to_infer, known = unique.kept, None
+    # Dedupe: count ids on a light stream; only rows of duplicated ids go through the per-row rule.
+    duplicated = (chunks
+                  | "Ids" >> beam.FlatMap(lambda c: bucketed_counts(c.item_ids, args.buckets))
+                  | "CountIds" >> beam.CombinePerKey(MergeCountsFn())
+                  | "Duplicated" >> beam.FlatMap(lambda kv: ((i, c) for i, c in kv[1].items() if c > 1)))
+    split = chunks | "SplitDuplicated" >> beam.ParDo(
+        SplitDuplicated(), duplicated=beam.pvalue.AsDict(duplicated)).with_outputs(
+        SplitDuplicated.DUPLICATED, main="unique")
+    resolved = (split[SplitDuplicated.DUPLICATED]
+                | "GroupDuplicates" >> beam.GroupByKey()
+                | "KeepOnePerId" >> beam.FlatMap(keep_one_per_id).with_outputs(REJECTED, main="kept"))
+    kept_chunks = resolved.kept | "BatchKept" >> rechunk | "KeptToChunks" >> beam.Map(rows_to_chunk)
+    unique = (split.unique, kept_chunks) | "UniqueChunks" >> beam.Flatten()
+
+    to_infer, known = unique, None
     if args.existing_table:
         table = (p | "ReadExistingTable" >> beam.io.ReadFromParquet(
                      FileSystems.join(args.existing_table, TABLE_DIR, "*.parquet"))
                  | "KeyExisting" >> beam.Map(lambda r: (r[fk.ITEM_ID], (r[fk.SID], r[fk.RQVAE_VERSION]))))
-        split = ({"corpus": unique.kept, "table": table}
-                 | "JoinExisting" >> beam.CoGroupByKey()
-                 | "SplitKnown" >> beam.ParDo(SplitKnownItems(version)).with_outputs(
-                     SplitKnownItems.KNOWN, main="new"))
-        to_infer, known = split.new, split[SplitKnownItems.KNOWN]
+        joined = ({"corpus": unique | "Explode" >> beam.FlatMap(explode), "table": table}
+                  | "JoinExisting" >> beam.CoGroupByKey()
+                  | "SplitKnown" >> beam.ParDo(SplitKnownItems(version)).with_outputs(
+                      SplitKnownItems.KNOWN, main="new"))
+        to_infer = (joined.new | "BatchNew" >> beam.BatchElements(min_batch_size=1, max_batch_size=args.chunk_rows)
+                    | "NewToChunks" >> beam.Map(rows_to_chunk))
+        known = (joined[SplitKnownItems.KNOWN]
+                 | "BatchKnown" >> beam.BatchElements(min_batch_size=1, max_batch_size=args.chunk_rows)
+                 | "KnownToChunks" >> beam.Map(known_to_sid_chunk))
 
-    handler = KeyedModelHandler(SidModelHandler(model_path, args.min_batch_size, args.max_batch_size))
-    inferred, failures = to_infer | "RunInference" >> RunInference(handler).with_exception_handling()
-    new_rows = inferred | "ToSidRows" >> beam.Map(_materialised)
-    sid_rows = (new_rows, known) | "AllSidRows" >> beam.Flatten() if known is not None else new_rows
+    inferred, failures = (to_infer
+                          | "RunInference" >> RunInference(SidModelHandler(model_path)).with_exception_handling())
+    new_chunks = inferred | "ToSidChunks" >> beam.Map(_materialised)
+    sid_chunks = (new_chunks, known) | "AllSidChunks" >> beam.Flatten() if known is not None else new_chunks
 
     shards = {"num_shards": args.num_shards} if args.num_shards else {}
-    (sid_rows
-     | "ToParquetRows" >> beam.Map(lambda r: {fk.ITEM_ID: r[0], fk.SID: r[1].tolist(), fk.RQVAE_VERSION: version})
-     | "WriteParquet" >> beam.io.WriteToParquet(FileSystems.join(staging, TABLE_DIR, "part"), SID_SCHEMA,
-                                                file_name_suffix=".parquet", **shards))
-    (sid_rows
-     | "ToExamples" >> beam.Map(_to_example, version)
+    (sid_chunks
+     | "ToArrow" >> beam.Map(_parquet_table, version)
+     | "WriteParquet" >> beam.io.WriteToParquetBatched(FileSystems.join(staging, TABLE_DIR, "part"), SID_SCHEMA,
+                                                       file_name_suffix=".parquet", **shards))
+    (sid_chunks
+     | "ToExamples" >> beam.FlatMap(_examples, version)
      | "WriteTFRecord" >> beam.io.WriteToTFRecord(FileSystems.join(staging, TFRECORD_DIR, "part"),
                                                   file_name_suffix=".tfrecord.gz", **shards))
     failed = failures.failed_inferences | "FailedInference" >> beam.FlatMap(_failed_inference)
-    ((checked[REJECTED], unique[REJECTED], failed)
+    ((checked[REJECTED], resolved[REJECTED], failed)
      | "AllRejected" >> beam.Flatten()
      | "RejectedToJson" >> beam.Map(_json_line)
      | "WriteRejected" >> beam.io.WriteToText(FileSystems.join(staging, REJECTED_DIR, "part"),
                                               file_name_suffix=".jsonl", num_shards=1))
-    (sid_rows
-     | "Statistics" >> SidStatistics(num_levels, codebook_size, args.sample_size)
+    (sid_chunks
+     | "Statistics" >> SidStatistics(num_levels, codebook_size, args.sample_size, args.buckets)
      | "AddVersion" >> beam.Map(lambda r: dict(r, rqvae_version=version, model=model_path))
      | "WriteStats" >> beam.ParDo(_WriteJson(FileSystems.join(staging, STATS_FILE))))
 
@@ -281,10 +328,11 @@ def _parse(argv):
     parser.add_argument("--num_shards", type=int, default=0, help="output shards (0: the runner decides)")
     parser.add_argument("--sample_size", type=int, default=sid_quality.DEFAULT_SAMPLE_SIZE,
                         help="items in the prefix-similarity sample (bottom-k by id fingerprint)")
-    # BatchElements grows batches adaptively from here. A minimum above 1 corrupted elements under
-    # the multi-threaded DirectRunner of Beam 2.77 (seen here), so it stays at 1 by default.
-    parser.add_argument("--min_batch_size", type=int, default=1)
-    parser.add_argument("--max_batch_size", type=int, default=4096)
+    parser.add_argument("--buckets", type=int, default=64,
+                        help="hash buckets for id and prefix counting: one worker holds about "
+                             "items x L / buckets keys (raise it for corpora of 100M+ items)")
+    parser.add_argument("--chunk_rows", type=int, default=2048,
+                        help="rows per unit of work (validation, inference, writing)")
     return parser.parse_known_args(argv)
 
 
@@ -305,13 +353,9 @@ def run(argv=None, save_main_session: bool = False) -> dict:
     args, beam_args = _parse(argv)
     options = PipelineOptions(beam_args, save_main_session=save_main_session)
     if not options.view_as(StandardOptions).runner:
+        # Beam's in-memory DirectRunner: measured faster here than multi_processing on 2 cores
+        # (benchmarks/); multi_threading corrupted this pipeline's elements under Beam 2.77.
         options.view_as(StandardOptions).runner = "DirectRunner"
-        direct = options.view_as(DirectOptions)
-        if "--direct_running_mode" not in " ".join(beam_args):
-            # One worker process per core. Beam 2.77's multi_threading mode corrupted elements of
-            # this pipeline here ("Invalid PaneInfoEncoding"), so it is not the default.
-            direct.direct_running_mode = "multi_processing"
-            direct.direct_num_workers = os.cpu_count() or 1
     model_path = resolve_model(args.model)
     card = read_model_card(model_path)
     staging = publish.staging_dir(args.output)

@@ -1,23 +1,34 @@
 """SID statistics with Beam combiners; the same aggregates as `pipeline.sid_quality.report`."""
 
+from typing import NamedTuple
+
+import hashlib
+
 import apache_beam as beam
 import numpy as np
 
 from pipeline import sid_quality
 
 
-class CodeCountsFn(beam.CombineFn):
-    """Items per code, per level: int64 [L, K]."""
+class SidChunk(NamedTuple):
+    """Materialised rows as arrays: ids, SIDs int64 [n, L], and embeddings [n, D] (None if unknown)."""
 
-    def __init__(self, num_levels: int, codebook_size: int):
-        self._shape = (num_levels, codebook_size)
+    item_ids: np.ndarray
+    sids: np.ndarray
+    embeddings: np.ndarray | None
+
+
+class SumArraysFn(beam.CombineFn):
+    """Element-wise sum of equally shaped arrays (zeros of `shape` when there are none)."""
+
+    def __init__(self, shape):
+        self._shape = tuple(shape)
 
     def create_accumulator(self):
         return np.zeros(self._shape, np.int64)
 
-    def add_input(self, acc, sid):
-        acc[np.arange(self._shape[0]), sid] += 1
-        return acc
+    def add_input(self, acc, value):
+        return acc + value
 
     def merge_accumulators(self, accs):
         return sum(accs, self.create_accumulator())
@@ -26,47 +37,138 @@ class CodeCountsFn(beam.CombineFn):
         return acc
 
 
-def _prefixes(sid):
-    return [((n, tuple(int(c) for c in sid[:n])), 1) for n in range(1, len(sid) + 1)]
+class BottomKFn(beam.CombineFn):
+    """Keeps the k rows with the smallest fingerprints: (fingerprints, sids, embeddings) arrays.
+
+    The accumulator is a list of parts, trimmed to k rows only once it holds 2k, so adding a part
+    costs amortised O(part) rather than a copy of everything kept so far.
+    """
+
+    def __init__(self, k: int):
+        self._k = k
+
+    def create_accumulator(self):
+        return []
+
+    def _trim(self, parts):
+        fps, sids, embeddings = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        order = np.argsort(fps, kind="stable")[:self._k]
+        return [(fps[order], sids[order], embeddings[order])]
+
+    def add_input(self, acc, value):
+        acc.append(value)
+        return self._trim(acc) if sum(len(p[0]) for p in acc) > 2 * self._k else acc
+
+    def merge_accumulators(self, accs):
+        merged = [part for acc in accs for part in acc]
+        return self._trim(merged) if sum(len(p[0]) for p in merged) > 2 * self._k else merged
+
+    def extract_output(self, acc):
+        return self._trim(acc)[0] if acc else None
 
 
-def _finish(_, counts, size_counts, sample, sample_size):
+def _code_counts(chunk: SidChunk, codebook_size: int) -> np.ndarray:
+    return sid_quality.code_counts(chunk.sids, codebook_size)
+
+
+class MergeCountsFn(beam.CombineFn):
+    """Adds {key: count} dicts. Keyed by a hash bucket, so one worker holds one bucket's keys."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, counts):
+        for key, count in counts.items():
+            acc[key] = acc.get(key, 0) + count
+        return acc
+
+    def merge_accumulators(self, accs):
+        accs = list(accs)
+        return self.add_inputs(accs[0], accs[1:]) if accs else {}
+
+    def add_inputs(self, acc, elements):
+        for counts in elements:
+            acc = self.add_input(acc, counts)
+        return acc
+
+    def extract_output(self, acc):
+        return acc
+
+
+def bucket_of(key: bytes, buckets: int) -> int:
+    return int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big") % buckets
+
+
+def bucketed_counts(keys, buckets: int):
+    """Pre-aggregates keys of one chunk into (bucket, {key: count}): few elements per chunk."""
+    per_bucket: dict[int, dict] = {}
+    for key in keys:
+        counts = per_bucket.setdefault(bucket_of(key if isinstance(key, bytes) else key.encode(), buckets), {})
+        counts[key] = counts.get(key, 0) + 1
+    return per_bucket.items()
+
+
+def _prefix_counts(chunk: SidChunk, buckets: int):
+    """((prefix length, bucket), {prefix bytes: items}) for the chunk's prefixes of every length."""
+    for n in range(1, chunk.sids.shape[1] + 1):
+        prefixes = np.ascontiguousarray(chunk.sids[:, :n])
+        for bucket, counts in bucketed_counts((p.tobytes() for p in prefixes), buckets):
+            yield (n, bucket), counts
+
+
+def _size_histogram(kv):
+    """((n, bucket), {prefix: items}) -> ((n, sub-trie size), number of prefixes) pairs."""
+    (n, _), counts = kv
+    sizes: dict[int, int] = {}
+    for items in counts.values():
+        sizes[items] = sizes.get(items, 0) + 1
+    return [((n, size), count) for size, count in sizes.items()]
+
+
+def _local_sample(chunk: SidChunk, k: int):
+    if chunk.embeddings is None:
+        return
+    fps = np.array([sid_quality.fingerprint(i) for i in chunk.item_ids], dtype=np.int64)
+    order = np.argsort(fps, kind="stable")[:k]
+    yield fps[order], chunk.sids[order], chunk.embeddings[order]
+
+
+def _finish(_, counts, size_counts, sample):
     """Builds the report once every aggregate is in (called on a single element)."""
-    if not sample:
+    if sample is None or not counts.any():
         raise ValueError("no SIDs to report on: every row was rejected or the corpus is empty")
-    levels = counts.shape[0]
-    histograms = [{size: c for (n, size), c in size_counts if n == level} for level in range(1, levels + 1)]
-    sids = np.stack([s for _, s, _ in sample])
-    embeddings = np.stack([e for _, _, e in sample])
+    histograms = [{size: c for (n, size), c in size_counts if n == level}
+                  for level in range(1, counts.shape[0] + 1)]
+    _, sids, embeddings = sample
     return sid_quality.finish_report(counts, histograms, sid_quality.prefix_similarity(sids, embeddings),
-                                     len(sample))
+                                     len(sids))
 
 
 @beam.ptransform_fn
-def SidStatistics(sid_rows, num_levels: int, codebook_size: int,
-                  sample_size: int = sid_quality.DEFAULT_SAMPLE_SIZE):
-    """(item_id, sid int64[L], embedding float32[D] or None) -> one report dict.
+def SidStatistics(chunks, num_levels: int, codebook_size: int,
+                  sample_size: int = sid_quality.DEFAULT_SAMPLE_SIZE, buckets: int = 64):
+    """SidChunks -> one report dict.
 
     Codebook use and sub-trie sizes count every row; the prefix-similarity cosines use the
-    bottom-k sample of item-id fingerprints among rows that carry an embedding.
+    bottom-k sample of item-id fingerprints among rows that carry an embedding. Prefix counts
+    are combined per hash bucket: one worker holds about (items x L / buckets) prefixes.
     """
-    sids = sid_rows | "Sids" >> beam.Map(lambda r: r[1])
-    counts = sids | "CodeCounts" >> beam.CombineGlobally(CodeCountsFn(num_levels, codebook_size))
+    counts = (chunks
+              | "CodeCounts" >> beam.Map(_code_counts, codebook_size)
+              | "SumCodeCounts" >> beam.CombineGlobally(SumArraysFn((num_levels, codebook_size))))
     size_counts = (
-        sids
-        | "Prefixes" >> beam.FlatMap(_prefixes)
-        | "ItemsPerPrefix" >> beam.CombinePerKey(sum)
-        | "ByLengthAndSize" >> beam.Map(lambda kv: ((kv[0][0], kv[1]), 1))
+        chunks
+        | "Prefixes" >> beam.FlatMap(_prefix_counts, buckets)
+        | "ItemsPerPrefix" >> beam.CombinePerKey(MergeCountsFn())
+        | "SizesPerBucket" >> beam.FlatMap(_size_histogram)
         | "PrefixesPerSize" >> beam.CombinePerKey(sum)
         | "CollectSizes" >> beam.combiners.ToList())
-    sample = (
-        sid_rows
-        | "WithEmbedding" >> beam.Filter(lambda r: r[2] is not None)
-        | "Fingerprint" >> beam.Map(lambda r: (sid_quality.fingerprint(r[0]), r[1], r[2]))
-        | "BottomK" >> beam.combiners.Top.Smallest(sample_size, key=lambda t: t[0]))
+    sample = (chunks
+              | "LocalBottomK" >> beam.FlatMap(_local_sample, sample_size)
+              | "BottomK" >> beam.CombineGlobally(BottomKFn(sample_size)))
     return (
-        sid_rows.pipeline
+        chunks.pipeline
         | "One" >> beam.Create([None])
         | "Report" >> beam.Map(_finish, counts=beam.pvalue.AsSingleton(counts),
                                size_counts=beam.pvalue.AsSingleton(size_counts),
-                               sample=beam.pvalue.AsSingleton(sample), sample_size=sample_size))
+                               sample=beam.pvalue.AsSingleton(sample)))

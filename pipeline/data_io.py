@@ -104,7 +104,8 @@ def write_corpus(path: str, corpus: Corpus) -> None:
     if corpus.titles is not None:
         columns[fk.TITLE] = pa.array(corpus.titles.astype(str), pa.string())
     tmp = _atomic_path(path)
-    pq.write_table(pa.table(columns), tmp)
+    # Row groups of 8,192 items let Beam's Parquet reader split the file across workers.
+    pq.write_table(pa.table(columns), tmp, row_group_size=8192)
     os.replace(tmp, path)
 
 
@@ -219,6 +220,20 @@ def encode_examples(impressions: Impressions) -> list[bytes]:
     if impressions.true_ctr is not None:
         columns[fk.TRUE_CTR] = _scalar_list(impressions.true_ctr.astype(np.float32), pa.float32())
     batch = pa.RecordBatch.from_arrays(list(columns.values()), list(columns.keys()))
+    return example_coder.RecordBatchToExamples(batch)
+
+
+def encode_sid_examples(item_ids: np.ndarray, sids: np.ndarray, rqvae_version: str) -> list[bytes]:
+    """Serialises SID table rows as tf.Example protos (item_id, sid int64[L], rqvae_version)."""
+    from tfx_bsl.coders import example_coder
+
+    n, width = sids.shape
+    binary = pa.large_binary()
+    batch = pa.RecordBatch.from_arrays([
+        _scalar_list(item_ids.astype(bytes), binary),
+        _list_array(sids.astype(np.int64).ravel(), np.full(n, width, np.int64), pa.int64()),
+        _scalar_list(np.full(n, rqvae_version.encode()), binary),
+    ], [fk.ITEM_ID, fk.SID, fk.RQVAE_VERSION])
     return example_coder.RecordBatchToExamples(batch)
 
 

@@ -9,7 +9,7 @@ import hashlib
 
 import numpy as np
 
-DEFAULT_SAMPLE_SIZE = 100_000
+DEFAULT_SAMPLE_SIZE = 20_000
 
 
 def fingerprint(item_id: str) -> int:

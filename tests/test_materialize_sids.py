@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from beam_jobs import materialize_sids
-from beam_jobs.sid_model_handler import SidModelHandler
+from beam_jobs.sid_model_handler import Chunk, SidModelHandler
 from models import rqvae_savedmodel
 from models.rqvae import RQVAEConfig
 from pipeline import data_io, rqvae_job, sid_quality
@@ -175,9 +175,7 @@ def test_failed_run_leaves_no_partial_output(world, default_run, tmp_path):
 
 class _FakeSignature:
     def __call__(self, embedding):
-        x = embedding.numpy()
-        return {"sid": tf.constant((x[:, :2] > 0).astype(np.int64)),
-                "reconstruction_error": tf.constant(np.abs(x).mean(1))}
+        return {"sid": tf.constant((embedding.numpy()[:, :2] > 0).astype(np.int64))}
 
 
 class _FakeModel:
@@ -186,10 +184,12 @@ class _FakeModel:
 
 def test_model_handler_with_a_fake_model():
     handler = SidModelHandler("unused")
-    batch = [np.array([1.0, -1.0, 2.0], np.float32), np.array([-1.0, 1.0, 0.0], np.float32)]
-    results = list(handler.run_inference(batch, _FakeModel()))
-    assert [r.inference["sid"].tolist() for r in results] == [[1, 0], [0, 1]]
-    assert results[0].inference["reconstruction_error"] == pytest.approx(4 / 3)
-    assert results[1].example is batch[1]
-    assert handler.get_num_bytes(batch) == 24
-    assert handler.batch_elements_kwargs()["max_batch_size"] == 4096
+    first = Chunk(np.array(["a", "b"], dtype=object), np.zeros(2, np.int64),
+                  np.array([[1.0, -1.0, 2.0], [-1.0, 1.0, 0.0]], np.float32))
+    second = Chunk(np.array(["c"], dtype=object), np.zeros(1, np.int64), np.array([[1.0, 1.0, 0.0]], np.float32))
+    results = list(handler.run_inference([first, second], _FakeModel()))
+    # One model call for both chunks; each chunk gets back its own rows.
+    assert [r.inference.tolist() for r in results] == [[[1, 0], [0, 1]], [[1, 1]]]
+    assert results[1].example is second
+    assert handler.get_num_bytes([first, second]) == 36
+    assert handler.batch_elements_kwargs() == {"min_batch_size": 1, "max_batch_size": 2}
