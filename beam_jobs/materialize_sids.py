@@ -86,6 +86,10 @@ class ParseExample(beam.DoFn):
         yield row
 
 
+def rows_to_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows)
+
+
 class ValidateToChunks(beam.DoFn):
     """Record batches -> Chunks of valid rows (vectorised checks), and one reject per bad row."""
 
@@ -258,7 +262,7 @@ def build_pipeline(p: beam.Pipeline, args, model_path: str, card: dict, staging:
         tables = (p | "ReadCorpus" >> beam.io.ReadFromTFRecord(args.corpus)
                   | "ParseExamples" >> beam.ParDo(ParseExample())
                   | "BatchRows" >> beam.BatchElements(min_batch_size=1, max_batch_size=args.chunk_rows)
-                  | "ToTables" >> beam.Map(pa.Table.from_pylist))
+                  | "ToTables" >> beam.Map(rows_to_table))
     checked = (tables
                | "Validate" >> beam.ParDo(ValidateToChunks(dim, args.chunk_rows)).with_outputs(REJECTED, main="valid")
                )

@@ -232,3 +232,30 @@ def test_corrupt_tfrecord_is_named(tmp_path):
         f.write(b"not a gzip tfrecord")
     with pytest.raises(ContractError, match="corrupt or truncated"):
         data_io.read_logs(layout)
+
+
+# ------------------------------------------------------------------------------------- SID table
+
+def _sid_table(path, ids, sids, versions):
+    pq.write_table(pa.table({fk.ITEM_ID: ids, fk.SID: sids, fk.RQVAE_VERSION: versions}), str(path))
+
+
+def test_sid_table_reads_and_names_its_problems(tmp_path):
+    _sid_table(tmp_path / "a.parquet", ["x", "y"], [[1, 2], [3, 4]], ["1-abc", "1-abc"])
+    table = data_io.read_sid_table(str(tmp_path), codebook_size=8)
+    assert table.rqvae_version == "1-abc" and table.lookup()["y"].tolist() == [3, 4]
+    with pytest.raises(ContractError, match=r"codes \[3, 4\] outside \[0, 4\)"):
+        data_io.read_sid_table(str(tmp_path), codebook_size=4)
+    _sid_table(tmp_path / "b.parquet", ["x"], [[5, 6]], ["1-abc"])
+    with pytest.raises(ContractError, match="item id 'x' appears 2 times"):
+        data_io.read_sid_table(str(tmp_path))
+    (tmp_path / "b.parquet").unlink()
+    _sid_table(tmp_path / "c.parquet", ["z"], [[5, 6]], ["2-def"])
+    with pytest.raises(ContractError, match="several RQ-VAE versions"):
+        data_io.read_sid_table(str(tmp_path))
+    (tmp_path / "c.parquet").unlink()
+    _sid_table(tmp_path / "d.parquet", ["z", "w"], [[5, 6], [7]], ["1-abc", "1-abc"])
+    with pytest.raises(ContractError, match="d.parquet: row 1: field 'sid': 1 codes, expected 2"):
+        data_io.read_sid_table(str(tmp_path))
+    with pytest.raises(ContractError, match="no SID table files"):
+        data_io.read_sid_table(str(tmp_path / "nothing"))

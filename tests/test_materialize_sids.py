@@ -193,3 +193,18 @@ def test_model_handler_with_a_fake_model():
     assert results[1].example is second
     assert handler.get_num_bytes([first, second]) == 36
     assert handler.batch_elements_kwargs() == {"min_batch_size": 1, "max_batch_size": 2}
+
+
+def test_tfrecord_corpus_gives_the_same_table(world, default_run, tmp_path):
+    output, _ = default_run
+    corpus = world["corpus"]
+    records = [tf.train.Example(features=tf.train.Features(feature={
+        fk.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[i.encode()])),
+        fk.EMBEDDING: tf.train.Feature(float_list=tf.train.FloatList(value=e.tolist())),
+        fk.FIRST_DAY: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(d)])),
+    })).SerializeToString() for i, e, d in zip(corpus.item_ids, corpus.embeddings, corpus.first_day)]
+    path = str(tmp_path / "corpus.tfrecord.gz")
+    data_io.write_tfrecord(path, records)
+    materialize_sids.run(["--corpus", path, "--model", str(world["root"] / "export"),
+                          "--output", str(tmp_path / "sids"), *IN_MEMORY])
+    assert _table(tmp_path / "sids") == _table(output)
