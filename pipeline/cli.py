@@ -16,10 +16,11 @@ def _simulate(args) -> None:
     from pipeline.simulator import SimulatorConfig
 
     config = config_flags.from_args(SimulatorConfig, args)
-    layout = RunLayout(args.run_dir).data
-    summary = simulate_job.run(config, layout)
+    run = RunLayout(args.run_dir)
+    layout = run.data
+    summary = simulate_job.run(config, layout, report_dir=run.report)
     print(log_summary.format_summary(summary))
-    print(f"corpus: {layout.corpus}\nlogs:   {layout.logs}\nsummary: {layout.summary}")
+    print(f"corpus: {layout.corpus}\nlogs:   {layout.logs}\nsummary: {layout.summary}\nplot:   {summary['plot']}")
 
 
 def _movielens(args) -> None:
@@ -54,7 +55,7 @@ def _train_rqvae(args) -> None:
                            max_first_day=args.max_first_day)
     print(sid_quality.format_report(report))
     print(f"RQ-VAE {report['rqvae_version']} exported to {report['export']}\n"
-          f"report: {os.path.join(layout.rqvae, 'sid_quality.json')}")
+          f"report: {os.path.join(layout.rqvae, 'sid_quality.json')}\nplots:  {', '.join(report['plots'])}")
 
 
 def _materialize(args) -> None:

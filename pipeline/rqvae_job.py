@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from models import rqvae_savedmodel
 from models.rqvae import RQVAE, RQVAEConfig
-from pipeline import data_io, sid_quality
+from pipeline import data_io, plots, sid_quality
 from pipeline.layout import RunLayout
 
 
@@ -110,5 +110,7 @@ def run(layout: RunLayout, config: RQVAEConfig, corpus_path: str | None = None,
         json.dump(report, f, indent=2)
     with open(os.path.join(layout.rqvae, "training_history.json"), "w", encoding="utf-8") as f:
         json.dump(history, f, indent=2)
+    report["plots"] = [plots.rqvae_training(history, os.path.join(layout.report, "rqvae_training.png")),
+                       plots.sid_quality(report, os.path.join(layout.report, "sid_quality.png"))]
     logging.info("exported RQ-VAE %s to %s", frozen.version, path)
     return report

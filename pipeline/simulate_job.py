@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import data_io, log_summary
+from pipeline import data_io, log_summary, plots
 from pipeline import features as fk
 from pipeline.data_io import Corpus, Impressions
 from pipeline.layout import DataLayout
@@ -43,8 +43,8 @@ def write_truth(path: str, data: SimulatedData) -> None:
     pq.write_table(pa.table(columns), path)
 
 
-def run(config: SimulatorConfig, layout: DataLayout) -> dict:
-    """Simulates and writes everything under layout.root; returns the summary."""
+def run(config: SimulatorConfig, layout: DataLayout, report_dir: str | None = None) -> dict:
+    """Simulates and writes everything under layout.root (a plot to report_dir); returns the summary."""
     logging.info("simulating %d items, %d days x %d impressions (seed %d)", config.num_items,
                  config.num_days, config.impressions_per_day, config.seed)
     data = simulate(config)
@@ -59,4 +59,6 @@ def run(config: SimulatorConfig, layout: DataLayout) -> dict:
                                    for k, v in vars(config).items()}
     with open(layout.summary, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
+    if report_dir:
+        summary["plot"] = plots.log_summary(summary, os.path.join(report_dir, "simulated_logs.png"))
     return summary

@@ -33,6 +33,8 @@ def test_simulate_writes_the_contracts_and_prints_the_summary(tmp_path, capsys):
         summary = json.load(f)
     assert [d["impressions"] for d in summary["per_day"]] == [3000] * 3
     assert summary["simulator_config"]["embedding_dim"] == 32
+    with open(os.path.join(RunLayout(run_dir).report, "simulated_logs.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
     # The validate command reads the same files back and agrees.
     assert cli.main(["validate", "--data_dir", layout.root, "--strict"]) == 0

@@ -118,6 +118,8 @@ def test_demo_configuration_meets_the_sid_quality_bars(tmp_path, capsys):
     _check_quality(report, min_utilisation=0.9, min_unique=0.95)
     assert report["reconstruction"]["r2"] > 0.5
     assert report["items"] == SimulatorConfig().num_items  # new items get SIDs too
+    for name in ("rqvae_training.png", "sid_quality.png"):
+        assert os.path.getsize(os.path.join(RunLayout(run_dir).report, name)) > 10_000
 
 
 @pytest.mark.real_data

@@ -1,0 +1,78 @@
+"""Pictures for the run report (PNG files under RUN_DIR/report/), drawn with matplotlib's Agg backend."""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+
+def _save(fig, path: str) -> str:
+    for ax in fig.axes:  # days, epochs, levels and prefix lengths are whole numbers
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def log_summary(summary: dict, path: str) -> str:
+    """Per day: CTR and cold-start share, and the oracle AUC (overall and cold start) if known."""
+    days = [d["day"] for d in summary["per_day"]]
+    has_oracle = "oracle_auc" in summary["per_day"][0]
+    fig, axes = plt.subplots(1, 2 if has_oracle else 1, figsize=(11 if has_oracle else 6, 3.6), squeeze=False)
+    ax = axes[0][0]
+    ax.plot(days, [d["ctr"] for d in summary["per_day"]], marker="o", label="CTR")
+    ax.plot(days, [d["cold_start_share"] for d in summary["per_day"]], marker="s", label="cold-start share")
+    ax.set_xlabel("day")
+    ax.set_title(f"{summary['impressions']:,} impressions, {summary['items']:,} items")
+    ax.legend()
+    if has_oracle:
+        ax = axes[0][1]
+        ax.plot(days, [d["oracle_auc"] for d in summary["per_day"]], marker="o", label="all impressions")
+        ax.plot(days, [d["oracle_auc_cold_start"] for d in summary["per_day"]], marker="s", label="cold start")
+        ax.set_xlabel("day")
+        ax.set_title("oracle CTR AUC (the ceiling for every model)")
+        ax.legend()
+    return _save(fig, path)
+
+
+def rqvae_training(history: list[dict], path: str) -> str:
+    """Per epoch: reconstruction loss, utilisation of each level, unique-SID ratio."""
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    axes[0].plot(epochs, [h["recon_loss"] for h in history])
+    axes[0].set_title("reconstruction loss")
+    for level in range(len(history[0]["utilisation"])):
+        axes[1].plot(epochs, [h["utilisation"][level] for h in history], label=f"level {level + 1}")
+    axes[1].set_title("codebook utilisation")
+    axes[1].set_ylim(0, 1.02)
+    axes[1].legend(fontsize="small")
+    axes[2].plot(epochs, [h["unique_sid_ratio"] for h in history])
+    axes[2].set_title("unique-SID ratio")
+    axes[2].set_ylim(0, 1.02)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    return _save(fig, path)
+
+
+def sid_quality(report: dict, path: str) -> str:
+    """The prefix-similarity table (with sub-trie sizes) and codebook use per level."""
+    rows = [r for r in report["prefix_similarity"] if r["mean_cosine"] is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    axes[0].plot([r["prefix_length"] for r in rows], [r["mean_cosine"] for r in rows], marker="o")
+    for r in rows:
+        axes[0].annotate(f"{r['subtrie_size_p25']:g}-{r['subtrie_size_p75']:g}",
+                         (r["prefix_length"], r["mean_cosine"]), textcoords="offset points", xytext=(0, 6),
+                         ha="center", fontsize="small")
+    axes[0].set_xlabel("shared SID prefix length n")
+    axes[0].set_title("mean pairwise cosine (labels: sub-trie size p25-p75)")
+    levels = report["levels"]
+    axes[1].bar([lv["level"] for lv in levels], [lv["utilisation"] for lv in levels])
+    axes[1].set_ylim(0, 1.02)
+    axes[1].set_xlabel("level")
+    axes[1].set_title(f"codebook utilisation (unique SIDs {report['unique_sid_ratio']:.3f})")
+    return _save(fig, path)
