@@ -24,6 +24,22 @@ TRUE_CTR = "true_ctr"
 SID = "sid"
 RQVAE_VERSION = "rqvae_version"
 
+# Features the transform job joins onto the logs (from the SID table and the corpus).
+WATCH_SID = "watch_sid"  # int64 [L]; -1 codes where the item has no SID
+CANDIDATE_SID = "candidate_sid"
+HISTORY_SIDS = "history_sids"  # int64 [H * L], the history items' SIDs one after another
+WATCH_EMBEDDING = "watch_embedding"  # float32 [D] (dense representation only)
+CANDIDATE_EMBEDDING = "candidate_embedding"
+CANDIDATE_FIRST_DAY = "candidate_first_day"
+
+# Outputs of preprocessing_fn: what the ranker reads. Pieces index one shared item table.
+WATCH_PIECES = "watch_pieces"
+CANDIDATE_PIECES = "candidate_pieces"
+HISTORY_PIECES = "history_pieces"  # the pieces of every history item (pooled in the model)
+HISTORY_LENGTH = "history_length"  # history items, to turn the pooled sum into a mean
+COLD_START = "cold_start"  # 1 if the candidate was first seen on the impression's day
+LABEL_KEYS = (CLICK, ENGAGEMENT)
+
 DEFAULT_MAX_HISTORY = 20
 
 

@@ -1,0 +1,118 @@
+"""preprocessing_fn: the SID adaptation baked into the input graph (TF Transform; no Beam, no Keras).
+
+Every representation turns the watch item, the candidate and each history item into pieces of one
+shared item table (random_hash, sid_ngram, sid_spm), or passes the content embeddings through
+(dense). Items without a SID (codes of -1) get the table's out-of-vocabulary row.
+"""
+
+import tensorflow as tf
+
+from pipeline import features as fk
+from pipeline import sid_text
+from pipeline.representation import RepresentationConfig
+
+
+def raw_feature_spec(config: RepresentationConfig) -> dict:
+    """The tf.Example spec of the joined logs this preprocessing_fn reads (labels included)."""
+    spec = {
+        fk.WATCH_ITEM_ID: tf.io.FixedLenFeature([], tf.string),
+        fk.CANDIDATE_ITEM_ID: tf.io.FixedLenFeature([], tf.string),
+        fk.HISTORY_ITEM_IDS: tf.io.VarLenFeature(tf.string),
+        fk.CLICK: tf.io.FixedLenFeature([], tf.int64),
+        fk.ENGAGEMENT: tf.io.FixedLenFeature([], tf.float32),
+        fk.DAY: tf.io.FixedLenFeature([], tf.int64),
+        fk.CANDIDATE_FIRST_DAY: tf.io.FixedLenFeature([], tf.int64),
+    }
+    if config.kind in ("sid_ngram", "sid_spm"):
+        spec[fk.WATCH_SID] = tf.io.FixedLenFeature([config.num_levels], tf.int64)
+        spec[fk.CANDIDATE_SID] = tf.io.FixedLenFeature([config.num_levels], tf.int64)
+        spec[fk.HISTORY_SIDS] = tf.io.VarLenFeature(tf.int64)
+    if config.kind == "dense":
+        spec[fk.WATCH_EMBEDDING] = tf.io.FixedLenFeature([config.embedding_dim], tf.float32)
+        spec[fk.CANDIDATE_EMBEDDING] = tf.io.FixedLenFeature([config.embedding_dim], tf.float32)
+    return spec
+
+
+def ngram_pieces(sids: tf.Tensor, config: RepresentationConfig) -> tf.Tensor:
+    """int64 [B, L] -> int64 [B, L/N]: piece j = j K^N + the base-K number of group j's codes."""
+    k, n = config.codebook_size, config.ngram
+    groups = tf.reshape(sids, [-1, config.groups, n])
+    weights = tf.constant([k ** (n - 1 - i) for i in range(n)], tf.int64)
+    local = tf.reduce_sum(groups * weights, axis=-1)
+    pieces = local + tf.range(config.groups, dtype=tf.int64)[None, :] * k ** n
+    missing = tf.reduce_any(groups < 0, axis=-1)
+    return tf.where(missing, tf.constant(config.oov_piece, tf.int64), pieces)
+
+
+def spm_pieces(sids: tf.Tensor, config: RepresentationConfig, spm_model: bytes) -> tf.RaggedTensor:
+    """int64 [B, L] -> ragged int64 [B, (pieces)] by the SentencePiece model.
+
+    The model is Python bytes at graph-construction time: SentencepieceTokenizer keeps it as an op
+    attribute, so it travels inside the transform graph and the serving SavedModel.
+    """
+    import tensorflow_text as tf_text
+
+    tokenizer = tf_text.SentencepieceTokenizer(model=spm_model, out_type=tf.int32)
+    sids = tf.cast(sids, tf.int64)
+    text = sid_text.sid_text_tf(tf.maximum(sids, 0), config.codebook_size)
+    pieces = tf.cast(tokenizer.tokenize(text), tf.int64)
+    return _oov_where(tf.reduce_any(sids < 0, axis=-1), pieces, config.oov_piece)
+
+
+def _oov_where(missing: tf.Tensor, pieces: tf.RaggedTensor, oov_piece: int) -> tf.RaggedTensor:
+    """Rows where `missing` is true become the single OOV piece."""
+    batch = tf.shape(missing, out_type=tf.int64)[0]
+    oov = tf.RaggedTensor.from_tensor(tf.fill([batch, 1], tf.constant(oov_piece, tf.int64)))
+    rows = tf.range(batch)
+    return tf.gather(tf.concat([pieces, oov], axis=0), tf.where(missing, rows + batch, rows))
+
+
+def _item_pieces(sids: tf.Tensor, config: RepresentationConfig, spm_model: bytes | None) -> tf.RaggedTensor:
+    if config.kind == "sid_ngram":
+        return tf.RaggedTensor.from_tensor(ngram_pieces(sids, config))
+    return spm_pieces(sids, config, spm_model)
+
+
+def _history_pieces(history_sids: tf.SparseTensor, config, spm_model) -> tf.SparseTensor:
+    """Flattened history SIDs [B, (H*L)] -> the pieces of every history item, per row [B, (P)]."""
+    codes = tf.RaggedTensor.from_sparse(history_sids)
+    items_per_row = codes.row_lengths() // config.num_levels
+    per_item = _item_pieces(tf.reshape(codes.flat_values, [-1, config.num_levels]), config, spm_model)
+    return tf.RaggedTensor.from_row_lengths(per_item, items_per_row).merge_dims(1, 2).to_sparse()
+
+
+def make_preprocessing_fn(config: RepresentationConfig, spm_model: bytes | None = None):
+    """Builds the preprocessing_fn of one representation.
+
+    Args:
+      config: the representation.
+      spm_model: the serialized SentencePiece model (sid_spm only), baked into the graph.
+
+    Raises:
+      ValueError: sid_spm without a model.
+    """
+    if config.kind == "sid_spm" and not spm_model:
+        raise ValueError("sid_spm needs the trained SentencePiece model (bytes)")
+
+    def preprocessing_fn(inputs):
+        outputs = {key: inputs[key] for key in fk.LABEL_KEYS}
+        outputs[fk.DAY] = inputs[fk.DAY]
+        outputs[fk.COLD_START] = tf.cast(tf.equal(inputs[fk.CANDIDATE_FIRST_DAY], inputs[fk.DAY]), tf.int64)
+        history_ids = inputs[fk.HISTORY_ITEM_IDS]
+        outputs[fk.HISTORY_LENGTH] = tf.RaggedTensor.from_sparse(history_ids).row_lengths()
+        if config.kind == "random_hash":
+            for raw, out in ((fk.WATCH_ITEM_ID, fk.WATCH_PIECES), (fk.CANDIDATE_ITEM_ID, fk.CANDIDATE_PIECES)):
+                outputs[out] = tf.strings.to_hash_bucket_fast(inputs[raw], config.buckets)[:, None]
+            outputs[fk.HISTORY_PIECES] = tf.SparseTensor(
+                history_ids.indices, tf.strings.to_hash_bucket_fast(history_ids.values, config.buckets),
+                history_ids.dense_shape)
+        elif config.kind == "dense":
+            outputs[fk.WATCH_EMBEDDING] = inputs[fk.WATCH_EMBEDDING]
+            outputs[fk.CANDIDATE_EMBEDDING] = inputs[fk.CANDIDATE_EMBEDDING]
+        else:
+            for raw, out in ((fk.WATCH_SID, fk.WATCH_PIECES), (fk.CANDIDATE_SID, fk.CANDIDATE_PIECES)):
+                outputs[out] = _item_pieces(inputs[raw], config, spm_model).to_sparse()
+            outputs[fk.HISTORY_PIECES] = _history_pieces(inputs[fk.HISTORY_SIDS], config, spm_model)
+        return outputs
+
+    return preprocessing_fn

@@ -1,0 +1,64 @@
+"""How an item becomes embedding-table pieces: the representations of the paper, as typed configs."""
+
+import dataclasses
+
+KINDS = ("random_hash", "dense", "sid_ngram", "sid_spm")
+
+
+@dataclasses.dataclass(frozen=True)
+class RepresentationConfig:
+    """One item representation (DESIGN.md, "Item representations").
+
+    random_hash: hash(item_id) mod `buckets`; one piece per item.
+    dense: the raw content embedding of the watch item and the candidate; no table, no history.
+    sid_ngram: L/N pieces, piece j = the codes of group j; group j owns rows [j K^N, (j+1) K^N).
+    sid_spm: SentencePiece pieces of the SID string, `vocab_size` rows.
+    SID representations add one out-of-vocabulary row (the last) for items without a SID.
+    """
+
+    kind: str = "sid_ngram"
+    buckets: int = 8192
+    ngram: int = 1
+    vocab_size: int = 8192
+    num_levels: int = 4
+    codebook_size: int = 256
+    embedding_dim: int = 256
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "sid_ngram" and (self.ngram < 1 or self.num_levels % self.ngram):
+            raise ValueError(f"ngram must divide the SID length L={self.num_levels}, got {self.ngram}")
+        for name in ("buckets", "vocab_size", "num_levels", "codebook_size", "embedding_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def name(self) -> str:
+        if self.kind == "random_hash":
+            return f"random_hash_{self.buckets}"
+        if self.kind == "sid_ngram":
+            return f"sid_{self.ngram}gram"
+        if self.kind == "sid_spm":
+            return f"sid_spm_{self.vocab_size}"
+        return "dense"
+
+    @property
+    def groups(self) -> int:
+        """N-gram pieces per item (L / N)."""
+        return self.num_levels // self.ngram
+
+    @property
+    def table_rows(self) -> int:
+        """Rows of the shared item table (0 for dense), including the OOV row of SID kinds."""
+        if self.kind == "random_hash":
+            return self.buckets
+        if self.kind == "sid_ngram":
+            return self.groups * self.codebook_size ** self.ngram + 1
+        if self.kind == "sid_spm":
+            return self.vocab_size + 1
+        return 0
+
+    @property
+    def oov_piece(self) -> int:
+        return self.table_rows - 1
