@@ -1,0 +1,155 @@
+"""The Transform job end to end: SID join, SPM step, TF Transform per day, a self-contained output."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (SentencePiece ops in the transform graph)
+import tensorflow_transform as tft
+
+from beam_jobs import materialize_sids, transform
+from models import rqvae_savedmodel
+from models.rqvae import RQVAEConfig
+from pipeline import data_io, rqvae_job, sid_text
+from pipeline import features as fk
+from pipeline.layout import RunLayout
+from pipeline.simulate_job import run as simulate_run
+from pipeline.simulator import SimulatorConfig
+
+IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+TINY = RQVAEConfig(encoder_dims=(32, 8), num_levels=4, codebook_size=16, batch_size=128, max_epochs=6,
+                   patience=2, kmeans_iterations=5)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A small simulated run with SIDs materialised (3 days)."""
+    layout = RunLayout(str(tmp_path_factory.mktemp("transform_run")))
+    simulate_run(SimulatorConfig(num_items=1500, num_users=200, num_days=3, impressions_per_day=1500,
+                                 embedding_dim=32), layout.data)
+    corpus = data_io.read_corpus(layout.data.corpus)
+    model, _ = rqvae_job.train(corpus.embeddings, TINY, lambda *_: None)
+    export = rqvae_savedmodel.export(model, os.path.join(layout.rqvae, "export"))
+    materialize_sids.run(["--corpus", layout.data.corpus, "--model", export, "--output", layout.sids, *IN_MEMORY])
+    return layout
+
+
+def _run(layout, kind, **flags):
+    argv = ["--data_dir", layout.data.root, "--sids", layout.sids, "--output", os.path.join(layout.root, kind),
+            "--kind", kind, *IN_MEMORY]
+    for key, value in flags.items():
+        argv += [f"--{key}", str(value)]
+    return transform.run(argv)
+
+
+def _read_day(output, day, schema_dir):
+    tft_output = tft.TFTransformOutput(schema_dir)
+    files = glob.glob(os.path.join(output, "transformed", f"day={day:04d}", "*.tfrecord.gz"))
+    spec = tft_output.transformed_feature_spec()
+    return [tf.io.parse_single_example(r, spec) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+@pytest.fixture(scope="module")
+def spm_run(run_dir):
+    return _run(run_dir, "sid_spm", vocab_size=300)
+
+
+def test_every_day_is_transformed_and_counted(run_dir, spm_run):
+    output = spm_run["output"]
+    assert spm_run["counters"]["rows_joined"] == 3 * 1500
+    with open(os.path.join(output, "representation.json")) as f:
+        card = json.load(f)
+    assert card["train_days"] == [1, 2] and card["days"] == [1, 2, 3] and card["table_rows"] == 301
+    for day in (1, 2, 3):
+        assert len(_read_day(output, day, output)) == 1500
+
+
+def test_spm_vocabulary_is_learned_from_impressed_sids_and_reaches_v(spm_run):
+    processor = spm.SentencePieceProcessor(model_file=os.path.join(spm_run["output"], "spm", "sid_spm.model"))
+    assert processor.get_piece_size() == 300
+
+
+def test_transformed_pieces_equal_the_library_on_the_joined_sids(run_dir, spm_run):
+    output = spm_run["output"]
+    table = data_io.read_sid_table(os.path.join(run_dir.sids, "table")).lookup()
+    processor = spm.SentencePieceProcessor(model_file=os.path.join(output, "spm", "sid_spm.model"))
+    raw = data_io.read_logs(run_dir.data, days=[3])
+    transformed = _read_day(output, 3, output)
+    by_candidate = {}
+    for row in transformed:
+        by_candidate.setdefault(tuple(row[fk.CANDIDATE_PIECES].values.numpy()), 0)
+    for candidate in raw.candidate_item_id[:50]:
+        text = sid_text.sid_text(np.array([table[candidate]]), 16)[0]
+        assert tuple(processor.encode(text)) in by_candidate
+
+
+def test_transform_output_loads_in_a_fresh_process(run_dir, spm_run, tmp_path):
+    """The transform graph (SentencePiece model inside) is self-contained: same pieces elsewhere."""
+    output = spm_run["output"]
+    table = data_io.read_sid_table(os.path.join(run_dir.sids, "table")).lookup()
+    ids = list(table)[:3]
+    raw = {fk.WATCH_ITEM_ID: ids[0], fk.CANDIDATE_ITEM_ID: ids[1], fk.HISTORY_ITEM_IDS: [ids[2], ids[0]],
+           fk.CLICK: 1, fk.ENGAGEMENT: 0.25, fk.DAY: 3, fk.CANDIDATE_FIRST_DAY: 3,
+           fk.WATCH_SID: table[ids[0]].tolist(), fk.CANDIDATE_SID: table[ids[1]].tolist(),
+           fk.HISTORY_SIDS: table[ids[2]].tolist() + table[ids[0]].tolist()}
+    example = tf.train.Example()
+    for key, value in raw.items():
+        values = value if isinstance(value, list) else [value]
+        if isinstance(values[0], str):
+            example.features.feature[key].bytes_list.value.extend(v.encode() for v in values)
+        elif isinstance(values[0], float):
+            example.features.feature[key].float_list.value.extend(values)
+        else:
+            example.features.feature[key].int64_list.value.extend(values)
+    path = tmp_path / "example.pb"
+    path.write_bytes(example.SerializeToString())
+    script = textwrap.dedent(f"""
+        import json, os
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+        import tensorflow as tf
+        import tensorflow_text  # registers the SentencePiece ops
+        import tensorflow_transform as tft
+        out = tft.TFTransformOutput({output!r})
+        parsed = tf.io.parse_example([open({str(path)!r}, "rb").read()], out.raw_feature_spec())
+        result = out.transform_raw_features(parsed)
+        print(json.dumps({{k: tf.sparse.to_dense(v).numpy().tolist() if isinstance(v, tf.SparseTensor)
+                          else v.numpy().tolist() for k, v in result.items()}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    fresh = json.loads(done.stdout.strip().splitlines()[-1])
+    processor = spm.SentencePieceProcessor(model_file=os.path.join(output, "spm", "sid_spm.model"))
+    encode = lambda item: processor.encode(sid_text.sid_text(np.array([table[item]]), 16)[0])  # noqa: E731
+    assert fresh[fk.WATCH_PIECES][0] == encode(ids[0])
+    assert fresh[fk.CANDIDATE_PIECES][0] == encode(ids[1])
+    assert fresh[fk.HISTORY_PIECES][0] == encode(ids[2]) + encode(ids[0])
+    assert fresh[fk.COLD_START] == [1] and fresh[fk.HISTORY_LENGTH] == [2]
+
+
+def test_items_without_a_sid_get_the_oov_row_and_are_counted(run_dir, tmp_path):
+    # A SID table that lacks one item: every impression that mentions it falls back.
+    table = data_io.read_sid_table(os.path.join(run_dir.sids, "table"))
+    dropped = data_io.read_logs(run_dir.data, days=[1]).candidate_item_id[0]
+    keep = table.item_ids != dropped
+    partial = tmp_path / "sids"
+    os.makedirs(partial / "table")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({fk.ITEM_ID: list(table.item_ids[keep]), fk.SID: [s.tolist() for s in table.sids[keep]],
+                             fk.RQVAE_VERSION: [table.rqvae_version] * int(keep.sum())}),
+                   str(partial / "table" / "part-00000-of-00001.parquet"))
+    with open(os.path.join(run_dir.sids, "stats.json")) as f, open(partial / "stats.json", "w") as g:
+        g.write(f.read())
+    out = transform.run(["--data_dir", run_dir.data.root, "--sids", str(partial), "--output", str(tmp_path / "t"),
+                         "--kind", "sid_ngram", "--ngram", "2", *IN_MEMORY])
+    assert out["counters"]["candidate_without_sid"] >= 1
+    oov = out["config"].oov_piece
+    rows = _read_day(str(tmp_path / "t"), 1, str(tmp_path / "t"))
+    assert any(r[fk.CANDIDATE_PIECES].values.numpy().tolist() == [oov, oov] for r in rows)
