@@ -2,11 +2,12 @@
 
 Two pipelines in one run, because SentencepieceTokenizer takes its model as a graph attribute
 (bytes when the graph is built), so the model cannot be the tensor output of a TFT analyzer:
-  1. (sid_spm only) count the impressions of each candidate's SID over the training days and
-     train the BPE SentencePiece model on them; written to OUTPUT/spm/sid_spm.model.
+  1. count each candidate's impressions over the training days and, for sid_spm, train the BPE
+     SentencePiece model on the impressed SIDs weighted by them (OUTPUT/spm/sid_spm.model).
   2. TF Transform: analyse the training days, transform every day into
      OUTPUT/transformed/day=NNNN/part-*.tfrecord.gz, and write OUTPUT/transform_fn and the schema.
-Items without a SID get codes of -1 (the table's OOV row) and are counted.
+Items without a SID get codes of -1 (the table's OOV row) and are counted. OUTPUT/lookups.json
+holds the embedding lookups per item by popularity bucket (the paper's Figure 4).
 
   python -m beam_jobs.transform --data_dir runs/demo/data --sids runs/demo/sids \\
       --output runs/demo/transform --kind sid_spm --vocab_size 8192
@@ -29,13 +30,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_jobs import publish
 from pipeline import data_io
 from pipeline import features as fk
-from pipeline import spm_vocab
+from pipeline import lookup_stats, spm_vocab
 from pipeline.layout import LOG_FILE_PATTERN, DataLayout
 from pipeline.preprocessing import make_preprocessing_fn, raw_feature_spec
 from pipeline.representation import KINDS, RepresentationConfig
 
 NAMESPACE = "sidrec_transform"
 SPM_MODEL = os.path.join("spm", "sid_spm.model")
+LOOKUPS_FILE = "lookups.json"
 TRANSFORMED_DIR = "transformed"
 
 
@@ -88,21 +90,32 @@ def _day_files(layout: DataLayout, day: int) -> str:
     return os.path.join(layout.day_dir(day), LOG_FILE_PATTERN)
 
 
-def train_spm_step(layout: DataLayout, sid_table: data_io.SidTable, train_days, config, options,
-                   model_path: str) -> bytes:
-    """Pipeline 1: impressions per candidate SID over the training days -> BPE model at model_path."""
-    sids = sid_table.lookup()
+def count_step(layout: DataLayout, sid_table: data_io.SidTable, train_days, config, options, staging: str):
+    """Pipeline 1: impressions per candidate over the training days, and (sid_spm) the BPE model.
+
+    Returns:
+      ({item_id: impressions}, SentencePiece model bytes or None).
+    """
+    counts_path = os.path.join(staging, "item_impressions.json")
+    model_path = os.path.join(staging, SPM_MODEL)
     with beam.Pipeline(options=options) as p:
-        (
+        counts = (
             [p | f"ReadDay{d}" >> beam.io.ReadFromTFRecord(_day_files(layout, d)) for d in train_days]
             | "AllTrainingDays" >> beam.Flatten()
             | "Candidate" >> beam.Map(lambda r: _parse_log(r)[fk.CANDIDATE_ITEM_ID])
             | "ImpressionsPerItem" >> beam.combiners.Count.PerElement()
-            | "Collect" >> beam.combiners.ToList()
-            | "TrainSentencePiece" >> beam.Map(_train_spm, sids, config)
-            | "WriteModel" >> beam.Map(_write_bytes, model_path))
+            | "Collect" >> beam.combiners.ToList())
+        _ = counts | "WriteCounts" >> beam.Map(lambda c: _write_bytes(json.dumps(dict(c)).encode(), counts_path))
+        if config.kind == "sid_spm":
+            (counts
+             | "TrainSentencePiece" >> beam.Map(_train_spm, sid_table.lookup(), config)
+             | "WriteModel" >> beam.Map(_write_bytes, model_path))
+    with FileSystems.open(counts_path) as f:
+        impressions = json.loads(f.read().decode("utf-8"))
+    if config.kind != "sid_spm":
+        return impressions, None
     with FileSystems.open(model_path) as f:
-        return f.read()
+        return impressions, f.read()
 
 
 def _train_spm(item_counts, sids: dict, config: RepresentationConfig) -> bytes:
@@ -151,8 +164,7 @@ def run(argv=None) -> dict:
     options = PipelineOptions(beam_args)
     staging = publish.staging_dir(args.output)
     try:
-        spm_model = (train_spm_step(layout, sid_table, train_days, config, options, os.path.join(staging, SPM_MODEL))
-                     if config.kind == "sid_spm" else None)
+        impressions, spm_model = count_step(layout, sid_table, train_days, config, options, staging)
     except BaseException:
         publish.discard(staging)
         raise
@@ -190,6 +202,11 @@ def run(argv=None) -> dict:
         card = {"config": vars(config), "name": config.name, "table_rows": config.table_rows,
                 "train_days": train_days, "days": days, "counters": counters}
         _write_bytes(json.dumps(card, indent=2).encode("utf-8"), os.path.join(staging, "representation.json"))
+        impressed = [i for i in impressions if i in sids or config.kind in ("random_hash", "dense")]
+        lookups = lookup_stats.lookup_stats(
+            config, np.array([impressions[i] for i in impressed]),
+            np.array([sids.get(i, np.zeros(config.num_levels, np.int64)) for i in impressed]), spm_model)
+        _write_bytes(json.dumps(lookups, indent=2).encode("utf-8"), os.path.join(staging, LOOKUPS_FILE))
         if FileSystems.exists(os.path.join(staging, "tmp")):
             FileSystems.delete([os.path.join(staging, "tmp")])
         publish.publish(staging, args.output)

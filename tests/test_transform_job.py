@@ -74,6 +74,10 @@ def test_every_day_is_transformed_and_counted(run_dir, spm_run):
 def test_spm_vocabulary_is_learned_from_impressed_sids_and_reaches_v(spm_run):
     processor = spm.SentencePieceProcessor(model_file=os.path.join(spm_run["output"], "spm", "sid_spm.model"))
     assert processor.get_piece_size() == 300
+    with open(os.path.join(spm_run["output"], "lookups.json")) as f:
+        lookups = json.load(f)
+    assert lookups["representation"] == "sid_spm_300"
+    assert lookups["head"]["mean_lookups_per_item"] <= lookups["tail"]["mean_lookups_per_item"]
 
 
 def test_transformed_pieces_equal_the_library_on_the_joined_sids(run_dir, spm_run):
