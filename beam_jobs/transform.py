@@ -20,15 +20,18 @@ import os
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
+from tfx_bsl.coders import example_coder
 
 from beam_jobs import publish
-from pipeline import data_io
+from beam_jobs.sid_stats import MergeCountsFn, bucketed_counts
+from pipeline import contracts, data_io
 from pipeline import features as fk
 from pipeline import lookup_stats, spm_vocab
 from pipeline.layout import LOG_FILE_PATTERN, DataLayout
@@ -36,54 +39,107 @@ from pipeline.preprocessing import make_preprocessing_fn, raw_feature_spec
 from pipeline.representation import KINDS, RepresentationConfig
 
 NAMESPACE = "sidrec_transform"
+BATCH_ROWS = 4096
+COUNT_BUCKETS = 64
 SPM_MODEL = os.path.join("spm", "sid_spm.model")
 LOOKUPS_FILE = "lookups.json"
 TRANSFORMED_DIR = "transformed"
 
 
-def _parse_log(record: bytes) -> dict:
-    features = tf.train.Example.FromString(record).features.feature
-
-    def strings(key):
-        return [v.decode("utf-8") for v in features[key].bytes_list.value]
-
-    return {fk.WATCH_ITEM_ID: strings(fk.WATCH_ITEM_ID)[0], fk.CANDIDATE_ITEM_ID: strings(fk.CANDIDATE_ITEM_ID)[0],
-            fk.HISTORY_ITEM_IDS: strings(fk.HISTORY_ITEM_IDS), fk.CLICK: features[fk.CLICK].int64_list.value[0],
-            fk.ENGAGEMENT: features[fk.ENGAGEMENT].float_list.value[0], fk.DAY: features[fk.DAY].int64_list.value[0]}
-
-
 class JoinItemFeatures(beam.DoFn):
-    """Adds SIDs (or -1 codes, counted), the candidate's first day and, for dense, the embeddings."""
+    """Serialized log records -> one Arrow RecordBatch with SIDs, first day (and embeddings) joined.
+
+    Items without a SID get codes of -1 (the OOV row) and are counted per role. Works on batches,
+    so decoding (tfx_bsl, C++) and the joins are vectorised rather than per row.
+    """
 
     def __init__(self, config: RepresentationConfig):
         self._config = config
 
-    def process(self, row, sids, items):
+    def setup(self):
+        from tfx_bsl.coders import example_coder
+
+        self._decoder = example_coder.ExamplesToRecordBatchDecoder()
+
+    def process(self, serialized, sids, items):
         config = self._config
-        missing = [-1] * config.num_levels
-
-        def sid(item_id, role):
-            found = sids.get(item_id)
-            if found is None:
-                Metrics.counter(NAMESPACE, f"{role}_without_sid").inc()
-                return missing
-            return list(found)
-
-        out = dict(row)
-        first_day, embedding = items.get(row[fk.CANDIDATE_ITEM_ID], (-1, None))
-        out[fk.CANDIDATE_FIRST_DAY] = first_day
+        batch = self._decoder.DecodeBatch(serialized)
+        n = batch.num_rows
+        watch, candidate = (_ids(batch, key) for key in (fk.WATCH_ITEM_ID, fk.CANDIDATE_ITEM_ID))
+        history_values, history_lengths, _ = contracts.list_column(batch.column(fk.HISTORY_ITEM_IDS))
+        history = [v.decode("utf-8") for v in history_values]
+        binary = pa.large_binary()
+        columns = {
+            fk.WATCH_ITEM_ID: data_io.scalar_list_array(np.array(watch, dtype=object).astype(bytes), binary),
+            fk.CANDIDATE_ITEM_ID: data_io.scalar_list_array(np.array(candidate, dtype=object).astype(bytes), binary),
+            fk.HISTORY_ITEM_IDS: data_io.list_array(np.array(history, dtype=object).astype(bytes),
+                                                   history_lengths, binary),
+            fk.CLICK: data_io.scalar_list_array(_scalars(batch, fk.CLICK), pa.int64()),
+            fk.ENGAGEMENT: data_io.scalar_list_array(_scalars(batch, fk.ENGAGEMENT), pa.float32()),
+            fk.DAY: data_io.scalar_list_array(_scalars(batch, fk.DAY), pa.int64()),
+            fk.CANDIDATE_FIRST_DAY: data_io.scalar_list_array(
+                np.array([items.get(i, (-1, None))[0] for i in candidate], np.int64), pa.int64()),
+        }
         if config.kind in ("sid_ngram", "sid_spm"):
-            out[fk.WATCH_SID] = sid(row[fk.WATCH_ITEM_ID], "watch")
-            out[fk.CANDIDATE_SID] = sid(row[fk.CANDIDATE_ITEM_ID], "candidate")
-            out[fk.HISTORY_SIDS] = [c for h in row[fk.HISTORY_ITEM_IDS] for c in sid(h, "history")]
+            length = config.num_levels
+            for key, ids, role in ((fk.WATCH_SID, watch, "watch"), (fk.CANDIDATE_SID, candidate, "candidate")):
+                columns[key] = data_io.list_array(self._sids(ids, sids, role).ravel(), np.full(n, length), pa.int64())
+            columns[fk.HISTORY_SIDS] = data_io.list_array(self._sids(history, sids, "history").ravel(),
+                                                          history_lengths * length, pa.int64())
         if config.kind == "dense":
-            watch = items.get(row[fk.WATCH_ITEM_ID], (-1, None))[1]
-            if watch is None or embedding is None:
-                Metrics.counter(NAMESPACE, "rows_without_embedding").inc()
-                return  # the dense baseline cannot represent an item without content
-            out[fk.WATCH_EMBEDDING], out[fk.CANDIDATE_EMBEDDING] = list(watch), list(embedding)
-        Metrics.counter(NAMESPACE, "rows_joined").inc()
-        yield out
+            dim = config.embedding_dim
+            for key, ids in ((fk.WATCH_EMBEDDING, watch), (fk.CANDIDATE_EMBEDDING, candidate)):
+                vectors = [items.get(i, (-1, None))[1] for i in ids]
+                missing = sum(v is None for v in vectors)
+                Metrics.counter(NAMESPACE, f"{key}_missing").inc(missing)
+                matrix = np.stack([np.zeros(dim, np.float32) if v is None else v for v in vectors])
+                columns[key] = data_io.list_array(matrix.ravel(), np.full(n, dim), pa.float32())
+        Metrics.counter(NAMESPACE, "rows_joined").inc(n)
+        yield pa.RecordBatch.from_arrays(list(columns.values()), list(columns.keys()))
+
+    def _sids(self, ids, sids, role) -> np.ndarray:
+        missing = np.full(self._config.num_levels, -1, np.int64)
+        found = [sids.get(i) for i in ids]
+        Metrics.counter(NAMESPACE, f"{role}_without_sid").inc(sum(f is None for f in found))
+        if not found:
+            return np.zeros((0, self._config.num_levels), np.int64)
+        return np.stack([missing if f is None else f for f in found]).astype(np.int64)
+
+
+def _ids(batch: pa.RecordBatch, key: str) -> list[str]:
+    return [v.decode("utf-8") for v in _scalars(batch, key)]
+
+
+def _scalars(batch: pa.RecordBatch, key: str) -> np.ndarray:
+    """One value per row, or a clear error: this job reads logs that passed the contract readers."""
+    if key not in batch.schema.names:
+        raise ValueError(f"log records without '{key}': check the logs with `sidrec validate` first")
+    values, lengths, _ = contracts.list_column(batch.column(key))
+    if (lengths != 1).any():
+        raise ValueError(f"{int((lengths != 1).sum())} log records without exactly one '{key}' value: "
+                         "check the logs with `sidrec validate` first")
+    return values
+
+
+def _candidate_counts(serialized) -> list:
+    """Impressions per candidate in one batch, pre-aggregated per hash bucket."""
+    from tfx_bsl.coders import example_coder
+
+    batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(serialized)
+    return list(bucketed_counts(_ids(batch, fk.CANDIDATE_ITEM_ID), COUNT_BUCKETS))
+
+
+def tensor_adapter_config(config: RepresentationConfig):
+    """How TF Transform reads the joined record batches (TFXIO): arrow schema + tensor representations."""
+    from tensorflow_transform.tf_metadata import schema_utils
+    from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
+
+    schema = schema_utils.schema_from_feature_spec(raw_feature_spec(config))
+    types = {tf.string: pa.large_binary(), tf.int64: pa.int64(), tf.float32: pa.float32()}
+    arrow_schema = pa.schema([(name, pa.large_list(types[spec.dtype]))
+                              for name, spec in raw_feature_spec(config).items()])
+    return tensor_adapter.TensorAdapterConfig(
+        arrow_schema, tensor_representation_util.InferTensorRepresentationsFromSchema(schema))
 
 
 def _day_files(layout: DataLayout, day: int) -> str:
@@ -102,8 +158,10 @@ def count_step(layout: DataLayout, sid_table: data_io.SidTable, train_days, conf
         counts = (
             [p | f"ReadDay{d}" >> beam.io.ReadFromTFRecord(_day_files(layout, d)) for d in train_days]
             | "AllTrainingDays" >> beam.Flatten()
-            | "Candidate" >> beam.Map(lambda r: _parse_log(r)[fk.CANDIDATE_ITEM_ID])
-            | "ImpressionsPerItem" >> beam.combiners.Count.PerElement()
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=BATCH_ROWS)
+            | "CandidatesPerBucket" >> beam.FlatMap(_candidate_counts)
+            | "ImpressionsPerItem" >> beam.CombinePerKey(MergeCountsFn())
+            | "Items" >> beam.FlatMap(lambda kv: kv[1].items())
             | "Collect" >> beam.combiners.ToList())
         _ = counts | "WriteCounts" >> beam.Map(lambda c: _write_bytes(json.dumps(dict(c)).encode(), counts_path))
         if config.kind == "sid_spm":
@@ -172,22 +230,23 @@ def run(argv=None) -> dict:
     items = {i: (int(d), e if config.kind == "dense" else None)
              for i, d, e in zip(corpus.item_ids, corpus.first_day, corpus.embeddings)}
     metadata = tft.DatasetMetadata.from_feature_spec(raw_feature_spec(config))
+    adapter = tensor_adapter_config(config)
     try:
         with beam.Pipeline(options=options) as p, tft_beam.Context(temp_dir=os.path.join(staging, "tmp")):
             joined = {}
             for day in days:
                 joined[day] = (p | f"ReadDay{day}" >> beam.io.ReadFromTFRecord(_day_files(layout, day))
-                               | f"ParseDay{day}" >> beam.Map(_parse_log)
+                               | f"BatchDay{day}" >> beam.BatchElements(min_batch_size=1, max_batch_size=BATCH_ROWS)
                                | f"JoinDay{day}" >> beam.ParDo(JoinItemFeatures(config), sids, items))
             training = [joined[d] for d in train_days] | "TrainingDays" >> beam.Flatten()
-            transform_fn = (training, metadata) | "Analyze" >> tft_beam.AnalyzeDataset(
+            transform_fn = (training, adapter) | "Analyze" >> tft_beam.AnalyzeDataset(
                 make_preprocessing_fn(config, spm_model))
             for day in days:
-                transformed, out_metadata = ((joined[day], metadata), transform_fn) | f"TransformDay{day}" >> \
-                    tft_beam.TransformDataset()
-                coder = tft.coders.ExampleProtoCoder(out_metadata.schema)
+                transformed, _ = ((joined[day], adapter), transform_fn) | f"TransformDay{day}" >> \
+                    tft_beam.TransformDataset(output_record_batches=True)
                 (transformed
-                 | f"EncodeDay{day}" >> beam.Map(coder.encode)
+                 | f"EncodeDay{day}" >> beam.FlatMap(lambda batch_and_passthrough: example_coder.RecordBatchToExamples(
+                     batch_and_passthrough[0]))
                  | f"WriteDay{day}" >> beam.io.WriteToTFRecord(
                      os.path.join(staging, TRANSFORMED_DIR, f"day={day:04d}", "part"),
                      file_name_suffix=".tfrecord.gz"))

@@ -1,6 +1,7 @@
 """The `sidrec` command line: one subcommand per stage, each reading the previous stage's artefact."""
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -75,16 +76,39 @@ def _materialize(args) -> None:
           f"{stats['unique_sid_ratio']:.4f}, utilisation per level {utilisation}")
 
 
+def _transform(args) -> None:
+    from beam_jobs import transform
+
+    layout = RunLayout(args.run_dir)
+    output = args.output or os.path.join(layout.transform, args.kind if args.kind != "sid_spm"
+                                         else f"sid_spm_{args.vocab_size}")
+    argv = ["--data_dir", args.data_dir or layout.data.root, "--sids", args.sids or layout.sids,
+            "--output", output, "--kind", args.kind, "--buckets", str(args.buckets), "--ngram", str(args.ngram),
+            "--vocab_size", str(args.vocab_size), "--train_days", str(args.train_days), *args.beam_args]
+    summary = transform.run(argv)
+    print("counters: " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary["counters"].items())))
+    with open(os.path.join(output, transform.LOOKUPS_FILE), encoding="utf-8") as f:
+        lookups = json.load(f)
+    print(f"{summary['config'].name}: {summary['config'].table_rows:,} table rows; lookups per item "
+          + ", ".join(f"{b} {lookups[b]['mean_lookups_per_item']:.2f}" for b in ("head", "torso", "tail")
+                      if lookups[b]["mean_lookups_per_item"] is not None))
+    print(f"transform output: {output}")
+
+
 def _demo(args) -> None:
     """The main job on the built-in simulator; later stages join as they are built."""
-    print("== 1/3 simulate ==")
+    print("== 1/4 simulate ==")
     _simulate(args)
-    print("== 2/3 train the RQ-VAE tokenizer on the day-0 catalogue, freeze it, report SID quality ==")
+    print("== 2/4 train the RQ-VAE tokenizer on the day-0 catalogue, freeze it, report SID quality ==")
     args.corpus, args.max_first_day = "", 0
     _train_rqvae(args)
-    print("== 3/3 materialise the SIDs of every item with the frozen model (Beam, DirectRunner) ==")
+    print("== 3/4 materialise the SIDs of every item with the frozen model (Beam, DirectRunner) ==")
     args.model, args.output, args.existing_table, args.beam_args = "", "", "", []
     _materialize(args)
+    print("== 4/4 TF Transform: SentencePiece pieces of the SIDs, learned on days 1..N-1 ==")
+    args.data_dir, args.sids, args.kind, args.buckets, args.ngram = "", "", "sid_spm", 8192, 2
+    args.vocab_size, args.train_days = 8192, 0
+    _transform(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--output", default="", help="SID table directory (default: RUN_DIR/sids)")
     mat.add_argument("--existing_table", default="", help="incremental: keep the SIDs of items in this table")
 
+    tr = command("transform", _transform, "join the SIDs onto the logs and run TF Transform for one item "
+                 "representation: analyse days 1..N-1 (learning the SentencePiece vocabulary for sid_spm) "
+                 "and transform every day into RUN_DIR/transform/<representation>/. Other flags go to Beam")
+    tr.add_argument("--run_dir", default=DEFAULT_RUN_DIR, help="run directory")
+    tr.add_argument("--data_dir", default="", help="corpus + logs (default: RUN_DIR/data)")
+    tr.add_argument("--sids", default="", help="SID table directory (default: RUN_DIR/sids)")
+    tr.add_argument("--output", default="", help="default: RUN_DIR/transform/<representation>")
+    tr.add_argument("--kind", choices=("random_hash", "dense", "sid_ngram", "sid_spm"), default="sid_spm",
+                    help="item representation")
+    tr.add_argument("--buckets", type=int, default=8192, help="random_hash buckets B")
+    tr.add_argument("--ngram", type=int, default=2, help="sid_ngram N (must divide L)")
+    tr.add_argument("--vocab_size", type=int, default=8192, help="sid_spm table size V")
+    tr.add_argument("--train_days", type=int, default=0, help="analyse days up to this one (default: all but last)")
+
     val = command("validate", _validate, "check a corpus and its logs against the data contracts; "
                   "unusable rows are written aside with the reason (or raise with --strict)")
     val.add_argument("--data_dir", required=True, help="directory with corpus.parquet and logs/day=NNNN/")
@@ -157,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "materialize":
+    if extra and args.command not in ("materialize", "transform"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.beam_args = extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -193,13 +193,15 @@ def read_corpus(path: str, embedding_dim: int | None = None, rejects_path: str |
 
 # ------------------------------------------------------------------------------------------ logs
 
-def _list_array(values: np.ndarray, lengths: np.ndarray, value_type: pa.DataType) -> pa.Array:
+def list_array(values: np.ndarray, lengths: np.ndarray, value_type: pa.DataType) -> pa.Array:
+    """A large_list Arrow column (what tf.Example coders and TFXIO read) from flat values and lengths."""
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, value_type))
 
 
-def _scalar_list(values: np.ndarray, value_type: pa.DataType) -> pa.Array:
-    return _list_array(values, np.ones(len(values), np.int64), value_type)
+def scalar_list_array(values: np.ndarray, value_type: pa.DataType) -> pa.Array:
+    """A large_list column of one value per row."""
+    return list_array(values, np.ones(len(values), np.int64), value_type)
 
 
 def encode_examples(impressions: Impressions) -> list[bytes]:
@@ -208,17 +210,17 @@ def encode_examples(impressions: Impressions) -> list[bytes]:
 
     binary = pa.large_binary()
     columns = {
-        fk.USER_ID: _scalar_list(impressions.user_id.astype(bytes), binary),
-        fk.WATCH_ITEM_ID: _scalar_list(impressions.watch_item_id.astype(bytes), binary),
-        fk.CANDIDATE_ITEM_ID: _scalar_list(impressions.candidate_item_id.astype(bytes), binary),
-        fk.HISTORY_ITEM_IDS: _list_array(impressions.history_values.astype(bytes),
+        fk.USER_ID: scalar_list_array(impressions.user_id.astype(bytes), binary),
+        fk.WATCH_ITEM_ID: scalar_list_array(impressions.watch_item_id.astype(bytes), binary),
+        fk.CANDIDATE_ITEM_ID: scalar_list_array(impressions.candidate_item_id.astype(bytes), binary),
+        fk.HISTORY_ITEM_IDS: list_array(impressions.history_values.astype(bytes),
                                          impressions.history_lengths, binary),
-        fk.CLICK: _scalar_list(impressions.click.astype(np.int64), pa.int64()),
-        fk.ENGAGEMENT: _scalar_list(impressions.engagement.astype(np.float32), pa.float32()),
-        fk.DAY: _scalar_list(impressions.day.astype(np.int64), pa.int64()),
+        fk.CLICK: scalar_list_array(impressions.click.astype(np.int64), pa.int64()),
+        fk.ENGAGEMENT: scalar_list_array(impressions.engagement.astype(np.float32), pa.float32()),
+        fk.DAY: scalar_list_array(impressions.day.astype(np.int64), pa.int64()),
     }
     if impressions.true_ctr is not None:
-        columns[fk.TRUE_CTR] = _scalar_list(impressions.true_ctr.astype(np.float32), pa.float32())
+        columns[fk.TRUE_CTR] = scalar_list_array(impressions.true_ctr.astype(np.float32), pa.float32())
     batch = pa.RecordBatch.from_arrays(list(columns.values()), list(columns.keys()))
     return example_coder.RecordBatchToExamples(batch)
 
@@ -230,9 +232,9 @@ def encode_sid_examples(item_ids: np.ndarray, sids: np.ndarray, rqvae_version: s
     n, width = sids.shape
     binary = pa.large_binary()
     batch = pa.RecordBatch.from_arrays([
-        _scalar_list(item_ids.astype(bytes), binary),
-        _list_array(sids.astype(np.int64).ravel(), np.full(n, width, np.int64), pa.int64()),
-        _scalar_list(np.full(n, rqvae_version.encode()), binary),
+        scalar_list_array(item_ids.astype(bytes), binary),
+        list_array(sids.astype(np.int64).ravel(), np.full(n, width, np.int64), pa.int64()),
+        scalar_list_array(np.full(n, rqvae_version.encode()), binary),
     ], [fk.ITEM_ID, fk.SID, fk.RQVAE_VERSION])
     return example_coder.RecordBatchToExamples(batch)
 
