@@ -102,7 +102,9 @@ def make_preprocessing_fn(config: RepresentationConfig, spm_model: bytes | None 
         outputs[fk.HISTORY_LENGTH] = tf.RaggedTensor.from_sparse(history_ids).row_lengths()
         if config.kind == "random_hash":
             for raw, out in ((fk.WATCH_ITEM_ID, fk.WATCH_PIECES), (fk.CANDIDATE_ITEM_ID, fk.CANDIDATE_PIECES)):
-                outputs[out] = tf.strings.to_hash_bucket_fast(inputs[raw], config.buckets)[:, None]
+                buckets = tf.strings.to_hash_bucket_fast(inputs[raw], config.buckets)
+                # Sparse like every other representation's pieces (from_dense would drop bucket 0).
+                outputs[out] = tf.RaggedTensor.from_tensor(buckets[:, None]).to_sparse()
             outputs[fk.HISTORY_PIECES] = tf.SparseTensor(
                 history_ids.indices, tf.strings.to_hash_bucket_fast(history_ids.values, config.buckets),
                 history_ids.dense_shape)
