@@ -95,6 +95,36 @@ def _transform(args) -> None:
     print(f"transform output: {output}")
 
 
+def _lookups(args) -> None:
+    import numpy as np
+
+    from pipeline import data_io, lookup_stats, plots
+
+    layout = RunLayout(args.run_dir)
+    days = layout.data.days()
+    train_days = [d for d in days if d <= (args.train_days or days[-2])]
+    table = data_io.read_sid_table(os.path.join(args.sids or layout.sids, "table")).lookup()
+    with open(os.path.join(args.sids or layout.sids, "stats.json"), encoding="utf-8") as f:
+        codebook_size = json.load(f)["codebook_size"]
+    logs = data_io.read_logs(layout.data, days=train_days)
+    items, impressions = np.unique(logs.candidate_item_id, return_counts=True)
+    known = np.array([i in table for i in items])
+    rows = lookup_stats.sweep(impressions[known], np.stack([table[i] for i in items[known]]), codebook_size,
+                              args.buckets, [int(v) for v in args.vocab_sizes.split(",") if v])
+    os.makedirs(layout.metrics, exist_ok=True)
+    path = os.path.join(layout.metrics, "lookups.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(rows, f, indent=2)
+    print(f"{'representation':>20} {'rows':>10} {'head':>6} {'torso':>6} {'tail':>6}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['representation']:>20} {r['table_rows']:>10,}  {r['error']}")
+        else:
+            print(f"{r['representation']:>20} {r['table_rows']:>10,} " + " ".join(
+                f"{r[b]['mean_lookups_per_item']:>6.2f}" for b in ("head", "torso", "tail")))
+    print(f"lookups: {path}\nplot:    {plots.lookups(rows, os.path.join(layout.report, 'lookups_per_item.png'))}")
+
+
 def _demo(args) -> None:
     """The main job on the built-in simulator; later stages join as they are built."""
     print("== 1/4 simulate ==")
@@ -109,6 +139,9 @@ def _demo(args) -> None:
     args.data_dir, args.sids, args.kind, args.buckets, args.ngram = "", "", "sid_spm", 8192, 2
     args.vocab_size, args.train_days = 8192, 0
     _transform(args)
+    print("== lookups per item by popularity, per representation (the paper's Figure 4) ==")
+    args.vocab_sizes = "2048,8192,32768"
+    _lookups(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,6 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--ngram", type=int, default=2, help="sid_ngram N (must divide L)")
     tr.add_argument("--vocab_size", type=int, default=8192, help="sid_spm table size V")
     tr.add_argument("--train_days", type=int, default=0, help="analyse days up to this one (default: all but last)")
+
+    lk = command("lookups", _lookups, "embedding lookups per item by popularity bucket for random hashing, "
+                 "every N-gram and SentencePiece at several table sizes (the paper's Figure 4), from the "
+                 "training days' impressions: RUN_DIR/metrics/lookups.json and a plot")
+    lk.add_argument("--run_dir", default=DEFAULT_RUN_DIR, help="run directory")
+    lk.add_argument("--sids", default="", help="SID table directory (default: RUN_DIR/sids)")
+    lk.add_argument("--buckets", type=int, default=8192, help="random_hash buckets B")
+    lk.add_argument("--vocab_sizes", default="2048,8192,32768,65536", help="SPM table sizes V")
+    lk.add_argument("--train_days", type=int, default=0, help="days up to this one (default: all but last)")
 
     val = command("validate", _validate, "check a corpus and its logs against the data contracts; "
                   "unusable rows are written aside with the reason (or raise with --strict)")

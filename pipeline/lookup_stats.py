@@ -50,3 +50,30 @@ def lookup_stats(config: RepresentationConfig, impressions: np.ndarray, sids: np
         out[name] = {"items": int(rows.sum()), "impressions": int(impressions[rows].sum()),
                      "mean_lookups_per_item": float(pieces[rows].mean()) if rows.any() else None}
     return out
+
+
+def sweep(impressions: np.ndarray, sids: np.ndarray, codebook_size: int, buckets: int,
+          vocab_sizes: list[int]) -> list[dict]:
+    """Lookup stats for random hashing, every N-gram that divides L, and SPM at each V (Figure 4).
+
+    A V the impressed SIDs cannot support is reported with the reason instead of numbers.
+    """
+    from pipeline import spm_vocab
+
+    num_levels = sids.shape[1]
+    configs = [RepresentationConfig(kind="random_hash", buckets=buckets)]
+    configs += [RepresentationConfig(kind="sid_ngram", ngram=n, num_levels=num_levels, codebook_size=codebook_size)
+                for n in range(1, num_levels + 1) if num_levels % n == 0 and codebook_size ** n <= 2 ** 24]  # tables that fit memory
+    rows = [lookup_stats(config, impressions, sids) for config in configs]
+    uniq, inverse = np.unique(sids, axis=0, return_inverse=True)
+    per_sid = np.bincount(inverse.ravel(), weights=impressions).astype(np.int64)
+    for vocab_size in vocab_sizes:
+        config = RepresentationConfig(kind="sid_spm", vocab_size=vocab_size, num_levels=num_levels,
+                                      codebook_size=codebook_size)
+        try:
+            model = spm_vocab.train_sid_spm(uniq, per_sid, codebook_size, vocab_size)
+        except ValueError as e:
+            rows.append({"representation": config.name, "table_rows": config.table_rows, "error": str(e)})
+            continue
+        rows.append(lookup_stats(config, impressions, sids, model))
+    return rows

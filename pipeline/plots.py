@@ -11,7 +11,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 def _save(fig, path: str) -> str:
     for ax in fig.axes:  # days, epochs, levels and prefix lengths are whole numbers
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if not ax.get_xticklabels() or not ax.get_xticklabels()[0].get_text():
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -75,4 +76,20 @@ def sid_quality(report: dict, path: str) -> str:
     axes[1].set_ylim(0, 1.02)
     axes[1].set_xlabel("level")
     axes[1].set_title(f"codebook utilisation (unique SIDs {report['unique_sid_ratio']:.3f})")
+    return _save(fig, path)
+
+
+def lookups(rows: list[dict], path: str) -> str:
+    """The paper's Figure 4: mean embedding lookups per item, per representation and bucket."""
+    rows = [r for r in rows if "error" not in r]
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows)), 3.8))
+    width = 0.25
+    for offset, bucket in enumerate(("head", "torso", "tail")):
+        ax.bar([i + (offset - 1) * width for i in range(len(rows))],
+               [r[bucket]["mean_lookups_per_item"] or 0 for r in rows], width, label=bucket)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([r["representation"] for r in rows], rotation=20, ha="right")
+    ax.set_ylabel("lookups per item")
+    ax.set_title("embedding lookups per item by popularity (thirds of the impressions)")
+    ax.legend()
     return _save(fig, path)

@@ -43,11 +43,16 @@ def train_sid_spm(sids: np.ndarray, impressions: np.ndarray, codebook_size: int,
       The serialized model (bytes), V pieces.
 
     Raises:
-      ValueError: if V is more than these SIDs support; the message gives the largest V that works.
+      ValueError: if V is below the SID alphabet or more than these SIDs support; the message gives
+        the bound that works.
     """
     sids = np.asarray(sids)
     if len(sids) != len(impressions) or not len(sids):
         raise ValueError(f"need one impression count per SID, got {len(sids)} SIDs, {len(impressions)} counts")
+    symbols = sum(len(np.unique(sids[:, level])) for level in range(sids.shape[1]))
+    if vocab_size <= symbols:
+        raise ValueError(f"vocab_size {vocab_size} is too small: the SIDs use {symbols} (level, code) symbols, "
+                         f"each a piece of its own, plus <unk>; ask for at least {symbols + 1}")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "sids.tsv")
         with open(path, "w", encoding="utf-8") as f:

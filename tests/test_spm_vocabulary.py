@@ -44,6 +44,8 @@ def test_a_vocabulary_the_data_cannot_support_is_refused_with_the_largest_that_w
         spm_vocab.train_sid_spm(uniq, counts, 256, 262_144)
     supported = int(str(err.value).split("at most ")[1].split(" ")[0])
     assert 8192 < supported < 262_144
+    with pytest.raises(ValueError, match=r"vocab_size 1000 is too small: the SIDs use 10\d\d \(level, code\) symbols"):
+        spm_vocab.train_sid_spm(uniq, counts, 256, 1000)
 
 
 def test_head_items_get_fewer_pieces_than_tail_items(demo_sids):
@@ -64,3 +66,20 @@ def test_popularity_buckets_by_hand():
     # item 4 (2) at 8/12, item 0 at 10/12, item 3 at 11/12 -> tail.
     buckets = lookup_stats.popularity_buckets(np.array([1, 6, 2, 1, 2]))
     assert buckets.tolist() == [2, 0, 1, 2, 2]
+
+
+def test_in_graph_pieces_equal_the_library_for_every_demo_item(demo_sids):
+    import sentencepiece as spm
+    import tensorflow as tf
+
+    from pipeline import sid_text
+    from pipeline.preprocessing import spm_pieces
+
+    sids, impressions = demo_sids
+    uniq, counts = _per_sid(sids, impressions)
+    model = spm_vocab.train_sid_spm(uniq, counts, 256, 8192)
+    config = RepresentationConfig(kind="sid_spm", vocab_size=8192, num_levels=4, codebook_size=256)
+    in_graph = spm_pieces(tf.constant(sids), config, model).to_list()
+    library = spm.SentencePieceProcessor(model_proto=model).encode(sid_text.sid_text(sids, 256))
+    assert len(in_graph) == len(sids) > 10_000
+    assert in_graph == library
