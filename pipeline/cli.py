@@ -147,6 +147,7 @@ def _demo(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from models.rqvae import RQVAEConfig
     from pipeline.movielens import MovieLensConfig
+    from pipeline.representation import KINDS
     from pipeline.simulator import SimulatorConfig
 
     parser = argparse.ArgumentParser(
@@ -205,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data_dir", default="", help="corpus + logs (default: RUN_DIR/data)")
     tr.add_argument("--sids", default="", help="SID table directory (default: RUN_DIR/sids)")
     tr.add_argument("--output", default="", help="default: RUN_DIR/transform/<representation>")
-    tr.add_argument("--kind", choices=("random_hash", "dense", "sid_ngram", "sid_spm"), default="sid_spm",
+    tr.add_argument("--kind", choices=KINDS, default="sid_spm",
                     help="item representation")
     tr.add_argument("--buckets", type=int, default=8192, help="random_hash buckets B")
     tr.add_argument("--ngram", type=int, default=2, help="sid_ngram N (must divide L)")
