@@ -206,8 +206,43 @@ def _parse(argv):
     return parser.parse_known_args(argv)
 
 
+def transform_step(layout: DataLayout, days, train_days, config: RepresentationConfig, spm_model,
+                   sid_table: data_io.SidTable, corpus: data_io.Corpus, options, staging: str) -> dict:
+    """Pipeline 2: join, analyse the training days, transform every day; returns the counters."""
+    sids = sid_table.lookup()
+    items = {i: (int(d), e if config.kind == "dense" else None)
+             for i, d, e in zip(corpus.item_ids, corpus.first_day, corpus.embeddings)}
+    metadata = tft.DatasetMetadata.from_feature_spec(raw_feature_spec(config))
+    adapter = tensor_adapter_config(config)
+    with beam.Pipeline(options=options) as p, tft_beam.Context(temp_dir=os.path.join(staging, "tmp")):
+        joined = {}
+        for day in days:
+            joined[day] = (p | f"ReadDay{day}" >> beam.io.ReadFromTFRecord(_day_files(layout, day))
+                           | f"BatchDay{day}" >> beam.BatchElements(min_batch_size=1, max_batch_size=BATCH_ROWS)
+                           | f"JoinDay{day}" >> beam.ParDo(JoinItemFeatures(config), sids, items))
+        training = [joined[d] for d in train_days] | "TrainingDays" >> beam.Flatten()
+        transform_fn = (training, adapter) | "Analyze" >> tft_beam.AnalyzeDataset(
+            make_preprocessing_fn(config, spm_model))
+        for day in days:
+            transformed, _ = ((joined[day], adapter), transform_fn) | f"TransformDay{day}" >> \
+                tft_beam.TransformDataset(output_record_batches=True)
+            (transformed
+             | f"EncodeDay{day}" >> beam.FlatMap(lambda batch: example_coder.RecordBatchToExamples(batch[0]))
+             | f"WriteDay{day}" >> beam.io.WriteToTFRecord(
+                 os.path.join(staging, TRANSFORMED_DIR, f"day={day:04d}", "part"), file_name_suffix=".tfrecord.gz"))
+        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging)
+        # The raw schema too, so a reader can parse raw tf.Examples without this code.
+        _ = metadata | "WriteRawMetadata" >> tft_beam.WriteMetadata(
+            os.path.join(staging, tft.TFTransformOutput.RAW_METADATA_DIR), p)
+    counters: dict[str, int] = {}
+    for c in p.result.metrics().query()["counters"]:
+        if c.key.metric.namespace == NAMESPACE:  # one entry per step: add them up
+            counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + c.committed
+    return counters
+
+
 def run(argv=None) -> dict:
-    """Runs both pipelines; returns {"output", "config", "counters"}."""
+    """Runs both pipelines and publishes the output; returns {"output", "config", "counters"}."""
     args, beam_args = _parse(argv)
     layout = DataLayout(args.data_dir)
     days = layout.days()
@@ -223,44 +258,11 @@ def run(argv=None) -> dict:
     staging = publish.staging_dir(args.output)
     try:
         impressions, spm_model = count_step(layout, sid_table, train_days, config, options, staging)
-    except BaseException:
-        publish.discard(staging)
-        raise
-    sids = sid_table.lookup()
-    items = {i: (int(d), e if config.kind == "dense" else None)
-             for i, d, e in zip(corpus.item_ids, corpus.first_day, corpus.embeddings)}
-    metadata = tft.DatasetMetadata.from_feature_spec(raw_feature_spec(config))
-    adapter = tensor_adapter_config(config)
-    try:
-        with beam.Pipeline(options=options) as p, tft_beam.Context(temp_dir=os.path.join(staging, "tmp")):
-            joined = {}
-            for day in days:
-                joined[day] = (p | f"ReadDay{day}" >> beam.io.ReadFromTFRecord(_day_files(layout, day))
-                               | f"BatchDay{day}" >> beam.BatchElements(min_batch_size=1, max_batch_size=BATCH_ROWS)
-                               | f"JoinDay{day}" >> beam.ParDo(JoinItemFeatures(config), sids, items))
-            training = [joined[d] for d in train_days] | "TrainingDays" >> beam.Flatten()
-            transform_fn = (training, adapter) | "Analyze" >> tft_beam.AnalyzeDataset(
-                make_preprocessing_fn(config, spm_model))
-            for day in days:
-                transformed, _ = ((joined[day], adapter), transform_fn) | f"TransformDay{day}" >> \
-                    tft_beam.TransformDataset(output_record_batches=True)
-                (transformed
-                 | f"EncodeDay{day}" >> beam.FlatMap(lambda batch_and_passthrough: example_coder.RecordBatchToExamples(
-                     batch_and_passthrough[0]))
-                 | f"WriteDay{day}" >> beam.io.WriteToTFRecord(
-                     os.path.join(staging, TRANSFORMED_DIR, f"day={day:04d}", "part"),
-                     file_name_suffix=".tfrecord.gz"))
-            _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging)
-            # The raw schema too, so a reader can parse raw tf.Examples without this code.
-            _ = metadata | "WriteRawMetadata" >> tft_beam.WriteMetadata(
-                os.path.join(staging, tft.TFTransformOutput.RAW_METADATA_DIR), p)
-        counters: dict[str, int] = {}
-        for c in p.result.metrics().query()["counters"]:
-            if c.key.metric.namespace == NAMESPACE:  # one entry per step: add them up
-                counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + c.committed
+        counters = transform_step(layout, days, train_days, config, spm_model, sid_table, corpus, options, staging)
         card = {"config": vars(config), "name": config.name, "table_rows": config.table_rows,
                 "train_days": train_days, "days": days, "counters": counters}
         _write_bytes(json.dumps(card, indent=2).encode("utf-8"), os.path.join(staging, "representation.json"))
+        sids = sid_table.lookup()
         impressed = [i for i in impressions if i in sids or config.kind in ("random_hash", "dense")]
         lookups = lookup_stats.lookup_stats(
             config, np.array([impressions[i] for i in impressed]),
