@@ -33,7 +33,7 @@ def test_vocabulary_reaches_the_requested_size(demo_sids):
     import sentencepiece as spm
 
     uniq, counts = _per_sid(*demo_sids)
-    for vocab_size in (1024, 8192, 32768):
+    for vocab_size in (2048, 8192, 32768):
         model = spm_vocab.train_sid_spm(uniq, counts, 256, vocab_size)
         assert spm.SentencePieceProcessor(model_proto=model).get_piece_size() == vocab_size
 
