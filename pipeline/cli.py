@@ -125,6 +125,20 @@ def _lookups(args) -> None:
     print(f"lookups: {path}\nplot:    {plots.lookups(rows, os.path.join(layout.report, 'lookups_per_item.png'))}")
 
 
+def _train(args) -> None:
+    from pipeline import day_loop
+
+    config = config_flags.from_args(day_loop.TrainConfig, args)
+    layout = RunLayout(args.run_dir)
+    transform_dir = os.path.join(layout.transform, args.representation)
+    output = os.path.join(layout.ranker, args.representation + ("" if config.use_history else "_no_history"))
+    history = day_loop.train(transform_dir, output, config)
+    print(f"{'day':>4} {'CTR AUC':>8} {'CTR/1D AUC':>10} {'engagement RMSE':>15}")
+    for e in history:
+        print(f"{e['evaluated_on_day']:>4} {e['ctr_auc']:>8.4f} {e['ctr_1d_auc']:>10.4f} {e['engagement_rmse']:>15.4f}")
+    print(f"metrics: {os.path.join(output, day_loop.METRICS_FILE)}")
+
+
 def _demo(args) -> None:
     """The main job on the built-in simulator; later stages join as they are built."""
     print("== 1/4 simulate ==")
@@ -142,6 +156,12 @@ def _demo(args) -> None:
     print("== lookups per item by popularity, per representation (the paper's Figure 4) ==")
     args.vocab_sizes = "2048,8192,32768"
     _lookups(args)
+
+
+def day_loop_config():
+    from pipeline.day_loop import TrainConfig
+
+    return TrainConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     lk.add_argument("--buckets", type=int, default=8192, help="random_hash buckets B")
     lk.add_argument("--vocab_sizes", default="2048,8192,32768,65536", help="SPM table sizes V")
     lk.add_argument("--train_days", type=int, default=0, help="days up to this one (default: all but last)")
+
+    tn = command("train", _train, "train the ranker day by day on RUN_DIR/transform/<representation>: fit on "
+                 "day d, evaluate CTR AUC and CTR/1D AUC on day d+1; resumes after the last finished day")
+    tn.add_argument("--run_dir", default=DEFAULT_RUN_DIR, help="run directory")
+    tn.add_argument("--representation", default="sid_spm_8192",
+                    help="a transform output under RUN_DIR/transform/ (e.g. random_hash, sid_ngram, sid_spm_8192)")
+    config_flags.add_flags(tn, day_loop_config())
 
     val = command("validate", _validate, "check a corpus and its logs against the data contracts; "
                   "unusable rows are written aside with the reason (or raise with --strict)")

@@ -187,3 +187,29 @@ def test_cli_lookups_sweeps_the_representations(run_dir, capsys):
     assert rows["sid_2gram"]["head"]["mean_lookups_per_item"] == 2
     assert rows["sid_spm_200"]["head"]["mean_lookups_per_item"] <= rows["sid_spm_200"]["tail"]["mean_lookups_per_item"]
     assert os.path.getsize(os.path.join(run_dir.report, "lookups_per_item.png")) > 10_000
+
+
+def test_day_loop_trains_evaluates_and_resumes_after_a_kill(run_dir, spm_run, tmp_path):
+    """A run killed after its first day resumes and ends with the metrics of an uninterrupted run."""
+    from pipeline import day_loop
+
+    config = day_loop.TrainConfig(batch_size=256, hidden_dims=(32,))
+    whole = day_loop.train(spm_run["output"], str(tmp_path / "whole"), config, log=lambda *_: None)
+    assert [e["trained_on_day"] for e in whole] == [1, 2]
+    assert all(0.5 < e["ctr_auc"] <= 1 for e in whole) and whole[-1]["cold_start_examples"] > 0
+
+    script = (f"from pipeline import day_loop\n"
+              f"config = day_loop.TrainConfig(batch_size=256, hidden_dims=(32,))\n"
+              f"day_loop.train({spm_run['output']!r}, {str(tmp_path / 'killed')!r}, config,\n"
+              f"               lambda msg: print(msg, flush=True))\n")
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("day 2: fit"):  # day 1 finished and checkpointed: kill it mid-day 2
+            process.kill()
+            break
+    process.wait()
+    resumed = day_loop.train(spm_run["output"], str(tmp_path / "killed"), config, log=lambda *_: None)
+    assert [e["trained_on_day"] for e in resumed] == [1, 2]
+    for a, b in zip(whole, resumed):
+        assert a["ctr_auc"] == pytest.approx(b["ctr_auc"], abs=1e-6)
+        assert a["ctr_1d_auc"] == pytest.approx(b["ctr_1d_auc"], abs=1e-6)

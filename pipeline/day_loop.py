@@ -1,0 +1,123 @@
+"""`sidrec train`: fit the ranker one day at a time and evaluate each day on the next, unseen day.
+
+Per day d: one `model.fit` pass over day d's transformed examples, then CTR AUC over all of day
+d+1 and CTR/1D AUC over its impressions of items first seen that day (exact AUCs from
+`pipeline.metrics`), the engagement RMSE, a line in metrics.jsonl and a checkpoint. Run again after
+a crash, it resumes after the last completed day and ends with the same metrics.
+"""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from models.item_encoder import DenseItemEncoder, PieceItemEncoder
+from models.ranker import MultitaskRanker
+from pipeline import features as fk
+from pipeline.config_flags import flag
+from pipeline.metrics import binary_auc
+
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    embedding_dim: int = flag(32, "item table dimension")
+    hidden_dims: tuple[int, ...] = flag((128, 64), "trunk widths")
+    depth_multiplier: float = flag(1.0, "scale of the trunk widths (1, 1.5, 2 for the dense baselines)")
+    use_history: bool = flag(True, "feed the pooled history (the paper's two settings)")
+    batch_size: int = flag(512, "examples per step")
+    learning_rate: float = flag(0.005, "Adam learning rate of the dense layers")
+    table_learning_rate: float = flag(0.05, "Adagrad learning rate of the item table")
+    engagement_weight: float = flag(1.0, "weight of the engagement loss")
+    seed: int = flag(0, "random seed")
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.embedding_dim < 1:
+            raise ValueError("batch_size and embedding_dim must be >= 1")
+
+
+def build_ranker(card: dict, config: TrainConfig) -> MultitaskRanker:
+    """The ranker for the representation a transform run describes (its representation.json)."""
+    if card["config"]["kind"] == "dense":
+        encoder = DenseItemEncoder(dim=config.embedding_dim)
+    else:
+        encoder = PieceItemEncoder(card["table_rows"], config.embedding_dim, config.use_history,
+                                   config.table_learning_rate)
+    return MultitaskRanker(encoder, config.hidden_dims, config.depth_multiplier, config.engagement_weight)
+
+
+def day_dataset(transform_dir: str, day: int, batch_size: int) -> tf.data.Dataset:
+    """Day `day`'s transformed examples, parsed, in file order (deterministic)."""
+    pattern = os.path.join(transform_dir, "transformed", f"day={day:04d}", "*.tfrecord.gz")
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"{pattern}: no transformed examples for day {day}")
+    spec = tft.TFTransformOutput(transform_dir).transformed_feature_spec()
+    return (tf.data.TFRecordDataset(files, compression_type="GZIP")
+            .batch(batch_size)
+            .map(lambda records: tf.io.parse_example(records, spec), num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def evaluate_day(model: MultitaskRanker, dataset: tf.data.Dataset) -> dict:
+    """CTR AUC overall and on cold-start impressions, engagement RMSE, over one day."""
+    probabilities, engagement, clicks, watched, cold = [], [], [], [], []
+    for batch in dataset:
+        out = model(batch)
+        probabilities.append(out["click_probability"].numpy().ravel())
+        engagement.append(out["engagement"].numpy().ravel())
+        clicks.append(batch[fk.CLICK].numpy().ravel())
+        watched.append(batch[fk.ENGAGEMENT].numpy().ravel())
+        cold.append(batch[fk.COLD_START].numpy().ravel() == 1)
+    p, e, y, w, c = (np.concatenate(v) for v in (probabilities, engagement, clicks, watched, cold))
+    return {"examples": int(len(y)), "ctr_auc": binary_auc(y, p),
+            "ctr_1d_auc": binary_auc(y[c], p[c]) if c.any() else float("nan"),
+            "cold_start_examples": int(c.sum()), "engagement_rmse": float(np.sqrt(np.mean((e - w) ** 2)))}
+
+
+def train(transform_dir: str, output_dir: str, config: TrainConfig, log=print) -> list[dict]:
+    """Trains day by day (resuming after the last checkpointed day); returns the metrics per day."""
+    with open(os.path.join(transform_dir, "representation.json"), encoding="utf-8") as f:
+        card = json.load(f)
+    days = card["days"]
+    tf.keras.utils.set_random_seed(config.seed)
+    model = build_ranker(card, config)
+    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(config.learning_rate))
+    model(next(iter(day_dataset(transform_dir, days[0], 2))))  # create the variables before restoring
+    done = tf.Variable(0, dtype=tf.int64)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, day=done)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=2)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        log(f"resuming after day {int(done.numpy())} from {manager.latest_checkpoint}")
+    os.makedirs(output_dir, exist_ok=True)
+    metrics_path = os.path.join(output_dir, METRICS_FILE)
+    history = _read_metrics(metrics_path, int(done.numpy()))
+    for day, next_day in zip(days[:-1], days[1:]):
+        if day <= int(done.numpy()):
+            continue
+        log(f"day {day}: fit on {card['name']} examples of day {day}, evaluate on day {next_day}")
+        model.fit(day_dataset(transform_dir, day, config.batch_size), epochs=1, verbose=2)
+        entry = {"trained_on_day": day, "evaluated_on_day": next_day, "representation": card["name"],
+                 "use_history": config.use_history, **evaluate_day(model, day_dataset(transform_dir, next_day,
+                                                                                        config.batch_size))}
+        log(f"day {next_day}: CTR AUC {entry['ctr_auc']:.4f}, CTR/1D AUC {entry['ctr_1d_auc']:.4f} "
+            f"({entry['cold_start_examples']:,} cold-start impressions), engagement RMSE {entry['engagement_rmse']:.4f}")
+        history.append(entry)
+        with open(metrics_path, "w", encoding="utf-8") as f:  # rewritten whole: resume never duplicates
+            f.writelines(json.dumps(e) + "\n" for e in history)
+        done.assign(day)
+        manager.save()
+    return history
+
+
+def _read_metrics(path: str, done_day: int) -> list[dict]:
+    """The metrics of the days already checkpointed (later lines belong to a day that did not finish)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [e for e in map(json.loads, f) if e["trained_on_day"] <= done_day]
