@@ -29,6 +29,7 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_jobs import publish
+from beam_jobs.counters import job_counters
 from beam_jobs.sid_model_handler import Chunk, SidModelHandler
 from beam_jobs.sid_stats import MergeCountsFn, SidChunk, SidStatistics, bucketed_counts
 from models.rqvae_savedmodel import METADATA_PATH
@@ -172,6 +173,10 @@ def rows_to_chunk(rows) -> Chunk:
 
 
 def explode(chunk: Chunk):
+    """Chunk -> per-row (item_id, (first_day, digest, embedding)), the shape rows_to_chunk takes back.
+
+    The digest only matters for duplicates, which are resolved before this point, so it is left empty.
+    """
     for item_id, first_day, embedding in zip(*chunk):
         yield item_id, (int(first_day), "", embedding)
 
@@ -340,14 +345,6 @@ def _parse(argv):
     return parser.parse_known_args(argv)
 
 
-def _counters(result) -> dict:
-    counters = {}
-    for c in result.metrics().query()["counters"]:
-        if c.key.metric.namespace == NAMESPACE:
-            counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + c.committed
-    return counters
-
-
 def run(argv=None, save_main_session: bool = False) -> dict:
     """Runs the job; unknown flags go to PipelineOptions (--runner, --project, ...).
 
@@ -372,7 +369,7 @@ def run(argv=None, save_main_session: bool = False) -> dict:
     except BaseException:
         publish.discard(staging)
         raise
-    counters = _counters(result)
+    counters = job_counters(result, NAMESPACE)
     with FileSystems.open(FileSystems.join(args.output, STATS_FILE)) as f:
         stats = json.loads(f.read().decode("utf-8"))
     return {"output": args.output, "counters": counters, "stats": stats}

@@ -30,6 +30,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tfx_bsl.coders import example_coder
 
 from beam_jobs import publish
+from beam_jobs.counters import job_counters
 from beam_jobs.sid_stats import MergeCountsFn, bucketed_counts
 from pipeline import contracts, data_io
 from pipeline import features as fk
@@ -234,11 +235,7 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
         # The raw schema too, so a reader can parse raw tf.Examples without this code.
         _ = metadata | "WriteRawMetadata" >> tft_beam.WriteMetadata(
             os.path.join(staging, tft.TFTransformOutput.RAW_METADATA_DIR), p)
-    counters: dict[str, int] = {}
-    for c in p.result.metrics().query()["counters"]:
-        if c.key.metric.namespace == NAMESPACE:  # one entry per step: add them up
-            counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + c.committed
-    return counters
+    return job_counters(p.result, NAMESPACE)
 
 
 def run(argv=None) -> dict:

@@ -158,14 +158,9 @@ def _demo(args) -> None:
     _lookups(args)
 
 
-def day_loop_config():
-    from pipeline.day_loop import TrainConfig
-
-    return TrainConfig
-
-
 def build_parser() -> argparse.ArgumentParser:
     from models.rqvae import RQVAEConfig
+    from pipeline.day_loop import TrainConfig
     from pipeline.movielens import MovieLensConfig
     from pipeline.representation import KINDS
     from pipeline.simulator import SimulatorConfig
@@ -247,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--run_dir", default=DEFAULT_RUN_DIR, help="run directory")
     tn.add_argument("--representation", default="sid_spm_8192",
                     help="a transform output under RUN_DIR/transform/ (e.g. random_hash, sid_ngram, sid_spm_8192)")
-    config_flags.add_flags(tn, day_loop_config())
+    config_flags.add_flags(tn, TrainConfig)
 
     val = command("validate", _validate, "check a corpus and its logs against the data contracts; "
                   "unusable rows are written aside with the reason (or raise with --strict)")
