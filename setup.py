@@ -13,6 +13,8 @@ TF_FAMILY = [
     "tensorflow-recommenders==0.7.7",
     # tfx-bsl 1.21 pins the serving protos to 2.19.x; they speak the same gRPC API.
     "tensorflow-serving-api>=2.19,<2.20",
+    # TensorFlow 2.21 no longer pulls TensorBoard in; the day loop writes TensorBoard logs.
+    "tensorboard>=2.20,<2.21",
 ]
 
 setuptools.setup(

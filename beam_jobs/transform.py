@@ -35,9 +35,11 @@ from beam_jobs.sid_stats import MergeCountsFn, bucketed_counts
 from pipeline import contracts, data_io
 from pipeline import features as fk
 from pipeline import lookup_stats, spm_vocab
+from pipeline.item_join import join_item_features
 from pipeline.layout import LOG_FILE_PATTERN, DataLayout
-from pipeline.preprocessing import make_preprocessing_fn, raw_feature_spec
+from pipeline.preprocessing import make_preprocessing_fn, raw_feature_spec, serving_feature_spec
 from pipeline.representation import KINDS, RepresentationConfig
+from pipeline.serving_examples import REPRESENTATION_CARD, SERVING_SAMPLE
 
 NAMESPACE = "sidrec_transform"
 BATCH_ROWS = 4096
@@ -45,6 +47,10 @@ COUNT_BUCKETS = 64
 SPM_MODEL = os.path.join("spm", "sid_spm.model")
 LOOKUPS_FILE = "lookups.json"
 TRANSFORMED_DIR = "transformed"
+SERVING_SAMPLE_ROWS = 64
+# Counter names of items without a SID, per role (the names the job has always reported).
+_MISSING_COUNTERS = {fk.WATCH_SID: "watch_without_sid", fk.CANDIDATE_SID: "candidate_without_sid",
+                     fk.HISTORY_SIDS: "history_without_sid"}
 
 
 class JoinItemFeatures(beam.DoFn):
@@ -62,7 +68,7 @@ class JoinItemFeatures(beam.DoFn):
 
         self._decoder = example_coder.ExamplesToRecordBatchDecoder()
 
-    def process(self, serialized, sids, items):
+    def process(self, serialized, sids, first_days, embeddings):
         config = self._config
         batch = self._decoder.DecodeBatch(serialized)
         n = batch.num_rows
@@ -79,32 +85,22 @@ class JoinItemFeatures(beam.DoFn):
             fk.ENGAGEMENT: data_io.scalar_list_array(_scalars(batch, fk.ENGAGEMENT), pa.float32()),
             fk.DAY: data_io.scalar_list_array(_scalars(batch, fk.DAY), pa.int64()),
             fk.CANDIDATE_FIRST_DAY: data_io.scalar_list_array(
-                np.array([items.get(i, (-1, None))[0] for i in candidate], np.int64), pa.int64()),
+                np.array([first_days.get(i, -1) for i in candidate], np.int64), pa.int64()),
         }
-        if config.kind in ("sid_ngram", "sid_spm"):
-            length = config.num_levels
-            for key, ids, role in ((fk.WATCH_SID, watch, "watch"), (fk.CANDIDATE_SID, candidate, "candidate")):
-                columns[key] = data_io.list_array(self._sids(ids, sids, role).ravel(), np.full(n, length), pa.int64())
-            columns[fk.HISTORY_SIDS] = data_io.list_array(self._sids(history, sids, "history").ravel(),
-                                                          history_lengths * length, pa.int64())
-        if config.kind == "dense":
-            dim = config.embedding_dim
-            for key, ids in ((fk.WATCH_EMBEDDING, watch), (fk.CANDIDATE_EMBEDDING, candidate)):
-                vectors = [items.get(i, (-1, None))[1] for i in ids]
-                missing = sum(v is None for v in vectors)
-                Metrics.counter(NAMESPACE, f"{key}_missing").inc(missing)
-                matrix = np.stack([np.zeros(dim, np.float32) if v is None else v for v in vectors])
-                columns[key] = data_io.list_array(matrix.ravel(), np.full(n, dim), pa.float32())
+        joined = join_item_features(config, sids, embeddings, watch, candidate, history, history_lengths)
+        types = {fk.WATCH_EMBEDDING: pa.float32(), fk.CANDIDATE_EMBEDDING: pa.float32()}
+        for key, (values, lengths) in joined.columns.items():
+            columns[key] = data_io.list_array(values, lengths, types.get(key, pa.int64()))
+            Metrics.counter(NAMESPACE, _MISSING_COUNTERS.get(key, f"{key}_missing")).inc(joined.missing[key])
         Metrics.counter(NAMESPACE, "rows_joined").inc(n)
         yield pa.RecordBatch.from_arrays(list(columns.values()), list(columns.keys()))
 
-    def _sids(self, ids, sids, role) -> np.ndarray:
-        missing = np.full(self._config.num_levels, -1, np.int64)
-        found = [sids.get(i) for i in ids]
-        Metrics.counter(NAMESPACE, f"{role}_without_sid").inc(sum(f is None for f in found))
-        if not found:
-            return np.zeros((0, self._config.num_levels), np.int64)
-        return np.stack([missing if f is None else f for f in found]).astype(np.int64)
+
+def _serving_sample(batches: list[pa.RecordBatch], config: RepresentationConfig) -> list[bytes]:
+    """Up to SERVING_SAMPLE_ROWS rows as serving requests: the labels and evaluation keys dropped."""
+    keys = list(serving_feature_spec(raw_feature_spec(config)))
+    sample = batches[0].select(keys).slice(0, SERVING_SAMPLE_ROWS)
+    return example_coder.RecordBatchToExamples(sample)
 
 
 def _ids(batch: pa.RecordBatch, key: str) -> list[str]:
@@ -211,8 +207,8 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
                    sid_table: data_io.SidTable, corpus: data_io.Corpus, options, staging: str) -> dict:
     """Pipeline 2: join, analyse the training days, transform every day; returns the counters."""
     sids = sid_table.lookup()
-    items = {i: (int(d), e if config.kind == "dense" else None)
-             for i, d, e in zip(corpus.item_ids, corpus.first_day, corpus.embeddings)}
+    first_days = {i: int(d) for i, d in zip(corpus.item_ids, corpus.first_day)}
+    embeddings = dict(zip(corpus.item_ids, corpus.embeddings)) if config.kind == "dense" else {}
     metadata = tft.DatasetMetadata.from_feature_spec(raw_feature_spec(config))
     adapter = tensor_adapter_config(config)
     with beam.Pipeline(options=options) as p, tft_beam.Context(temp_dir=os.path.join(staging, "tmp")):
@@ -220,7 +216,13 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
         for day in days:
             joined[day] = (p | f"ReadDay{day}" >> beam.io.ReadFromTFRecord(_day_files(layout, day))
                            | f"BatchDay{day}" >> beam.BatchElements(min_batch_size=1, max_batch_size=BATCH_ROWS)
-                           | f"JoinDay{day}" >> beam.ParDo(JoinItemFeatures(config), sids, items))
+                           | f"JoinDay{day}" >> beam.ParDo(JoinItemFeatures(config), sids, first_days,
+                                                                           embeddings))
+        _ = (joined[days[-1]]
+             | "LargestBatchOfLastDay" >> beam.combiners.Top.Of(1, key=lambda batch: batch.num_rows)
+             | "ServingSample" >> beam.FlatMap(_serving_sample, config)
+             | "WriteServingSample" >> beam.io.WriteToTFRecord(os.path.join(staging, SERVING_SAMPLE),
+                                                               shard_name_template=""))
         training = [joined[d] for d in train_days] | "TrainingDays" >> beam.Flatten()
         transform_fn = (training, adapter) | "Analyze" >> tft_beam.AnalyzeDataset(
             make_preprocessing_fn(config, spm_model))
@@ -258,7 +260,7 @@ def run(argv=None) -> dict:
         counters = transform_step(layout, days, train_days, config, spm_model, sid_table, corpus, options, staging)
         card = {"config": vars(config), "name": config.name, "table_rows": config.table_rows,
                 "train_days": train_days, "days": days, "counters": counters}
-        _write_bytes(json.dumps(card, indent=2).encode("utf-8"), os.path.join(staging, "representation.json"))
+        _write_bytes(json.dumps(card, indent=2).encode("utf-8"), os.path.join(staging, REPRESENTATION_CARD))
         sids = sid_table.lookup()
         impressed = [i for i in impressions if i in sids or config.kind in ("random_hash", "dense")]
         lookups = lookup_stats.lookup_stats(

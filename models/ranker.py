@@ -3,28 +3,31 @@
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from models.trunks import build_trunk
 from pipeline import features as fk
 
 
 @tf.keras.utils.register_keras_serializable(package="sidrec")
 class MultitaskRanker(tfrs.Model):
-    """A shared-bottom trunk over [watch, candidate, history, watch * candidate] and two heads.
+    """A trunk over [watch, candidate, watch * candidate, history, history * candidate] and two heads.
 
     Args:
       item_encoder: a PieceItemEncoder or DenseItemEncoder.
       hidden_dims: trunk widths; `depth_multiplier` (1, 1.5 or 2 for the dense baselines) scales them.
       engagement_weight: weight of the engagement loss in the sum with the click loss.
+      trunk: "shared_bottom" or "mmoe" (`num_experts` experts, one gate per task).
     """
 
     def __init__(self, item_encoder: tf.keras.layers.Layer, hidden_dims=(128, 64), depth_multiplier: float = 1.0,
-                 engagement_weight: float = 1.0, **kwargs):
+                 engagement_weight: float = 1.0, trunk: str = "shared_bottom", num_experts: int = 4, **kwargs):
         super().__init__(**kwargs)
         self.item_encoder = item_encoder
+        self.base_hidden_dims = tuple(hidden_dims)
         self.hidden_dims = tuple(int(round(d * depth_multiplier)) for d in hidden_dims)
         self.depth_multiplier = depth_multiplier
         self.engagement_weight = engagement_weight
-        self.trunk = tf.keras.Sequential([tf.keras.layers.Dense(d, activation="relu") for d in self.hidden_dims],
-                                         name="trunk")
+        self.trunk_kind, self.num_experts = trunk, num_experts
+        self.trunk = build_trunk(trunk, self.hidden_dims, num_experts)
         self.click_head = tf.keras.layers.Dense(1, name="click_logit")
         self.engagement_head = tf.keras.layers.Dense(1, activation="sigmoid", name="engagement")
         self.click_task = tfrs.tasks.Ranking(
@@ -40,9 +43,18 @@ class MultitaskRanker(tfrs.Model):
         if "history" in items:
             parts += [items["history"], items["history"] * items["candidate"]]
         hidden = self.trunk(tf.concat(parts, axis=-1))
-        logit = self.click_head(hidden)
+        logit = self.click_head(hidden["click"])
         return {"click_logit": logit, "click_probability": tf.sigmoid(logit),
-                "engagement": self.engagement_head(hidden)}
+                "engagement": self.engagement_head(hidden["engagement"])}
+
+    def get_config(self):
+        return {"item_encoder": tf.keras.layers.serialize(self.item_encoder), "hidden_dims": self.base_hidden_dims,
+                "depth_multiplier": self.depth_multiplier, "engagement_weight": self.engagement_weight,
+                "trunk": self.trunk_kind, "num_experts": self.num_experts}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "item_encoder": tf.keras.layers.deserialize(config["item_encoder"])})
 
     def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
         outputs = self(inputs)

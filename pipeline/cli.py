@@ -132,11 +132,13 @@ def _train(args) -> None:
     layout = RunLayout(args.run_dir)
     transform_dir = os.path.join(layout.transform, args.representation)
     output = os.path.join(layout.ranker, args.representation + ("" if config.use_history else "_no_history"))
-    history = day_loop.train(transform_dir, output, config)
+    history = day_loop.train(transform_dir, output, config, args.export_dir or None, args.model_name)
     print(f"{'day':>4} {'CTR AUC':>8} {'CTR/1D AUC':>10} {'engagement RMSE':>15}")
     for e in history:
         print(f"{e['evaluated_on_day']:>4} {e['ctr_auc']:>8.4f} {e['ctr_1d_auc']:>10.4f} {e['engagement_rmse']:>15.4f}")
-    print(f"metrics: {os.path.join(output, day_loop.METRICS_FILE)}")
+    print(f"metrics: {os.path.join(output, day_loop.METRICS_FILE)}\n"
+          f"exports: {os.path.dirname(history[-1]['export']) if history else 'none'} (one version per day)\n"
+          f"TensorBoard: tensorboard --logdir {os.path.join(output, day_loop.TENSORBOARD_DIR)}")
 
 
 def _demo(args) -> None:
@@ -242,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--run_dir", default=DEFAULT_RUN_DIR, help="run directory")
     tn.add_argument("--representation", default="sid_spm_8192",
                     help="a transform output under RUN_DIR/transform/ (e.g. random_hash, sid_ngram, sid_spm_8192)")
+    tn.add_argument("--export_dir", default="",
+                    help="export base: one SavedModel per day as <day>/ (default: RUN_DIR/ranker/<run>/export)")
+    tn.add_argument("--model_name", default="ranker", help="model name in the exports' warm-up requests")
     config_flags.add_flags(tn, TrainConfig)
 
     val = command("validate", _validate, "check a corpus and its logs against the data contracts; "

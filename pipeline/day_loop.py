@@ -2,8 +2,9 @@
 
 Per day d: one `model.fit` pass over day d's transformed examples, then CTR AUC over all of day
 d+1 and CTR/1D AUC over its impressions of items first seen that day (exact AUCs from
-`pipeline.metrics`), the engagement RMSE, a line in metrics.jsonl and a checkpoint. Run again after
-a crash, it resumes after the last completed day and ends with the same metrics.
+`pipeline.metrics`), the engagement RMSE, TensorBoard scalars, a line in metrics.jsonl, an export
+EXPORT_BASE/<d>/ for TF Serving and a checkpoint. Run again after a crash, it resumes after the
+last completed day and ends with the same metrics.
 """
 
 import dataclasses
@@ -16,11 +17,15 @@ import tensorflow_transform as tft
 
 from models.item_encoder import DenseItemEncoder, PieceItemEncoder
 from models.ranker import MultitaskRanker
+from models.trunks import TRUNKS
 from pipeline import features as fk
 from pipeline.config_flags import flag
 from pipeline.metrics import binary_auc
+from pipeline.serving_examples import read_representation, read_serving_sample
+from serving.export import export_version
 
 METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,11 +38,15 @@ class TrainConfig:
     learning_rate: float = flag(0.005, "Adam learning rate of the dense layers")
     table_learning_rate: float = flag(0.05, "Adagrad learning rate of the item table")
     engagement_weight: float = flag(1.0, "weight of the engagement loss")
+    trunk: str = flag("shared_bottom", f"multitask trunk: {' or '.join(TRUNKS)}")
+    num_experts: int = flag(4, "experts of the mmoe trunk")
     seed: int = flag(0, "random seed")
 
     def __post_init__(self):
         if self.batch_size < 1 or self.embedding_dim < 1:
             raise ValueError("batch_size and embedding_dim must be >= 1")
+        if self.trunk not in TRUNKS:
+            raise ValueError(f"trunk must be one of {TRUNKS}, got {self.trunk!r}")
 
 
 def build_ranker(card: dict, config: TrainConfig) -> MultitaskRanker:
@@ -47,7 +56,8 @@ def build_ranker(card: dict, config: TrainConfig) -> MultitaskRanker:
     else:
         encoder = PieceItemEncoder(card["table_rows"], config.embedding_dim, config.use_history,
                                    config.table_learning_rate)
-    return MultitaskRanker(encoder, config.hidden_dims, config.depth_multiplier, config.engagement_weight)
+    return MultitaskRanker(encoder, config.hidden_dims, config.depth_multiplier, config.engagement_weight,
+                           config.trunk, config.num_experts)
 
 
 def day_dataset(transform_dir: str, day: int, batch_size: int) -> tf.data.Dataset:
@@ -79,11 +89,20 @@ def evaluate_day(model: MultitaskRanker, dataset: tf.data.Dataset) -> dict:
             "cold_start_examples": int(c.sum()), "engagement_rmse": float(np.sqrt(np.mean((e - w) ** 2)))}
 
 
-def train(transform_dir: str, output_dir: str, config: TrainConfig, log=print) -> list[dict]:
-    """Trains day by day (resuming after the last checkpointed day); returns the metrics per day."""
-    with open(os.path.join(transform_dir, "representation.json"), encoding="utf-8") as f:
-        card = json.load(f)
+def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base: str | None = None,
+          model_name: str = "ranker", log=print) -> list[dict]:
+    """Trains day by day (resuming after the last checkpointed day); returns the metrics per day.
+
+    Args:
+      transform_dir: a transform output (representation.json, transformed/day=NNNN/, transform_fn).
+      output_dir: checkpoints, metrics.jsonl and TensorBoard logs go here.
+      export_base: where the daily SavedModels go as <day>/ (default OUTPUT_DIR/export).
+      model_name: the model name in the exports' warm-up requests.
+    """
+    card = read_representation(transform_dir)
     days = card["days"]
+    export_base = export_base or os.path.join(output_dir, "export")
+    warmup = read_serving_sample(transform_dir)
     tf.keras.utils.set_random_seed(config.seed)
     model = build_ranker(card, config)
     model.compile(optimizer=tf.keras.optimizers.legacy.Adam(config.learning_rate))
@@ -97,21 +116,32 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, log=print) -
     os.makedirs(output_dir, exist_ok=True)
     metrics_path = os.path.join(output_dir, METRICS_FILE)
     history = _read_metrics(metrics_path, int(done.numpy()))
-    for day, next_day in zip(days[:-1], days[1:]):
+    tensorboard = os.path.join(output_dir, TENSORBOARD_DIR)
+    evaluation_writer = tf.summary.create_file_writer(os.path.join(tensorboard, "next_day"))
+    for step, (day, next_day) in enumerate(zip(days[:-1], days[1:])):
         if day <= int(done.numpy()):
             continue
-        log(f"day {day}: fit on {card['name']} examples of day {day}, evaluate on day {next_day}")
-        model.fit(day_dataset(transform_dir, day, config.batch_size), epochs=1, verbose=2)
+        log(f"day {day} ({step + 1}/{len(days) - 1}): fit on {card['name']} examples of day {day}, "
+            f"evaluate on day {next_day}")
+        # Keras counts epochs across the days, so TensorBoard's epoch axis is the training day's index.
+        model.fit(day_dataset(transform_dir, day, config.batch_size), initial_epoch=step, epochs=step + 1,
+                  verbose=2, callbacks=[tf.keras.callbacks.TensorBoard(tensorboard, write_graph=False)])
         entry = {"trained_on_day": day, "evaluated_on_day": next_day, "representation": card["name"],
                  "use_history": config.use_history, **evaluate_day(model, day_dataset(transform_dir, next_day,
                                                                                         config.batch_size))}
         log(f"day {next_day}: CTR AUC {entry['ctr_auc']:.4f}, CTR/1D AUC {entry['ctr_1d_auc']:.4f} "
             f"({entry['cold_start_examples']:,} cold-start impressions), engagement RMSE {entry['engagement_rmse']:.4f}")
+        with evaluation_writer.as_default(step=step):
+            for name in ("ctr_auc", "ctr_1d_auc", "engagement_rmse"):
+                tf.summary.scalar(name, entry[name])
+        entry["export"] = export_version(model, transform_dir, export_base, day, warmup, model_name)
+        log(f"exported {entry['export']}")
         history.append(entry)
         with open(metrics_path, "w", encoding="utf-8") as f:  # rewritten whole: resume never duplicates
             f.writelines(json.dumps(e) + "\n" for e in history)
         done.assign(day)
         manager.save()
+    evaluation_writer.close()
     return history
 
 

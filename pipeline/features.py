@@ -39,6 +39,13 @@ HISTORY_PIECES = "history_pieces"  # the pieces of every history item (pooled in
 HISTORY_LENGTH = "history_length"  # history items, to turn the pooled sum into a mean
 COLD_START = "cold_start"  # 1 if the candidate was first seen on the impression's day
 LABEL_KEYS = (CLICK, ENGAGEMENT)
+# Raw features only training and evaluation read (the cold-start flag); serving requests leave them out.
+EVALUATION_KEYS = (DAY, CANDIDATE_FIRST_DAY)
+
+# Serving: the input of every signature, and the named outputs of serving_default.
+SERVING_INPUT = "examples"
+CLICK_PROBABILITY = "click_probability"
+ENGAGEMENT_PREDICTION = "engagement"
 
 DEFAULT_MAX_HISTORY = 20
 

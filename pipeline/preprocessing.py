@@ -33,6 +33,12 @@ def raw_feature_spec(config: RepresentationConfig) -> dict:
     return spec
 
 
+def serving_feature_spec(raw_spec: dict) -> dict:
+    """The spec of a serving request: a raw spec without the labels and the evaluation-only keys."""
+    excluded = set(fk.LABEL_KEYS) | set(fk.EVALUATION_KEYS)
+    return {key: spec for key, spec in raw_spec.items() if key not in excluded}
+
+
 def ngram_pieces(sids: tf.Tensor, config: RepresentationConfig) -> tf.Tensor:
     """int64 [B, L] -> int64 [B, L/N]: piece j = j K^N + the base-K number of group j's codes."""
     k, n = config.codebook_size, config.ngram

@@ -18,3 +18,19 @@ def movielens_dir() -> str:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+    """A small simulated run with SIDs materialised (3 days), shared by the transform and ranker tests."""
+    from worlds import small_run
+
+    return small_run(str(tmp_path_factory.mktemp("small_run")))
+
+
+@pytest.fixture(scope="session")
+def spm_run(run_dir):
+    """The sid_spm transform (V=300) of `run_dir`."""
+    from worlds import run_transform
+
+    return run_transform(run_dir, "sid_spm", vocab_size=300)

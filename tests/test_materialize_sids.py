@@ -18,11 +18,11 @@ from pipeline import data_io, rqvae_job, sid_quality
 from pipeline import features as fk
 from pipeline.simulate_job import to_corpus
 from pipeline.simulator import SimulatorConfig, simulate
+from worlds import IN_MEMORY
 
 DIM = 32
 TINY = RQVAEConfig(encoder_dims=(32, 8), num_levels=3, codebook_size=16, batch_size=128, max_epochs=4,
                    patience=2, kmeans_iterations=5)
-IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from models.item_encoder import DenseItemEncoder, PieceItemEncoder
 from models.ranker import MultitaskRanker
+from models.trunks import TASKS, MMoE
 from pipeline import features as fk
 
 
@@ -101,3 +102,33 @@ def test_training_learns_and_a_checkpoint_restores_the_same_model(tmp_path):
     restored(batch)
     tf.train.Checkpoint(model=restored).restore(path).assert_existing_objects_matched()
     np.testing.assert_allclose(restored(batch)["click_probability"], ranker(batch)["click_probability"], rtol=1e-6)
+
+
+def test_mmoe_mixes_experts_with_one_softmax_gate_per_task():
+    x = tf.random.stateless_normal([5, 6], seed=[1, 2])
+    mmoe = MMoE(hidden_dims=(4,), num_experts=3)
+    out = mmoe(x)
+    experts = np.stack([e(x).numpy() for e in mmoe.experts], axis=1)  # [B, E, H]
+    for task, gate in zip(TASKS, mmoe.gates):
+        weights = gate(x).numpy()
+        np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-6)
+        np.testing.assert_allclose(out[task], np.einsum("be,beh->bh", weights, experts), rtol=1e-5)
+    # One expert: every gate is 1 and MMoE is that expert, i.e. a shared bottom.
+    single = MMoE(hidden_dims=(4,), num_experts=1)
+    np.testing.assert_allclose(single(x)["click"], single.experts[0](x), rtol=1e-6)
+    assert MMoE.from_config(mmoe.get_config()).num_experts == 3
+    with pytest.raises(ValueError, match="num_experts"):
+        MMoE(num_experts=0)
+
+
+def test_ranker_config_round_trip_and_mmoe_ranker_learns():
+    tf.keras.utils.set_random_seed(0)
+    ranker = MultitaskRanker(PieceItemEncoder(table_rows=50, dim=8), hidden_dims=(16,), depth_multiplier=2.0,
+                             trunk="mmoe", num_experts=2)
+    copy = MultitaskRanker.from_config(ranker.get_config())
+    assert (copy.hidden_dims, copy.trunk_kind, copy.num_experts, copy.item_encoder.table_rows) == ((32,), "mmoe", 2, 50)
+    ranker.compile(optimizer=tf.keras.optimizers.legacy.Adam(0.01))
+    ranker.fit(_synthetic(), epochs=3, verbose=0)
+    assert ranker.evaluate(_synthetic(seed=1), return_dict=True, verbose=0)["click_auc"] > 0.9
+    with pytest.raises(ValueError, match="trunk"):
+        MultitaskRanker(DenseItemEncoder(), trunk="towers")

@@ -14,51 +14,16 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  (SentencePiece ops in the transform graph)
 import tensorflow_transform as tft
 
-from beam_jobs import materialize_sids, transform
-from models import rqvae_savedmodel
-from models.rqvae import RQVAEConfig
-from pipeline import data_io, rqvae_job, sid_text
+from beam_jobs import transform
+from pipeline import data_io, sid_text
 from pipeline import features as fk
-from pipeline.layout import RunLayout
-from pipeline.simulate_job import run as simulate_run
-from pipeline.simulator import SimulatorConfig
-
-IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
-TINY = RQVAEConfig(encoder_dims=(32, 8), num_levels=4, codebook_size=16, batch_size=128, max_epochs=6,
-                   patience=2, kmeans_iterations=5)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A small simulated run with SIDs materialised (3 days)."""
-    layout = RunLayout(str(tmp_path_factory.mktemp("transform_run")))
-    simulate_run(SimulatorConfig(num_items=1500, num_users=200, num_days=3, impressions_per_day=1500,
-                                 embedding_dim=32), layout.data)
-    corpus = data_io.read_corpus(layout.data.corpus)
-    model, _ = rqvae_job.train(corpus.embeddings, TINY, lambda *_: None)
-    export = rqvae_savedmodel.export(model, os.path.join(layout.rqvae, "export"))
-    materialize_sids.run(["--corpus", layout.data.corpus, "--model", export, "--output", layout.sids, *IN_MEMORY])
-    return layout
-
-
-def _run(layout, kind, **flags):
-    argv = ["--data_dir", layout.data.root, "--sids", layout.sids, "--output", os.path.join(layout.root, kind),
-            "--kind", kind, *IN_MEMORY]
-    for key, value in flags.items():
-        argv += [f"--{key}", str(value)]
-    return transform.run(argv)
-
+from worlds import IN_MEMORY, run_transform
 
 def _read_day(output, day, schema_dir):
     tft_output = tft.TFTransformOutput(schema_dir)
     files = glob.glob(os.path.join(output, "transformed", f"day={day:04d}", "*.tfrecord.gz"))
     spec = tft_output.transformed_feature_spec()
     return [tf.io.parse_single_example(r, spec) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
-
-
-@pytest.fixture(scope="module")
-def spm_run(run_dir):
-    return _run(run_dir, "sid_spm", vocab_size=300)
 
 
 def test_every_day_is_transformed_and_counted(run_dir, spm_run):
@@ -205,7 +170,7 @@ def test_day_loop_trains_evaluates_and_resumes_after_a_kill(run_dir, spm_run, tm
               f"               lambda msg: print(msg, flush=True))\n")
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     for line in process.stdout:
-        if line.startswith("day 2: fit"):  # day 1 finished and checkpointed: kill it mid-day 2
+        if line.startswith("day 2 ("):  # day 1 finished and checkpointed: kill it mid-day 2
             process.kill()
             break
     process.wait()

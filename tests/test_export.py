@@ -1,0 +1,135 @@
+"""The daily export: hermetic (transform graph inside), explicit signatures, warm-up, atomic versions."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (SentencePiece ops in the transform graph)
+import tensorflow_transform as tft
+from google.protobuf import text_format
+
+from pipeline import data_io, day_loop
+from pipeline import features as fk
+from pipeline.preprocessing import serving_feature_spec
+from pipeline.representation import RepresentationConfig
+from pipeline.serving_examples import ServingExampleBuilder, read_representation, read_serving_sample
+from serving import export
+
+CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(16,), embedding_dim=8)
+
+
+def _trained(transform_dir):
+    model = day_loop.build_ranker(read_representation(transform_dir), CONFIG)
+    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(0.01))
+    model.fit(day_loop.day_dataset(transform_dir, 1, 256), epochs=1, verbose=0)
+    return model
+
+
+def _in_process_scores(model, transform_dir, examples):
+    """What the trained model gives through the transform output, in this process."""
+    tft_output = tft.TFTransformOutput(transform_dir)
+    raw = tf.io.parse_example(examples, serving_feature_spec(tft_output.raw_feature_spec()))
+    return model(tft_output.transform_raw_features(raw))
+
+
+def test_export_is_hermetic_and_serves_a_text_form_example(spm_run, tmp_path):
+    """STYLE item 4: delete the transform directory, reload in a fresh process, compare scores."""
+    transform_dir = str(tmp_path / "transform")
+    shutil.copytree(spm_run["output"], transform_dir)
+    model = _trained(transform_dir)
+    sample = read_serving_sample(transform_dir)
+    expected = _in_process_scores(model, transform_dir, sample)
+    path = export.export_version(model, transform_dir, str(tmp_path / "export"), 7, sample)
+    assert path.endswith(os.path.join("export", "7")) and export.versions(str(tmp_path / "export")) == [7]
+    shutil.rmtree(transform_dir)
+
+    text = text_format.MessageToString(tf.train.Example.FromString(sample[0]))
+    (tmp_path / "example.pbtxt").write_text(text)
+    script = textwrap.dedent(f"""
+        import json
+        import tensorflow as tf
+        import tensorflow_text  # noqa: F401
+        from google.protobuf import text_format
+        loaded = tf.saved_model.load({path!r})
+        example = text_format.Parse(open({str(tmp_path / 'example.pbtxt')!r}).read(), tf.train.Example())
+        serve = loaded.signatures["serving_default"]
+        out = serve(examples=tf.constant([example.SerializeToString()]))
+        print(json.dumps({{k: v.numpy().tolist() for k, v in out.items()}}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    served = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(served) == {fk.CLICK_PROBABILITY, fk.ENGAGEMENT_PREDICTION}
+    np.testing.assert_allclose(served[fk.CLICK_PROBABILITY], expected["click_probability"].numpy()[:1, 0], rtol=1e-5)
+    np.testing.assert_allclose(served[fk.ENGAGEMENT_PREDICTION], expected["engagement"].numpy()[:1, 0], rtol=1e-5)
+
+
+def test_signatures_warmup_and_transform_features(spm_run, tmp_path):
+    model = _trained(spm_run["output"])
+    sample = read_serving_sample(spm_run["output"])
+    path = export.export_version(model, spm_run["output"], str(tmp_path), 1, sample, model_name="ranker")
+    loaded = tf.saved_model.load(path)
+    assert set(loaded.signatures) == {export.SERVING_DEFAULT, export.TRANSFORM_FEATURES}
+    serve = loaded.signatures[export.SERVING_DEFAULT]
+    assert list(serve.structured_input_signature[1]) == [fk.SERVING_INPUT]
+
+    [request] = export.read_warmup(path)
+    assert request.model_spec.name == "ranker" and request.model_spec.signature_name == export.SERVING_DEFAULT
+    warmup = tf.make_ndarray(request.inputs[fk.SERVING_INPUT])
+    assert list(warmup) == sample and len(sample) == 64
+    scores = serve(examples=tf.constant(warmup))[fk.CLICK_PROBABILITY].numpy()
+    np.testing.assert_allclose(scores, _in_process_scores(model, spm_run["output"], sample)["click_probability"]
+                               .numpy()[:, 0], rtol=1e-5)
+    assert read_representation(os.path.join(path, export.ASSETS_EXTRA))["name"] == "sid_spm_300"
+
+    # transform_features reads logged examples (labels and day included) and pads pieces with -1.
+    logged = []
+    for record in sample[:4]:
+        example = tf.train.Example.FromString(record)
+        for key, value in ((fk.CLICK, 1), (fk.DAY, 3), (fk.CANDIDATE_FIRST_DAY, 3)):
+            example.features.feature[key].int64_list.value.append(value)
+        example.features.feature[fk.ENGAGEMENT].float_list.value.append(0.5)
+        logged.append(example.SerializeToString())
+    transformed = loaded.signatures[export.TRANSFORM_FEATURES](examples=tf.constant(logged))
+    assert transformed[fk.COLD_START].numpy().tolist() == [1, 1, 1, 1]
+    tft_output = tft.TFTransformOutput(spm_run["output"])
+    expected = tft_output.transform_raw_features(tf.io.parse_example(logged, tft_output.raw_feature_spec()))
+    for key in (fk.WATCH_PIECES, fk.CANDIDATE_PIECES, fk.HISTORY_PIECES):
+        np.testing.assert_array_equal(transformed[key].numpy(),
+                                      tf.sparse.to_dense(expected[key], default_value=-1).numpy(), err_msg=key)
+
+
+def test_serving_examples_from_the_sid_table_match_the_jobs_join(run_dir, spm_run):
+    """The client's builder joins SIDs exactly as the transform job did for the same logged row."""
+    card = read_representation(spm_run["output"])
+    table = data_io.read_sid_table(os.path.join(run_dir.sids, "table")).lookup()
+    builder = ServingExampleBuilder(RepresentationConfig(**card["config"]), sids=table)
+    spec = serving_feature_spec(tft.TFTransformOutput(spm_run["output"]).raw_feature_spec())
+    for record in read_serving_sample(spm_run["output"])[:10]:
+        logged = tf.io.parse_single_example(record, spec)
+        history = [h.decode() for h in tf.sparse.to_dense(logged[fk.HISTORY_ITEM_IDS]).numpy()]
+        [built] = builder.serialize([logged[fk.WATCH_ITEM_ID].numpy().decode()],
+                                    [logged[fk.CANDIDATE_ITEM_ID].numpy().decode()], [history])
+        rebuilt = tf.io.parse_single_example(built, spec)
+        for key in spec:
+            a, b = logged[key], rebuilt[key]
+            if isinstance(a, tf.SparseTensor):
+                a, b = tf.sparse.to_dense(a), tf.sparse.to_dense(b)
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=key)
+    with pytest.raises(ValueError, match="rows disagree"):
+        builder.serialize(["a"], ["b", "c"], [[]])
+
+
+def test_day_loop_exports_one_version_per_day(spm_run, tmp_path):
+    history = day_loop.train(spm_run["output"], str(tmp_path / "run"), CONFIG, str(tmp_path / "export"),
+                             log=lambda *_: None)
+    assert export.versions(str(tmp_path / "export")) == [1, 2]
+    assert [e["export"] for e in history] == [str(tmp_path / "export" / "1"), str(tmp_path / "export" / "2")]
+    assert not [n for n in os.listdir(tmp_path / "export") if n.startswith(".staging")]
+    events = tf.io.gfile.glob(str(tmp_path / "run" / day_loop.TENSORBOARD_DIR / "*" / "events.out.tfevents.*"))
+    assert {os.path.basename(os.path.dirname(e)) for e in events} >= {"train", "next_day"}
