@@ -240,6 +240,13 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
     return job_counters(p.result, NAMESPACE)
 
 
+def build_argv(data_dir: str, sids: str, output: str, kind: str, buckets: int = 8192, ngram: int = 2,
+               vocab_size: int = 8192, train_days: int = 0, beam_args=()) -> list[str]:
+    """The command line of `run` (what `sidrec transform` and `sidrec experiment` call)."""
+    return ["--data_dir", data_dir, "--sids", sids, "--output", output, "--kind", kind, "--buckets", str(buckets),
+            "--ngram", str(ngram), "--vocab_size", str(vocab_size), "--train_days", str(train_days), *beam_args]
+
+
 def run(argv=None) -> dict:
     """Runs both pipelines and publishes the output; returns {"output", "config", "counters"}."""
     args, beam_args = _parse(argv)

@@ -10,6 +10,8 @@ from pipeline import config_flags, features as fk
 from pipeline.layout import DataLayout, RunLayout
 
 DEFAULT_RUN_DIR = os.path.join("runs", "demo")
+# The demo's small version of the paper's table (the dense depth variants are left to `sidrec experiment`).
+DEMO_ARMS = "random_hash:8192,dense:1,sid_ngram:1,sid_ngram:2,sid_spm:8192"
 
 
 def _simulate(args) -> None:
@@ -79,13 +81,14 @@ def _materialize(args) -> None:
 def _transform(args) -> None:
     from beam_jobs import transform
 
+    from pipeline.representation import representation_name
+
     layout = RunLayout(args.run_dir)
-    output = args.output or os.path.join(layout.transform, args.kind if args.kind != "sid_spm"
-                                         else f"sid_spm_{args.vocab_size}")
-    argv = ["--data_dir", args.data_dir or layout.data.root, "--sids", args.sids or layout.sids,
-            "--output", output, "--kind", args.kind, "--buckets", str(args.buckets), "--ngram", str(args.ngram),
-            "--vocab_size", str(args.vocab_size), "--train_days", str(args.train_days), *args.beam_args]
-    summary = transform.run(argv)
+    output = args.output or os.path.join(layout.transform, representation_name(args.kind, args.buckets, args.ngram,
+                                                                               args.vocab_size))
+    summary = transform.run(transform.build_argv(args.data_dir or layout.data.root, args.sids or layout.sids, output,
+                                                 args.kind, args.buckets, args.ngram, args.vocab_size,
+                                                 args.train_days, args.beam_args))
     print("counters: " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary["counters"].items())))
     with open(os.path.join(output, transform.LOOKUPS_FILE), encoding="utf-8") as f:
         lookups = json.load(f)
@@ -131,14 +134,23 @@ def _train(args) -> None:
     config = config_flags.from_args(day_loop.TrainConfig, args)
     layout = RunLayout(args.run_dir)
     transform_dir = os.path.join(layout.transform, args.representation)
-    output = os.path.join(layout.ranker, args.representation + ("" if config.use_history else "_no_history"))
+    output = os.path.join(layout.ranker, day_loop.run_label(args.representation, config))
     history = day_loop.train(transform_dir, output, config, args.export_dir or None, args.model_name)
     print(f"{'day':>4} {'CTR AUC':>8} {'CTR/1D AUC':>10} {'engagement RMSE':>15}")
     for e in history:
         print(f"{e['evaluated_on_day']:>4} {e['ctr_auc']:>8.4f} {e['ctr_1d_auc']:>10.4f} {e['engagement_rmse']:>15.4f}")
     print(f"metrics: {os.path.join(output, day_loop.METRICS_FILE)}\n"
-          f"exports: {os.path.dirname(history[-1]['export']) if history else 'none'} (one version per day)\n"
+          f"exports: {args.export_dir or os.path.join(output, 'export')} (one version per day)\n"
           f"TensorBoard: tensorboard --logdir {os.path.join(output, day_loop.TENSORBOARD_DIR)}")
+
+
+def _experiment(args) -> None:
+    from pipeline import day_loop, experiment
+
+    config = config_flags.from_args(day_loop.TrainConfig, args)
+    results = experiment.run(RunLayout(args.run_dir), experiment.parse_arms(args.arms), config, args.beam_args)
+    print(experiment.format_table(results))
+    print(f"results: {results['path']}\nplot:    {results['plot']}")
 
 
 def _demo(args) -> None:
@@ -158,10 +170,18 @@ def _demo(args) -> None:
     print("== lookups per item by popularity, per representation (the paper's Figure 4) ==")
     args.vocab_sizes = "2048,8192,32768"
     _lookups(args)
+    print("== the paper's table: each representation trained day by day, evaluated on the next day ==")
+    from pipeline.day_loop import TrainConfig
+
+    args.arms = DEMO_ARMS
+    for name, value in vars(TrainConfig()).items():
+        setattr(args, name, value)
+    _experiment(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from models.rqvae import RQVAEConfig
+    from pipeline import experiment as experiment_defaults
     from pipeline.day_loop import TrainConfig
     from pipeline.movielens import MovieLensConfig
     from pipeline.representation import KINDS
@@ -218,11 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = command("transform", _transform, "join the SIDs onto the logs and run TF Transform for one item "
                  "representation: analyse days 1..N-1 (learning the SentencePiece vocabulary for sid_spm) "
-                 "and transform every day into RUN_DIR/transform/<representation>/. Other flags go to Beam")
+                 "and transform every day into RUN_DIR/transform/<name> (random_hash_8192, dense, sid_2gram, "
+                 "sid_spm_8192...). Other flags go to Beam")
     tr.add_argument("--run_dir", default=DEFAULT_RUN_DIR, help="run directory")
     tr.add_argument("--data_dir", default="", help="corpus + logs (default: RUN_DIR/data)")
     tr.add_argument("--sids", default="", help="SID table directory (default: RUN_DIR/sids)")
-    tr.add_argument("--output", default="", help="default: RUN_DIR/transform/<representation>")
+    tr.add_argument("--output", default="", help="default: RUN_DIR/transform/<name>")
     tr.add_argument("--kind", choices=KINDS, default="sid_spm",
                     help="item representation")
     tr.add_argument("--buckets", type=int, default=8192, help="random_hash buckets B")
@@ -239,15 +260,25 @@ def build_parser() -> argparse.ArgumentParser:
     lk.add_argument("--vocab_sizes", default="2048,8192,32768,65536", help="SPM table sizes V")
     lk.add_argument("--train_days", type=int, default=0, help="days up to this one (default: all but last)")
 
-    tn = command("train", _train, "train the ranker day by day on RUN_DIR/transform/<representation>: fit on "
+    tn = command("train", _train, "train the ranker day by day on RUN_DIR/transform/<name>: fit on "
                  "day d, evaluate CTR AUC and CTR/1D AUC on day d+1; resumes after the last finished day")
     tn.add_argument("--run_dir", default=DEFAULT_RUN_DIR, help="run directory")
     tn.add_argument("--representation", default="sid_spm_8192",
-                    help="a transform output under RUN_DIR/transform/ (e.g. random_hash, sid_ngram, sid_spm_8192)")
+                    help="a transform output under RUN_DIR/transform/ (e.g. random_hash_8192, dense, sid_2gram, "
+                         "sid_spm_8192)")
     tn.add_argument("--export_dir", default="",
                     help="export base: one SavedModel per day as <day>/ (default: RUN_DIR/ranker/<run>/export)")
     tn.add_argument("--model_name", default="ranker", help="model name in the exports' warm-up requests")
     config_flags.add_flags(tn, TrainConfig)
+
+    ex = command("experiment", _experiment, "the paper's table: transform (or reuse) and train every arm day by "
+                 "day with and without history on the same data, then print the % change in CTR AUC and CTR/1D "
+                 "AUC against random_hash with 8K buckets, beside the oracle AUC (RUN_DIR/metrics/experiment.json "
+                 "and a plot). Other flags go to Beam")
+    ex.add_argument("--run_dir", default=DEFAULT_RUN_DIR, help="run directory")
+    ex.add_argument("--arms", default=experiment_defaults.DEFAULT_ARMS,
+                    help="comma-separated KIND[:VALUE]: random_hash:B, dense:DEPTH_MULTIPLIER, sid_ngram:N, sid_spm:V")
+    config_flags.add_flags(ex, TrainConfig)
 
     val = command("validate", _validate, "check a corpus and its logs against the data contracts; "
                   "unusable rows are written aside with the reason (or raise with --strict)")
@@ -265,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command not in ("materialize", "transform"):
+    if extra and args.command not in ("materialize", "transform", "experiment"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.beam_args = extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -49,6 +49,21 @@ class TrainConfig:
             raise ValueError(f"trunk must be one of {TRUNKS}, got {self.trunk!r}")
 
 
+def run_label(representation: str, config: TrainConfig) -> str:
+    """The name of one training run: the representation, then what differs from the defaults.
+
+    The dense baseline never reads the history (the paper's setting), so it carries no history suffix.
+    """
+    label = representation
+    if config.depth_multiplier != 1:
+        label += f"_{config.depth_multiplier:g}x"
+    if config.trunk != "shared_bottom":
+        label += f"_{config.trunk}"
+    if not config.use_history and representation != "dense":
+        label += "_no_history"
+    return label
+
+
 def build_ranker(card: dict, config: TrainConfig) -> MultitaskRanker:
     """The ranker for the representation a transform run describes (its representation.json)."""
     if card["config"]["kind"] == "dense":
@@ -90,7 +105,7 @@ def evaluate_day(model: MultitaskRanker, dataset: tf.data.Dataset) -> dict:
 
 
 def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base: str | None = None,
-          model_name: str = "ranker", log=print) -> list[dict]:
+          model_name: str = "ranker", log=print, export_every_day: bool = True) -> list[dict]:
     """Trains day by day (resuming after the last checkpointed day); returns the metrics per day.
 
     Args:
@@ -98,6 +113,7 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
       output_dir: checkpoints, metrics.jsonl and TensorBoard logs go here.
       export_base: where the daily SavedModels go as <day>/ (default OUTPUT_DIR/export).
       model_name: the model name in the exports' warm-up requests.
+      export_every_day: False exports only after the last day (experiments that compare many runs).
     """
     card = read_representation(transform_dir)
     days = card["days"]
@@ -111,7 +127,11 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, day=done)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=2)
     if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        status = checkpoint.restore(manager.latest_checkpoint)
+        status.assert_existing_objects_matched()
+        # The legacy optimizers create their slots on the first step, which restores them then; a run
+        # with no day left never takes that step, so do not warn about them.
+        status.expect_partial()
         log(f"resuming after day {int(done.numpy())} from {manager.latest_checkpoint}")
     os.makedirs(output_dir, exist_ok=True)
     metrics_path = os.path.join(output_dir, METRICS_FILE)
@@ -127,15 +147,16 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
         model.fit(day_dataset(transform_dir, day, config.batch_size), initial_epoch=step, epochs=step + 1,
                   verbose=2, callbacks=[tf.keras.callbacks.TensorBoard(tensorboard, write_graph=False)])
         entry = {"trained_on_day": day, "evaluated_on_day": next_day, "representation": card["name"],
-                 "use_history": config.use_history, **evaluate_day(model, day_dataset(transform_dir, next_day,
+                 "use_history": config.use_history and card["config"]["kind"] != "dense", **evaluate_day(model, day_dataset(transform_dir, next_day,
                                                                                         config.batch_size))}
         log(f"day {next_day}: CTR AUC {entry['ctr_auc']:.4f}, CTR/1D AUC {entry['ctr_1d_auc']:.4f} "
             f"({entry['cold_start_examples']:,} cold-start impressions), engagement RMSE {entry['engagement_rmse']:.4f}")
         with evaluation_writer.as_default(step=step):
             for name in ("ctr_auc", "ctr_1d_auc", "engagement_rmse"):
                 tf.summary.scalar(name, entry[name])
-        entry["export"] = export_version(model, transform_dir, export_base, day, warmup, model_name)
-        log(f"exported {entry['export']}")
+        if export_every_day or next_day == days[-1]:
+            entry["export"] = export_version(model, transform_dir, export_base, day, warmup, model_name)
+            log(f"exported {entry['export']}")
         history.append(entry)
         with open(metrics_path, "w", encoding="utf-8") as f:  # rewritten whole: resume never duplicates
             f.writelines(json.dumps(e) + "\n" for e in history)

@@ -93,3 +93,20 @@ def lookups(rows: list[dict], path: str) -> str:
     ax.set_title("embedding lookups per item by popularity (thirds of the impressions)")
     ax.legend()
     return _save(fig, path)
+
+
+def experiment(results: dict, path: str) -> str:
+    """The paper's Figures 2 and 3: % change in CTR AUC and CTR/1D AUC against the baseline, per setting."""
+    settings = [s for s in (False, True) if any(r["use_history"] == s for r in results["runs"])]
+    fig, axes = plt.subplots(1, len(settings), figsize=(6 * len(settings), 4), squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        runs = [r for r in results["runs"] if r["use_history"] == setting]
+        x = range(len(runs))
+        ax.bar([i - 0.2 for i in x], [r["ctr_auc_change_pct"] for r in runs], width=0.4, label="CTR AUC")
+        ax.bar([i + 0.2 for i in x], [r["ctr_1d_auc_change_pct"] for r in runs], width=0.4, label="CTR/1D AUC")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(list(x), [r["label"].replace("_no_history", "") for r in runs], rotation=30, ha="right")
+        ax.set_ylabel(f"% change vs {results['baseline']}")
+        ax.set_title("with history" if setting else "without history")
+        ax.legend()
+    return _save(fig, path)

@@ -5,6 +5,17 @@ import dataclasses
 KINDS = ("random_hash", "dense", "sid_ngram", "sid_spm")
 
 
+def representation_name(kind: str, buckets: int = 8192, ngram: int = 1, vocab_size: int = 8192) -> str:
+    """The name a representation's transform output and ranker runs go by (random_hash_8192, sid_2gram...)."""
+    if kind == "random_hash":
+        return f"random_hash_{buckets}"
+    if kind == "sid_ngram":
+        return f"sid_{ngram}gram"
+    if kind == "sid_spm":
+        return f"sid_spm_{vocab_size}"
+    return kind
+
+
 @dataclasses.dataclass(frozen=True)
 class RepresentationConfig:
     """One item representation (DESIGN.md, "Item representations").
@@ -35,13 +46,7 @@ class RepresentationConfig:
 
     @property
     def name(self) -> str:
-        if self.kind == "random_hash":
-            return f"random_hash_{self.buckets}"
-        if self.kind == "sid_ngram":
-            return f"sid_{self.ngram}gram"
-        if self.kind == "sid_spm":
-            return f"sid_spm_{self.vocab_size}"
-        return "dense"
+        return representation_name(self.kind, self.buckets, self.ngram, self.vocab_size)
 
     @property
     def groups(self) -> int:

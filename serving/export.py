@@ -13,6 +13,7 @@ import os
 import shutil
 
 import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the SentencePiece ops that sid_spm transform graphs hold)
 import tensorflow_transform as tft
 
 from pipeline import features as fk

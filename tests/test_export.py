@@ -133,3 +133,14 @@ def test_day_loop_exports_one_version_per_day(spm_run, tmp_path):
     assert not [n for n in os.listdir(tmp_path / "export") if n.startswith(".staging")]
     events = tf.io.gfile.glob(str(tmp_path / "run" / day_loop.TENSORBOARD_DIR / "*" / "events.out.tfevents.*"))
     assert {os.path.basename(os.path.dirname(e)) for e in events} >= {"train", "next_day"}
+
+
+def test_experiment_arms_are_parsed_and_refused_clearly():
+    from pipeline import experiment
+
+    arms = experiment.parse_arms("random_hash:8192, dense:1.5,sid_ngram:2,sid_spm:300")
+    assert [a.representation for a in arms] == ["random_hash_8192", "dense", "sid_2gram", "sid_spm_300"]
+    assert arms[1].depth_multiplier == 1.5 and arms[1].history_settings == (False,)
+    for bad, message in (("hashing:8", "kind must be one of"), ("sid_spm:big", "must be a number"), ("", "no arms")):
+        with pytest.raises(ValueError, match=message):
+            experiment.parse_arms(bad)

@@ -125,14 +125,14 @@ def test_items_without_a_sid_get_the_oov_row_and_are_counted(run_dir, tmp_path):
     assert any(r[fk.CANDIDATE_PIECES].values.numpy().tolist() == [oov, oov] for r in rows)
 
 
-@pytest.mark.parametrize("kind, rows", [("random_hash", 8192), ("dense", 0)])
-def test_cli_transforms_the_baselines(run_dir, kind, rows, capsys):
+@pytest.mark.parametrize("kind, rows, name", [("random_hash", 8192, "random_hash_8192"), ("dense", 0, "dense")])
+def test_cli_transforms_the_baselines(run_dir, kind, rows, name, capsys):
     from pipeline import cli
 
     assert cli.main(["transform", "--run_dir", run_dir.root, "--kind", kind, *IN_MEMORY]) == 0
     out = capsys.readouterr().out
     assert f"{rows:,} table rows" in out and "rows_joined 4,500" in out
-    output = os.path.join(run_dir.transform, kind)
+    output = os.path.join(run_dir.transform, name)
     day = _read_day(output, 3, output)
     assert len(day) == 1500
     if kind == "dense":

@@ -1,0 +1,143 @@
+"""`sidrec experiment`: the paper's comparison of item representations on the same logged days.
+
+Each arm is transformed (once per representation; an existing transform output is reused) and
+trained day by day like `sidrec train`, with and without the history (the dense baseline only
+without, as in the paper). An arm's score is the mean over the evaluated days of its next-day CTR
+AUC and CTR/1D AUC; the table gives the % change against random hashing with 8K buckets in the
+same setting, beside the simulator's oracle AUC when the logs carry the true click probability.
+"""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from pipeline import day_loop, plots
+from pipeline.layout import RunLayout
+from pipeline.representation import KINDS, representation_name
+from pipeline.serving_examples import REPRESENTATION_CARD
+
+BASELINE = "random_hash_8192"
+DEFAULT_ARMS = "random_hash:8192,dense:1,dense:1.5,dense:2,sid_ngram:1,sid_ngram:2,sid_spm:8192"
+RESULTS_FILE = "experiment.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One row of the table: a representation (and, for dense, the depth multiplier of the trunk)."""
+
+    kind: str
+    buckets: int = 8192
+    ngram: int = 1
+    vocab_size: int = 8192
+    depth_multiplier: float = 1.0
+
+    @property
+    def representation(self) -> str:
+        return representation_name(self.kind, self.buckets, self.ngram, self.vocab_size)
+
+    @property
+    def history_settings(self) -> tuple[bool, ...]:
+        return (False,) if self.kind == "dense" else (True, False)
+
+
+def parse_arms(text: str) -> list[Arm]:
+    """"random_hash:8192,dense:1.5,sid_ngram:2,sid_spm:8192" -> arms (the value is B, M, N or V).
+
+    Raises:
+      ValueError: naming the item that is not KIND[:VALUE] with a known kind and a number.
+    """
+    arms = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kind, _, value = item.partition(":")
+        if kind not in KINDS:
+            raise ValueError(f"arm {item!r}: kind must be one of {KINDS}")
+        try:
+            if kind == "dense":
+                arms.append(Arm(kind, depth_multiplier=float(value or 1)))
+            else:
+                field = {"random_hash": "buckets", "sid_ngram": "ngram", "sid_spm": "vocab_size"}[kind]
+                arms.append(Arm(kind, **({field: int(value)} if value else {})))
+        except ValueError:
+            raise ValueError(f"arm {item!r}: the value after ':' must be a number") from None
+    if not arms:
+        raise ValueError("no arms given")
+    return arms
+
+
+def run(layout: RunLayout, arms: list[Arm], config: day_loop.TrainConfig, beam_args=(), log=print) -> dict:
+    """Transforms, trains and compares every arm; writes RUN/metrics/experiment.json and a plot."""
+    from beam_jobs import transform
+
+    if BASELINE not in {arm.representation for arm in arms}:
+        raise ValueError(f"the table is relative to {BASELINE}: add random_hash:8192 to the arms")
+    for arm in {arm.representation: arm for arm in arms}.values():
+        output = os.path.join(layout.transform, arm.representation)
+        if os.path.exists(os.path.join(output, REPRESENTATION_CARD)):
+            log(f"== transform {arm.representation}: reusing {output}")
+            continue
+        log(f"== transform {arm.representation} (TF Transform on Beam)")
+        transform.run(transform.build_argv(layout.data.root, layout.sids, output, arm.kind, arm.buckets, arm.ngram,
+                                           arm.vocab_size, beam_args=list(beam_args)))
+    runs = []
+    for arm in arms:
+        for use_history in arm.history_settings:
+            arm_config = dataclasses.replace(config, use_history=use_history, depth_multiplier=arm.depth_multiplier)
+            label = day_loop.run_label(arm.representation, arm_config)
+            log(f"== train {label}")
+            history = day_loop.train(os.path.join(layout.transform, arm.representation),
+                                     os.path.join(layout.ranker, label), arm_config, log=log, export_every_day=False)
+            runs.append({"label": label, "representation": arm.representation, "use_history": use_history,
+                         "depth_multiplier": arm.depth_multiplier, "days": [e["evaluated_on_day"] for e in history],
+                         "ctr_auc": _mean(history, "ctr_auc"), "ctr_1d_auc": _mean(history, "ctr_1d_auc"),
+                         "last_day_ctr_auc": history[-1]["ctr_auc"], "last_day_ctr_1d_auc": history[-1]["ctr_1d_auc"]})
+    results = {"baseline": BASELINE, "runs": _relative_to_baseline(runs), "oracle": _oracle(layout, runs[0]["days"]),
+               "train_config": dataclasses.asdict(config)}
+    os.makedirs(layout.metrics, exist_ok=True)
+    results["path"] = os.path.join(layout.metrics, RESULTS_FILE)
+    with open(results["path"], "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    results["plot"] = plots.experiment(results, os.path.join(layout.report, "experiment.png"))
+    return results
+
+
+def _mean(history: list[dict], key: str) -> float:
+    return float(np.nanmean([e[key] for e in history]))
+
+
+def _relative_to_baseline(runs: list[dict]) -> list[dict]:
+    """Adds the % change against the baseline trained in the same history setting."""
+    baseline = {r["use_history"]: r for r in runs if r["representation"] == BASELINE and r["depth_multiplier"] == 1}
+    for r in runs:
+        base = baseline[r["use_history"]]
+        for key in ("ctr_auc", "ctr_1d_auc"):
+            r[f"{key}_change_pct"] = 100.0 * (r[key] / base[key] - 1.0)
+    return runs
+
+
+def _oracle(layout: RunLayout, days: list[int]) -> dict | None:
+    """Mean oracle AUC over the evaluated days (the simulator's true click probability), if known."""
+    if not os.path.exists(layout.data.summary):
+        return None
+    with open(layout.data.summary, encoding="utf-8") as f:
+        per_day = {d["day"]: d for d in json.load(f)["per_day"]}
+    if not all(d in per_day and "oracle_auc" in per_day[d] for d in days):
+        return None
+    return {"ctr_auc": float(np.mean([per_day[d]["oracle_auc"] for d in days])),
+            "ctr_1d_auc": float(np.mean([per_day[d]["oracle_auc_cold_start"] for d in days]))}
+
+
+def format_table(results: dict) -> str:
+    """The paper's table: per arm and setting, the mean AUCs and the % change against the baseline."""
+    lines = [f"mean over evaluated days {results['runs'][0]['days'][0]}-{results['runs'][0]['days'][-1]}; "
+             f"% change vs {results['baseline']} in the same setting",
+             f"{'representation':<22} {'history':>7} {'CTR AUC':>8} {'change':>8} {'CTR/1D AUC':>10} {'change':>8}"]
+    for setting in (True, False):
+        for r in (r for r in results["runs"] if r["use_history"] == setting):
+            lines.append(f"{r['label']:<22} {'yes' if setting else 'no':>7} {r['ctr_auc']:>8.4f} "
+                         f"{r['ctr_auc_change_pct']:>+7.2f}% {r['ctr_1d_auc']:>10.4f} {r['ctr_1d_auc_change_pct']:>+7.2f}%")
+    if results["oracle"]:
+        lines.append(f"{'oracle (true CTR)':<22} {'':>7} {results['oracle']['ctr_auc']:>8.4f} {'':>8} "
+                     f"{results['oracle']['ctr_1d_auc']:>10.4f}")
+    return "\n".join(lines)
