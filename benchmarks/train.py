@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tensorflow as tf  # noqa: E402
 
 from benchmarks.common import emit  # noqa: E402
+from models.ranker import ranker_optimizer  # noqa: E402
 from pipeline import day_loop  # noqa: E402
 from pipeline.serving_examples import REPRESENTATION_CARD, read_representation  # noqa: E402
 
@@ -38,7 +39,7 @@ def measure(transform_dir: str, day: int, config: day_loop.TrainConfig) -> dict:
     for _ in in_memory:  # fill the cache
         pass
     model = day_loop.build_ranker(card, config)
-    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(config.learning_rate))
+    model.compile(optimizer=ranker_optimizer(model, config.learning_rate))
     model.fit(in_memory, epochs=1, verbose=0)  # trace the train step once
     step_rate = _examples_per_s(lambda: model.fit(in_memory, epochs=1, verbose=0), examples)
     fit_rate = _examples_per_s(lambda: model.fit(dataset, epochs=1, verbose=0), examples)

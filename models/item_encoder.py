@@ -21,10 +21,10 @@ class PieceItemEncoder(tf.keras.layers.Layer):
       table_rows: rows of the shared item table (RepresentationConfig.table_rows).
       dim: embedding dimension.
       use_history: False drops the history feature (the paper's setting without history).
-      learning_rate: of the table's legacy Adagrad (TPUEmbedding needs a legacy optimizer).
+      learning_rate: of the table's own Adam (legacy: TPUEmbedding refuses the new Keras optimizers).
     """
 
-    def __init__(self, table_rows: int, dim: int = 32, use_history: bool = True, learning_rate: float = 0.05,
+    def __init__(self, table_rows: int, dim: int = 32, use_history: bool = True, learning_rate: float = 0.02,
                  **kwargs):
         super().__init__(**kwargs)
         if table_rows < 1:
@@ -34,9 +34,12 @@ class PieceItemEncoder(tf.keras.layers.Layer):
             vocabulary_size=table_rows, dim=dim, combiner="sum", name="items",
             initializer=tf.keras.initializers.TruncatedNormal(stddev=1.0 / dim ** 0.5))
         keys = PIECE_KEYS if use_history else PIECE_KEYS[:2]
+        # The table's own optimizer: TPUEmbedding applies it on TPU; on CPU the ranker's composite
+        # optimizer applies it to the table (see models.ranker.ranker_optimizer).
+        self.table_optimizer = tf.keras.optimizers.legacy.Adam(learning_rate)
         self.embedding = tfrs.layers.embedding.TPUEmbedding(
             {key: tf.tpu.experimental.embedding.FeatureConfig(table=table, name=key) for key in keys},
-            tf.keras.optimizers.legacy.Adagrad(learning_rate))
+            self.table_optimizer)
 
     def call(self, features):
         keys = PIECE_KEYS if self.use_history else PIECE_KEYS[:2]

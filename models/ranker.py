@@ -63,3 +63,19 @@ class MultitaskRanker(tfrs.Model):
         return (self.click_task(labels=click, predictions=outputs["click_logit"], training=training)
                 + self.engagement_weight * self.engagement_task(
                     labels=engagement, predictions=outputs["engagement"], training=training))
+
+
+def ranker_optimizer(model: MultitaskRanker, learning_rate: float) -> tf.keras.optimizers.legacy.Optimizer:
+    """Adam on the dense layers; the item table keeps the encoder's own optimizer, on CPU as on TPU.
+
+    Under TPUStrategy, TPUEmbedding applies its optimizer to the tables itself; on CPU the tables are
+    ordinary variables, which one compiled optimizer would otherwise train with the dense layers' Adam.
+    """
+    dense = tf.keras.optimizers.legacy.Adam(learning_rate)
+    table_optimizer = getattr(model.item_encoder, "table_optimizer", None)
+    if table_optimizer is None:
+        return dense
+    table_ids = lambda: {id(v) for v in model.item_encoder.trainable_variables}  # noqa: E731
+    return tfrs.experimental.optimizers.CompositeOptimizer([
+        (dense, lambda: [v for v in model.trainable_variables if id(v) not in table_ids()]),
+        (table_optimizer, lambda: model.item_encoder.trainable_variables)])

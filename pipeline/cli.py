@@ -153,6 +153,55 @@ def _experiment(args) -> None:
     print(f"results: {results['path']}\nplot:    {results['plot']}")
 
 
+def _serve(args) -> None:
+    from serving import server
+
+    server.serve(args)
+
+
+def _predict(args) -> None:
+    """Ranks logged candidates of a few users of one day through the gRPC server."""
+    import numpy as np
+
+    from pipeline import data_io
+    from pipeline.representation import RepresentationConfig
+    from pipeline.serving_examples import ServingExampleBuilder, read_representation
+    from serving.client import RankerClient
+
+    layout = RunLayout(args.run_dir)
+    config = RepresentationConfig(**read_representation(os.path.join(layout.transform, args.representation))["config"])
+    sids = (data_io.read_sid_table(os.path.join(layout.sids, "table")).lookup()
+            if config.kind in ("sid_ngram", "sid_spm") else None)
+    embeddings = None
+    if config.kind == "dense":
+        corpus = data_io.read_corpus(layout.data.corpus)
+        embeddings = dict(zip(corpus.item_ids, corpus.embeddings))
+    builder = ServingExampleBuilder(config, sids, embeddings)
+    day = args.day or layout.data.days()[-1]
+    logs = data_io.read_logs(layout.data, days=[day])
+    users = [args.user] if args.user else list(dict.fromkeys(logs.user_id))[:args.users]
+    client = RankerClient(args.server)
+    try:
+        for user in users:
+            rows = np.flatnonzero(logs.user_id == user)
+            if not len(rows):
+                raise ValueError(f"user {user!r} has no impressions on day {day}")
+            last = rows[-1]
+            watch, history = logs.watch_item_id[last], logs.history(last)
+            candidates = args.candidates.split(",") if args.candidates else list(dict.fromkeys(logs.candidate_item_id[rows]))
+            clicked = set(logs.candidate_item_id[rows][logs.click[rows] == 1])
+            ranked = client.rank(args.model_name, builder, watch, candidates, history)
+            print(f"user {user} (day {day}): watching {watch}, {len(history)} history items; {len(candidates)} candidates")
+            for i, r in enumerate(ranked, 1):
+                print(f"  {i:>3}. {r.item_id:<14} click {r.click_probability:.3f}  engagement {r.engagement:.3f}"
+                      + ("  (clicked)" if r.item_id in clicked else ""))
+            missing = {k: v for k, v in builder.last_missing.items() if v}
+            if missing:
+                print(f"  items without a SID or embedding (served the OOV row): {missing}")
+    finally:
+        client.close()
+
+
 def _demo(args) -> None:
     """The main job on the built-in simulator; later stages join as they are built."""
     print("== 1/4 simulate ==")
@@ -186,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.movielens import MovieLensConfig
     from pipeline.representation import KINDS
     from pipeline.simulator import SimulatorConfig
+    from serving.server import add_flags as add_server_flags
 
     parser = argparse.ArgumentParser(
         prog="sidrec",
@@ -279,6 +329,22 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--arms", default=experiment_defaults.DEFAULT_ARMS,
                     help="comma-separated KIND[:VALUE]: random_hash:B, dense:DEPTH_MULTIPLIER, sid_ngram:N, sid_spm:V")
     config_flags.add_flags(ex, TrainConfig)
+
+    sv = command("serve", _serve, "serve the daily exports over TF Serving's gRPC API (PredictionService, "
+                 "ModelService): the newest version of each model, swapped in as new ones appear")
+    add_server_flags(sv)
+
+    pr = command("predict", _predict, "rank candidates for a few users through a running server (gRPC): each "
+                 "user's last watch and history of a logged day, the candidates they were shown (or --candidates)")
+    pr.add_argument("--run_dir", default=DEFAULT_RUN_DIR, help="run directory (SID table, corpus, logs)")
+    pr.add_argument("--server", default="127.0.0.1:8500", help="host:port of the server")
+    pr.add_argument("--model_name", default="ranker", help="model name on the server")
+    pr.add_argument("--representation", default="sid_spm_8192",
+                    help="the representation the served model was trained on (RUN_DIR/transform/<name>)")
+    pr.add_argument("--day", type=int, default=0, help="logged day to take users from (default: the last)")
+    pr.add_argument("--users", type=int, default=3, help="how many users")
+    pr.add_argument("--user", default="", help="one user id instead")
+    pr.add_argument("--candidates", default="", help="comma-separated item ids instead of the logged ones")
 
     val = command("validate", _validate, "check a corpus and its logs against the data contracts; "
                   "unusable rows are written aside with the reason (or raise with --strict)")

@@ -16,7 +16,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from models.item_encoder import DenseItemEncoder, PieceItemEncoder
-from models.ranker import MultitaskRanker
+from models.ranker import MultitaskRanker, ranker_optimizer
 from models.trunks import TRUNKS
 from pipeline import features as fk
 from pipeline.config_flags import flag
@@ -36,7 +36,7 @@ class TrainConfig:
     use_history: bool = flag(True, "feed the pooled history (the paper's two settings)")
     batch_size: int = flag(512, "examples per step")
     learning_rate: float = flag(0.005, "Adam learning rate of the dense layers")
-    table_learning_rate: float = flag(0.05, "Adagrad learning rate of the item table")
+    table_learning_rate: float = flag(0.02, "Adam learning rate of the item table (its own optimizer)")
     engagement_weight: float = flag(1.0, "weight of the engagement loss")
     trunk: str = flag("shared_bottom", f"multitask trunk: {' or '.join(TRUNKS)}")
     num_experts: int = flag(4, "experts of the mmoe trunk")
@@ -121,7 +121,7 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
     warmup = read_serving_sample(transform_dir)
     tf.keras.utils.set_random_seed(config.seed)
     model = build_ranker(card, config)
-    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(config.learning_rate))
+    model.compile(optimizer=ranker_optimizer(model, config.learning_rate))
     model(next(iter(day_dataset(transform_dir, days[0], 2))))  # create the variables before restoring
     done = tf.Variable(0, dtype=tf.int64)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, day=done)

@@ -130,14 +130,17 @@ def _oracle(layout: RunLayout, days: list[int]) -> dict | None:
 
 def format_table(results: dict) -> str:
     """The paper's table: per arm and setting, the mean AUCs and the % change against the baseline."""
-    lines = [f"mean over evaluated days {results['runs'][0]['days'][0]}-{results['runs'][0]['days'][-1]}; "
+    days = results["runs"][0]["days"]
+    lines = [f"mean over evaluated days {days[0]}-{days[-1]} (and day {days[-1]} alone); "
              f"% change vs {results['baseline']} in the same setting",
-             f"{'representation':<22} {'history':>7} {'CTR AUC':>8} {'change':>8} {'CTR/1D AUC':>10} {'change':>8}"]
+             f"{'representation':<28} {'history':>7} {'CTR AUC':>8} {'change':>8} {'CTR/1D AUC':>10} {'change':>8}"
+             f" {'last-day CTR AUC':>16} {'last-day CTR/1D':>15}"]
     for setting in (True, False):
         for r in (r for r in results["runs"] if r["use_history"] == setting):
-            lines.append(f"{r['label']:<22} {'yes' if setting else 'no':>7} {r['ctr_auc']:>8.4f} "
-                         f"{r['ctr_auc_change_pct']:>+7.2f}% {r['ctr_1d_auc']:>10.4f} {r['ctr_1d_auc_change_pct']:>+7.2f}%")
+            lines.append(f"{r['label']:<28} {'yes' if setting else 'no':>7} {r['ctr_auc']:>8.4f} "
+                         f"{r['ctr_auc_change_pct']:>+7.2f}% {r['ctr_1d_auc']:>10.4f} {r['ctr_1d_auc_change_pct']:>+7.2f}%"
+                         f" {r['last_day_ctr_auc']:>16.4f} {r['last_day_ctr_1d_auc']:>15.4f}")
     if results["oracle"]:
-        lines.append(f"{'oracle (true CTR)':<22} {'':>7} {results['oracle']['ctr_auc']:>8.4f} {'':>8} "
+        lines.append(f"{'oracle (true CTR)':<28} {'':>7} {results['oracle']['ctr_auc']:>8.4f} {'':>8} "
                      f"{results['oracle']['ctr_1d_auc']:>10.4f}")
     return "\n".join(lines)

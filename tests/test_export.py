@@ -14,6 +14,7 @@ import tensorflow_text  # noqa: F401  (SentencePiece ops in the transform graph)
 import tensorflow_transform as tft
 from google.protobuf import text_format
 
+from models.ranker import ranker_optimizer
 from pipeline import data_io, day_loop
 from pipeline import features as fk
 from pipeline.preprocessing import serving_feature_spec
@@ -26,7 +27,7 @@ CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(16,), embedding_dim=8
 
 def _trained(transform_dir):
     model = day_loop.build_ranker(read_representation(transform_dir), CONFIG)
-    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(0.01))
+    model.compile(optimizer=ranker_optimizer(model, 0.01))
     model.fit(day_loop.day_dataset(transform_dir, 1, 256), epochs=1, verbose=0)
     return model
 

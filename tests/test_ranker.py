@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from models.item_encoder import DenseItemEncoder, PieceItemEncoder
-from models.ranker import MultitaskRanker
+from models.ranker import MultitaskRanker, ranker_optimizer
 from models.trunks import TASKS, MMoE
 from pipeline import features as fk
 
@@ -92,7 +92,7 @@ def _synthetic(n=2048, seed=0):
 def test_training_learns_and_a_checkpoint_restores_the_same_model(tmp_path):
     tf.keras.utils.set_random_seed(0)
     ranker = MultitaskRanker(PieceItemEncoder(table_rows=50, dim=8), hidden_dims=(16,))
-    ranker.compile(optimizer=tf.keras.optimizers.legacy.Adam(0.01))
+    ranker.compile(optimizer=ranker_optimizer(ranker, 0.01))
     ranker.fit(_synthetic(), epochs=3, verbose=0)
     metrics = ranker.evaluate(_synthetic(seed=1), return_dict=True, verbose=0)
     assert metrics["click_auc"] > 0.9
@@ -132,3 +132,21 @@ def test_ranker_config_round_trip_and_mmoe_ranker_learns():
     assert ranker.evaluate(_synthetic(seed=1), return_dict=True, verbose=0)["click_auc"] > 0.9
     with pytest.raises(ValueError, match="trunk"):
         MultitaskRanker(DenseItemEncoder(), trunk="towers")
+
+
+@pytest.mark.parametrize("table_learning_rate", [0.0, 0.5])
+def test_the_table_is_trained_by_its_own_optimizer_on_cpu(table_learning_rate):
+    """As under TPUStrategy: the table follows the encoder's own optimizer, the dense layers theirs."""
+    tf.keras.utils.set_random_seed(0)
+    ranker = MultitaskRanker(PieceItemEncoder(table_rows=50, dim=8, learning_rate=table_learning_rate),
+                             hidden_dims=(16,))
+    batch = next(iter(_synthetic()))
+    ranker(batch)
+    table = ranker.item_encoder.trainable_variables[0].numpy()
+    dense = ranker.click_head.kernel.numpy()
+    ranker.compile(optimizer=ranker_optimizer(ranker, 0.01))
+    ranker.fit(tf.data.Dataset.from_tensors(batch), verbose=0)  # one step
+    moved = np.abs(ranker.item_encoder.trainable_variables[0].numpy() - table).max()
+    assert (moved == 0) if table_learning_rate == 0 else (moved > 1e-3)
+    assert np.abs(ranker.click_head.kernel.numpy() - dense).max() > 0
+    assert any(w.shape == (50, 8) for w in ranker.item_encoder.table_optimizer.weights)  # its Adam moments

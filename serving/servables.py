@@ -1,0 +1,199 @@
+"""Loaded model versions and the manager that keeps the newest of each model served.
+
+Mirrors TF Serving's defaults: every model has a base path of integer version directories; the
+newest is loaded (and warmed up with assets.extra/tf_serving_warmup_requests) before it replaces
+the one served, so requests never meet a gap (the availability-preserving policy); the replaced
+version is unloaded once the requests holding it finish. A poll thread looks for new versions.
+"""
+
+import dataclasses
+import logging
+import os
+import threading
+
+import grpc
+import numpy as np
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (sid_spm exports hold SentencePiece ops)
+from google.protobuf import text_format
+from tensorflow.core.protobuf import saved_model_pb2
+
+from serving import export
+
+log = logging.getLogger(__name__)
+
+
+class ServingError(Exception):
+    """A request TF Serving would refuse: the gRPC status code and a message saying what was wrong."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class Servable:
+    """One loaded version: its signatures (callable) and their SignatureDefs (for validation and metadata)."""
+
+    def __init__(self, name: str, version: int, path: str):
+        self.name, self.version, self.path = name, version, path
+        self._model = tf.saved_model.load(path)
+        with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+            meta_graph = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0]
+        self.signature_defs = {k: v for k, v in meta_graph.signature_def.items() if not k.startswith("__")}
+
+    def run(self, signature_name: str, inputs: dict, output_filter=()) -> dict:
+        """Checks the inputs against the SignatureDef, runs it, returns {output name: ndarray}."""
+        signature = self.signature_defs.get(signature_name or export.SERVING_DEFAULT)
+        if signature is None:
+            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Serving signature name: \"{signature_name}\" not found "
+                               f"in signature def (model {self.name} version {self.version} has "
+                               f"{sorted(self.signature_defs)})")
+        missing, extra = set(signature.inputs) - set(inputs), set(inputs) - set(signature.inputs)
+        if missing or extra:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"input names must be {sorted(signature.inputs)}: missing {sorted(missing)}, "
+                               f"unexpected {sorted(extra)}")
+        tensors = {}
+        for key, proto in inputs.items():
+            spec = signature.inputs[key]
+            if proto.dtype != spec.dtype:
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"input '{key}': expects dtype {tf.dtypes.as_dtype(spec.dtype).name}, got "
+                                   f"{_dtype_name(proto.dtype)}")
+            try:
+                value = tf.make_ndarray(proto)
+            except Exception as e:  # a TensorProto whose content does not match its shape
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}': {e}") from None
+            expected = [d.size for d in spec.tensor_shape.dim]
+            if not spec.tensor_shape.unknown_rank and (
+                    value.ndim != len(expected) or any(e not in (-1, s) for e, s in zip(expected, value.shape))):
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"input '{key}': expects shape {expected} (-1: any), got {list(value.shape)}")
+            tensors[key] = tf.constant(value)
+        unknown = set(output_filter) - set(signature.outputs)
+        if unknown:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"output_filter {sorted(unknown)}: not outputs of the signature {sorted(signature.outputs)}")
+        try:
+            outputs = self._model.signatures[signature_name or export.SERVING_DEFAULT](**tensors)
+        except tf.errors.InvalidArgumentError as e:  # e.g. examples that do not parse
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, e.message) from None
+        except UnicodeDecodeError:  # TF's own message quoted the undecodable input bytes
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"inputs of '{signature_name}' could not be parsed (not serialized tf.Examples?)") from None
+        return {k: v.numpy() for k, v in outputs.items() if not output_filter or k in output_filter}
+
+    def warm_up(self) -> int:
+        """Runs the export's warm-up requests (as TF Serving does at load); returns how many."""
+        warmup = os.path.join(self.path, export.ASSETS_EXTRA, export.WARMUP_FILE)
+        if not os.path.exists(warmup):
+            return 0
+        requests = export.read_warmup(self.path)
+        for request in requests:
+            self.run(request.model_spec.signature_name, dict(request.inputs))
+        return len(requests)
+
+
+def _dtype_name(enum: int) -> str:
+    try:
+        return tf.dtypes.as_dtype(enum).name
+    except TypeError:
+        return f"DataType {enum}"
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    name: str
+    base_path: str
+
+
+def read_model_config_file(path: str) -> list[ModelConfig]:
+    """TF Serving's --model_config_file: a text-format ModelServerConfig with a model_config_list."""
+    from tensorflow_serving.config import model_server_config_pb2
+
+    with open(path, encoding="utf-8") as f:
+        try:
+            config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+        except text_format.ParseError as e:
+            raise ValueError(f"{path}: not a text-format ModelServerConfig: {e}") from None
+    models = [ModelConfig(m.name, m.base_path) for m in config.model_config_list.config]
+    if not models:
+        raise ValueError(f"{path}: model_config_list has no model")
+    for m in models:
+        if not m.name or not m.base_path:
+            raise ValueError(f"{path}: every model needs a name and a base_path, got {m}")
+    return models
+
+
+class ModelManager:
+    """Serves the newest version of each configured model; `poll()` loads new versions and swaps them in."""
+
+    def __init__(self, models: list[ModelConfig]):
+        self._configs = {m.name: m for m in models}
+        self._served: dict[str, Servable] = {}
+        self._loading: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def poll(self) -> None:
+        for name, config in self._configs.items():
+            found = export.versions(config.base_path)
+            if not found:
+                continue
+            newest = found[-1]
+            current = self._served.get(name)
+            if current is not None and current.version == newest:
+                continue
+            self._loading[name] = newest
+            try:
+                servable = Servable(name, newest, os.path.join(config.base_path, str(newest)))
+                warmed = servable.warm_up()
+            except Exception:  # a broken version must not take the served one down
+                log.exception("model %s: version %d failed to load; still serving %s", name, newest,
+                              current.version if current else "nothing")
+                continue
+            finally:
+                self._loading.pop(name, None)
+            with self._lock:
+                self._served[name] = servable  # requests holding the old version finish on it
+            log.info("model %s: serving version %d (warm-up requests: %d)%s", name, newest, warmed,
+                     f", unloaded version {current.version}" if current else "")
+
+    def start_polling(self, interval_seconds: float) -> threading.Thread:
+        def loop():
+            while not self._stop.wait(interval_seconds):
+                self.poll()
+
+        thread = threading.Thread(target=loop, name="version-poll", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def servable(self, name: str, version: int | None = None) -> Servable:
+        """The served version of `name` (NOT_FOUND for an unknown model or a version not served)."""
+        with self._lock:
+            servable = self._served.get(name)
+        if servable is None:
+            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})"
+                               + ("" if name in self._configs else f": no model named '{name}' is configured"))
+        if version is not None and version != servable.version:
+            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Specific({name}, "
+                               f"{version}): the version served is {servable.version}")
+        return servable
+
+    def statuses(self, name: str) -> list[tuple[int, str]]:
+        """(version, state) pairs of a model: AVAILABLE for the served one, LOADING for one in progress."""
+        if name not in self._configs:
+            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
+        out = []
+        if name in self._served:
+            out.append((self._served[name].version, "AVAILABLE"))
+        if name in self._loading:
+            out.append((self._loading[name], "LOADING"))
+        return out
+
+
+def outputs_to_protos(outputs: dict) -> dict:
+    return {k: tf.make_tensor_proto(np.asarray(v)) for k, v in outputs.items()}

@@ -1,0 +1,176 @@
+"""The TF Serving-compatible server, in a subprocess on a free loopback port, through the official stubs."""
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (SentencePiece ops in the export)
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
+
+from pipeline import day_loop
+from pipeline import features as fk
+from pipeline.serving_examples import read_serving_sample
+from serving import export
+from serving.client import RankerClient
+
+CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(16,), embedding_dim=8)
+
+
+@pytest.fixture(scope="module")
+def exports(spm_run, tmp_path_factory):
+    """Two daily versions (1, 2) of a small sid_spm ranker, under two model names."""
+    root = tmp_path_factory.mktemp("serving")
+    day_loop.train(spm_run["output"], str(root / "run"), CONFIG, str(root / "ranker"), log=lambda *_: None)
+    shutil.copytree(root / "ranker", root / "other")
+    config = root / "models.config"
+    config.write_text("model_config_list {\n" + "".join(
+        f'  config {{ name: "{name}" base_path: "{root / name}" model_platform: "tensorflow" }}\n'
+        for name in ("ranker", "other")) + "}\n")
+    return root, str(config), read_serving_sample(spm_run["output"])
+
+
+def _start(*flags):
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--port", "0",
+                                "--file_system_poll_wait_seconds", "0.2", *flags],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in process.stdout:
+        if line.startswith("listening on "):
+            return process, line.split()[-1]
+    raise RuntimeError(f"server exited with {process.wait()} before listening")
+
+
+@pytest.fixture(scope="module")
+def server(exports):
+    root, config, _ = exports
+    process, target = _start("--model_config_file", config, "--max_request_bytes", "200000")
+    yield target
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def _stub(target):
+    return prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+
+
+def _request(examples, name="ranker", **spec):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    for key, value in spec.items():
+        if key == "version":
+            request.model_spec.version.value = value
+        else:
+            setattr(request.model_spec, key, value)
+    request.inputs[fk.SERVING_INPUT].CopyFrom(tf.make_tensor_proto(examples, dtype=tf.string))
+    return request
+
+
+def test_scores_equal_the_in_process_savedmodel(exports, server):
+    root, _, sample = exports
+    loaded = tf.saved_model.load(str(root / "ranker" / "2"))
+    expected = loaded.signatures["serving_default"](examples=tf.constant(sample))
+    for name in ("ranker", "other"):
+        outputs, version = RankerClient(server).predict(name, sample)
+        assert version == 2
+        for key in (fk.CLICK_PROBABILITY, fk.ENGAGEMENT_PREDICTION):
+            np.testing.assert_allclose(outputs[key], expected[key].numpy(), rtol=1e-6)
+
+
+def test_metadata_and_status(server):
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = "ranker"
+    response = _stub(server).GetModelMetadata(request)
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(signatures)
+    assert set(signatures.signature_def) == {"serving_default", "transform_features"}
+    assert list(signatures.signature_def["serving_default"].inputs) == [fk.SERVING_INPUT]
+    status_request = get_model_status_pb2.GetModelStatusRequest()
+    status_request.model_spec.name = "ranker"
+    status = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(server)).GetModelStatus(status_request)
+    assert [(s.version, s.state) for s in status.model_version_status] == [
+        (2, get_model_status_pb2.ModelVersionStatus.AVAILABLE)]
+
+
+def _malformed(sample):
+    wrong_name = _request(sample)
+    wrong_name.inputs["inputs"].CopyFrom(wrong_name.inputs.pop(fk.SERVING_INPUT))
+    wrong_dtype = _request(sample)
+    wrong_dtype.inputs[fk.SERVING_INPUT].CopyFrom(tf.make_tensor_proto([1.0, 2.0]))
+    wrong_shape = _request(sample)
+    wrong_shape.inputs[fk.SERVING_INPUT].CopyFrom(tf.make_tensor_proto([[sample[0]], [sample[1]]], dtype=tf.string))
+    bad_filter = _request(sample)
+    bad_filter.output_filter.append("score")
+    return [
+        ("unknown model", _request(sample, name="nope"), grpc.StatusCode.NOT_FOUND, "nope"),
+        ("unknown version", _request(sample, version=99), grpc.StatusCode.NOT_FOUND, "99"),
+        ("unknown signature", _request(sample, signature_name="rank"), grpc.StatusCode.NOT_FOUND, "rank"),
+        ("wrong input name", wrong_name, grpc.StatusCode.INVALID_ARGUMENT, "inputs"),
+        ("wrong dtype", wrong_dtype, grpc.StatusCode.INVALID_ARGUMENT, "dtype"),
+        ("wrong shape", wrong_shape, grpc.StatusCode.INVALID_ARGUMENT, "shape"),
+        ("not tf.Examples", _request([b"\xff garbage"]), grpc.StatusCode.INVALID_ARGUMENT, ""),
+        ("unknown output", bad_filter, grpc.StatusCode.INVALID_ARGUMENT, "score"),
+        ("over the size limit", _request(sample * 20), grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+    ]
+
+
+def test_malformed_requests_get_tf_servings_status_codes_and_the_server_stays_up(exports, server):
+    _, _, sample = exports
+    stub = _stub(server)
+    for case, request, code, words in _malformed(sample):
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Predict(request, timeout=30)
+        assert error.value.code() == code, case
+        assert words in error.value.details(), (case, error.value.details())
+    classify = classification_pb2.ClassificationRequest()
+    classify.model_spec.name = "ranker"
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Classify(classify)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "Predict" in error.value.details()
+    assert tf.make_ndarray(stub.Predict(_request(sample[:3])).outputs[fk.CLICK_PROBABILITY]).shape == (3,)
+
+
+def test_a_new_version_is_swapped_in_without_failed_requests(exports):
+    root, _, sample = exports
+    base = root / "hot"
+    shutil.copytree(root / "ranker", base)
+    process, target = _start("--model_name", "ranker", "--model_base_path", str(base))
+    try:
+        client, seen, failures, stop = RankerClient(target), [], [], threading.Event()
+
+        def stream():
+            while not stop.is_set():
+                try:
+                    seen.append(client.predict("ranker", sample[:8])[1])
+                except grpc.RpcError as e:
+                    failures.append(e)
+
+        worker = threading.Thread(target=stream)
+        worker.start()
+        time.sleep(1.0)
+        shutil.copytree(base / "2", base / ".staging-3")  # as export.export_version publishes a version
+        os.replace(base / ".staging-3", base / "3")
+        deadline = time.time() + 60
+        while (not seen or seen[-1] != 3) and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        stop.set()
+        worker.join()
+        assert not failures and seen[0] == 2 and seen[-1] == 3
+        assert seen == sorted(seen)  # never back to the old version once swapped
+        assert export.versions(str(base)) == [1, 2, 3]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_serve_refuses_a_base_path_without_versions(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "serve", "--model_base_path", str(tmp_path),
+                             "--port", "0"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "no loadable integer version directory" in result.stderr
