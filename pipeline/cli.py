@@ -156,6 +156,7 @@ def _experiment(args) -> None:
 def _serve(args) -> None:
     from serving import server
 
+    logging.getLogger("serving").setLevel(logging.INFO)  # version loads and swaps, whatever --verbose says
     server.serve(args)
 
 
@@ -226,6 +227,22 @@ def _demo(args) -> None:
     for name, value in vars(TrainConfig()).items():
         setattr(args, name, value)
     _experiment(args)
+    print("== serve the last sid_spm_8192 export over TF Serving's gRPC API; rank candidates for 3 users ==")
+    from serving import server
+    from serving.servables import ModelConfig
+
+    export_base = os.path.join(RunLayout(args.run_dir).ranker, "sid_spm_8192", "export")
+    grpc_server, manager, port = server.start([ModelConfig("ranker", export_base)])
+    print(f"serving {export_base} (version {manager.servable('ranker').version}) on 127.0.0.1:{port}; the same "
+          f"with the stock server: tensorflow_model_server --model_name=ranker --model_base_path=$PWD/{export_base}")
+    try:
+        args.server, args.model_name, args.representation = f"127.0.0.1:{port}", "ranker", "sid_spm_8192"
+        args.day, args.users, args.user, args.candidates = 0, 3, "", ""
+        _predict(args)
+    finally:
+        manager.stop()
+        grpc_server.stop(grace=1).wait()
+    print("server stopped")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_flags.add_flags(tn, TrainConfig)
 
     ex = command("experiment", _experiment, "the paper's table: transform (or reuse) and train every arm day by "
-                 "day with and without history on the same data, then print the % change in CTR AUC and CTR/1D "
+                 "day with and without history on the same data, then print the %% change in CTR AUC and CTR/1D "
                  "AUC against random_hash with 8K buckets, beside the oracle AUC (RUN_DIR/metrics/experiment.json "
                  "and a plot). Other flags go to Beam")
     ex.add_argument("--run_dir", default=DEFAULT_RUN_DIR, help="run directory")

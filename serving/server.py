@@ -12,7 +12,6 @@ ModelService: GetModelStatus. Any TF Serving client works against it unchanged, 
 import argparse
 import logging
 import signal
-import sys
 import threading
 from concurrent import futures
 
@@ -154,14 +153,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                         help="more concurrent requests get RESOURCE_EXHAUSTED")
 
 
-def serve(args) -> None:
-    """Loads the models, binds, prints `listening on HOST:PORT`, serves until SIGINT/SIGTERM."""
-    if args.model_config_file:
-        models = read_model_config_file(args.model_config_file)
-    elif args.model_base_path:
-        models = [ModelConfig(args.model_name, args.model_base_path)]
-    else:
-        raise ValueError("give --model_base_path (with --model_name) or --model_config_file")
+def start(models: list[ModelConfig], host: str = "127.0.0.1", port: int = 0, poll_seconds: float = 1.0,
+          max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+          max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS) -> tuple[grpc.Server, ModelManager, int]:
+    """Loads the newest version of every model, starts serving and polling; returns (server, manager, port)."""
     manager = ModelManager(models)
     manager.poll()
     for m in models:  # fail at start, not on every request
@@ -169,9 +164,22 @@ def serve(args) -> None:
             manager.servable(m.name)
         except ServingError as e:
             raise ValueError(f"model {m.name}: no loadable integer version directory under {m.base_path} ({e})") from None
-    server, port = build_server(manager, args.host, args.port, args.max_request_bytes, args.max_concurrent_rpcs)
+    server, bound = build_server(manager, host, port, max_request_bytes, max_concurrent_rpcs)
     server.start()
-    manager.start_polling(args.file_system_poll_wait_seconds)
+    manager.start_polling(poll_seconds)
+    return server, manager, bound
+
+
+def serve(args) -> None:
+    """Serves until SIGINT/SIGTERM, after printing `listening on HOST:PORT`."""
+    if args.model_config_file:
+        models = read_model_config_file(args.model_config_file)
+    elif args.model_base_path:
+        models = [ModelConfig(args.model_name, args.model_base_path)]
+    else:
+        raise ValueError("give --model_base_path (with --model_name) or --model_config_file")
+    server, manager, port = start(models, args.host, args.port, args.file_system_poll_wait_seconds,
+                                  args.max_request_bytes, args.max_concurrent_rpcs)
     print(f"listening on {args.host}:{port}", flush=True)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -179,19 +187,3 @@ def serve(args) -> None:
     stopped.wait()
     manager.stop()
     server.stop(grace=2).wait()
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flags(parser)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        serve(parser.parse_args(argv))
-    except (ValueError, ServingError) as e:
-        print(f"serve: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

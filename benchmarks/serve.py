@@ -1,0 +1,99 @@
+"""Serving latency and throughput: the gRPC server against the in-process SavedModel, same requests.
+
+One request ranks 100 candidates for one user (raw tf.Examples built from the SID table, as the
+client does). At concurrency 1 and 8: p50 and p99 latency and requests/s through `sidrec serve`
+(a subprocess, called with the official stub) and through the SavedModel's `serving_default`
+called in this process; the ratios say what the server's gRPC and protobuf work costs.
+
+  python benchmarks/serve.py --run_dir runs/demo --out benchmarks/results/serve.json
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from concurrent import futures
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from benchmarks.common import emit  # noqa: E402
+from pipeline import data_io  # noqa: E402
+from pipeline.layout import RunLayout  # noqa: E402
+from pipeline.representation import RepresentationConfig  # noqa: E402
+from pipeline.serving_examples import ServingExampleBuilder, read_representation  # noqa: E402
+from serving import export  # noqa: E402
+from serving.client import RankerClient  # noqa: E402
+
+
+def _request(layout: RunLayout, export_dir: str, candidates: int) -> list[bytes]:
+    config = RepresentationConfig(**read_representation(os.path.join(export_dir, export.ASSETS_EXTRA))["config"])
+    sids = data_io.read_sid_table(os.path.join(layout.sids, "table")).lookup()
+    logs = data_io.read_logs(layout.data, days=[layout.data.days()[-1]])
+    items = sorted(sids)[:candidates]
+    return ServingExampleBuilder(config, sids).rank_request(logs.watch_item_id[0], items, logs.history(0))
+
+
+def _measure(call, requests: int, concurrency: int) -> dict:
+    latencies = []
+
+    def timed(_):
+        start = time.perf_counter()
+        call()
+        latencies.append(time.perf_counter() - start)
+
+    for _ in range(5):  # warm up
+        call()
+    start = time.perf_counter()
+    with futures.ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(timed, range(requests)))
+    elapsed = time.perf_counter() - start
+    ms = np.array(latencies) * 1000
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "requests_per_s": round(requests / elapsed, 1)}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run_dir", default=os.path.join("runs", "demo"))
+    parser.add_argument("--export_base", default="", help="default: RUN_DIR/ranker/sid_spm_8192/export")
+    parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--out", default="")
+    args = parser.parse_args(argv)
+    layout = RunLayout(args.run_dir)
+    base = args.export_base or os.path.join(layout.ranker, "sid_spm_8192", "export")
+    found = export.versions(base)
+    if not found:
+        raise SystemExit(f"{base}: no export; run `make demo` first")
+    export_dir = os.path.join(base, str(found[-1]))
+    request = _request(layout, export_dir, args.candidates)
+    serve = tf.saved_model.load(export_dir).signatures[export.SERVING_DEFAULT]
+    in_process = lambda: serve(examples=tf.constant(request))  # noqa: E731
+
+    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--model_base_path", base, "--port", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        target = next(line.split()[-1] for line in server.stdout if line.startswith("listening on "))
+        client = RankerClient(target)
+        over_grpc = lambda: client.predict("ranker", request)  # noqa: E731
+        results = {"export": export_dir, "candidates_per_request": args.candidates, "requests": args.requests,
+                   "cpus": os.cpu_count()}
+        for concurrency in (1, 8):
+            local = _measure(in_process, args.requests, concurrency)
+            remote = _measure(over_grpc, args.requests, concurrency)
+            results[f"concurrency_{concurrency}"] = {
+                "grpc": remote, "in_process": local,
+                "grpc_to_in_process_p50_latency": round(remote["p50_ms"] / local["p50_ms"], 2),
+                "grpc_to_in_process_throughput": round(remote["requests_per_s"] / local["requests_per_s"], 3)}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return emit(results, args.out)
+
+
+if __name__ == "__main__":
+    main()
