@@ -5,7 +5,7 @@ Two pipelines in one run, because SentencepieceTokenizer takes its model as a gr
   1. count each candidate's impressions over the training days and, for sid_spm, train the BPE
      SentencePiece model on the impressed SIDs weighted by them (OUTPUT/spm/sid_spm.model).
   2. TF Transform: analyse the training days, transform every day into
-     OUTPUT/transformed/day=NNNN/part-*.tfrecord.gz, and write OUTPUT/transform_fn and the schema.
+     OUTPUT/transformed/day=NNNN/part-*.tfrecord, and write OUTPUT/transform_fn and the schema.
 Items without a SID get codes of -1 (the table's OOV row) and are counted. OUTPUT/lookups.json
 holds the embedding lookups per item by popularity bucket (the paper's Figure 4).
 
@@ -36,7 +36,7 @@ from pipeline import contracts, data_io
 from pipeline import features as fk
 from pipeline import lookup_stats, spm_vocab
 from pipeline.item_join import join_item_features
-from pipeline.layout import LOG_FILE_PATTERN, DataLayout
+from pipeline.layout import LOG_FILE_PATTERN, TRANSFORMED_SUFFIX, DataLayout, transformed_day_prefix
 from pipeline.preprocessing import make_preprocessing_fn, raw_feature_spec, serving_feature_spec
 from pipeline.representation import KINDS, RepresentationConfig
 from pipeline.serving_examples import REPRESENTATION_CARD, SERVING_SAMPLE
@@ -46,7 +46,6 @@ BATCH_ROWS = 4096
 COUNT_BUCKETS = 64
 SPM_MODEL = os.path.join("spm", "sid_spm.model")
 LOOKUPS_FILE = "lookups.json"
-TRANSFORMED_DIR = "transformed"
 SERVING_SAMPLE_ROWS = 64
 # Counter names of items without a SID, per role (the names the job has always reported).
 _MISSING_COUNTERS = {fk.WATCH_SID: "watch_without_sid", fk.CANDIDATE_SID: "candidate_without_sid",
@@ -232,7 +231,7 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
             (transformed
              | f"EncodeDay{day}" >> beam.FlatMap(lambda batch: example_coder.RecordBatchToExamples(batch[0]))
              | f"WriteDay{day}" >> beam.io.WriteToTFRecord(
-                 os.path.join(staging, TRANSFORMED_DIR, f"day={day:04d}", "part"), file_name_suffix=".tfrecord.gz"))
+                 transformed_day_prefix(staging, day), file_name_suffix=TRANSFORMED_SUFFIX))
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging)
         # The raw schema too, so a reader can parse raw tf.Examples without this code.
         _ = metadata | "WriteRawMetadata" >> tft_beam.WriteMetadata(

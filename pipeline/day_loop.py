@@ -19,6 +19,7 @@ from models.item_encoder import DenseItemEncoder, PieceItemEncoder
 from models.ranker import MultitaskRanker, ranker_optimizer
 from models.trunks import TRUNKS
 from pipeline import features as fk
+from pipeline import layout
 from pipeline.config_flags import flag
 from pipeline.metrics import binary_auc
 from pipeline.serving_examples import read_representation, read_serving_sample
@@ -75,14 +76,24 @@ def build_ranker(card: dict, config: TrainConfig) -> MultitaskRanker:
                            config.trunk, config.num_experts)
 
 
+def transformed_day_files(transform_dir: str, day: int) -> tuple[list[str], str]:
+    """Day `day`'s transformed shards, sorted, and their TFRecord compression ("" or "GZIP").
+
+    Transform outputs written before they became uncompressed are GZIP; both read.
+    """
+    prefix = layout.transformed_day_prefix(transform_dir, day)
+    files = sorted(f for f in tf.io.gfile.glob(prefix + "-*")
+                   if f.endswith((layout.TRANSFORMED_SUFFIX, layout.TRANSFORMED_SUFFIX + ".gz")))
+    if not files:
+        raise FileNotFoundError(f"{prefix}-*{layout.TRANSFORMED_SUFFIX}: no transformed examples for day {day}")
+    return files, "GZIP" if files[0].endswith(".gz") else ""
+
+
 def day_dataset(transform_dir: str, day: int, batch_size: int) -> tf.data.Dataset:
     """Day `day`'s transformed examples, parsed, in file order (deterministic)."""
-    pattern = os.path.join(transform_dir, "transformed", f"day={day:04d}", "*.tfrecord.gz")
-    files = sorted(tf.io.gfile.glob(pattern))
-    if not files:
-        raise FileNotFoundError(f"{pattern}: no transformed examples for day {day}")
+    files, compression = transformed_day_files(transform_dir, day)
     spec = tft.TFTransformOutput(transform_dir).transformed_feature_spec()
-    return (tf.data.TFRecordDataset(files, compression_type="GZIP")
+    return (tf.data.TFRecordDataset(files, compression_type=compression)
             .batch(batch_size)
             .map(lambda records: tf.io.parse_example(records, spec), num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))

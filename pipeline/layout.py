@@ -6,6 +6,9 @@ import re
 
 _DAY_DIR = re.compile(r"^day=(\d+)$")
 LOG_FILE_PATTERN = "impressions-*.tfrecord.gz"
+# The ranker's input is written uncompressed: the trainer reads every day twice (evaluation, then
+# training), and with dense content features inflating is its bottleneck while GZIP saves ~20%.
+TRANSFORMED_SUFFIX = ".tfrecord"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +51,11 @@ class DataLayout:
             return []
         found = (_DAY_DIR.match(name) for name in os.listdir(self.logs))
         return sorted(int(m.group(1)) for m in found if m)
+
+
+def transformed_day_prefix(transform_dir: str, day: int) -> str:
+    """Where a transform job writes day `day`'s examples (shards PREFIX-*-of-*.tfrecord)."""
+    return os.path.join(transform_dir, "transformed", f"day={day:04d}", "part")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,5 @@
 """The Transform job end to end: SID join, SPM step, TF Transform per day, a self-contained output."""
 
-import glob
 import json
 import os
 import subprocess
@@ -15,15 +14,15 @@ import tensorflow_text  # noqa: F401  (SentencePiece ops in the transform graph)
 import tensorflow_transform as tft
 
 from beam_jobs import transform
-from pipeline import data_io, sid_text
+from pipeline import data_io, day_loop, sid_text
 from pipeline import features as fk
 from worlds import IN_MEMORY, run_transform
 
 def _read_day(output, day, schema_dir):
     tft_output = tft.TFTransformOutput(schema_dir)
-    files = glob.glob(os.path.join(output, "transformed", f"day={day:04d}", "*.tfrecord.gz"))
+    files, compression = day_loop.transformed_day_files(output, day)
     spec = tft_output.transformed_feature_spec()
-    return [tf.io.parse_single_example(r, spec) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    return [tf.io.parse_single_example(r, spec) for r in tf.data.TFRecordDataset(files, compression_type=compression)]
 
 
 def test_every_day_is_transformed_and_counted(run_dir, spm_run):
