@@ -2,8 +2,9 @@
 
 One request ranks 100 candidates for one user (raw tf.Examples built from the SID table, as the
 client does). At concurrency 1 and 8: p50 and p99 latency and requests/s through `sidrec serve`
-(a subprocess, called with the official stub) and through the SavedModel's `serving_default`
-called in this process; the ratios say what the server's gRPC and protobuf work costs.
+(a subprocess, called with the official stub), without and with --enable_batching, and through
+the SavedModel's `serving_default` called in this process; the ratios say what the server's gRPC
+and protobuf work costs and what batching concurrent requests gains.
 
   python benchmarks/serve.py --run_dir runs/demo --out benchmarks/results/serve.json
 """
@@ -74,24 +75,30 @@ def main(argv=None) -> dict:
     serve = tf.saved_model.load(export_dir).signatures[export.SERVING_DEFAULT]
     in_process = lambda: serve(examples=tf.constant(request))  # noqa: E731
 
-    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--model_base_path", base, "--port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        target = next(line.split()[-1] for line in server.stdout if line.startswith("listening on "))
-        client = RankerClient(target)
-        over_grpc = lambda: client.predict("ranker", request)  # noqa: E731
-        results = {"export": export_dir, "candidates_per_request": args.candidates, "requests": args.requests,
-                   "cpus": os.cpu_count()}
-        for concurrency in (1, 8):
-            local = _measure(in_process, args.requests, concurrency)
-            remote = _measure(over_grpc, args.requests, concurrency)
-            results[f"concurrency_{concurrency}"] = {
-                "grpc": remote, "in_process": local,
-                "grpc_to_in_process_p50_latency": round(remote["p50_ms"] / local["p50_ms"], 2),
-                "grpc_to_in_process_throughput": round(remote["requests_per_s"] / local["requests_per_s"], 3)}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    results = {"export": export_dir, "candidates_per_request": args.candidates, "requests": args.requests,
+               "cpus": os.cpu_count()}
+    measured = {}
+    for setting, flags in (("in_process", None), ("grpc", []), ("grpc_batching", ["--enable_batching"])):
+        if flags is None:
+            measured[setting] = {c: _measure(in_process, args.requests, c) for c in (1, 8)}
+            continue
+        server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--model_base_path", base,
+                                   "--port", "0", *flags], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            target = next(line.split()[-1] for line in server.stdout if line.startswith("listening on "))
+            client = RankerClient(target)
+            measured[setting] = {c: _measure(lambda: client.predict("ranker", request), args.requests, c)
+                                 for c in (1, 8)}
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    for c in (1, 8):
+        local, remote, batched = (measured[s][c] for s in ("in_process", "grpc", "grpc_batching"))
+        results[f"concurrency_{c}"] = {
+            "grpc": remote, "grpc_batching": batched, "in_process": local,
+            "grpc_to_in_process_p50_latency": round(remote["p50_ms"] / local["p50_ms"], 2),
+            "grpc_to_in_process_throughput": round(remote["requests_per_s"] / local["requests_per_s"], 3),
+            "batching_to_grpc_throughput": round(batched["requests_per_s"] / remote["requests_per_s"], 3)}
     return emit(results, args.out)
 
 

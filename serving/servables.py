@@ -43,7 +43,13 @@ class Servable:
 
     def run(self, signature_name: str, inputs: dict, output_filter=()) -> dict:
         """Checks the inputs against the SignatureDef, runs it, returns {output name: ndarray}."""
-        signature = self.signature_defs.get(signature_name or export.SERVING_DEFAULT)
+        name, arrays = self.prepare(signature_name, inputs, output_filter)
+        return filter_outputs(self.call(name, arrays), output_filter)
+
+    def prepare(self, signature_name: str, inputs: dict, output_filter=()) -> tuple[str, dict]:
+        """The signature's name and the request's TensorProtos as arrays, checked against its SignatureDef."""
+        signature_name = signature_name or export.SERVING_DEFAULT
+        signature = self.signature_defs.get(signature_name)
         if signature is None:
             raise ServingError(grpc.StatusCode.NOT_FOUND, f"Serving signature name: \"{signature_name}\" not found "
                                f"in signature def (model {self.name} version {self.version} has "
@@ -53,7 +59,7 @@ class Servable:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"input names must be {sorted(signature.inputs)}: missing {sorted(missing)}, "
                                f"unexpected {sorted(extra)}")
-        tensors = {}
+        arrays = {}
         for key, proto in inputs.items():
             spec = signature.inputs[key]
             if proto.dtype != spec.dtype:
@@ -69,19 +75,30 @@ class Servable:
                     value.ndim != len(expected) or any(e not in (-1, s) for e, s in zip(expected, value.shape))):
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                    f"input '{key}': expects shape {expected} (-1: any), got {list(value.shape)}")
-            tensors[key] = tf.constant(value)
+            arrays[key] = value
         unknown = set(output_filter) - set(signature.outputs)
         if unknown:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"output_filter {sorted(unknown)}: not outputs of the signature {sorted(signature.outputs)}")
+        return signature_name, arrays
+
+    def call(self, signature_name: str, arrays: dict) -> dict:
+        """Runs a signature on inputs `prepare` checked; returns every output as an ndarray."""
         try:
-            outputs = self._model.signatures[signature_name or export.SERVING_DEFAULT](**tensors)
+            outputs = self._model.signatures[signature_name](**{k: tf.constant(v) for k, v in arrays.items()})
         except tf.errors.InvalidArgumentError as e:  # e.g. examples that do not parse
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, e.message) from None
         except UnicodeDecodeError:  # TF's own message quoted the undecodable input bytes
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
                                f"inputs of '{signature_name}' could not be parsed (not serialized tf.Examples?)") from None
-        return {k: v.numpy() for k, v in outputs.items() if not output_filter or k in output_filter}
+        return {k: v.numpy() for k, v in outputs.items()}
+
+    def batchable(self, signature_name: str) -> bool:
+        """Whether every input and output of the signature has a batch dimension (dimension 0 of any size)."""
+        signature = self.signature_defs[signature_name]
+        tensors = list(signature.inputs.values()) + list(signature.outputs.values())
+        return all(not t.tensor_shape.unknown_rank and t.tensor_shape.dim and t.tensor_shape.dim[0].size == -1
+                   for t in tensors)
 
     def warm_up(self) -> int:
         """Runs the export's warm-up requests (as TF Serving does at load); returns how many."""
@@ -193,6 +210,11 @@ class ModelManager:
         if name in self._loading:
             out.append((self._loading[name], "LOADING"))
         return out
+
+
+def filter_outputs(outputs: dict, output_filter=()) -> dict:
+    """The outputs a request's output_filter names (all of them when it names none)."""
+    return {k: v for k, v in outputs.items() if not output_filter or k in output_filter}
 
 
 def outputs_to_protos(outputs: dict) -> dict:

@@ -1,8 +1,8 @@
 """A gRPC server that speaks TF Serving's protocol (tensorflow-serving-api) over the daily exports.
 
-PredictionService: Predict and GetModelMetadata (Classify, Regress and MultiInference answer
-INVALID_ARGUMENT, as TF Serving does for signatures that are not classify/regress ones);
-ModelService: GetModelStatus. Any TF Serving client works against it unchanged, and the stock
+PredictionService: Predict (batched across concurrent requests with --enable_batching) and
+GetModelMetadata (Classify, Regress and MultiInference answer INVALID_ARGUMENT, as TF Serving does
+for signatures that are not classify/regress ones); ModelService: GetModelStatus. Any TF Serving client works against it unchanged, and the stock
 `tensorflow_model_server` can serve the same base path instead:
 
   sidrec serve --model_name ranker --model_base_path RUN/ranker/sid_spm_8192/export --port 8500
@@ -19,7 +19,10 @@ import grpc
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from serving.servables import (ModelConfig, ModelManager, ServingError, outputs_to_protos, read_model_config_file)
+from pipeline import config_flags
+from serving.batching import Batcher, BatchingParameters
+from serving.servables import (ModelConfig, ModelManager, ServingError, filter_outputs, outputs_to_protos,
+                               read_model_config_file)
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
@@ -48,14 +51,18 @@ def _version(model_spec) -> int | None:
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager: ModelManager):
+    def __init__(self, manager: ModelManager, batcher: Batcher | None = None):
         self._manager = manager
+        self._batcher = batcher
 
     @_handle
     def Predict(self, request, context):
         servable = self._manager.servable(request.model_spec.name, _version(request.model_spec))
-        signature_name = request.model_spec.signature_name or "serving_default"
-        outputs = servable.run(signature_name, dict(request.inputs), tuple(request.output_filter))
+        signature_name, arrays = servable.prepare(request.model_spec.signature_name, dict(request.inputs),
+                                                  tuple(request.output_filter))
+        outputs = (self._batcher.run(servable, signature_name, arrays) if self._batcher
+                   else servable.call(signature_name, arrays))
+        outputs = filter_outputs(outputs, tuple(request.output_filter))
         response = predict_pb2.PredictResponse()
         response.model_spec.name = servable.name
         response.model_spec.version.value = servable.version
@@ -126,11 +133,13 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def build_server(manager: ModelManager, host: str, port: int, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS, workers: int = 8) -> tuple[grpc.Server, int]:
-    """A gRPC server with both services; returns it (not started) and the bound port."""
+                 max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS, workers: int = 8,
+                 batching: BatchingParameters | None = None) -> tuple[grpc.Server, int]:
+    """A gRPC server with both services (Predict batched if `batching`); returns it (not started) and its port."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), maximum_concurrent_rpcs=max_concurrent_rpcs,
                          options=[("grpc.max_receive_message_length", max_request_bytes)])
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), server)
+    batcher = Batcher(batching) if batching else None
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager, batcher), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
@@ -151,11 +160,15 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                         help="larger requests get RESOURCE_EXHAUSTED")
     parser.add_argument("--max_concurrent_rpcs", type=int, default=DEFAULT_MAX_CONCURRENT_RPCS,
                         help="more concurrent requests get RESOURCE_EXHAUSTED")
+    parser.add_argument("--enable_batching", action="store_true",
+                        help="run concurrent Predict requests as one batched call (the flags below)")
+    config_flags.add_flags(parser, BatchingParameters)
 
 
 def start(models: list[ModelConfig], host: str = "127.0.0.1", port: int = 0, poll_seconds: float = 1.0,
           max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-          max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS) -> tuple[grpc.Server, ModelManager, int]:
+          max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS,
+          batching: BatchingParameters | None = None) -> tuple[grpc.Server, ModelManager, int]:
     """Loads the newest version of every model, starts serving and polling; returns (server, manager, port)."""
     manager = ModelManager(models)
     manager.poll()
@@ -164,7 +177,7 @@ def start(models: list[ModelConfig], host: str = "127.0.0.1", port: int = 0, pol
             manager.servable(m.name)
         except ServingError as e:
             raise ValueError(f"model {m.name}: no loadable integer version directory under {m.base_path} ({e})") from None
-    server, bound = build_server(manager, host, port, max_request_bytes, max_concurrent_rpcs)
+    server, bound = build_server(manager, host, port, max_request_bytes, max_concurrent_rpcs, batching=batching)
     server.start()
     manager.start_polling(poll_seconds)
     return server, manager, bound
@@ -178,8 +191,9 @@ def serve(args) -> None:
         models = [ModelConfig(args.model_name, args.model_base_path)]
     else:
         raise ValueError("give --model_base_path (with --model_name) or --model_config_file")
+    batching = config_flags.from_args(BatchingParameters, args) if args.enable_batching else None
     server, manager, port = start(models, args.host, args.port, args.file_system_poll_wait_seconds,
-                                  args.max_request_bytes, args.max_concurrent_rpcs)
+                                  args.max_request_bytes, args.max_concurrent_rpcs, batching)
     print(f"listening on {args.host}:{port}", flush=True)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -19,7 +19,9 @@ from pipeline import day_loop
 from pipeline import features as fk
 from pipeline.serving_examples import read_serving_sample
 from serving import export
+from serving.batching import Batcher, BatchingParameters
 from serving.client import RankerClient
+from serving.servables import Servable, ServingError
 
 CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(16,), embedding_dim=8)
 
@@ -174,3 +176,97 @@ def test_serve_refuses_a_base_path_without_versions(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pipeline.cli", "serve", "--model_base_path", str(tmp_path),
                              "--port", "0"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "no loadable integer version directory" in result.stderr
+
+
+def _concurrently(fn, args_list):
+    """fn(*args) for every args from its own thread, all released at once; results or exceptions, in order."""
+    results, barrier = [None] * len(args_list), threading.Barrier(len(args_list))
+
+    def worker(i):
+        barrier.wait()
+        try:
+            results[i] = fn(*args_list[i])
+        except Exception as e:  # collected: the test looks at each
+            results[i] = e
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(args_list))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def _prepared(servable, examples):
+    return servable.prepare("", {fk.SERVING_INPUT: tf.make_tensor_proto(examples, dtype=tf.string)})
+
+
+def test_batcher_runs_concurrent_requests_as_one_call_and_a_bad_one_fails_alone(exports):
+    root, _, sample = exports
+    servable = Servable("ranker", 2, str(root / "ranker" / "2"))
+    batcher = Batcher(BatchingParameters(batch_timeout_micros=500_000, num_batch_threads=1))
+    slices = [sample[i * 8:(i + 1) * 8] for i in range(6)]
+    requests = [_prepared(servable, s) for s in slices] + [_prepared(servable, [b"\xff garbage"])]
+    results = _concurrently(lambda name, arrays: batcher.run(servable, name, arrays), requests)
+    for examples, outputs in zip(slices, results[:-1]):
+        expected = servable.call(*_prepared(servable, examples))
+        assert set(outputs) == set(expected)
+        for key in expected:
+            np.testing.assert_allclose(outputs[key], expected[key], rtol=1e-6)
+    assert isinstance(results[-1], ServingError) and results[-1].code == grpc.StatusCode.INVALID_ARGUMENT
+    assert batcher.requests == 7 and batcher.batches < 7
+
+
+def test_batcher_queue_is_bounded(exports):
+    root, _, sample = exports
+    servable = Servable("ranker", 2, str(root / "ranker" / "2"))
+    gate, running = threading.Event(), threading.Event()
+    real_call = servable.call
+
+    def held_call(*args):  # the one batch thread stays busy until the test lets it go
+        running.set()
+        gate.wait()
+        return real_call(*args)
+
+    servable.call = held_call
+    batcher = Batcher(BatchingParameters(max_batch_size=8, max_enqueued_batches=1, batch_timeout_micros=0,
+                                         num_batch_threads=1))
+    name, arrays = _prepared(servable, sample[:8])
+    busy = threading.Thread(target=batcher.run, args=(servable, name, arrays))
+    busy.start()
+    running.wait(30)
+    queued = threading.Thread(target=batcher.run, args=(servable, name, arrays))
+    queued.start()  # fills the queue: one full batch of rows waits
+    deadline = time.time() + 30
+    while batcher._enqueued_rows < 8 and time.time() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(ServingError) as error:
+        batcher.run(servable, name, arrays)
+    assert error.value.code == grpc.StatusCode.UNAVAILABLE and "full" in str(error.value)
+    gate.set()
+    busy.join(30)
+    queued.join(30)
+    assert batcher.requests == 2
+    with pytest.raises(ValueError, match="max_batch_size"):
+        BatchingParameters(max_batch_size=0)
+
+
+def test_the_batching_server_gives_every_request_its_own_scores(exports):
+    root, _, sample = exports
+    loaded = tf.saved_model.load(str(root / "ranker" / "2"))
+    process, target = _start("--model_name", "ranker", "--model_base_path", str(root / "ranker"),
+                             "--enable_batching", "--batch_timeout_micros", "20000")
+    try:
+        client = RankerClient(target)
+        slices = [sample[i * 8:(i + 1) * 8] for i in range(8)]
+        results = _concurrently(lambda examples: client.predict("ranker", examples), [(s,) for s in slices])
+        for examples, (outputs, version) in zip(slices, results):
+            expected = loaded.signatures["serving_default"](examples=tf.constant(examples))
+            assert version == 2
+            np.testing.assert_allclose(outputs[fk.CLICK_PROBABILITY], expected[fk.CLICK_PROBABILITY].numpy(), rtol=1e-6)
+        with pytest.raises(grpc.RpcError) as error:
+            _stub(target).Predict(_request([b"\xff garbage"]), timeout=30)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
