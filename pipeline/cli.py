@@ -233,8 +233,8 @@ def _demo(args) -> None:
 
     export_base = os.path.join(RunLayout(args.run_dir).ranker, "sid_spm_8192", "export")
     grpc_server, manager, port = server.start([ModelConfig("ranker", export_base)])
-    print(f"serving {export_base} (version {manager.servable('ranker').version}) on 127.0.0.1:{port}; the same "
-          f"with the stock server: tensorflow_model_server --model_name=ranker --model_base_path=$PWD/{export_base}")
+    print(f"serving {export_base} (version {manager.servable('ranker').version}) on 127.0.0.1:{port}; the same with "
+          f"the stock server: tensorflow_model_server --model_name=ranker --model_base_path={os.path.abspath(export_base)}")
     try:
         args.server, args.model_name, args.representation = f"127.0.0.1:{port}", "ranker", "sid_spm_8192"
         args.day, args.users, args.user, args.candidates = 0, 3, "", ""
