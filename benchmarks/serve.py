@@ -32,10 +32,9 @@ from serving.client import RankerClient  # noqa: E402
 
 def _request(layout: RunLayout, export_dir: str, candidates: int) -> list[bytes]:
     config = RepresentationConfig(**read_representation(os.path.join(export_dir, export.ASSETS_EXTRA))["config"])
-    sids = data_io.read_sid_table(os.path.join(layout.sids, "table")).lookup()
     logs = data_io.read_logs(layout.data, days=[layout.data.days()[-1]])
-    items = sorted(sids)[:candidates]
-    return ServingExampleBuilder(config, sids).rank_request(logs.watch_item_id[0], items, logs.history(0))
+    items = list(dict.fromkeys(logs.candidate_item_id))[:candidates]
+    return ServingExampleBuilder.for_run(layout, config).rank_request(logs.watch_item_id[0], items, logs.history(0))
 
 
 def _measure(call, requests: int, concurrency: int) -> dict:

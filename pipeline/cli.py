@@ -171,13 +171,7 @@ def _predict(args) -> None:
 
     layout = RunLayout(args.run_dir)
     config = RepresentationConfig(**read_representation(os.path.join(layout.transform, args.representation))["config"])
-    sids = (data_io.read_sid_table(os.path.join(layout.sids, "table")).lookup()
-            if config.kind in ("sid_ngram", "sid_spm") else None)
-    embeddings = None
-    if config.kind == "dense":
-        corpus = data_io.read_corpus(layout.data.corpus)
-        embeddings = dict(zip(corpus.item_ids, corpus.embeddings))
-    builder = ServingExampleBuilder(config, sids, embeddings)
+    builder = ServingExampleBuilder.for_run(layout, config)
     day = args.day or layout.data.days()[-1]
     logs = data_io.read_logs(layout.data, days=[day])
     users = [args.user] if args.user else list(dict.fromkeys(logs.user_id))[:args.users]

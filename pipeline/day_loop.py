@@ -158,8 +158,8 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
         model.fit(day_dataset(transform_dir, day, config.batch_size), initial_epoch=step, epochs=step + 1,
                   verbose=2, callbacks=[tf.keras.callbacks.TensorBoard(tensorboard, write_graph=False)])
         entry = {"trained_on_day": day, "evaluated_on_day": next_day, "representation": card["name"],
-                 "use_history": config.use_history and card["config"]["kind"] != "dense", **evaluate_day(model, day_dataset(transform_dir, next_day,
-                                                                                        config.batch_size))}
+                 "use_history": config.use_history and card["config"]["kind"] != "dense",
+                 **evaluate_day(model, day_dataset(transform_dir, next_day, config.batch_size))}
         log(f"day {next_day}: CTR AUC {entry['ctr_auc']:.4f}, CTR/1D AUC {entry['ctr_1d_auc']:.4f} "
             f"({entry['cold_start_examples']:,} cold-start impressions), engagement RMSE {entry['engagement_rmse']:.4f}")
         with evaluation_writer.as_default(step=step):

@@ -10,8 +10,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from pipeline import data_io
 from pipeline import features as fk
 from pipeline.item_join import join_item_features
+from pipeline.layout import RunLayout
 from pipeline.representation import RepresentationConfig
 
 REPRESENTATION_CARD = "representation.json"
@@ -50,6 +52,16 @@ class ServingExampleBuilder:
         self._sids = sids or {}
         self._embeddings = embeddings or {}
         self.last_missing: dict[str, int] = {}
+
+    @classmethod
+    def for_run(cls, layout: RunLayout, config: RepresentationConfig) -> "ServingExampleBuilder":
+        """A builder with what `config` joins read from a run: its SID table, or the corpus for dense."""
+        if config.kind in ("sid_ngram", "sid_spm"):
+            return cls(config, sids=data_io.read_sid_table(os.path.join(layout.sids, "table")).lookup())
+        if config.kind == "dense":
+            corpus = data_io.read_corpus(layout.data.corpus)
+            return cls(config, embeddings=dict(zip(corpus.item_ids, corpus.embeddings)))
+        return cls(config)
 
     def serialize(self, watch: list[str], candidate: list[str], histories: list[list[str]]) -> list[bytes]:
         """One serialized tf.Example per row; `last_missing` counts the items the join did not find."""

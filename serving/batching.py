@@ -67,7 +67,7 @@ class Batcher:
     def run(self, servable: Servable, signature_name: str, arrays: dict) -> dict:
         """The signature's outputs for these (validated) inputs; blocks until their batch has run."""
         task = _Task(servable, signature_name, arrays)
-        if task.rows > self.parameters.max_batch_size or not servable.batchable(signature_name):
+        if task.rows > self.parameters.max_batch_size or signature_name not in servable.batchable_signatures:
             return servable.call(signature_name, arrays)
         with self._lock:
             limit = self.parameters.max_enqueued_batches * self.parameters.max_batch_size

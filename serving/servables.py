@@ -40,6 +40,10 @@ class Servable:
         with open(os.path.join(path, "saved_model.pb"), "rb") as f:
             meta_graph = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0]
         self.signature_defs = {k: v for k, v in meta_graph.signature_def.items() if not k.startswith("__")}
+        # Signatures whose every input and output has a batch dimension: the ones requests can share a call of.
+        self.batchable_signatures = {name for name, signature in self.signature_defs.items()
+                                     if all(_has_batch_dimension(t) for t in (*signature.inputs.values(),
+                                                                              *signature.outputs.values()))}
 
     def run(self, signature_name: str, inputs: dict, output_filter=()) -> dict:
         """Checks the inputs against the SignatureDef, runs it, returns {output name: ndarray}."""
@@ -93,13 +97,6 @@ class Servable:
                                f"inputs of '{signature_name}' could not be parsed (not serialized tf.Examples?)") from None
         return {k: v.numpy() for k, v in outputs.items()}
 
-    def batchable(self, signature_name: str) -> bool:
-        """Whether every input and output of the signature has a batch dimension (dimension 0 of any size)."""
-        signature = self.signature_defs[signature_name]
-        tensors = list(signature.inputs.values()) + list(signature.outputs.values())
-        return all(not t.tensor_shape.unknown_rank and t.tensor_shape.dim and t.tensor_shape.dim[0].size == -1
-                   for t in tensors)
-
     def warm_up(self) -> int:
         """Runs the export's warm-up requests (as TF Serving does at load); returns how many."""
         warmup = os.path.join(self.path, export.ASSETS_EXTRA, export.WARMUP_FILE)
@@ -109,6 +106,11 @@ class Servable:
         for request in requests:
             self.run(request.model_spec.signature_name, dict(request.inputs))
         return len(requests)
+
+
+def _has_batch_dimension(tensor_info) -> bool:
+    shape = tensor_info.tensor_shape
+    return not shape.unknown_rank and len(shape.dim) > 0 and shape.dim[0].size == -1
 
 
 def _dtype_name(enum: int) -> str:

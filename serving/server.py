@@ -87,22 +87,21 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.metadata["signature_def"].Pack(signatures)
         return response
 
-    def _not_a_classify_or_regress_signature(self, request, context, method: str):
-        try:
-            servable = self._manager.servable(request.model_spec.name, _version(request.model_spec))
-        except ServingError as e:
-            context.abort(e.code, str(e))
+    def _not_a_classify_or_regress_signature(self, request, method: str):
+        servable = self._manager.servable(request.model_spec.name, _version(request.model_spec))
         name = request.model_spec.signature_name or "serving_default"
         method_name = servable.signature_defs[name].method_name if name in servable.signature_defs else None
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                      f"Expected {method} signature method_name to be tensorflow/serving/{method}. Was: "
-                      f"{method_name}: call Predict on '{name}'")
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"Expected {method} signature method_name to be tensorflow/serving/{method}. Was: "
+                           f"{method_name}: call Predict on '{name}'")
 
+    @_handle
     def Classify(self, request, context):
-        self._not_a_classify_or_regress_signature(request, context, "classify")
+        self._not_a_classify_or_regress_signature(request, "classify")
 
+    @_handle
     def Regress(self, request, context):
-        self._not_a_classify_or_regress_signature(request, context, "regress")
+        self._not_a_classify_or_regress_signature(request, "regress")
 
     def MultiInference(self, request, context):
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, "MultiInference needs classify or regress signatures; "
@@ -194,6 +193,9 @@ def serve(args) -> None:
     batching = config_flags.from_args(BatchingParameters, args) if args.enable_batching else None
     server, manager, port = start(models, args.host, args.port, args.file_system_poll_wait_seconds,
                                   args.max_request_bytes, args.max_concurrent_rpcs, batching)
+    if batching:
+        print(f"batching Predict requests: up to {batching.max_batch_size} rows a call, waiting up to "
+              f"{batching.batch_timeout_micros} us, {batching.num_batch_threads} batch threads", flush=True)
     print(f"listening on {args.host}:{port}", flush=True)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

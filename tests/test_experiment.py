@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from pipeline import cli
+from pipeline import cli, experiment
 from serving import export
 from worlds import IN_MEMORY
 
@@ -36,3 +36,12 @@ def test_experiment_prints_the_table_relative_to_random_hash(run_dir, capsys):
 def test_experiment_needs_the_baseline(run_dir, capsys):
     assert cli.main(["experiment", "--run_dir", run_dir.root, "--arms", "sid_ngram:2"]) == 2
     assert "add random_hash:8192" in capsys.readouterr().err
+
+
+def test_experiment_arms_are_parsed_and_refused_clearly():
+    arms = experiment.parse_arms("random_hash:8192, dense:1.5,sid_ngram:2,sid_spm:300")
+    assert [a.representation for a in arms] == ["random_hash_8192", "dense", "sid_2gram", "sid_spm_300"]
+    assert arms[1].depth_multiplier == 1.5 and arms[1].history_settings == (False,)
+    for bad, message in (("hashing:8", "kind must be one of"), ("sid_spm:big", "must be a number"), ("", "no arms")):
+        with pytest.raises(ValueError, match=message):
+            experiment.parse_arms(bad)

@@ -15,7 +15,7 @@ import tensorflow_transform as tft
 from google.protobuf import text_format
 
 from models.ranker import ranker_optimizer
-from pipeline import data_io, day_loop
+from pipeline import day_loop
 from pipeline import features as fk
 from pipeline.preprocessing import serving_feature_spec
 from pipeline.representation import RepresentationConfig
@@ -108,8 +108,7 @@ def test_signatures_warmup_and_transform_features(spm_run, tmp_path):
 def test_serving_examples_from_the_sid_table_match_the_jobs_join(run_dir, spm_run):
     """The client's builder joins SIDs exactly as the transform job did for the same logged row."""
     card = read_representation(spm_run["output"])
-    table = data_io.read_sid_table(os.path.join(run_dir.sids, "table")).lookup()
-    builder = ServingExampleBuilder(RepresentationConfig(**card["config"]), sids=table)
+    builder = ServingExampleBuilder.for_run(run_dir, RepresentationConfig(**card["config"]))
     spec = serving_feature_spec(tft.TFTransformOutput(spm_run["output"]).raw_feature_spec())
     for record in read_serving_sample(spm_run["output"])[:10]:
         logged = tf.io.parse_single_example(record, spec)
@@ -135,13 +134,3 @@ def test_day_loop_exports_one_version_per_day(spm_run, tmp_path):
     events = tf.io.gfile.glob(str(tmp_path / "run" / day_loop.TENSORBOARD_DIR / "*" / "events.out.tfevents.*"))
     assert {os.path.basename(os.path.dirname(e)) for e in events} >= {"train", "next_day"}
 
-
-def test_experiment_arms_are_parsed_and_refused_clearly():
-    from pipeline import experiment
-
-    arms = experiment.parse_arms("random_hash:8192, dense:1.5,sid_ngram:2,sid_spm:300")
-    assert [a.representation for a in arms] == ["random_hash_8192", "dense", "sid_2gram", "sid_spm_300"]
-    assert arms[1].depth_multiplier == 1.5 and arms[1].history_settings == (False,)
-    for bad, message in (("hashing:8", "kind must be one of"), ("sid_spm:big", "must be a number"), ("", "no arms")):
-        with pytest.raises(ValueError, match=message):
-            experiment.parse_arms(bad)

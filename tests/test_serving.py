@@ -39,13 +39,16 @@ def exports(spm_run, tmp_path_factory):
     return root, str(config), read_serving_sample(spm_run["output"])
 
 
-def _start(*flags):
+def _start(*flags, printed=None):
+    """Starts `sidrec serve` on a free port; returns (process, host:port). `printed` collects what it said first."""
     process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--port", "0",
                                 "--file_system_poll_wait_seconds", "0.2", *flags],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in process.stdout:
         if line.startswith("listening on "):
             return process, line.split()[-1]
+        if printed is not None:
+            printed.append(line)
     raise RuntimeError(f"server exited with {process.wait()} before listening")
 
 
@@ -204,6 +207,7 @@ def _prepared(servable, examples):
 def test_batcher_runs_concurrent_requests_as_one_call_and_a_bad_one_fails_alone(exports):
     root, _, sample = exports
     servable = Servable("ranker", 2, str(root / "ranker" / "2"))
+    assert servable.batchable_signatures == {export.SERVING_DEFAULT, export.TRANSFORM_FEATURES}
     batcher = Batcher(BatchingParameters(batch_timeout_micros=500_000, num_batch_threads=1))
     slices = [sample[i * 8:(i + 1) * 8] for i in range(6)]
     requests = [_prepared(servable, s) for s in slices] + [_prepared(servable, [b"\xff garbage"])]
@@ -254,9 +258,11 @@ def test_batcher_queue_is_bounded(exports):
 def test_the_batching_server_gives_every_request_its_own_scores(exports):
     root, _, sample = exports
     loaded = tf.saved_model.load(str(root / "ranker" / "2"))
+    printed = []
     process, target = _start("--model_name", "ranker", "--model_base_path", str(root / "ranker"),
-                             "--enable_batching", "--batch_timeout_micros", "20000")
+                             "--enable_batching", "--batch_timeout_micros", "20000", printed=printed)
     try:
+        assert any("batching Predict requests" in line and "20000 us" in line for line in printed), printed
         client = RankerClient(target)
         slices = [sample[i * 8:(i + 1) * 8] for i in range(8)]
         results = _concurrently(lambda examples: client.predict("ranker", examples), [(s,) for s in slices])

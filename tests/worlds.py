@@ -29,11 +29,8 @@ def small_run(root: str) -> RunLayout:
 
 
 def run_transform(layout: RunLayout, kind: str, **flags) -> dict:
-    """The transform job on `layout` into ROOT/<kind>; returns its result."""
+    """The transform job on `layout` into ROOT/<kind>; `flags` are transform.build_argv's (vocab_size=...)."""
     from beam_jobs import transform
 
-    argv = ["--data_dir", layout.data.root, "--sids", layout.sids, "--output", os.path.join(layout.root, kind),
-            "--kind", kind, *IN_MEMORY]
-    for key, value in flags.items():
-        argv += [f"--{key}", str(value)]
-    return transform.run(argv)
+    return transform.run(transform.build_argv(layout.data.root, layout.sids, os.path.join(layout.root, kind), kind,
+                                              beam_args=IN_MEMORY, **flags))
