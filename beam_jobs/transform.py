@@ -1,13 +1,20 @@
 """Beam job: join SIDs onto the logs, learn the SPM vocabulary, and run TF Transform day by day.
 
+Every log row goes through the log contract's row rules (`data_io.check_log_batch`, the same code
+as `sidrec validate`): rows that break them are written to OUTPUT/rejected/ with their file, row,
+field and reason, and counted; nothing invalid reaches training.
+
 Two pipelines in one run, because SentencepieceTokenizer takes its model as a graph attribute
 (bytes when the graph is built), so the model cannot be the tensor output of a TFT analyzer:
-  1. count each candidate's impressions over the training days and, for sid_spm, train the BPE
-     SentencePiece model on the impressed SIDs weighted by them (OUTPUT/spm/sid_spm.model).
-  2. TF Transform: analyse the training days, transform every day into
+  1. count each candidate's impressions over the training window (days before --eval_from) and,
+     for sid_spm, train the BPE SentencePiece model on the impressed SIDs weighted by them
+     (OUTPUT/spm/sid_spm.model).
+  2. TF Transform: analyse the training window, transform every day into
      OUTPUT/transformed/day=NNNN/part-*.tfrecord, and write OUTPUT/transform_fn and the schema.
-Items without a SID get codes of -1 (the table's OOV row) and are counted. OUTPUT/lookups.json
-holds the embedding lookups per item by popularity bucket (the paper's Figure 4).
+Nothing is learned from an evaluation day (pipeline.protocol). Items without a SID get codes of -1
+(the table's OOV row) and are counted. OUTPUT/lookups.json holds the embedding lookups per item by
+popularity bucket (the paper's Figure 4). OUTPUT/fingerprint.json records what the output was made
+from; a rerun with the same inputs reuses it.
 
   python -m beam_jobs.transform --data_dir runs/demo/data --sids runs/demo/sids \\
       --output runs/demo/transform --kind sid_spm --vocab_size 8192
@@ -32,12 +39,13 @@ from tfx_bsl.coders import example_coder
 from beam_jobs import publish
 from beam_jobs.counters import job_counters
 from beam_jobs.sid_stats import MergeCountsFn, bucketed_counts
-from pipeline import contracts, data_io
+from pipeline import contracts, data_io, fingerprint
 from pipeline import features as fk
 from pipeline import lookup_stats, spm_vocab
 from pipeline.item_join import join_item_features
 from pipeline.layout import LOG_FILE_PATTERN, TRANSFORMED_SUFFIX, DataLayout, transformed_day_prefix
 from pipeline.preprocessing import make_preprocessing_fn, raw_feature_spec, serving_feature_spec
+from pipeline.protocol import split_days
 from pipeline.representation import KINDS, RepresentationConfig
 from pipeline.serving_examples import REPRESENTATION_CARD, SERVING_SAMPLE
 
@@ -46,30 +54,91 @@ BATCH_ROWS = 4096
 COUNT_BUCKETS = 64
 SPM_MODEL = os.path.join("spm", "sid_spm.model")
 LOOKUPS_FILE = "lookups.json"
+REJECTED_DIR = "rejected"
 SERVING_SAMPLE_ROWS = 64
+# Bump when a change to this job changes its output for the same inputs (old outputs then rebuild).
+OUTPUT_FORMAT = 2
 # Counter names of items without a SID, per role (the names the job has always reported).
 _MISSING_COUNTERS = {fk.WATCH_SID: "watch_without_sid", fk.CANDIDATE_SID: "candidate_without_sid",
                      fk.HISTORY_SIDS: "history_without_sid"}
 
 
-class JoinItemFeatures(beam.DoFn):
-    """Serialized log records -> one Arrow RecordBatch with SIDs, first day (and embeddings) joined.
+class ReadNumberedBatches(beam.DoFn):
+    """(day, file) -> (day, file, first row, serialized records) in batches of BATCH_ROWS.
 
-    Items without a SID get codes of -1 (the OOV row) and are counted per role. Works on batches,
-    so decoding (tfx_bsl, C++) and the joins are vectorised rather than per row.
+    Rows keep their number in the file, so a rejected row can be named. A log file is read whole by
+    one worker: days are sharded into files (impressions-SSSSS-of-NNNNN), the unit of parallelism.
     """
 
-    def __init__(self, config: RepresentationConfig):
-        self._config = config
+    def process(self, element):
+        day, path = element
+        first_row = 0
+        for records in data_io.read_tfrecord_batches(path, BATCH_ROWS):
+            yield day, path, first_row, records
+            first_row += len(records)
+
+
+class CheckLogRows(beam.DoFn):
+    """Applies the log contract's row rules; valid rows go on as a RecordBatch, the others aside.
+
+    Main output: (day, decoded RecordBatch of the valid rows). Output "rejected": one JSON line per
+    bad row with its file, row, field and reason (and the record), as `sidrec validate` writes them.
+    """
+
+    REJECTED = "rejected"
+
+    def __init__(self, max_history: int):
+        self._max_history = max_history
 
     def setup(self):
         from tfx_bsl.coders import example_coder
 
         self._decoder = example_coder.ExamplesToRecordBatchDecoder()
 
-    def process(self, serialized, sids, first_days, embeddings):
+    def process(self, element):
+        day, path, first_row, records = element
+        try:
+            batch = self._decoder.DecodeBatch(records)
+        except Exception as e:  # tfx_bsl raises plain RuntimeError on malformed protos
+            raise contracts.ContractError(f"{path}: rows {first_row}..{first_row + len(records) - 1} are not "
+                                          f"valid tf.Example records ({e})") from e
+        checked = data_io.check_log_batch(batch, path, day, self._max_history)
+        Metrics.counter(NAMESPACE, "rows_read").inc(len(records))
+        for row, (field, reason) in sorted(checked.failures.items()):
+            Metrics.counter(NAMESPACE, "rows_rejected").inc()
+            Metrics.counter(NAMESPACE, f"rejected_{field}").inc()
+            rejection, record = data_io.log_rejection(path, first_row + row, field, reason, records[row])
+            yield beam.pvalue.TaggedOutput(self.REJECTED, contracts.rejection_json(rejection, record))
+        if checked.ok.any():
+            yield day, batch.filter(pa.array(checked.ok))
+
+
+@beam.ptransform_fn
+def ReadCheckedLogs(pcoll, layout: DataLayout, day: int, max_history: int):  # noqa: N802 (Beam composite)
+    """One day's log files -> DoOutputsTuple(valid=(day, RecordBatch), rejected=JSON lines)."""
+    pattern = _day_files(layout, day)
+    files = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    if not files:
+        raise contracts.ContractError(f"{layout.day_dir(day)}: no files matching {LOG_FILE_PATTERN}")
+    return (pcoll.pipeline
+            | "Files" >> beam.Create([(day, f) for f in files])
+            | "Read" >> beam.ParDo(ReadNumberedBatches())
+            | "Check" >> beam.ParDo(CheckLogRows(max_history)).with_outputs(CheckLogRows.REJECTED, main="valid"))
+
+
+class JoinItemFeatures(beam.DoFn):
+    """(day, valid log rows) -> one Arrow RecordBatch with SIDs, first day (and embeddings) joined.
+
+    Items without a SID get codes of -1 (the OOV row) and are counted per role. Works on batches,
+    so the joins are vectorised rather than per row.
+    """
+
+    def __init__(self, config: RepresentationConfig):
+        self._config = config
+
+    def process(self, element, sids, first_days, embeddings):
+        _, batch = element
         config = self._config
-        batch = self._decoder.DecodeBatch(serialized)
         n = batch.num_rows
         watch, candidate = (_ids(batch, key) for key in (fk.WATCH_ITEM_ID, fk.CANDIDATE_ITEM_ID))
         history_values, history_lengths, _ = contracts.list_column(batch.column(fk.HISTORY_ITEM_IDS))
@@ -107,21 +176,14 @@ def _ids(batch: pa.RecordBatch, key: str) -> list[str]:
 
 
 def _scalars(batch: pa.RecordBatch, key: str) -> np.ndarray:
-    """One value per row, or a clear error: this job reads logs that passed the contract readers."""
-    if key not in batch.schema.names:
-        raise ValueError(f"log records without '{key}': check the logs with `sidrec validate` first")
-    values, lengths, _ = contracts.list_column(batch.column(key))
-    if (lengths != 1).any():
-        raise ValueError(f"{int((lengths != 1).sum())} log records without exactly one '{key}' value: "
-                         "check the logs with `sidrec validate` first")
+    """One value per row of a batch that passed the row rules (so exactly one is there)."""
+    values, _, _ = contracts.list_column(batch.column(key))
     return values
 
 
-def _candidate_counts(serialized) -> list:
-    """Impressions per candidate in one batch, pre-aggregated per hash bucket."""
-    from tfx_bsl.coders import example_coder
-
-    batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(serialized)
+def _candidate_counts(element) -> list:
+    """Impressions per candidate in one batch of valid rows, pre-aggregated per hash bucket."""
+    _, batch = element
     return list(bucketed_counts(_ids(batch, fk.CANDIDATE_ITEM_ID), COUNT_BUCKETS))
 
 
@@ -143,7 +205,9 @@ def _day_files(layout: DataLayout, day: int) -> str:
 
 
 def count_step(layout: DataLayout, sid_table: data_io.SidTable, train_days, config, options, staging: str):
-    """Pipeline 1: impressions per candidate over the training days, and (sid_spm) the BPE model.
+    """Pipeline 1: impressions per candidate over the training window, and (sid_spm) the BPE model.
+
+    Rows that break the row rules are left out here too; pipeline 2 writes them aside.
 
     Returns:
       ({item_id: impressions}, SentencePiece model bytes or None).
@@ -152,9 +216,8 @@ def count_step(layout: DataLayout, sid_table: data_io.SidTable, train_days, conf
     model_path = os.path.join(staging, SPM_MODEL)
     with beam.Pipeline(options=options) as p:
         counts = (
-            [p | f"ReadDay{d}" >> beam.io.ReadFromTFRecord(_day_files(layout, d)) for d in train_days]
+            [(p | f"ReadDay{d}" >> ReadCheckedLogs(layout, d, config.max_history)).valid for d in train_days]
             | "AllTrainingDays" >> beam.Flatten()
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=BATCH_ROWS)
             | "CandidatesPerBucket" >> beam.FlatMap(_candidate_counts)
             | "ImpressionsPerItem" >> beam.CombinePerKey(MergeCountsFn())
             | "Items" >> beam.FlatMap(lambda kv: kv[1].items())
@@ -197,8 +260,13 @@ def _parse(argv):
     parser.add_argument("--buckets", type=int, default=8192, help="random_hash buckets B")
     parser.add_argument("--ngram", type=int, default=2, help="sid_ngram N (divides L)")
     parser.add_argument("--vocab_size", type=int, default=8192, help="sid_spm table size V")
-    parser.add_argument("--train_days", type=int, default=0,
-                        help="analyse days up to this one (default: every day but the last)")
+    parser.add_argument("--eval_from", type=int, default=0,
+                        help="first evaluation day T+1: vocabularies and analyzers learn from the days "
+                             "before it only (default: the second half of the days is evaluated)")
+    parser.add_argument("--max_history", type=int, default=fk.DEFAULT_MAX_HISTORY,
+                        help="the log contract's history cap H: longer histories are rejected")
+    parser.add_argument("--if_changed", choices=fingerprint.POLICIES, default="rebuild",
+                        help="when the output exists but was made from other inputs: rebuild it, or refuse")
     return parser.parse_known_args(argv)
 
 
@@ -211,14 +279,20 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
     metadata = tft.DatasetMetadata.from_feature_spec(raw_feature_spec(config))
     adapter = tensor_adapter_config(config)
     with beam.Pipeline(options=options) as p, tft_beam.Context(temp_dir=os.path.join(staging, "tmp")):
-        joined = {}
+        joined, rejected = {}, []
         for day in days:
-            joined[day] = (p | f"ReadDay{day}" >> beam.io.ReadFromTFRecord(_day_files(layout, day))
-                           | f"BatchDay{day}" >> beam.BatchElements(min_batch_size=1, max_batch_size=BATCH_ROWS)
-                           | f"JoinDay{day}" >> beam.ParDo(JoinItemFeatures(config), sids, first_days,
-                                                                           embeddings))
-        _ = (joined[days[-1]]
-             | "LargestBatchOfLastDay" >> beam.combiners.Top.Of(1, key=lambda batch: batch.num_rows)
+            logs = p | f"ReadDay{day}" >> ReadCheckedLogs(layout, day, config.max_history)
+            rejected.append(logs.rejected)
+            joined[day] = logs.valid | f"JoinDay{day}" >> beam.ParDo(JoinItemFeatures(config), sids, first_days,
+                                                                     embeddings)
+        _ = (rejected
+             | "AllRejected" >> beam.Flatten()
+             | "WriteRejected" >> beam.io.WriteToText(os.path.join(staging, REJECTED_DIR, "part"),
+                                                      file_name_suffix=".jsonl"))
+        # The warm-up requests come from the training window too: nothing in the output but the
+        # evaluation days' own examples depends on an evaluation day.
+        _ = (joined[train_days[-1]]
+             | "LargestBatchOfLastTrainingDay" >> beam.combiners.Top.Of(1, key=lambda batch: batch.num_rows)
              | "ServingSample" >> beam.FlatMap(_serving_sample, config)
              | "WriteServingSample" >> beam.io.WriteToTFRecord(os.path.join(staging, SERVING_SAMPLE),
                                                                shard_name_template=""))
@@ -240,32 +314,57 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
 
 
 def build_argv(data_dir: str, sids: str, output: str, kind: str, buckets: int = 8192, ngram: int = 2,
-               vocab_size: int = 8192, train_days: int = 0, beam_args=()) -> list[str]:
+               vocab_size: int = 8192, eval_from: int = 0, max_history: int = fk.DEFAULT_MAX_HISTORY,
+               if_changed: str = "rebuild", beam_args=()) -> list[str]:
     """The command line of `run` (what `sidrec transform` and `sidrec experiment` call)."""
     return ["--data_dir", data_dir, "--sids", sids, "--output", output, "--kind", kind, "--buckets", str(buckets),
-            "--ngram", str(ngram), "--vocab_size", str(vocab_size), "--train_days", str(train_days), *beam_args]
+            "--ngram", str(ngram), "--vocab_size", str(vocab_size), "--eval_from", str(eval_from),
+            "--max_history", str(max_history), "--if_changed", if_changed, *beam_args]
 
 
-def run(argv=None) -> dict:
-    """Runs both pipelines and publishes the output; returns {"output", "config", "counters"}."""
+def input_fingerprint(layout: DataLayout, sids_dir: str, config: RepresentationConfig,
+                      eval_from: int) -> fingerprint.Fingerprint:
+    """What a transform output is made from: logs and corpus bytes, the SID table, the config, T."""
+    inputs = {"stage": "transform", "format": OUTPUT_FORMAT, "representation": config.result_fields(),
+              "eval_from": eval_from, "corpus": fingerprint.digest_files([layout.corpus]),
+              "logs": {f"day={d:04d}": fingerprint.digest_files(data_io.day_files(layout, d)) for d in layout.days()}}
+    if config.kind in ("sid_ngram", "sid_spm"):
+        recorded = fingerprint.read(sids_dir)
+        inputs["sid_table"] = (recorded["fingerprint"] if recorded else
+                               fingerprint.digest_files(tf.io.gfile.glob(os.path.join(sids_dir, "table", "*"))))
+    return fingerprint.Fingerprint(inputs)
+
+
+def run(argv=None, log=logging.info) -> dict:
+    """Runs both pipelines and publishes the output, or reuses an output made from the same inputs.
+
+    Returns:
+      {"output", "config", "counters", "reused"}.
+    """
     args, beam_args = _parse(argv)
     layout = DataLayout(args.data_dir)
-    days = layout.days()
-    if len(days) < 2:
-        raise ValueError(f"{layout.logs}: need at least two days (train, then evaluate), found {days}")
-    train_days = [d for d in days if d <= (args.train_days or days[-2])]
+    split = split_days(layout.days(), args.eval_from)
+    days, train_days = list(split.days), split.train_window
     sid_table = data_io.read_sid_table(os.path.join(args.sids, "table"))
     corpus = data_io.read_corpus(layout.corpus)
     config = RepresentationConfig(kind=args.kind, buckets=args.buckets, ngram=args.ngram,
                                   vocab_size=args.vocab_size, num_levels=sid_table.sids.shape[1],
-                                  codebook_size=_codebook_size(args.sids), embedding_dim=corpus.dim)
+                                  codebook_size=_codebook_size(args.sids), embedding_dim=corpus.dim,
+                                  max_history=args.max_history)
+    made_from = input_fingerprint(layout, args.sids, config, split.eval_from)
+    if fingerprint.up_to_date(args.output, made_from, args.if_changed, "transform output", log):
+        with open(os.path.join(args.output, REPRESENTATION_CARD), encoding="utf-8") as f:
+            counters = json.load(f)["counters"]
+        log(f"transform output {args.output} is up to date (fingerprint {made_from.value}): reusing it")
+        return {"output": args.output, "config": config, "counters": counters, "reused": True}
     options = PipelineOptions(beam_args)
     staging = publish.staging_dir(args.output)
     try:
         impressions, spm_model = count_step(layout, sid_table, train_days, config, options, staging)
         counters = transform_step(layout, days, train_days, config, spm_model, sid_table, corpus, options, staging)
         card = {"config": vars(config), "name": config.name, "table_rows": config.table_rows,
-                "train_days": train_days, "days": days, "counters": counters}
+                "train_days": train_days, "eval_from": split.eval_from, "eval_days": split.eval_days,
+                "days": days, "counters": counters, "fingerprint": made_from.value}
         _write_bytes(json.dumps(card, indent=2).encode("utf-8"), os.path.join(staging, REPRESENTATION_CARD))
         sids = sid_table.lookup()
         impressed = [i for i in impressions if i in sids or config.kind in ("random_hash", "dense")]
@@ -275,12 +374,15 @@ def run(argv=None) -> dict:
         _write_bytes(json.dumps(lookups, indent=2).encode("utf-8"), os.path.join(staging, LOOKUPS_FILE))
         if FileSystems.exists(os.path.join(staging, "tmp")):
             FileSystems.delete([os.path.join(staging, "tmp")])
+        made_from.write(staging)
         publish.publish(staging, args.output)
     except BaseException:
         publish.discard(staging)
         raise
+    if counters.get("rows_rejected"):
+        log(f"{counters['rows_rejected']:,} log rows rejected, written to {os.path.join(args.output, REJECTED_DIR)}")
     logging.info("transformed %d days with %s into %s", len(days), config.name, args.output)
-    return {"output": args.output, "config": config, "counters": counters}
+    return {"output": args.output, "config": config, "counters": counters, "reused": False}
 
 
 def _codebook_size(sids_dir: str) -> int:

@@ -7,13 +7,30 @@ from models.trunks import build_trunk
 from pipeline import features as fk
 
 
+def deeper(hidden_dims, depth_multiplier: float) -> tuple[int, ...]:
+    """round(m x layers) layers at the base widths; added layers repeat the last width.
+
+    (128, 64) at 1x, 1.5x, 2x: (128, 64), (128, 64, 64), (128, 64, 64, 64).
+
+    Raises:
+      ValueError: no widths, or a multiplier that leaves no layer.
+    """
+    hidden_dims = tuple(int(d) for d in hidden_dims)
+    layers = int(depth_multiplier * len(hidden_dims) + 0.5)  # half rounds up: 1.5 x 1 layer -> 2
+    if not hidden_dims or layers < 1:
+        raise ValueError(f"depth_multiplier {depth_multiplier} x {len(hidden_dims)} layers leaves no layer")
+    return hidden_dims[:layers] + hidden_dims[-1:] * (layers - len(hidden_dims))
+
+
 @tf.keras.utils.register_keras_serializable(package="sidrec")
 class MultitaskRanker(tfrs.Model):
     """A trunk over [watch, candidate, watch * candidate, history, history * candidate] and two heads.
 
     Args:
       item_encoder: a PieceItemEncoder or DenseItemEncoder.
-      hidden_dims: trunk widths; `depth_multiplier` (1, 1.5 or 2 for the dense baselines) scales them.
+      hidden_dims: trunk widths, one layer each.
+      depth_multiplier: the paper's "1.5x-2x layers" for the dense baselines: the trunk gets
+        round(m x layers) layers at the base widths (see `deeper`).
       engagement_weight: weight of the engagement loss in the sum with the click loss.
       trunk: "shared_bottom" or "mmoe" (`num_experts` experts, one gate per task).
     """
@@ -23,7 +40,7 @@ class MultitaskRanker(tfrs.Model):
         super().__init__(**kwargs)
         self.item_encoder = item_encoder
         self.base_hidden_dims = tuple(hidden_dims)
-        self.hidden_dims = tuple(int(round(d * depth_multiplier)) for d in hidden_dims)
+        self.hidden_dims = deeper(hidden_dims, depth_multiplier)
         self.depth_multiplier = depth_multiplier
         self.engagement_weight = engagement_weight
         self.trunk_kind, self.num_experts = trunk, num_experts

@@ -88,8 +88,11 @@ def _transform(args) -> None:
                                                                                args.vocab_size))
     summary = transform.run(transform.build_argv(args.data_dir or layout.data.root, args.sids or layout.sids, output,
                                                  args.kind, args.buckets, args.ngram, args.vocab_size,
-                                                 args.train_days, args.beam_args))
+                                                 args.eval_from, args.max_history, args.if_changed, args.beam_args),
+                            log=print)
     print("counters: " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary["counters"].items())))
+    if summary["counters"].get("rows_rejected"):
+        print(f"rejected log rows (file, row, field, reason): {os.path.join(output, transform.REJECTED_DIR)}")
     with open(os.path.join(output, transform.LOOKUPS_FILE), encoding="utf-8") as f:
         lookups = json.load(f)
     print(f"{summary['config'].name}: {summary['config'].table_rows:,} table rows; lookups per item "
@@ -102,10 +105,10 @@ def _lookups(args) -> None:
     import numpy as np
 
     from pipeline import data_io, lookup_stats, plots
+    from pipeline.protocol import split_days
 
     layout = RunLayout(args.run_dir)
-    days = layout.data.days()
-    train_days = [d for d in days if d <= (args.train_days or days[-2])]
+    train_days = split_days(layout.data.days(), args.eval_from).train_window
     table = data_io.read_sid_table(os.path.join(args.sids or layout.sids, "table")).lookup()
     with open(os.path.join(args.sids or layout.sids, "stats.json"), encoding="utf-8") as f:
         codebook_size = json.load(f)["codebook_size"]
@@ -134,8 +137,9 @@ def _train(args) -> None:
     config = config_flags.from_args(day_loop.TrainConfig, args)
     layout = RunLayout(args.run_dir)
     transform_dir = os.path.join(layout.transform, args.representation)
-    output = os.path.join(layout.ranker, day_loop.run_label(args.representation, config))
-    history = day_loop.train(transform_dir, output, config, args.export_dir or None, args.model_name)
+    output = os.path.join(layout.ranker, day_loop.run_dir_name(args.representation, config))
+    history = day_loop.train(transform_dir, output, config, args.export_dir or None, args.model_name,
+                             if_changed=args.if_changed)
     print(f"{'day':>4} {'CTR AUC':>8} {'CTR/1D AUC':>10} {'engagement RMSE':>15}")
     for e in history:
         print(f"{e['evaluated_on_day']:>4} {e['ctr_auc']:>8.4f} {e['ctr_1d_auc']:>10.4f} {e['engagement_rmse']:>15.4f}")
@@ -148,9 +152,12 @@ def _experiment(args) -> None:
     from pipeline import day_loop, experiment
 
     config = config_flags.from_args(day_loop.TrainConfig, args)
-    results = experiment.run(RunLayout(args.run_dir), experiment.parse_arms(args.arms), config, args.beam_args)
+    results = experiment.run(RunLayout(args.run_dir), experiment.parse_arms(args.arms), config, args.beam_args,
+                             baseline=args.baseline, eval_from=args.eval_from, max_history=args.max_history,
+                             if_changed=args.if_changed)
     print(experiment.format_table(results))
     print(f"results: {results['path']}\nplot:    {results['plot']}")
+    return results
 
 
 def _serve(args) -> None:
@@ -207,25 +214,26 @@ def _demo(args) -> None:
     print("== 3/4 materialise the SIDs of every item with the frozen model (Beam, DirectRunner) ==")
     args.model, args.output, args.existing_table, args.beam_args = "", "", "", []
     _materialize(args)
-    print("== 4/4 TF Transform: SentencePiece pieces of the SIDs, learned on days 1..N-1 ==")
+    print("== 4/4 TF Transform: SentencePiece pieces of the SIDs, learned on the training window only ==")
     args.data_dir, args.sids, args.kind, args.buckets, args.ngram = "", "", "sid_spm", 8192, 2
-    args.vocab_size, args.train_days = 8192, 0
+    args.vocab_size, args.eval_from, args.max_history, args.if_changed = 8192, 0, fk.DEFAULT_MAX_HISTORY, "rebuild"
     _transform(args)
     print("== lookups per item by popularity, per representation (the paper's Figure 4) ==")
     args.vocab_sizes = "2048,8192,32768"
     _lookups(args)
-    print("== the paper's table: each representation trained day by day, evaluated on the next day ==")
+    print("== the paper's table: each representation trained day by day; each evaluation day evaluated "
+          "before the model trains on it ==")
     from pipeline.day_loop import TrainConfig
 
-    args.arms = DEMO_ARMS
+    args.arms, args.baseline = DEMO_ARMS, ""
     for name, value in vars(TrainConfig()).items():
         setattr(args, name, value)
-    _experiment(args)
+    results = _experiment(args)
     print("== serve the last sid_spm_8192 export over TF Serving's gRPC API; rank candidates for 3 users ==")
     from serving import server
     from serving.servables import ModelConfig
 
-    export_base = os.path.join(RunLayout(args.run_dir).ranker, "sid_spm_8192", "export")
+    export_base = os.path.join(next(r["run_dir"] for r in results["runs"] if r["label"] == "sid_spm_8192"), "export")
     grpc_server, manager, port = server.start([ModelConfig("ranker", export_base)])
     print(f"serving {export_base} (version {manager.servable('ranker').version}) on 127.0.0.1:{port}; the same with "
           f"the stock server: tensorflow_model_server --model_name=ranker --model_base_path={os.path.abspath(export_base)}")
@@ -239,10 +247,25 @@ def _demo(args) -> None:
     print("server stopped")
 
 
+def _add_protocol_flags(parser: argparse.ArgumentParser) -> None:
+    """The evaluation protocol and the reuse policy, shared by the stages that transform."""
+    from pipeline.fingerprint import POLICIES
+
+    parser.add_argument("--eval_from", type=int, default=0,
+                        help="first evaluation day T+1: vocabularies and analyzers learn from days 1..T only, and "
+                             "each day from T+1 on is evaluated before the model trains on it (default: the "
+                             "second half of the days is evaluated)")
+    parser.add_argument("--max_history", type=int, default=fk.DEFAULT_MAX_HISTORY,
+                        help="history cap H of the log contract: rows with longer histories are rejected")
+    parser.add_argument("--if_changed", choices=POLICIES, default="rebuild",
+                        help="when an output exists but was made from other inputs: rebuild it, or refuse")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from models.rqvae import RQVAEConfig
     from pipeline import experiment as experiment_defaults
     from pipeline.day_loop import TrainConfig
+    from pipeline.fingerprint import POLICIES
     from pipeline.movielens import MovieLensConfig
     from pipeline.representation import KINDS
     from pipeline.simulator import SimulatorConfig
@@ -298,8 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--existing_table", default="", help="incremental: keep the SIDs of items in this table")
 
     tr = command("transform", _transform, "join the SIDs onto the logs and run TF Transform for one item "
-                 "representation: analyse days 1..N-1 (learning the SentencePiece vocabulary for sid_spm) "
-                 "and transform every day into RUN_DIR/transform/<name> (random_hash_8192, dense, sid_2gram, "
+                 "representation: analyse the training window, days before --eval_from (learning the "
+                 "SentencePiece vocabulary for sid_spm), and transform every day into RUN_DIR/transform/<name> (random_hash_8192, dense, sid_2gram, "
                  "sid_spm_8192...). Other flags go to Beam")
     tr.add_argument("--run_dir", default=DEFAULT_RUN_DIR, help="run directory")
     tr.add_argument("--data_dir", default="", help="corpus + logs (default: RUN_DIR/data)")
@@ -310,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--buckets", type=int, default=8192, help="random_hash buckets B")
     tr.add_argument("--ngram", type=int, default=2, help="sid_ngram N (must divide L)")
     tr.add_argument("--vocab_size", type=int, default=8192, help="sid_spm table size V")
-    tr.add_argument("--train_days", type=int, default=0, help="analyse days up to this one (default: all but last)")
+    _add_protocol_flags(tr)
 
     lk = command("lookups", _lookups, "embedding lookups per item by popularity bucket for random hashing, "
                  "every N-gram and SentencePiece at several table sizes (the paper's Figure 4), from the "
@@ -319,10 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     lk.add_argument("--sids", default="", help="SID table directory (default: RUN_DIR/sids)")
     lk.add_argument("--buckets", type=int, default=8192, help="random_hash buckets B")
     lk.add_argument("--vocab_sizes", default="2048,8192,32768,65536", help="SPM table sizes V")
-    lk.add_argument("--train_days", type=int, default=0, help="days up to this one (default: all but last)")
+    lk.add_argument("--eval_from", type=int, default=0, help="first evaluation day: lookups count the days "
+                    "before it, the training window (default: the second half of the days is evaluated)")
 
-    tn = command("train", _train, "train the ranker day by day on RUN_DIR/transform/<name>: fit on "
-                 "day d, evaluate CTR AUC and CTR/1D AUC on day d+1; resumes after the last finished day")
+    tn = command("train", _train, "train the ranker day by day on RUN_DIR/transform/<name>, evaluating CTR AUC "
+                 "and CTR/1D AUC on each evaluation day before fitting on it, into RUN_DIR/ranker/<run>-<config "
+                 "hash>; resumes after the last finished day")
     tn.add_argument("--run_dir", default=DEFAULT_RUN_DIR, help="run directory")
     tn.add_argument("--representation", default="sid_spm_8192",
                     help="a transform output under RUN_DIR/transform/ (e.g. random_hash_8192, dense, sid_2gram, "
@@ -330,15 +355,20 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--export_dir", default="",
                     help="export base: one SavedModel per day as <day>/ (default: RUN_DIR/ranker/<run>/export)")
     tn.add_argument("--model_name", default="ranker", help="model name in the exports' warm-up requests")
+    tn.add_argument("--if_changed", choices=POLICIES, default="rebuild",
+                    help="when the run directory holds a run made from other inputs: rebuild it, or refuse")
     config_flags.add_flags(tn, TrainConfig)
 
     ex = command("experiment", _experiment, "the paper's table: transform (or reuse) and train every arm day by "
                  "day with and without history on the same data, then print the %% change in CTR AUC and CTR/1D "
-                 "AUC against random_hash with 8K buckets, beside the oracle AUC (RUN_DIR/metrics/experiment.json "
-                 "and a plot). Other flags go to Beam")
+                 "AUC over the evaluation days against the baseline arm, beside the oracle AUC "
+                 "(RUN_DIR/metrics/experiment.json and a plot). Other flags go to Beam")
     ex.add_argument("--run_dir", default=DEFAULT_RUN_DIR, help="run directory")
     ex.add_argument("--arms", default=experiment_defaults.DEFAULT_ARMS,
                     help="comma-separated KIND[:VALUE]: random_hash:B, dense:DEPTH_MULTIPLIER, sid_ngram:N, sid_spm:V")
+    ex.add_argument("--baseline", default="", help="the arm the %% changes are against, as in --arms "
+                    "(default: the first random_hash arm)")
+    _add_protocol_flags(ex)
     config_flags.add_flags(ex, TrainConfig)
 
     sv = command("serve", _serve, "serve the daily exports over TF Serving's gRPC API (PredictionService, "
@@ -382,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         args.fn(args)
-    except (ContractError, ValueError) as e:
+    except (ContractError, ValueError, FileNotFoundError) as e:
         print(f"sidrec {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

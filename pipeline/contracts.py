@@ -69,8 +69,7 @@ class RejectSink:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             self._file = open(self.path, "w", encoding="utf-8")
         self.counts[f"{rejection.field}: {rejection.reason.split(':')[0]}"] += 1
-        line = dict(dataclasses.asdict(rejection), record=record)
-        self._file.write(json.dumps(line, default=_jsonable) + "\n")
+        self._file.write(rejection_json(rejection, record) + "\n")
 
     def close(self) -> None:
         if self._file is not None:
@@ -85,6 +84,11 @@ class RejectSink:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def rejection_json(rejection: Rejection, record: dict[str, Any]) -> str:
+    """One dead-letter line: source, row, field, reason and the record (what every job writes aside)."""
+    return json.dumps(dict(dataclasses.asdict(rejection), record=record), default=_jsonable)
 
 
 def _jsonable(value):

@@ -282,8 +282,26 @@ def _decode_strings(values: np.ndarray) -> np.ndarray:
     return np.array([v.decode("utf-8") if isinstance(v, bytes) else v for v in values], dtype=object)
 
 
-def _validate_log_batch(batch: pa.RecordBatch, source: str, first_row: int, expected_day: int | None,
-                        max_history: int, sink: RejectSink, serialized: list[bytes]) -> Impressions:
+@dataclasses.dataclass
+class CheckedLogBatch:
+    """A decoded batch of log records after the row rules: which rows pass, why the others fail."""
+
+    ok: np.ndarray  # bool [n]
+    failures: dict  # row -> (field, reason)
+    impressions: Impressions  # the rows that pass
+
+
+def check_log_batch(batch: pa.RecordBatch, source: str, expected_day: int | None,
+                    max_history: int) -> CheckedLogBatch:
+    """The log contract's row rules, on one decoded batch: the one implementation every reader calls.
+
+    `sidrec validate`, the log readers and the transform job all go through here, so a row that one
+    of them rejects, every one rejects, for the same field and reason.
+
+    Raises:
+      ContractError: a file-level problem (a column missing or of the wrong type), naming `source`.
+    """
+    contracts.check_columns(batch.schema, fk.LOG_FIELDS, source, scalars_as_lists=True)
     n = batch.num_rows
     strings = {}
     bad_string = {}
@@ -323,19 +341,30 @@ def _validate_log_batch(batch: pa.RecordBatch, source: str, first_row: int, expe
         checks.append((fk.TRUE_CTR, bad_truth | ~((true_ctr >= 0) & (true_ctr <= 1)),
                        lambda r: "expected one probability in [0, 1]"))
     ok, failures = contracts.first_failure(checks, n)
-    for row in sorted(failures):
-        field, reason = failures[row]
-        record = {"serialized_example_base64": base64.b64encode(serialized[row]).decode("ascii")}
-        sink.reject(Rejection(source, first_row + row, field, reason), record)
-
     keep_values = np.repeat(ok, hist_lengths)
-    return Impressions(
+    impressions = Impressions(
         user_id=strings[fk.USER_ID][ok], watch_item_id=strings[fk.WATCH_ITEM_ID][ok],
         candidate_item_id=strings[fk.CANDIDATE_ITEM_ID][ok],
         history_values=hist_values[keep_values] if hist_values.size else hist_values,
         history_lengths=hist_lengths[ok], click=click[ok].astype(np.int64),
         engagement=engagement[ok].astype(np.float32), day=day[ok].astype(np.int64),
         true_ctr=None if true_ctr is None else true_ctr[ok].astype(np.float32))
+    return CheckedLogBatch(ok, failures, impressions)
+
+
+def log_rejection(source: str, row: int, field: str, reason: str, serialized: bytes) -> tuple[Rejection, dict]:
+    """A rejected log row as every reader writes it aside: where, why, and the record itself."""
+    return (Rejection(source, row, field, reason),
+            {"serialized_example_base64": base64.b64encode(serialized).decode("ascii")})
+
+
+def _validate_log_batch(batch: pa.RecordBatch, source: str, first_row: int, expected_day: int | None,
+                        max_history: int, sink: RejectSink, serialized: list[bytes]) -> Impressions:
+    checked = check_log_batch(batch, source, expected_day, max_history)
+    for row in sorted(checked.failures):
+        field, reason = checked.failures[row]
+        sink.reject(*log_rejection(source, first_row + row, field, reason, serialized[row]))
+    return checked.impressions
 
 
 def read_log_file(path: str, expected_day: int | None = None, max_history: int = fk.DEFAULT_MAX_HISTORY,
@@ -358,7 +387,6 @@ def read_log_file(path: str, expected_day: int | None = None, max_history: int =
         except Exception as e:  # tfx_bsl raises plain RuntimeError on malformed protos
             raise ContractError(f"{path}: rows {first_row}..{first_row + len(serialized) - 1} "
                                 f"are not valid tf.Example records ({e})") from e
-        contracts.check_columns(batch.schema, fk.LOG_FIELDS, path, scalars_as_lists=True)
         parts.append(_validate_log_batch(batch, path, first_row, expected_day, max_history, sink, serialized))
         first_row += len(serialized)
     if first_row == 0:

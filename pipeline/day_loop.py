@@ -1,15 +1,19 @@
-"""`sidrec train`: fit the ranker one day at a time and evaluate each day on the next, unseen day.
+"""`sidrec train`: fit the ranker one day at a time; evaluate each evaluation day before fitting on it.
 
-Per day d: one `model.fit` pass over day d's transformed examples, then CTR AUC over all of day
-d+1 and CTR/1D AUC over its impressions of items first seen that day (exact AUCs from
-`pipeline.metrics`), the engagement RMSE, TensorBoard scalars, a line in metrics.jsonl, an export
-EXPORT_BASE/<d>/ for TF Serving and a checkpoint. Run again after a crash, it resumes after the
-last completed day and ends with the same metrics.
+The protocol (pipeline.protocol): the transform output's training window is days 1..T. The ranker
+trains on every day; each day d from T+1 on is first evaluated by the model trained on days 1..d-1
+(progressive validation: CTR AUC over all of day d, CTR/1D AUC over its impressions of items first
+seen that day, exact AUCs from `pipeline.metrics`, and the engagement RMSE), then trained on. Per
+day: TensorBoard scalars, a line in metrics.jsonl (evaluation days), an export EXPORT_BASE/<d>/ for
+TF Serving and a checkpoint. Run again after a crash, it resumes after the last completed day and
+ends with the same metrics. The run directory's fingerprint.json records the transform output and
+config it was trained from; a run made from other inputs is rebuilt (or refused), never resumed.
 """
 
 import dataclasses
 import json
 import os
+import shutil
 
 import numpy as np
 import tensorflow as tf
@@ -19,7 +23,7 @@ from models.item_encoder import DenseItemEncoder, PieceItemEncoder
 from models.ranker import MultitaskRanker, ranker_optimizer
 from models.trunks import TRUNKS
 from pipeline import features as fk
-from pipeline import layout
+from pipeline import fingerprint, layout
 from pipeline.config_flags import flag
 from pipeline.metrics import binary_auc
 from pipeline.serving_examples import read_representation, read_serving_sample
@@ -27,13 +31,16 @@ from serving.export import export_version
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+# Bump when a change to the loop changes its metrics for the same inputs (old runs then rebuild).
+RUN_FORMAT = 2
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     embedding_dim: int = flag(32, "item table dimension")
     hidden_dims: tuple[int, ...] = flag((128, 64), "trunk widths")
-    depth_multiplier: float = flag(1.0, "scale of the trunk widths (1, 1.5, 2 for the dense baselines)")
+    depth_multiplier: float = flag(1.0, "trunk depth: round(m x layers) layers at the base widths (1, 1.5, 2 "
+                                        "for the dense baselines, as the paper's 1.5x-2x layers)")
     use_history: bool = flag(True, "feed the pooled history (the paper's two settings)")
     batch_size: int = flag(512, "examples per step")
     learning_rate: float = flag(0.005, "Adam learning rate of the dense layers")
@@ -63,6 +70,17 @@ def run_label(representation: str, config: TrainConfig) -> str:
     if not config.use_history and representation != "dense":
         label += "_no_history"
     return label
+
+
+def run_dir_name(representation: str, config: TrainConfig) -> str:
+    """The run's directory: its label and a hash of the whole config, so two configs never share one."""
+    return f"{run_label(representation, config)}-{fingerprint.Fingerprint(dataclasses.asdict(config)).value[:8]}"
+
+
+def run_fingerprint(card: dict, config: TrainConfig) -> fingerprint.Fingerprint:
+    """What a ranker run is made from: its transform output's fingerprint and the training config."""
+    return fingerprint.Fingerprint({"stage": "ranker", "format": RUN_FORMAT, "transform": card["fingerprint"],
+                                    "representation": card["name"], "train_config": dataclasses.asdict(config)})
 
 
 def build_ranker(card: dict, config: TrainConfig) -> MultitaskRanker:
@@ -115,19 +133,41 @@ def evaluate_day(model: MultitaskRanker, dataset: tf.data.Dataset) -> dict:
             "cold_start_examples": int(c.sum()), "engagement_rmse": float(np.sqrt(np.mean((e - w) ** 2)))}
 
 
+def read_protocol_card(transform_dir: str) -> dict:
+    """The transform output's card, which must carry the protocol's split and a fingerprint.
+
+    Raises:
+      ValueError: a transform output made before the evaluation protocol.
+    """
+    card = read_representation(transform_dir)
+    if "eval_from" not in card or "fingerprint" not in card:
+        raise ValueError(f"{transform_dir} was made before the evaluation protocol (no eval_from or fingerprint "
+                         "in its representation.json): run `sidrec transform` again")
+    return card
+
+
 def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base: str | None = None,
-          model_name: str = "ranker", log=print, export_every_day: bool = True) -> list[dict]:
-    """Trains day by day (resuming after the last checkpointed day); returns the metrics per day.
+          model_name: str = "ranker", log=print, export_every_day: bool = True,
+          if_changed: str = "rebuild") -> list[dict]:
+    """Trains on every day, evaluating the evaluation days first (resuming after the last checkpointed day).
 
     Args:
       transform_dir: a transform output (representation.json, transformed/day=NNNN/, transform_fn).
-      output_dir: checkpoints, metrics.jsonl and TensorBoard logs go here.
+      output_dir: checkpoints, metrics.jsonl, fingerprint.json and TensorBoard logs go here.
       export_base: where the daily SavedModels go as <day>/ (default OUTPUT_DIR/export).
       model_name: the model name in the exports' warm-up requests.
       export_every_day: False exports only after the last day (experiments that compare many runs).
+      if_changed: "rebuild" or "refuse" when output_dir holds a run made from other inputs.
+
+    Returns:
+      One entry per evaluation day: the day, the AUCs, the engagement RMSE (and the export, if any).
     """
-    card = read_representation(transform_dir)
-    days = card["days"]
+    card = read_protocol_card(transform_dir)
+    days, eval_from = card["days"], card["eval_from"]
+    made_from = run_fingerprint(card, config)
+    if os.path.exists(output_dir) and not fingerprint.up_to_date(output_dir, made_from, if_changed, "ranker run", log):
+        shutil.rmtree(output_dir)
+    made_from.write(output_dir)
     export_base = export_base or os.path.join(output_dir, "export")
     warmup = read_serving_sample(transform_dir)
     tf.keras.utils.set_random_seed(config.seed)
@@ -144,33 +184,39 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
         # with no day left never takes that step, so do not warn about them.
         status.expect_partial()
         log(f"resuming after day {int(done.numpy())} from {manager.latest_checkpoint}")
-    os.makedirs(output_dir, exist_ok=True)
     metrics_path = os.path.join(output_dir, METRICS_FILE)
     history = _read_metrics(metrics_path, int(done.numpy()))
     tensorboard = os.path.join(output_dir, TENSORBOARD_DIR)
     evaluation_writer = tf.summary.create_file_writer(os.path.join(tensorboard, "next_day"))
-    for step, (day, next_day) in enumerate(zip(days[:-1], days[1:])):
+    for step, day in enumerate(days):
         if day <= int(done.numpy()):
             continue
-        log(f"day {day} ({step + 1}/{len(days) - 1}): fit on {card['name']} examples of day {day}, "
-            f"evaluate on day {next_day}")
+        entry = None
+        if day >= eval_from:
+            log(f"day {day} ({step + 1}/{len(days)}): evaluate on day {day}, unseen, then fit on it")
+            entry = {"evaluated_on_day": day, "trained_through_day": days[step - 1], "representation": card["name"],
+                     "use_history": config.use_history and card["config"]["kind"] != "dense",
+                     **evaluate_day(model, day_dataset(transform_dir, day, config.batch_size))}
+            log(f"day {day}: CTR AUC {entry['ctr_auc']:.4f}, CTR/1D AUC {entry['ctr_1d_auc']:.4f} "
+                f"({entry['cold_start_examples']:,} cold-start impressions), "
+                f"engagement RMSE {entry['engagement_rmse']:.4f}")
+            with evaluation_writer.as_default(step=step):
+                for name in ("ctr_auc", "ctr_1d_auc", "engagement_rmse"):
+                    tf.summary.scalar(name, entry[name])
+        else:
+            log(f"day {day} ({step + 1}/{len(days)}): fit on day {day} (training window, days before {eval_from})")
         # Keras counts epochs across the days, so TensorBoard's epoch axis is the training day's index.
         model.fit(day_dataset(transform_dir, day, config.batch_size), initial_epoch=step, epochs=step + 1,
                   verbose=2, callbacks=[tf.keras.callbacks.TensorBoard(tensorboard, write_graph=False)])
-        entry = {"trained_on_day": day, "evaluated_on_day": next_day, "representation": card["name"],
-                 "use_history": config.use_history and card["config"]["kind"] != "dense",
-                 **evaluate_day(model, day_dataset(transform_dir, next_day, config.batch_size))}
-        log(f"day {next_day}: CTR AUC {entry['ctr_auc']:.4f}, CTR/1D AUC {entry['ctr_1d_auc']:.4f} "
-            f"({entry['cold_start_examples']:,} cold-start impressions), engagement RMSE {entry['engagement_rmse']:.4f}")
-        with evaluation_writer.as_default(step=step):
-            for name in ("ctr_auc", "ctr_1d_auc", "engagement_rmse"):
-                tf.summary.scalar(name, entry[name])
-        if export_every_day or next_day == days[-1]:
-            entry["export"] = export_version(model, transform_dir, export_base, day, warmup, model_name)
-            log(f"exported {entry['export']}")
-        history.append(entry)
-        with open(metrics_path, "w", encoding="utf-8") as f:  # rewritten whole: resume never duplicates
-            f.writelines(json.dumps(e) + "\n" for e in history)
+        if export_every_day or day == days[-1]:
+            exported = export_version(model, transform_dir, export_base, day, warmup, model_name)
+            log(f"exported {exported}")
+            if entry:
+                entry["export"] = exported
+        if entry:
+            history.append(entry)
+            with open(metrics_path, "w", encoding="utf-8") as f:  # rewritten whole: resume never duplicates
+                f.writelines(json.dumps(e) + "\n" for e in history)
         done.assign(day)
         manager.save()
     evaluation_writer.close()
@@ -182,4 +228,4 @@ def _read_metrics(path: str, done_day: int) -> list[dict]:
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as f:
-        return [e for e in map(json.loads, f) if e["trained_on_day"] <= done_day]
+        return [e for e in map(json.loads, f) if e["evaluated_on_day"] <= done_day]

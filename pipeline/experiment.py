@@ -1,10 +1,12 @@
 """`sidrec experiment`: the paper's comparison of item representations on the same logged days.
 
-Each arm is transformed (once per representation; an existing transform output is reused) and
-trained day by day like `sidrec train`, with and without the history (the dense baseline only
-without, as in the paper). An arm's score is the mean over the evaluated days of its next-day CTR
-AUC and CTR/1D AUC; the table gives the % change against random hashing with 8K buckets in the
-same setting, beside the simulator's oracle AUC when the logs carry the true click probability.
+Each arm is transformed (once per representation; a transform output made from the same inputs is
+reused) and trained day by day like `sidrec train`, with and without the history (the dense
+baseline only without, as in the paper). An arm's score is the mean over the evaluation days
+(pipeline.protocol: each evaluated before the model trains on it) of its CTR AUC and CTR/1D AUC;
+the table gives the % change against the baseline arm (`--baseline`, default the first random_hash
+arm) in the same setting, beside the simulator's oracle AUC when the logs carry the true click
+probability. Every run records its fingerprint; an unchanged rerun reuses every output.
 """
 
 import dataclasses
@@ -13,12 +15,11 @@ import os
 
 import numpy as np
 
-from pipeline import day_loop, plots
+from pipeline import day_loop, fingerprint, plots
+from pipeline.features import DEFAULT_MAX_HISTORY
 from pipeline.layout import RunLayout
 from pipeline.representation import KINDS, representation_name
-from pipeline.serving_examples import REPRESENTATION_CARD
 
-BASELINE = "random_hash_8192"
 DEFAULT_ARMS = "random_hash:8192,dense:1,dense:1.5,dense:2,sid_ngram:1,sid_ngram:2,sid_spm:8192"
 RESULTS_FILE = "experiment.json"
 
@@ -40,6 +41,11 @@ class Arm:
     @property
     def history_settings(self) -> tuple[bool, ...]:
         return (False,) if self.kind == "dense" else (True, False)
+
+    @property
+    def label(self) -> str:
+        """The arm's name in the table (without the history suffix)."""
+        return day_loop.run_label(self.representation, day_loop.TrainConfig(depth_multiplier=self.depth_multiplier))
 
 
 def parse_arms(text: str) -> list[Arm]:
@@ -66,34 +72,68 @@ def parse_arms(text: str) -> list[Arm]:
     return arms
 
 
-def run(layout: RunLayout, arms: list[Arm], config: day_loop.TrainConfig, beam_args=(), log=print) -> dict:
-    """Transforms, trains and compares every arm; writes RUN/metrics/experiment.json and a plot."""
+def baseline_arm(arms: list[Arm], baseline: str = "") -> Arm:
+    """The arm the table is relative to: `baseline` (KIND[:VALUE], one of the arms), else the first random_hash.
+
+    Raises:
+      ValueError: the named baseline is not an arm, or no baseline is named and no arm is random_hash.
+    """
+    if baseline:
+        [wanted] = parse_arms(baseline)
+        if wanted not in arms:
+            raise ValueError(f"baseline {baseline!r} is not one of the arms: add it to --arms")
+        return wanted
+    for arm in arms:
+        if arm.kind == "random_hash":
+            return arm
+    raise ValueError("the table is relative to a baseline: add a random_hash arm (e.g. random_hash:8192) "
+                     "or name one of the arms with --baseline")
+
+
+def run(layout: RunLayout, arms: list[Arm], config: day_loop.TrainConfig, beam_args=(), log=print,
+        baseline: str = "", eval_from: int = 0, max_history: int = DEFAULT_MAX_HISTORY,
+        if_changed: str = "rebuild") -> dict:
+    """Transforms, trains and compares every arm; writes RUN/metrics/experiment.json and a plot.
+
+    Args:
+      baseline: the arm the % changes are against (default: the first random_hash arm).
+      eval_from: the first evaluation day (0: the protocol's default, the second half of the days).
+      if_changed: "rebuild" or "refuse" when an output exists but was made from other inputs.
+    """
     from beam_jobs import transform
 
-    if BASELINE not in {arm.representation for arm in arms}:
-        raise ValueError(f"the table is relative to {BASELINE}: add random_hash:8192 to the arms")
+    base = baseline_arm(arms, baseline)
+    cards = {}
     for arm in {arm.representation: arm for arm in arms}.values():
         output = os.path.join(layout.transform, arm.representation)
-        if os.path.exists(os.path.join(output, REPRESENTATION_CARD)):
-            log(f"== transform {arm.representation}: reusing {output}")
-            continue
         log(f"== transform {arm.representation} (TF Transform on Beam)")
-        transform.run(transform.build_argv(layout.data.root, layout.sids, output, arm.kind, arm.buckets, arm.ngram,
-                                           arm.vocab_size, beam_args=list(beam_args)))
+        summary = transform.run(transform.build_argv(layout.data.root, layout.sids, output, arm.kind, arm.buckets,
+                                                     arm.ngram, arm.vocab_size, eval_from, max_history, if_changed,
+                                                     beam_args=list(beam_args)), log=log)
+        cards[arm.representation] = day_loop.read_protocol_card(summary["output"])
     runs = []
     for arm in arms:
         for use_history in arm.history_settings:
             arm_config = dataclasses.replace(config, use_history=use_history, depth_multiplier=arm.depth_multiplier)
+            run_dir = os.path.join(layout.ranker, day_loop.run_dir_name(arm.representation, arm_config))
             label = day_loop.run_label(arm.representation, arm_config)
-            log(f"== train {label}")
-            history = day_loop.train(os.path.join(layout.transform, arm.representation),
-                                     os.path.join(layout.ranker, label), arm_config, log=log, export_every_day=False)
-            runs.append({"label": label, "representation": arm.representation, "use_history": use_history,
-                         "depth_multiplier": arm.depth_multiplier, "days": [e["evaluated_on_day"] for e in history],
+            log(f"== train {label} ({run_dir})")
+            history = day_loop.train(os.path.join(layout.transform, arm.representation), run_dir, arm_config,
+                                     log=log, export_every_day=False, if_changed=if_changed)
+            runs.append({"label": label, "arm": arm.label, "representation": arm.representation,
+                         "use_history": use_history, "depth_multiplier": arm.depth_multiplier,
+                         "is_baseline": arm == base, "run_dir": run_dir,
+                         "fingerprint": fingerprint.read(run_dir)["fingerprint"],
+                         "days": [e["evaluated_on_day"] for e in history],
+                         "per_day": [{k: e[k] for k in ("evaluated_on_day", "ctr_auc", "ctr_1d_auc",
+                                                        "cold_start_examples")} for e in history],
                          "ctr_auc": _mean(history, "ctr_auc"), "ctr_1d_auc": _mean(history, "ctr_1d_auc"),
                          "last_day_ctr_auc": history[-1]["ctr_auc"], "last_day_ctr_1d_auc": history[-1]["ctr_1d_auc"]})
-    results = {"baseline": BASELINE, "runs": _relative_to_baseline(runs), "oracle": _oracle(layout, runs[0]["days"]),
-               "train_config": dataclasses.asdict(config)}
+    card = cards[base.representation]
+    results = {"baseline": base.label, "eval_from": card["eval_from"], "train_days": card["train_days"],
+               "runs": _relative_to_baseline(runs), "oracle": _oracle(layout, runs[0]["days"]),
+               "train_config": dataclasses.asdict(config),
+               "fingerprint": fingerprint.Fingerprint([r["fingerprint"] for r in runs]).value}
     os.makedirs(layout.metrics, exist_ok=True)
     results["path"] = os.path.join(layout.metrics, RESULTS_FILE)
     with open(results["path"], "w", encoding="utf-8") as f:
@@ -107,10 +147,13 @@ def _mean(history: list[dict], key: str) -> float:
 
 
 def _relative_to_baseline(runs: list[dict]) -> list[dict]:
-    """Adds the % change against the baseline trained in the same history setting."""
-    baseline = {r["use_history"]: r for r in runs if r["representation"] == BASELINE and r["depth_multiplier"] == 1}
+    """Adds the % change against the baseline trained in the same history setting.
+
+    A dense baseline has no run with history: arms with history are then compared with its one run.
+    """
+    baseline = {r["use_history"]: r for r in runs if r["is_baseline"]}
     for r in runs:
-        base = baseline[r["use_history"]]
+        base = baseline.get(r["use_history"]) or next(iter(baseline.values()))
         for key in ("ctr_auc", "ctr_1d_auc"):
             r[f"{key}_change_pct"] = 100.0 * (r[key] / base[key] - 1.0)
     return runs
@@ -131,7 +174,8 @@ def _oracle(layout: RunLayout, days: list[int]) -> dict | None:
 def format_table(results: dict) -> str:
     """The paper's table: per arm and setting, the mean AUCs and the % change against the baseline."""
     days = results["runs"][0]["days"]
-    lines = [f"mean over evaluated days {days[0]}-{days[-1]} (and day {days[-1]} alone); "
+    lines = [f"mean over the evaluation days {days[0]}-{days[-1]}, each evaluated before the model trained on it "
+             f"(and day {days[-1]} alone); vocabularies learned on days before {results['eval_from']} only; "
              f"% change vs {results['baseline']} in the same setting",
              f"{'representation':<28} {'history':>7} {'CTR AUC':>8} {'change':>8} {'CTR/1D AUC':>10} {'change':>8}"
              f" {'last-day CTR AUC':>16} {'last-day CTR/1D':>15}"]

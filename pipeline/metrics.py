@@ -14,7 +14,8 @@ def binary_auc(labels: np.ndarray, scores: np.ndarray) -> float:
       The AUC, or NaN when the labels hold only one class (AUC is undefined there).
 
     Raises:
-      ValueError: if the shapes differ or a label is not 0/1.
+      ValueError: if the shapes differ, a label is not 0/1 or a score is not finite (NaN would
+        otherwise rank as the highest score and a diverged model would report a perfect AUC).
     """
     labels = np.asarray(labels).ravel()
     scores = np.asarray(scores, dtype=np.float64).ravel()
@@ -22,6 +23,9 @@ def binary_auc(labels: np.ndarray, scores: np.ndarray) -> float:
         raise ValueError(f"labels {labels.shape} and scores {scores.shape} differ in shape")
     if not np.isin(labels, (0, 1)).all():
         raise ValueError("labels must be 0 or 1")
+    if not np.isfinite(scores).all():
+        raise ValueError(f"{int((~np.isfinite(scores)).sum())} of {scores.size} scores are not finite "
+                         "(NaN or inf): the model diverged or its input is broken")
     positives = int(labels.sum())
     negatives = labels.size - positives
     if positives == 0 or negatives == 0:

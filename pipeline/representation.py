@@ -2,6 +2,8 @@
 
 import dataclasses
 
+from pipeline.features import DEFAULT_MAX_HISTORY
+
 KINDS = ("random_hash", "dense", "sid_ngram", "sid_spm")
 
 
@@ -25,6 +27,7 @@ class RepresentationConfig:
     sid_ngram: L/N pieces, piece j = the codes of group j; group j owns rows [j K^N, (j+1) K^N).
     sid_spm: SentencePiece pieces of the SID string, `vocab_size` rows.
     SID representations add one out-of-vocabulary row (the last) for items without a SID.
+    `max_history` is the log contract's H: longer histories are rejected in training and serving.
     """
 
     kind: str = "sid_ngram"
@@ -34,13 +37,14 @@ class RepresentationConfig:
     num_levels: int = 4
     codebook_size: int = 256
     embedding_dim: int = 256
+    max_history: int = DEFAULT_MAX_HISTORY
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind == "sid_ngram" and (self.ngram < 1 or self.num_levels % self.ngram):
             raise ValueError(f"ngram must divide the SID length L={self.num_levels}, got {self.ngram}")
-        for name in ("buckets", "vocab_size", "num_levels", "codebook_size", "embedding_dim"):
+        for name in ("buckets", "vocab_size", "num_levels", "codebook_size", "embedding_dim", "max_history"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -67,3 +71,10 @@ class RepresentationConfig:
     @property
     def oov_piece(self) -> int:
         return self.table_rows - 1
+
+    def result_fields(self) -> dict:
+        """The fields that change this representation's transform output (its fingerprint's part)."""
+        used = {"random_hash": ("buckets",), "dense": ("embedding_dim",),
+                "sid_ngram": ("ngram", "num_levels", "codebook_size"),
+                "sid_spm": ("vocab_size", "num_levels", "codebook_size")}[self.kind]
+        return {"kind": self.kind, "max_history": self.max_history, **{name: getattr(self, name) for name in used}}

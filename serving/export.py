@@ -7,6 +7,11 @@ transformed features (sparse pieces padded with -1). The transform graph travels
 export needs nothing from the transform directory. assets.extra/ holds TF Serving's warm-up
 records and the representation card. A version appears by an atomic rename: a server polling the
 base path never sees half of one.
+
+Requests are checked in the graph, so the stock TF Serving answers as `sidrec serve` does: a SID
+of the wrong length, a code outside [0, K) (an all -1 SID is the "no SID" marker: the OOV row), a
+history of more than H items (the log contract's cap; training rejects such rows too) or a
+non-finite content embedding fail with INVALID_ARGUMENT naming the feature.
 """
 
 import os
@@ -18,7 +23,8 @@ import tensorflow_transform as tft
 
 from pipeline import features as fk
 from pipeline.preprocessing import serving_feature_spec
-from pipeline.serving_examples import REPRESENTATION_CARD
+from pipeline.representation import RepresentationConfig
+from pipeline.serving_examples import REPRESENTATION_CARD, read_representation
 
 SERVING_DEFAULT = "serving_default"
 TRANSFORM_FEATURES = "transform_features"
@@ -27,10 +33,57 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 PIECE_PADDING = -1
 
 
-def make_serving_signatures(model: tf.keras.Model, tft_output: tft.TFTransformOutput) -> dict:
+def _valid_sids(codes: tf.Tensor, key: str, codebook_size: int) -> tf.Operation:
+    """Each row of codes [N, L] is a SID (every code in [0, K)) or the no-SID marker (every code -1)."""
+    in_range = tf.reduce_all((codes >= 0) & (codes < codebook_size), axis=-1)
+    marker = tf.reduce_all(tf.equal(codes, -1), axis=-1)
+    bad = tf.logical_not(in_range | marker)
+    return tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [
+        f"{key}: codes must be in [0, {codebook_size}) (or all -1 for an item without a SID); got",
+        tf.boolean_mask(codes, bad)[:1]], name=f"check_{key}")
+
+
+def request_checks(features: dict, config: RepresentationConfig) -> list[tf.Operation]:
+    """Assertions on parsed raw features: SID codes and lengths, history cap H, finite embeddings.
+
+    FixedLenFeature parsing already fails a watch or candidate SID (or embedding) of the wrong length
+    with the feature's name; these cover what parsing cannot.
+    """
+    history_items = tf.RaggedTensor.from_sparse(features[fk.HISTORY_ITEM_IDS]).row_lengths()
+    checks = [tf.debugging.Assert(tf.reduce_all(history_items <= config.max_history), [
+        f"{fk.HISTORY_ITEM_IDS}: at most {config.max_history} items (the log contract's H; training rejects "
+        "longer histories too); got", tf.reduce_max(history_items)], name="check_history_length")]
+    if config.kind in ("sid_ngram", "sid_spm"):
+        levels = config.num_levels
+        for key in (fk.WATCH_SID, fk.CANDIDATE_SID):
+            checks.append(_valid_sids(features[key], key, config.codebook_size))
+        history = tf.RaggedTensor.from_sparse(features[fk.HISTORY_SIDS])
+        length_check = tf.debugging.Assert(tf.reduce_all(tf.equal(history.row_lengths(), history_items * levels)), [
+            f"{fk.HISTORY_SIDS}: expected {levels} codes per item of {fk.HISTORY_ITEM_IDS}; got codes",
+            history.row_lengths()[:8], "for items", history_items[:8]], name="check_history_sids_length")
+        with tf.control_dependencies([length_check]):
+            codes = tf.reshape(tf.identity(history.flat_values), [-1, levels])
+        checks += [length_check, _valid_sids(codes, fk.HISTORY_SIDS, config.codebook_size)]
+    if config.kind == "dense":
+        for key in (fk.WATCH_EMBEDDING, fk.CANDIDATE_EMBEDDING):
+            checks.append(tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(features[key])), [
+                f"{key}: every value must be finite (no NaN or inf)"], name=f"check_{key}"))
+    return checks
+
+
+def _checked(features: dict, config: RepresentationConfig) -> dict:
+    """The parsed features, available only after every request check has passed."""
+    with tf.control_dependencies(request_checks(features, config)):
+        return {key: tf.SparseTensor(value.indices, tf.identity(value.values), value.dense_shape)
+                if isinstance(value, tf.SparseTensor) else tf.identity(value) for key, value in features.items()}
+
+
+def make_serving_signatures(model: tf.keras.Model, tft_output: tft.TFTransformOutput,
+                            config: RepresentationConfig) -> dict:
     """`serving_default` and `transform_features`, both on a [None] string input named `examples`.
 
     The transform layer is assigned to the model so Keras tracks it and saves it with the model.
+    Both check their requests first (`request_checks`).
     """
     model.transform_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
@@ -39,13 +92,14 @@ def make_serving_signatures(model: tf.keras.Model, tft_output: tft.TFTransformOu
 
     @tf.function(input_signature=[examples])
     def serve(examples):
-        outputs = model(model.transform_layer(tf.io.parse_example(examples, request_spec)))
+        features = _checked(tf.io.parse_example(examples, request_spec), config)
+        outputs = model(model.transform_layer(features))
         return {fk.CLICK_PROBABILITY: tf.reshape(outputs["click_probability"], [-1]),
                 fk.ENGAGEMENT_PREDICTION: tf.reshape(outputs["engagement"], [-1])}
 
     @tf.function(input_signature=[examples])
     def transform_features(examples):
-        transformed = model.transform_layer(tf.io.parse_example(examples, raw_spec))
+        transformed = model.transform_layer(_checked(tf.io.parse_example(examples, raw_spec), config))
         return {key: tf.sparse.to_dense(value, default_value=tf.cast(PIECE_PADDING, value.dtype))
                 if isinstance(value, tf.SparseTensor) else value for key, value in transformed.items()}
 
@@ -71,7 +125,9 @@ def export_version(model: tf.keras.Model, transform_dir: str, export_base: str, 
     final = os.path.join(export_base, str(version))
     staging = os.path.join(export_base, f".staging-{version}")  # not an integer: servers ignore it
     shutil.rmtree(staging, ignore_errors=True)
-    model.save(staging, save_format="tf", signatures=make_serving_signatures(model, tft_output), include_optimizer=False)
+    config = RepresentationConfig(**read_representation(transform_dir)["config"])
+    model.save(staging, save_format="tf", signatures=make_serving_signatures(model, tft_output, config),
+               include_optimizer=False)
     extra = os.path.join(staging, ASSETS_EXTRA)
     os.makedirs(extra, exist_ok=True)
     shutil.copy(os.path.join(transform_dir, REPRESENTATION_CARD), extra)

@@ -56,13 +56,22 @@ def test_layer_configs_round_trip():
     assert DenseItemEncoder.from_config(DenseItemEncoder(dim=5).get_config()).dim == 5
 
 
-def test_dense_encoder_and_depth_multiplier():
+@pytest.mark.parametrize("multiplier, layers", [(1, 2), (1.5, 3), (2, 4)])
+def test_depth_multiplier_adds_layers_at_the_base_widths(multiplier, layers):
+    """The paper's 1.5x / 2x are layers: 2 -> 3 -> 4 Dense layers in the trunk, widths unchanged."""
     features = {fk.WATCH_EMBEDDING: tf.ones([3, 8]), fk.CANDIDATE_EMBEDDING: tf.zeros([3, 8]),
                 fk.CLICK: tf.constant([1, 0, 1]), fk.ENGAGEMENT: tf.constant([0.5, 0.0, 1.0])}
-    ranker = MultitaskRanker(DenseItemEncoder(dim=4), hidden_dims=(16, 8), depth_multiplier=1.5)
+    ranker = MultitaskRanker(DenseItemEncoder(dim=4), hidden_dims=(16, 8), depth_multiplier=multiplier)
     out = ranker(features)
-    assert ranker.hidden_dims == (24, 12)
+    dense = [layer for layer in ranker.trunk.mlp.layers if isinstance(layer, tf.keras.layers.Dense)]
+    assert len(dense) == layers
+    assert [layer.units for layer in dense] == [16, 8] + [8] * (layers - 2)
     assert out["click_probability"].shape == (3, 1) and out["engagement"].shape == (3, 1)
+
+
+def test_depth_multiplier_that_leaves_no_layer_is_refused():
+    with pytest.raises(ValueError, match="leaves no layer"):
+        MultitaskRanker(DenseItemEncoder(dim=4), hidden_dims=(16, 8), depth_multiplier=0.1)
 
 
 def test_loss_by_hand_on_two_rows():

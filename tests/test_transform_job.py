@@ -30,7 +30,9 @@ def test_every_day_is_transformed_and_counted(run_dir, spm_run):
     assert spm_run["counters"]["rows_joined"] == 3 * 1500
     with open(os.path.join(output, "representation.json")) as f:
         card = json.load(f)
-    assert card["train_days"] == [1, 2] and card["days"] == [1, 2, 3] and card["table_rows"] == 301
+    # The protocol's default: the second half of the days is evaluated; the rest is the training window.
+    assert card["train_days"] == [1] and card["eval_days"] == [2, 3] and card["eval_from"] == 2
+    assert card["days"] == [1, 2, 3] and card["table_rows"] == 301
     for day in (1, 2, 3):
         assert len(_read_day(output, day, output)) == 1500
 
@@ -154,27 +156,34 @@ def test_cli_lookups_sweeps_the_representations(run_dir, capsys):
     assert os.path.getsize(os.path.join(run_dir.report, "lookups_per_item.png")) > 10_000
 
 
-def test_day_loop_trains_evaluates_and_resumes_after_a_kill(run_dir, spm_run, tmp_path):
-    """A run killed after its first day resumes and ends with the metrics of an uninterrupted run."""
-    from pipeline import day_loop
+def test_rows_breaking_the_log_rules_are_written_aside_counted_and_never_transformed(run_dir, tmp_path):
+    """One bad row of each kind in day 2: exactly those rows rejected, counted, and written aside."""
+    from worlds import bad_log_rows, copy_world
 
-    config = day_loop.TrainConfig(batch_size=256, hidden_dims=(32,))
-    whole = day_loop.train(spm_run["output"], str(tmp_path / "whole"), config, log=lambda *_: None)
-    assert [e["trained_on_day"] for e in whole] == [1, 2]
-    assert all(0.5 < e["ctr_auc"] <= 1 for e in whole) and whole[-1]["cold_start_examples"] > 0
-
-    script = (f"from pipeline import day_loop\n"
-              f"config = day_loop.TrainConfig(batch_size=256, hidden_dims=(32,))\n"
-              f"day_loop.train({spm_run['output']!r}, {str(tmp_path / 'killed')!r}, config,\n"
-              f"               lambda msg: print(msg, flush=True))\n")
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    for line in process.stdout:
-        if line.startswith("day 2 ("):  # day 1 finished and checkpointed: kill it mid-day 2
-            process.kill()
-            break
-    process.wait()
-    resumed = day_loop.train(spm_run["output"], str(tmp_path / "killed"), config, log=lambda *_: None)
-    assert [e["trained_on_day"] for e in resumed] == [1, 2]
-    for a, b in zip(whole, resumed):
-        assert a["ctr_auc"] == pytest.approx(b["ctr_auc"], abs=1e-6)
-        assert a["ctr_1d_auc"] == pytest.approx(b["ctr_1d_auc"], abs=1e-6)
+    world = copy_world(run_dir, str(tmp_path / "world"))
+    with_bad_rows, expected = bad_log_rows(2)
+    good = data_io.read_logs(world.data, days=[2])
+    path = data_io.write_day(world.data, 2, with_bad_rows(good))
+    out = run_transform(world, "sid_ngram", ngram=2)
+    counters = out["counters"]
+    assert counters["rows_rejected"] == 4 and counters["rows_read"] == 3 * 1500 + 4
+    assert counters["rows_joined"] == 3 * 1500
+    for field, _ in expected:
+        assert counters[f"rejected_{field}"] == 1, field
+    [rejected_file] = tf.io.gfile.glob(os.path.join(out["output"], transform.REJECTED_DIR, "*.jsonl"))
+    with open(rejected_file) as f:
+        lines = [json.loads(line) for line in f]
+    assert [(r["source"], r["row"], r["field"]) for r in lines] == [
+        (path, good.size + i, field) for i, (field, _) in enumerate(expected)]
+    for line, (_, words) in zip(lines, expected):
+        assert words in line["reason"] and line["record"]["serialized_example_base64"]
+    # Day 2's transformed examples are exactly its valid rows: none of the bad ones reached training.
+    day2 = _read_day(out["output"], 2, out["output"])
+    assert len(day2) == good.size
+    assert {int(r[fk.CLICK]) for r in day2} <= {0, 1}
+    # `sidrec validate` rejects the same rows for the same fields: one implementation of the rules.
+    rejects = tmp_path / "validate.jsonl"
+    data_io.read_logs(world.data, days=[2], rejects_path=str(rejects))
+    validated = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [(r["row"], r["field"], r["reason"]) for r in validated] == [(r["row"], r["field"], r["reason"])
+                                                                       for r in lines]

@@ -34,3 +34,71 @@ def run_transform(layout: RunLayout, kind: str, **flags) -> dict:
 
     return transform.run(transform.build_argv(layout.data.root, layout.sids, os.path.join(layout.root, kind), kind,
                                               beam_args=IN_MEMORY, **flags))
+
+
+def copy_world(layout: RunLayout, root: str) -> RunLayout:
+    """A copy of a run's data and SID table under `root`, to change without touching the original."""
+    import shutil
+
+    copy = RunLayout(root)
+    shutil.copytree(layout.data.root, copy.data.root)
+    shutil.copytree(layout.sids, copy.sids)
+    return copy
+
+
+def bad_log_rows(day: int):
+    """A log day's rows plus one row breaking each row rule, and the (field, reason words) of each."""
+    import dataclasses
+
+    import numpy as np
+
+    from pipeline.data_io import Impressions
+
+    def with_bad_rows(good: Impressions) -> Impressions:
+        first = good.select(np.arange(good.size) == 0)
+        rows = [dataclasses.replace(first, click=np.array([2])),
+                dataclasses.replace(first, engagement=np.array([1.5], np.float32)),
+                dataclasses.replace(first, day=np.array([day + 5])),
+                dataclasses.replace(first, history_values=np.array([good.candidate_item_id[0]] * 21, dtype=object),
+                                    history_lengths=np.array([21]))]
+        return Impressions.concatenate([good, *rows])
+
+    expected = [("click", "expected 0 or 1"), ("engagement", "in [0, 1]"),
+                ("day", f"in the partition of day {day}"), ("history_item_ids", "expected at most 20")]
+    return with_bad_rows, expected
+
+
+def edited_example(record: bytes, **features) -> bytes:
+    """A serialized tf.Example with some int64 features replaced (or bytes features, given str values)."""
+    import tensorflow as tf
+
+    example = tf.train.Example.FromString(record)
+    for key, values in features.items():
+        feature = example.features.feature[key]
+        feature.Clear()
+        if values and isinstance(values[0], str):
+            feature.bytes_list.value.extend(v.encode() for v in values)
+        else:
+            feature.int64_list.value.extend(values)
+    return example.SerializeToString()
+
+
+def bad_sid_requests(record: bytes, num_levels: int = 4) -> list[tuple[str, bytes, str]]:
+    """(case, serialized request row, the feature its error must name) for SIDs a server must refuse."""
+    import tensorflow as tf
+
+    from pipeline import features as fk
+
+    example = tf.train.Example.FromString(record)
+    history = list(example.features.feature[fk.HISTORY_ITEM_IDS].bytes_list.value)[:1] or [b"x"]
+    return [
+        ("code above K", edited_example(record, candidate_sid=[99999] * num_levels), fk.CANDIDATE_SID),
+        ("negative code", edited_example(record, candidate_sid=[-5] * num_levels), fk.CANDIDATE_SID),
+        ("watch SID of the wrong length", edited_example(record, watch_sid=[1] * (num_levels - 1)), fk.WATCH_SID),
+        ("history code above K", edited_example(record, history_item_ids=[history[0].decode()],
+                                                history_sids=[0] * (num_levels - 1) + [16]), fk.HISTORY_SIDS),
+        ("history SIDs of the wrong length", edited_example(record, history_item_ids=[history[0].decode()],
+                                                            history_sids=[1] * (num_levels + 1)), fk.HISTORY_SIDS),
+        ("history longer than H", edited_example(record, history_item_ids=[history[0].decode()] * 21,
+                                                 history_sids=[1] * (num_levels * 21)), fk.HISTORY_ITEM_IDS),
+    ]

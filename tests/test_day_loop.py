@@ -1,0 +1,150 @@
+"""The day loop under the evaluation protocol: progressive validation, no look-ahead, resume after a kill."""
+
+import filecmp
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from beam_jobs import transform
+from pipeline import data_io, day_loop
+from pipeline import features as fk
+from pipeline.serving_examples import read_serving_sample
+from worlds import IN_MEMORY, copy_world
+
+CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(32,))
+
+
+class _FixedScores:
+    """A stand-in ranker whose scores are carried in the batch, so the metrics can be worked out by hand."""
+
+    def __call__(self, batch):
+        return {"click_probability": batch["score"][:, None], "engagement": batch["engagement_prediction"][:, None]}
+
+
+def _rows(scores):
+    return tf.data.Dataset.from_tensor_slices({
+        "score": tf.constant(scores, tf.float32),
+        fk.CLICK: tf.constant([1, 0, 1, 0, 1, 0], tf.int64),
+        fk.COLD_START: tf.constant([1, 1, 1, 0, 0, 0], tf.int64),
+        fk.ENGAGEMENT: tf.constant([0.5, 0.0, 0.4, 0.0, 0.9, 0.0], tf.float32),
+        "engagement_prediction": tf.constant([0.6, -0.1, 0.5, -0.1, 1.0, -0.1], tf.float32),
+    }).batch(4)  # two batches: the metrics are over the whole day, not averaged per batch
+
+
+def test_evaluate_day_on_rows_worked_out_by_hand():
+    result = day_loop.evaluate_day(_FixedScores(), _rows([0.9, 0.8, 0.2, 0.1, 0.7, 0.3]))
+    # Overall: positives 0.9, 0.2, 0.7 against negatives 0.8, 0.1, 0.3 win 3 + 1 + 2 of 9 pairs.
+    assert result["ctr_auc"] == pytest.approx(6 / 9)
+    # Cold start (rows 0-2): positives 0.9, 0.2 against the negative 0.8 win 1 of 2 pairs.
+    assert result["ctr_1d_auc"] == pytest.approx(0.5)
+    assert (result["examples"], result["cold_start_examples"]) == (6, 3)
+    assert result["engagement_rmse"] == pytest.approx(0.1)
+
+
+def test_a_diverged_model_is_not_reported_as_perfect():
+    with pytest.raises(ValueError, match="not finite"):
+        day_loop.evaluate_day(_FixedScores(), _rows([np.nan, 0.8, np.nan, 0.1, np.nan, 0.3]))
+
+
+def test_each_evaluation_day_is_evaluated_before_the_model_trains_on_it(spm_run, tmp_path):
+    logs = []
+    history = day_loop.train(spm_run["output"], str(tmp_path / "run"), CONFIG, log=logs.append)
+    assert [(e["evaluated_on_day"], e["trained_through_day"]) for e in history] == [(2, 1), (3, 2)]
+    assert all(0.5 < e["ctr_auc"] <= 1 for e in history) and history[-1]["cold_start_examples"] > 0
+    starts = [line for line in logs if line.startswith("day ")]
+    assert starts[0].startswith("day 1 (1/3): fit on day 1 (training window")
+    assert starts[1].startswith("day 2 (2/3): evaluate on day 2, unseen, then fit on it")
+
+
+def test_day_loop_resumes_after_a_kill_with_the_metrics_of_an_uninterrupted_run(spm_run, tmp_path):
+    """Killed mid-day 2 (day 1 checkpointed), the rerun resumes after day 1 and ends as a whole run does."""
+    whole = day_loop.train(spm_run["output"], str(tmp_path / "whole"), CONFIG, log=lambda *_: None)
+    killed = str(tmp_path / "killed")
+    script = (f"from pipeline import day_loop\n"
+              f"config = day_loop.TrainConfig(batch_size=256, hidden_dims=(32,))\n"
+              f"day_loop.train({spm_run['output']!r}, {killed!r}, config, log=lambda msg: print(msg, flush=True))\n")
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("day 2 ("):  # day 1 finished and checkpointed: kill it mid-day 2
+            process.kill()
+            break
+    assert process.wait() == -signal.SIGKILL, "the child finished before it could be killed"
+    assert tf.train.latest_checkpoint(os.path.join(killed, "checkpoints")), "no checkpoint before the kill"
+
+    logs = []
+    resumed = day_loop.train(spm_run["output"], killed, CONFIG, log=logs.append)
+    assert logs[0].startswith("resuming after day 1 ")
+    started = [m.group(1) for m in map(re.compile(r"^day (\d+) \(\d+/\d+\)").match, logs) if m]
+    assert started == ["2", "3"]  # training resumed after day 1, not from the start
+    assert [e["evaluated_on_day"] for e in resumed] == [2, 3]
+    for a, b in zip(whole, resumed):
+        assert a["ctr_auc"] == pytest.approx(b["ctr_auc"], abs=1e-6)
+        assert a["ctr_1d_auc"] == pytest.approx(b["ctr_1d_auc"], abs=1e-6)
+
+
+def _other_logs(layout, day: int) -> None:
+    """Rewrites a day's logs: other candidates (shuffled across rows) and flipped clicks."""
+    logs = data_io.read_logs(layout.data, days=[day])
+    logs.candidate_item_id = np.random.default_rng(day).permutation(logs.candidate_item_id)
+    logs.click = 1 - logs.click
+    data_io.write_day(layout.data, day, logs)
+
+
+def _transform(layout, output):
+    return transform.run(transform.build_argv(layout.data.root, layout.sids, output, "sid_spm", vocab_size=300,
+                                              eval_from=2, beam_args=IN_MEMORY))["output"]
+
+
+def _vocabulary(transform_dir: str) -> list[tuple[str, float]]:
+    """The SentencePiece pieces and scores (the model file also records the trainer's temporary input path)."""
+    import sentencepiece as spm
+
+    processor = spm.SentencePieceProcessor(model_file=os.path.join(transform_dir, "spm", "sid_spm.model"))
+    return [(processor.id_to_piece(i), processor.get_score(i)) for i in range(processor.get_piece_size())]
+
+
+def _examples(records: list[bytes]) -> list[tf.train.Example]:
+    """Parsed, since a map's serialisation order (and a GZIP header) may differ between equal records."""
+    return [tf.train.Example.FromString(r) for r in records]
+
+
+def _transformed(transform_dir: str, day: int) -> list[tf.train.Example]:
+    files, compression = day_loop.transformed_day_files(transform_dir, day)
+    return _examples([r.numpy() for r in tf.data.TFRecordDataset(files, compression_type=compression)])
+
+
+def _same_files(a: str, b: str, relative: str) -> bool:
+    return filecmp.cmp(os.path.join(a, relative), os.path.join(b, relative), shallow=False)
+
+
+def test_no_look_ahead_an_evaluation_days_logs_change_nothing_learned_or_evaluated_before_it(run_dir, tmp_path):
+    """Days 2 and 3 are evaluation days (T = 1): changing either leaves the vocabulary, the popularity
+    buckets, the warm-up sample and every earlier day's examples and metrics exactly as they were."""
+    base = _transform(run_dir, str(tmp_path / "base"))
+    changed = {}
+    for day in (2, 3):
+        world = copy_world(run_dir, str(tmp_path / f"world{day}"))
+        _other_logs(world, day)
+        changed[day] = _transform(world, str(tmp_path / f"changed{day}"))
+    for day, output in changed.items():
+        assert _vocabulary(output) == _vocabulary(base), day
+        assert _same_files(base, output, "lookups.json"), day  # the popularity buckets
+        assert _examples(read_serving_sample(output)) == _examples(read_serving_sample(base)), day  # warm-up rows
+        for earlier in range(1, day):
+            assert _transformed(output, earlier) == _transformed(base, earlier), (day, earlier)
+        card = day_loop.read_protocol_card(output)
+        assert card["train_days"] == [1] and min(card["eval_days"]) > max(card["train_days"])
+
+    before = day_loop.train(base, str(tmp_path / "run_base"), CONFIG, log=lambda *_: None, export_every_day=False)
+    after = day_loop.train(changed[3], str(tmp_path / "run_changed3"), CONFIG, log=lambda *_: None,
+                           export_every_day=False)
+    assert before[0]["evaluated_on_day"] == after[0]["evaluated_on_day"] == 2
+    assert before[0]["ctr_auc"] == pytest.approx(after[0]["ctr_auc"], abs=1e-7)
+    assert before[0]["ctr_1d_auc"] == pytest.approx(after[0]["ctr_1d_auc"], abs=1e-7)
+    assert before[1]["ctr_auc"] != pytest.approx(after[1]["ctr_auc"], abs=1e-3)  # day 3 itself did change
