@@ -16,6 +16,7 @@ def test_experiment_prints_the_table_relative_to_random_hash(run_dir, capsys):
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "% change vs random_hash_8192" in out and "oracle (true CTR)" in out
+    assert "vocabularies learned on days before 2 only" in out
     with open(os.path.join(run_dir.metrics, "experiment.json")) as f:
         results = json.load(f)
     labels = [r["label"] for r in results["runs"]]
@@ -29,13 +30,62 @@ def test_experiment_prints_the_table_relative_to_random_hash(run_dir, capsys):
         assert r["ctr_auc_change_pct"] == pytest.approx(100 * (r["ctr_auc"] / baseline["ctr_auc"] - 1))
     assert 0.5 < results["oracle"]["ctr_auc"] <= 1
     assert os.path.getsize(os.path.join(run_dir.report, "experiment.png")) > 10_000
-    # Experiments export only the last day's model.
-    assert export.versions(os.path.join(run_dir.ranker, "sid_2gram", "export")) == [2]
+    # Experiments export only the model trained through the last day; run directories are keyed by config.
+    [run] = [r for r in results["runs"] if r["label"] == "sid_2gram"]
+    assert os.path.basename(run["run_dir"]).startswith("sid_2gram-")
+    assert export.versions(os.path.join(run["run_dir"], "export")) == [3]
 
 
-def test_experiment_needs_the_baseline(run_dir, capsys):
+def test_experiment_needs_a_baseline(run_dir, capsys):
     assert cli.main(["experiment", "--run_dir", run_dir.root, "--arms", "sid_ngram:2"]) == 2
-    assert "add random_hash:8192" in capsys.readouterr().err
+    assert "add a random_hash arm" in capsys.readouterr().err
+    assert cli.main(["experiment", "--run_dir", run_dir.root, "--arms", "sid_ngram:2", "--baseline", "dense"]) == 2
+    assert "not one of the arms" in capsys.readouterr().err
+
+
+def test_any_arm_can_be_the_baseline():
+    arms = experiment.parse_arms("random_hash:8192,sid_ngram:1,dense:2")
+    assert experiment.baseline_arm(arms) == arms[0]
+    assert experiment.baseline_arm(arms, "sid_ngram:1") == arms[1]
+    assert experiment.baseline_arm(arms, "dense:2") == arms[2]
+    runs = [{"label": "a", "use_history": h, "is_baseline": b, "ctr_auc": v, "ctr_1d_auc": v}
+            for h, b, v in ((True, False, 0.6), (False, True, 0.5), (False, False, 0.55))]
+    changes = [r["ctr_auc_change_pct"] for r in experiment._relative_to_baseline(runs)]
+    # A baseline without a history run (dense) is what the arms with history are compared with too.
+    assert changes == pytest.approx([20.0, 0.0, 10.0])
+
+
+def _experiment(world, capsys, *flags):
+    argv = ["experiment", "--run_dir", world.root, "--arms", "random_hash:8192,sid_ngram:2", "--batch_size", "256",
+            "--hidden_dims", "16", "--embedding_dim", "8", *IN_MEMORY, *flags]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    return out, out[out.index("mean over the evaluation days"):]
+
+
+def test_fingerprints_reuse_exactly_what_is_unchanged_and_rebuild_what_is_downstream(run_dir, tmp_path, capsys):
+    from worlds import copy_world
+
+    world = copy_world(run_dir, str(tmp_path / "world"))
+    _, table = _experiment(world, capsys)
+    trained = lambda out: out.count("): fit on day 1 (training window")  # noqa: E731  (one per ranker run)
+
+    out, again = _experiment(world, capsys)  # unchanged: every output reused, the same table
+    assert again == table and trained(out) == 0 and out.count("is up to date") == 2
+    assert "rebuilding" not in out
+
+    out, _ = _experiment(world, capsys, "--learning_rate", "0.01")  # the rankers' config only
+    assert out.count("is up to date") == 2 and trained(out) == 4 and "rebuilding" not in out  # new run dirs
+    assert len(os.listdir(world.ranker)) == 8
+
+    out, table3 = _experiment(world, capsys, "--eval_from", "3")  # upstream: transforms, then their rankers
+    assert out.count("rebuilding, changed: eval_from 2 -> 3") == 2 and "is up to date" not in out
+    assert out.count("ranker run") == 4 and trained(out) == 4
+    assert "mean over the evaluation days 3-3" in table3
+
+    assert cli.main(["experiment", "--run_dir", world.root, "--arms", "random_hash:8192", "--if_changed", "refuse",
+                     *IN_MEMORY]) == 2
+    assert "eval_from 3 -> 2" in capsys.readouterr().err
 
 
 def test_experiment_arms_are_parsed_and_refused_clearly():

@@ -128,9 +128,26 @@ def test_serving_examples_from_the_sid_table_match_the_jobs_join(run_dir, spm_ru
 def test_day_loop_exports_one_version_per_day(spm_run, tmp_path):
     history = day_loop.train(spm_run["output"], str(tmp_path / "run"), CONFIG, str(tmp_path / "export"),
                              log=lambda *_: None)
-    assert export.versions(str(tmp_path / "export")) == [1, 2]
-    assert [e["export"] for e in history] == [str(tmp_path / "export" / "1"), str(tmp_path / "export" / "2")]
+    assert export.versions(str(tmp_path / "export")) == [1, 2, 3]  # trained on every day
+    # Each evaluation day's entry names the version trained through it.
+    assert [e["export"] for e in history] == [str(tmp_path / "export" / "2"), str(tmp_path / "export" / "3")]
     assert not [n for n in os.listdir(tmp_path / "export") if n.startswith(".staging")]
     events = tf.io.gfile.glob(str(tmp_path / "run" / day_loop.TENSORBOARD_DIR / "*" / "events.out.tfevents.*"))
     assert {os.path.basename(os.path.dirname(e)) for e in events} >= {"train", "next_day"}
 
+
+
+def test_the_savedmodel_itself_refuses_out_of_range_and_misshapen_sids(spm_run, tmp_path):
+    """In the graph, so the stock TF Serving answers the same: INVALID_ARGUMENT naming the feature."""
+    from worlds import bad_sid_requests, edited_example
+
+    model = _trained(spm_run["output"])
+    sample = read_serving_sample(spm_run["output"])
+    serve = tf.saved_model.load(export.export_version(model, spm_run["output"], str(tmp_path), 1, sample)
+                                ).signatures[export.SERVING_DEFAULT]
+    for case, record, feature in bad_sid_requests(sample[0]):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=feature):
+            serve(examples=tf.constant([sample[1], record]))
+    # An all -1 SID is the "no SID" marker (the OOV row), as in training: scored.
+    no_sid = edited_example(sample[0], candidate_sid=[-1] * 4)
+    assert serve(examples=tf.constant([no_sid]))[fk.CLICK_PROBABILITY].shape == (1,)

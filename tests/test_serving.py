@@ -22,6 +22,7 @@ from serving import export
 from serving.batching import Batcher, BatchingParameters
 from serving.client import RankerClient
 from serving.servables import Servable, ServingError
+from worlds import bad_sid_requests
 
 CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(16,), embedding_dim=8)
 
@@ -31,6 +32,7 @@ def exports(spm_run, tmp_path_factory):
     """Two daily versions (1, 2) of a small sid_spm ranker, under two model names."""
     root = tmp_path_factory.mktemp("serving")
     day_loop.train(spm_run["output"], str(root / "run"), CONFIG, str(root / "ranker"), log=lambda *_: None)
+    shutil.rmtree(root / "ranker" / "3")  # the hot-swap test publishes a version 3 itself
     shutil.copytree(root / "ranker", root / "other")
     config = root / "models.config"
     config.write_text("model_config_list {\n" + "".join(
@@ -122,7 +124,8 @@ def _malformed(sample):
         ("not tf.Examples", _request([b"\xff garbage"]), grpc.StatusCode.INVALID_ARGUMENT, ""),
         ("unknown output", bad_filter, grpc.StatusCode.INVALID_ARGUMENT, "score"),
         ("over the size limit", _request(sample * 20), grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
-    ]
+    ] + [(case, _request([sample[1], record]), grpc.StatusCode.INVALID_ARGUMENT, feature)
+         for case, record, feature in bad_sid_requests(sample[0])]
 
 
 def test_malformed_requests_get_tf_servings_status_codes_and_the_server_stays_up(exports, server):
