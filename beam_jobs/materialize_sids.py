@@ -33,7 +33,7 @@ from beam_jobs.counters import job_counters
 from beam_jobs.sid_model_handler import Chunk, SidModelHandler
 from beam_jobs.sid_stats import MergeCountsFn, SidChunk, SidStatistics, bucketed_counts
 from models.rqvae_savedmodel import METADATA_PATH
-from pipeline import contracts, data_io
+from pipeline import contracts, data_io, fingerprint
 from pipeline import features as fk
 from pipeline import sid_quality
 
@@ -345,6 +345,20 @@ def _parse(argv):
     return parser.parse_known_args(argv)
 
 
+def table_fingerprint(args, card: dict) -> fingerprint.Fingerprint:
+    """What the SID table is made from: the RQ-VAE version (weights fingerprint inside) and the corpus bytes.
+
+    Transform outputs of SID representations record it, so a new table rebuilds them.
+    """
+    import tensorflow as tf
+
+    existing = fingerprint.read(args.existing_table) if args.existing_table else None
+    return fingerprint.Fingerprint({
+        "stage": "sids", "rqvae_version": card["rqvae_version"],
+        "corpus": fingerprint.digest_files(tf.io.gfile.glob(args.corpus)),
+        "existing_table": existing["fingerprint"] if existing else args.existing_table})
+
+
 def run(argv=None, save_main_session: bool = False) -> dict:
     """Runs the job; unknown flags go to PipelineOptions (--runner, --project, ...).
 
@@ -365,6 +379,7 @@ def run(argv=None, save_main_session: bool = False) -> dict:
         with beam.Pipeline(options=options) as p:
             build_pipeline(p, args, model_path, card, staging)
         result = p.result
+        table_fingerprint(args, card).write(staging)
         publish.publish(staging, args.output)
     except BaseException:
         publish.discard(staging)

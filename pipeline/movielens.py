@@ -2,8 +2,9 @@
 
 Each rating is an impression of the rated movie: click = rating >= 4, engagement = rating / 5.
 The watch item is the user's previous rated movie and the history their earlier rated movies,
-most recent first. Calendar days are sparse in this set, so time steps by week (configurable),
-or by a fixed number of ratings. A user's first rating has no watch item and is written aside.
+most recent first. Calendar days are sparse in this set (22 years), so time steps by equal counts of
+ratings (15 steps by default), or by calendar days or a fixed number of ratings on request. A user's
+first rating has no watch item and is written aside.
 """
 
 import dataclasses
@@ -25,6 +26,7 @@ ENV_VAR = "SIDREC_MOVIELENS_DIR"
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SHARED_COPY = os.path.join(_REPO_ROOT, "..", "shared", "data", "movielens-latest-small")
 _SECONDS_PER_DAY = 86_400
+MAX_STEPS = 100
 
 
 def default_dir() -> str:
@@ -35,16 +37,22 @@ def default_dir() -> str:
 @dataclasses.dataclass(frozen=True)
 class MovieLensConfig:
     data_dir: str = flag("", f"the MovieLens files (default: ${ENV_VAR}, else ../shared/data/...)")
-    step_days: int = flag(7, "length of one time step (one log partition) in days")
-    ratings_per_step: int = flag(0, "if > 0, step by this many ratings (in time order) instead of by days")
+    num_steps: int = flag(15, "time steps (log partitions): the ratings, in time order, split into this many "
+                              "steps of equal size (the default way to step)")
+    step_days: int = flag(0, "if > 0, one step per this many calendar days instead (ml-latest-small spans "
+                             "22 years: 7 gives over 1,000 steps and is refused)")
+    ratings_per_step: int = flag(0, "if > 0, step by this many ratings (in time order) instead")
     click_threshold: float = flag(4.0, "a rating at or above this is a click")
     max_history: int = flag(fk.DEFAULT_MAX_HISTORY, "history length cap H")
 
     def __post_init__(self):
-        if self.step_days < 1:
-            raise ValueError(f"step_days must be >= 1, got {self.step_days}")
-        if self.ratings_per_step < 0:
-            raise ValueError(f"ratings_per_step must be >= 0, got {self.ratings_per_step}")
+        if self.num_steps < 2:
+            raise ValueError(f"num_steps must be >= 2 (a training window, then evaluation), got {self.num_steps}")
+        if self.step_days < 0 or self.ratings_per_step < 0:
+            raise ValueError(f"step_days and ratings_per_step must be >= 0, got {self.step_days}, "
+                             f"{self.ratings_per_step}")
+        if self.step_days and self.ratings_per_step:
+            raise ValueError("give step_days or ratings_per_step, not both")
         if self.max_history < 1:
             raise ValueError(f"max_history must be >= 1, got {self.max_history}")
 
@@ -87,11 +95,26 @@ def _read_embeddings(data_dir: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _steps(ratings: pd.DataFrame, config: MovieLensConfig) -> np.ndarray:
-    """Time step (>= 1) of each rating, rows already in time order."""
+    """Time step (>= 1) of each rating, rows already in time order.
+
+    Raises:
+      ValueError: a choice that gives more than MAX_STEPS partitions (one `model.fit` each).
+    """
+    n = len(ratings)
     if config.ratings_per_step:
-        return np.arange(len(ratings)) // config.ratings_per_step + 1
-    seconds = ratings["timestamp"].to_numpy()
-    return (seconds - seconds.min()) // (config.step_days * _SECONDS_PER_DAY) + 1
+        steps = np.arange(n) // config.ratings_per_step + 1
+    elif config.step_days:
+        seconds = ratings["timestamp"].to_numpy()
+        steps = (seconds - seconds.min()) // (config.step_days * _SECONDS_PER_DAY) + 1
+    else:
+        steps = np.arange(n) * config.num_steps // n + 1
+    partitions = len(np.unique(steps))
+    if partitions > MAX_STEPS:
+        choice = f"--step_days {config.step_days}" if config.step_days else f"--ratings_per_step {config.ratings_per_step}"
+        raise ValueError(f"{choice} gives {partitions:,} log partitions of about {n // partitions:,} ratings each, and "
+                         f"`sidrec train` fits once per partition; use at most {MAX_STEPS} (the default "
+                         f"--num_steps {MovieLensConfig.num_steps} splits the ratings into equal steps)")
+    return steps
 
 
 def load(config: MovieLensConfig, rejects_path: str | None = None) -> tuple[Corpus, Impressions]:

@@ -59,14 +59,20 @@ def test_watch_item_and_history_of_one_user_by_hand(loaded, movielens_dir):
     assert impressions.engagement[row] == pytest.approx(user["rating"].iloc[25] / 5)
 
 
-def test_steps_are_weeks_by_default_and_configurable(loaded, movielens_dir):
+def test_steps_are_a_workable_number_by_default_and_configurable(loaded, movielens_dir):
     _, impressions, _ = loaded
-    ratings = pd.read_csv(os.path.join(movielens_dir, "ratings.csv"))
-    assert impressions.day.min() == 1
-    assert impressions.day.max() == (ratings["timestamp"].max() - ratings["timestamp"].min()) // (7 * 86400) + 1
+    # 15 steps of equal size (about 6,700 ratings each, less each user's first rating, written aside).
+    assert impressions.day.min() == 1 and impressions.day.max() == 15
+    assert np.bincount(impressions.day)[1:].min() > 6_000
     _, by_count = movielens.load(movielens.MovieLensConfig(data_dir=movielens_dir, ratings_per_step=10_000),
                                  rejects_path=os.devnull)
     assert by_count.day.max() == 11  # 100,836 ratings in steps of 10,000
+    _, by_year = movielens.load(movielens.MovieLensConfig(data_dir=movielens_dir, step_days=365),
+                                rejects_path=os.devnull)
+    assert by_year.day.max() >= 20
+    # Weeks give over a thousand partitions of about 90 ratings: refused, with the way out.
+    with pytest.raises(ValueError, match=r"--step_days 7 gives 1,0\d\d log partitions .* --num_steps 15"):
+        movielens.load(movielens.MovieLensConfig(data_dir=movielens_dir, step_days=7), rejects_path=os.devnull)
 
 
 def test_written_data_passes_the_contract_readers(movielens_dir, tmp_path):

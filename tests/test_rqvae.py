@@ -131,3 +131,52 @@ def test_movielens_embeddings_meet_the_sid_quality_bars(movielens_dir):
     sids = rqvae_job.encode(model, corpus.embeddings)
     report = sid_quality.report(sids, corpus.embeddings, corpus.item_ids, 256)
     _check_quality(report, min_utilisation=0.9, min_unique=0.95)
+
+
+def _gradients(model, x, loss_name):
+    """{part: gradients} of one RQ-VAE loss term for the encoder, the codebooks and the decoder."""
+    parts = {"encoder": model.encoder.trainable_variables, "codebooks": [model.quantizer.codebooks],
+             "decoder": model.decoder.trainable_variables}
+    with tf.GradientTape(persistent=True) as tape:
+        recon_loss, rq_loss, _, _ = model.compute_rq_losses(x)
+    loss = {"recon": recon_loss, "rq": rq_loss}[loss_name]
+    return {part: [g for g in tape.gradient(loss, variables, unconnected_gradients="zero")]
+            for part, variables in parts.items()}
+
+
+def _norm(gradients) -> float:
+    return float(sum(tf.reduce_sum(tf.square(g)) for g in gradients))
+
+
+def test_each_loss_term_reaches_exactly_the_variables_it_should():
+    """Stop-gradients and the straight-through estimator, checked with a GradientTape.
+
+    Reconstruction: encoder (straight through the argmin) and decoder, never the codebooks.
+    Commitment beta ||r - sg[e]||^2: the encoder only. Codebook ||sg[r] - e||^2: the codebooks only.
+    """
+    x = tf.random.stateless_normal([64, 12], seed=[1, 2])
+    models = {beta: RQVAE(12, (16, 8), num_levels=2, codebook_size=8, beta=beta) for beta in (0.0, 0.25, 0.5)}
+    for model in models.values():
+        model.build((None, 12))
+        model.set_weights(models[0.0].get_weights())  # one set of weights; only beta differs
+
+    recon = _gradients(models[0.25], x, "recon")
+    assert _norm(recon["encoder"]) > 0 and _norm(recon["decoder"]) > 0  # straight-through reaches the encoder
+    assert _norm(recon["codebooks"]) == 0
+
+    codebook_only = _gradients(models[0.0], x, "rq")  # beta 0: the codebook term alone
+    assert _norm(codebook_only["encoder"]) == 0 and _norm(codebook_only["decoder"]) == 0
+    # By hand: d/de_k of mean_b sum_l ||r_l - e_l||^2 is 2/B sum over the rows choosing code k of (e_k - r_l).
+    codes, chosen, residuals = models[0.0].quantizer(models[0.0].encoder(x))
+    expected = np.zeros((2, 8, 8), np.float32)
+    for level in range(2):
+        for row in range(64):
+            expected[level, codes[row, level]] += 2 / 64 * (chosen[level, row] - residuals[level, row]).numpy()
+    np.testing.assert_allclose(codebook_only["codebooks"][0].numpy(), expected, rtol=1e-4, atol=1e-6)
+
+    # The commitment term reaches the encoder, in proportion to beta, and nothing else does.
+    quarter, half = (_gradients(models[beta], x, "rq") for beta in (0.25, 0.5))
+    assert _norm(quarter["encoder"]) > 0 and _norm(quarter["decoder"]) == 0
+    for a, b in zip(quarter["encoder"], half["encoder"]):
+        np.testing.assert_allclose(2 * a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(quarter["codebooks"][0].numpy(), expected, rtol=1e-4, atol=1e-6)
