@@ -135,7 +135,7 @@ def test_ranker_config_round_trip_and_mmoe_ranker_learns():
     ranker = MultitaskRanker(PieceItemEncoder(table_rows=50, dim=8), hidden_dims=(16,), depth_multiplier=2.0,
                              trunk="mmoe", num_experts=2)
     copy = MultitaskRanker.from_config(ranker.get_config())
-    assert (copy.hidden_dims, copy.trunk_kind, copy.num_experts, copy.item_encoder.table_rows) == ((32,), "mmoe", 2, 50)
+    assert (copy.hidden_dims, copy.trunk_kind, copy.num_experts, copy.item_encoder.table_rows) == ((16, 16), "mmoe", 2, 50)  # 2x: two layers
     ranker.compile(optimizer=tf.keras.optimizers.legacy.Adam(0.01))
     ranker.fit(_synthetic(), epochs=3, verbose=0)
     assert ranker.evaluate(_synthetic(seed=1), return_dict=True, verbose=0)["click_auc"] > 0.9
