@@ -59,13 +59,18 @@ def _measure(call, requests: int, concurrency: int) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run_dir", default=os.path.join("runs", "demo"))
-    parser.add_argument("--export_base", default="", help="default: RUN_DIR/ranker/sid_spm_8192/export")
+    parser.add_argument("--export_base", default="", help="default: the newest RUN_DIR/ranker/sid_spm_8192-*/export")
     parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
     layout = RunLayout(args.run_dir)
-    base = args.export_base or os.path.join(layout.ranker, "sid_spm_8192", "export")
+    import glob
+
+    runs = sorted(glob.glob(os.path.join(layout.ranker, "sid_spm_8192-*", "export")), key=os.path.getmtime)
+    if not (args.export_base or runs):
+        raise SystemExit(f"no sid_spm_8192 run with exports under {layout.ranker}: run `make demo`, or give --export_base")
+    base = args.export_base or runs[-1]
     found = export.versions(base)
     if not found:
         raise SystemExit(f"{base}: no export; run `make demo` first")
