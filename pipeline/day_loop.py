@@ -25,7 +25,7 @@ from models.trunks import TRUNKS
 from pipeline import features as fk
 from pipeline import fingerprint, layout
 from pipeline.config_flags import flag
-from pipeline.metrics import binary_auc
+from pipeline.metrics import binary_auc, rmse
 from pipeline.serving_examples import read_representation, read_serving_sample
 from serving.export import export_version
 
@@ -130,7 +130,7 @@ def evaluate_day(model: MultitaskRanker, dataset: tf.data.Dataset) -> dict:
     p, e, y, w, c = (np.concatenate(v) for v in (probabilities, engagement, clicks, watched, cold))
     return {"examples": int(len(y)), "ctr_auc": binary_auc(y, p),
             "ctr_1d_auc": binary_auc(y[c], p[c]) if c.any() else float("nan"),
-            "cold_start_examples": int(c.sum()), "engagement_rmse": float(np.sqrt(np.mean((e - w) ** 2)))}
+            "cold_start_examples": int(c.sum()), "engagement_rmse": rmse(w, e)}
 
 
 def read_protocol_card(transform_dir: str) -> dict:

@@ -36,3 +36,19 @@ def binary_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     mean_rank = first_rank + (counts + 1) / 2.0
     rank_sum = mean_rank[inverse][labels == 1].sum()
     return float((rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives))
+
+
+def rmse(targets: np.ndarray, predictions: np.ndarray) -> float:
+    """Root mean squared error.
+
+    Raises:
+      ValueError: if the shapes differ, the arrays are empty, or a value is not finite.
+    """
+    targets = np.asarray(targets, dtype=np.float64).ravel()
+    predictions = np.asarray(predictions, dtype=np.float64).ravel()
+    if targets.shape != predictions.shape or not targets.size:
+        raise ValueError(f"targets {targets.shape} and predictions {predictions.shape}: need equal, non-empty shapes")
+    for name, values in (("targets", targets), ("predictions", predictions)):
+        if not np.isfinite(values).all():
+            raise ValueError(f"{int((~np.isfinite(values)).sum())} of {values.size} {name} are not finite (NaN or inf)")
+    return float(np.sqrt(np.mean((targets - predictions) ** 2)))

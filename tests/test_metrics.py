@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.metrics import binary_auc
+from pipeline.metrics import binary_auc, rmse
 
 
 def test_hand_worked_cases():
@@ -28,3 +28,17 @@ def test_bad_labels_are_refused():
         binary_auc([0, 2], [0.1, 0.2])
     with pytest.raises(ValueError, match="differ in shape"):
         binary_auc([0, 1], [0.1])
+
+
+def test_non_finite_scores_are_refused_not_ranked_highest():
+    # NaN would otherwise sort above every score: a diverged model would get AUC 1.0 here.
+    with pytest.raises(ValueError, match="2 of 4 scores are not finite"):
+        binary_auc([0, 0, 1, 1], [0.1, 0.2, np.nan, np.nan])
+    with pytest.raises(ValueError, match="not finite"):
+        binary_auc([0, 1], [np.inf, 0.2])
+
+
+def test_rmse_by_hand_and_refuses_non_finite_values():
+    assert rmse([0.0, 1.0], [0.5, 0.5]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="1 of 2 predictions are not finite"):
+        rmse([0.0, 1.0], [np.nan, 0.5])
