@@ -104,8 +104,8 @@ class CheckLogRows(beam.DoFn):
                                           f"valid tf.Example records ({e})") from e
         checked = data_io.check_log_batch(batch, path, day, self._max_history)
         Metrics.counter(NAMESPACE, "rows_read").inc(len(records))
+        Metrics.counter(NAMESPACE, "rows_rejected").inc(len(checked.failures))  # reported even when 0
         for row, (field, reason) in sorted(checked.failures.items()):
-            Metrics.counter(NAMESPACE, "rows_rejected").inc()
             Metrics.counter(NAMESPACE, f"rejected_{field}").inc()
             rejection, record = data_io.log_rejection(path, first_row + row, field, reason, records[row])
             yield beam.pvalue.TaggedOutput(self.REJECTED, contracts.rejection_json(rejection, record))
