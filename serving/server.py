@@ -5,8 +5,8 @@ GetModelMetadata (Classify, Regress and MultiInference answer INVALID_ARGUMENT, 
 for signatures that are not classify/regress ones); ModelService: GetModelStatus. Any TF Serving client works against it unchanged, and the stock
 `tensorflow_model_server` can serve the same base path instead:
 
-  sidrec serve --model_name ranker --model_base_path RUN/ranker/sid_spm_8192/export --port 8500
-  tensorflow_model_server --model_name=ranker --model_base_path=$PWD/RUN/ranker/sid_spm_8192/export --port=8500
+  sidrec serve --model_name ranker --model_base_path RUN/ranker/sid_spm_8192-*/export --port 8500
+  tensorflow_model_server --model_name=ranker --model_base_path=$PWD/RUN/ranker/sid_spm_8192-*/export --port=8500
 """
 
 import argparse
