@@ -97,11 +97,7 @@ class CheckLogRows(beam.DoFn):
 
     def process(self, element):
         day, path, first_row, records = element
-        try:
-            batch = self._decoder.DecodeBatch(records)
-        except Exception as e:  # tfx_bsl raises plain RuntimeError on malformed protos
-            raise contracts.ContractError(f"{path}: rows {first_row}..{first_row + len(records) - 1} are not "
-                                          f"valid tf.Example records ({e})") from e
+        batch = data_io.decode_log_records(self._decoder, records, path, first_row)
         checked = data_io.check_log_batch(batch, path, day, self._max_history)
         Metrics.counter(NAMESPACE, "rows_read").inc(len(records))
         Metrics.counter(NAMESPACE, "rows_rejected").inc(len(checked.failures))  # reported even when 0
@@ -328,7 +324,7 @@ def input_fingerprint(layout: DataLayout, sids_dir: str, config: RepresentationC
     inputs = {"stage": "transform", "format": OUTPUT_FORMAT, "representation": config.result_fields(),
               "eval_from": eval_from, "corpus": fingerprint.digest_files([layout.corpus]),
               "logs": {f"day={d:04d}": fingerprint.digest_files(data_io.day_files(layout, d)) for d in layout.days()}}
-    if config.kind in ("sid_ngram", "sid_spm"):
+    if config.has_sids:
         recorded = fingerprint.read(sids_dir)
         inputs["sid_table"] = (recorded["fingerprint"] if recorded else
                                fingerprint.digest_files(tf.io.gfile.glob(os.path.join(sids_dir, "table", "*"))))

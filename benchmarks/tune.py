@@ -45,7 +45,8 @@ def main(argv=None) -> dict:
     if not os.path.exists(os.path.join(layout.sids, "stats.json")):
         for command in (["simulate", "--seed", str(args.world_seed)], ["train-rqvae", "--max_first_day", "0"],
                         ["materialize"]):
-            assert cli.main([command[0], "--run_dir", args.run_dir, *command[1:]]) == 0, command
+            if cli.main([command[0], "--run_dir", args.run_dir, *command[1:]]) != 0:
+                raise SystemExit(f"sidrec {command[0]} failed while making the validation world")
     arms = experiment.parse_arms(args.arms)
     from beam_jobs import transform
 
@@ -63,8 +64,8 @@ def main(argv=None) -> dict:
             history = day_loop.train(os.path.join(layout.transform, arm.representation),
                                      os.path.join(layout.ranker, day_loop.run_dir_name(arm.representation, config)),
                                      config, export_every_day=False, log=lambda *_: None)
-            scores[arm.representation] = {"ctr_auc": experiment._mean(history, "ctr_auc"),
-                                          "ctr_1d_auc": experiment._mean(history, "ctr_1d_auc")}
+            scores[arm.representation] = {"ctr_auc": experiment.mean_over_days(history, "ctr_auc"),
+                                          "ctr_1d_auc": experiment.mean_over_days(history, "ctr_1d_auc")}
         grid.append({"learning_rate": learning_rate, "table_learning_rate": table_learning_rate, "arms": scores,
                      "mean_ctr_auc": sum(s["ctr_auc"] for s in scores.values()) / len(scores),
                      "mean_ctr_1d_auc": sum(s["ctr_1d_auc"] for s in scores.values()) / len(scores)})

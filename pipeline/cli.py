@@ -91,8 +91,6 @@ def _transform(args) -> None:
                                                  args.eval_from, args.max_history, args.if_changed, args.beam_args),
                             log=print)
     print("counters: " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary["counters"].items())))
-    if summary["counters"].get("rows_rejected"):
-        print(f"rejected log rows (file, row, field, reason): {os.path.join(output, transform.REJECTED_DIR)}")
     with open(os.path.join(output, transform.LOOKUPS_FILE), encoding="utf-8") as f:
         lookups = json.load(f)
     print(f"{summary['config'].name}: {summary['config'].table_rows:,} table rows; lookups per item "

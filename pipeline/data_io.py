@@ -352,6 +352,15 @@ def check_log_batch(batch: pa.RecordBatch, source: str, expected_day: int | None
     return CheckedLogBatch(ok, failures, impressions)
 
 
+def decode_log_records(decoder, records: list[bytes], source: str, first_row: int) -> pa.RecordBatch:
+    """Serialized tf.Examples -> a RecordBatch (tfx_bsl decoder), or an error naming the file and rows."""
+    try:
+        return decoder.DecodeBatch(records)
+    except Exception as e:  # tfx_bsl raises plain RuntimeError on malformed protos
+        raise ContractError(f"{source}: rows {first_row}..{first_row + len(records) - 1} "
+                            f"are not valid tf.Example records ({e})") from e
+
+
 def log_rejection(source: str, row: int, field: str, reason: str, serialized: bytes) -> tuple[Rejection, dict]:
     """A rejected log row as every reader writes it aside: where, why, and the record itself."""
     return (Rejection(source, row, field, reason),
@@ -382,11 +391,7 @@ def read_log_file(path: str, expected_day: int | None = None, max_history: int =
     decoder = example_coder.ExamplesToRecordBatchDecoder()
     parts, first_row = [], 0
     for serialized in read_tfrecord_batches(path):
-        try:
-            batch = decoder.DecodeBatch(serialized)
-        except Exception as e:  # tfx_bsl raises plain RuntimeError on malformed protos
-            raise ContractError(f"{path}: rows {first_row}..{first_row + len(serialized) - 1} "
-                                f"are not valid tf.Example records ({e})") from e
+        batch = decode_log_records(decoder, serialized, path, first_row)
         parts.append(_validate_log_batch(batch, path, first_row, expected_day, max_history, sink, serialized))
         first_row += len(serialized)
     if first_row == 0:

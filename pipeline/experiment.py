@@ -127,7 +127,7 @@ def run(layout: RunLayout, arms: list[Arm], config: day_loop.TrainConfig, beam_a
                          "days": [e["evaluated_on_day"] for e in history],
                          "per_day": [{k: e[k] for k in ("evaluated_on_day", "ctr_auc", "ctr_1d_auc",
                                                         "cold_start_examples")} for e in history],
-                         "ctr_auc": _mean(history, "ctr_auc"), "ctr_1d_auc": _mean(history, "ctr_1d_auc"),
+                         "ctr_auc": mean_over_days(history, "ctr_auc"), "ctr_1d_auc": mean_over_days(history, "ctr_1d_auc"),
                          "last_day_ctr_auc": history[-1]["ctr_auc"], "last_day_ctr_1d_auc": history[-1]["ctr_1d_auc"]})
     card = cards[base.representation]
     results = {"baseline": base.label, "eval_from": card["eval_from"], "train_days": card["train_days"],
@@ -142,7 +142,8 @@ def run(layout: RunLayout, arms: list[Arm], config: day_loop.TrainConfig, beam_a
     return results
 
 
-def _mean(history: list[dict], key: str) -> float:
+def mean_over_days(history: list[dict], key: str) -> float:
+    """The mean of one metric over a run's evaluation days (NaN days, without cold start, left out)."""
     return float(np.nanmean([e[key] for e in history]))
 
 

@@ -69,6 +69,11 @@ class RepresentationConfig:
         return 0
 
     @property
+    def has_sids(self) -> bool:
+        """True for the kinds whose pieces come from SIDs (they read the SID table)."""
+        return self.kind in ("sid_ngram", "sid_spm")
+
+    @property
     def oov_piece(self) -> int:
         return self.table_rows - 1
 

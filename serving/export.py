@@ -53,7 +53,7 @@ def request_checks(features: dict, config: RepresentationConfig) -> list[tf.Oper
     checks = [tf.debugging.Assert(tf.reduce_all(history_items <= config.max_history), [
         f"{fk.HISTORY_ITEM_IDS}: at most {config.max_history} items (the log contract's H; training rejects "
         "longer histories too); got", tf.reduce_max(history_items)], name="check_history_length")]
-    if config.kind in ("sid_ngram", "sid_spm"):
+    if config.has_sids:
         levels = config.num_levels
         for key in (fk.WATCH_SID, fk.CANDIDATE_SID):
             checks.append(_valid_sids(features[key], key, config.codebook_size))

@@ -83,7 +83,7 @@ def edited_example(record: bytes, **features) -> bytes:
     return example.SerializeToString()
 
 
-def bad_sid_requests(record: bytes, num_levels: int = 4) -> list[tuple[str, bytes, str]]:
+def bad_sid_requests(record: bytes, num_levels: int = TINY.num_levels) -> list[tuple[str, bytes, str]]:
     """(case, serialized request row, the feature its error must name) for SIDs a server must refuse."""
     import tensorflow as tf
 
@@ -96,7 +96,8 @@ def bad_sid_requests(record: bytes, num_levels: int = 4) -> list[tuple[str, byte
         ("negative code", edited_example(record, candidate_sid=[-5] * num_levels), fk.CANDIDATE_SID),
         ("watch SID of the wrong length", edited_example(record, watch_sid=[1] * (num_levels - 1)), fk.WATCH_SID),
         ("history code above K", edited_example(record, history_item_ids=[history[0].decode()],
-                                                history_sids=[0] * (num_levels - 1) + [16]), fk.HISTORY_SIDS),
+                                                history_sids=[0] * (num_levels - 1) + [TINY.codebook_size]),
+         fk.HISTORY_SIDS),
         ("history SIDs of the wrong length", edited_example(record, history_item_ids=[history[0].decode()],
                                                             history_sids=[1] * (num_levels + 1)), fk.HISTORY_SIDS),
         ("history longer than H", edited_example(record, history_item_ids=[history[0].decode()] * 21,
