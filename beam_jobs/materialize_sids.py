@@ -33,9 +33,11 @@ from beam_jobs.counters import job_counters
 from beam_jobs.sid_model_handler import Chunk, SidModelHandler
 from beam_jobs.sid_stats import MergeCountsFn, SidChunk, SidStatistics, bucketed_counts
 from models.rqvae_savedmodel import METADATA_PATH
-from pipeline import contracts, data_io, fingerprint
-from pipeline import features as fk
-from pipeline import sid_quality
+from pipeline.core import contracts
+from pipeline.data import data_io
+from pipeline.core import fingerprint
+from pipeline.core import features as fk
+from pipeline.sid import sid_quality
 
 NAMESPACE = "sidrec_materialize"
 REJECTED = "rejected"
@@ -74,7 +76,7 @@ class ParseExample(beam.DoFn):
     """tf.Example corpus records -> the same dict rows that Parquet gives."""
 
     def process(self, record: bytes):
-        import tensorflow as tf
+        from pipeline.core.tf_env import tf
 
         features = tf.train.Example.FromString(record).features.feature
         row = {fk.ITEM_ID: None, fk.EMBEDDING: None, fk.FIRST_DAY: None}
@@ -143,7 +145,7 @@ class SplitDuplicated(beam.DoFn):
             return
         mine = np.array([i in duplicated for i in chunk.item_ids], dtype=bool)
         for row in np.flatnonzero(mine):
-            digest = hashlib.sha1(chunk.embeddings[row].tobytes()).hexdigest()  # as pipeline.contracts
+            digest = hashlib.sha1(chunk.embeddings[row].tobytes()).hexdigest()  # as pipeline.core.contracts
             yield beam.pvalue.TaggedOutput(self.DUPLICATED, (
                 chunk.item_ids[row], (int(chunk.first_day[row]), digest, chunk.embeddings[row])))
         if not mine.all():
@@ -350,7 +352,7 @@ def table_fingerprint(args, card: dict) -> fingerprint.Fingerprint:
 
     Transform outputs of SID representations record it, so a new table rebuilds them.
     """
-    import tensorflow as tf
+    from pipeline.core.tf_env import tf
 
     existing = fingerprint.read(args.existing_table) if args.existing_table else None
     return fingerprint.Fingerprint({

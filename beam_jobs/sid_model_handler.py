@@ -39,13 +39,13 @@ class SidModelHandler(ModelHandler[Chunk, PredictionResult, Any]):
         self._model_path = model_path
 
     def load_model(self):
-        import tensorflow as tf
+        from pipeline.core.tf_env import tf
 
         return tf.saved_model.load(self._model_path)
 
     def run_inference(self, batch: Sequence[Chunk], model, inference_args: Optional[dict] = None
                       ) -> Iterable[PredictionResult]:
-        import tensorflow as tf
+        from pipeline.core.tf_env import tf
 
         embeddings = np.concatenate([chunk.embeddings for chunk in batch]).astype(np.float32, copy=False)
         sids = model.signatures[SIGNATURE](**{INPUT_KEY: tf.constant(embeddings)})[OUTPUT_SID].numpy()

@@ -1,4 +1,4 @@
-"""SID statistics with Beam combiners; the same aggregates as `pipeline.sid_quality.report`."""
+"""SID statistics with Beam combiners; the same aggregates as `pipeline.sid.sid_quality.report`."""
 
 from typing import NamedTuple
 
@@ -7,7 +7,7 @@ import hashlib
 import apache_beam as beam
 import numpy as np
 
-from pipeline import sid_quality
+from pipeline.sid import sid_quality
 
 
 class SidChunk(NamedTuple):

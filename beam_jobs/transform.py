@@ -11,7 +11,7 @@ Two pipelines in one run, because SentencepieceTokenizer takes its model as a gr
      (OUTPUT/spm/sid_spm.model).
   2. TF Transform: analyse the training window, transform every day into
      OUTPUT/transformed/day=NNNN/part-*.tfrecord, and write OUTPUT/transform_fn and the schema.
-Nothing is learned from an evaluation day (pipeline.protocol). Items without a SID get codes of -1
+Nothing is learned from an evaluation day (pipeline.core.protocol). Items without a SID get codes of -1
 (the table's OOV row) and are counted. OUTPUT/lookups.json holds the embedding lookups per item by
 popularity bucket (the paper's Figure 4). OUTPUT/fingerprint.json records what the output was made
 from; a rerun with the same inputs reuses it.
@@ -28,7 +28,7 @@ import os
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import tensorflow as tf
+from pipeline.core.tf_env import tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
@@ -39,15 +39,18 @@ from tfx_bsl.coders import example_coder
 from beam_jobs import publish
 from beam_jobs.counters import job_counters
 from beam_jobs.sid_stats import MergeCountsFn, bucketed_counts
-from pipeline import contracts, data_io, fingerprint
-from pipeline import features as fk
-from pipeline import lookup_stats, spm_vocab
-from pipeline.item_join import join_item_features
-from pipeline.layout import LOG_FILE_PATTERN, TRANSFORMED_SUFFIX, DataLayout, transformed_day_prefix
-from pipeline.preprocessing import make_preprocessing_fn, raw_feature_spec, serving_feature_spec
-from pipeline.protocol import split_days
-from pipeline.representation import KINDS, RepresentationConfig
-from pipeline.serving_examples import REPRESENTATION_CARD, SERVING_SAMPLE
+from pipeline.core import contracts
+from pipeline.data import data_io
+from pipeline.core import fingerprint
+from pipeline.core import features as fk
+from pipeline.sid import lookup_stats
+from pipeline.sid import spm_vocab
+from pipeline.sid.item_join import join_item_features
+from pipeline.core.layout import LOG_FILE_PATTERN, TRANSFORMED_SUFFIX, DataLayout, transformed_day_prefix
+from pipeline.sid.preprocessing import make_preprocessing_fn, raw_feature_spec, serving_feature_spec
+from pipeline.core.protocol import split_days
+from pipeline.core.representation import KINDS, RepresentationConfig
+from pipeline.sid.serving_examples import REPRESENTATION_CARD, SERVING_SAMPLE
 
 NAMESPACE = "sidrec_transform"
 BATCH_ROWS = 4096

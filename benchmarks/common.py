@@ -3,7 +3,7 @@
 import json
 import time
 
-import tensorflow as tf
+from pipeline.core.tf_env import tf
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:

@@ -25,8 +25,8 @@ from benchmarks.rqvae import PRESETS, forward_flops  # noqa: E402
 from beam_jobs import materialize_sids  # noqa: E402
 from models import rqvae_savedmodel  # noqa: E402
 from models.rqvae import RQVAE  # noqa: E402
-from pipeline import data_io  # noqa: E402
-from pipeline.data_io import Corpus  # noqa: E402
+from pipeline.data import data_io  # noqa: E402
+from pipeline.data.data_io import Corpus  # noqa: E402
 
 
 def _corpus(path: str, n: int, dim: int, seed: int = 0) -> None:

@@ -18,13 +18,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from pipeline.core.tf_env import tf  # noqa: E402
 
 from benchmarks.common import emit, matmul_gflops  # noqa: E402
 from models import rqvae_savedmodel  # noqa: E402
 from models.rqvae import RQVAE, RQVAEConfig  # noqa: E402
-from pipeline import rqvae_job, sid_quality  # noqa: E402
-from pipeline.simulator import SimulatorConfig, simulate  # noqa: E402
+from pipeline.stages import train_rqvae as rqvae_job
+from pipeline.sid import sid_quality  # noqa: E402
+from pipeline.data.simulator import SimulatorConfig, simulate  # noqa: E402
 
 PRESETS = {
     # The demo: D=256, hidden 256 -> 32-d latent, L=4, K=256.

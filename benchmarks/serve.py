@@ -19,13 +19,13 @@ from concurrent import futures
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from pipeline.core.tf_env import tf  # noqa: E402
 
 from benchmarks.common import emit  # noqa: E402
-from pipeline import data_io  # noqa: E402
-from pipeline.layout import RunLayout  # noqa: E402
-from pipeline.representation import RepresentationConfig  # noqa: E402
-from pipeline.serving_examples import ServingExampleBuilder, read_representation  # noqa: E402
+from pipeline.data import data_io  # noqa: E402
+from pipeline.core.layout import RunLayout  # noqa: E402
+from pipeline.core.representation import RepresentationConfig  # noqa: E402
+from pipeline.sid.serving_examples import ServingExampleBuilder, read_representation  # noqa: E402
 from serving import export  # noqa: E402
 from serving.client import RankerClient  # noqa: E402
 

@@ -16,12 +16,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import tensorflow as tf  # noqa: E402
+from pipeline.core.tf_env import tf  # noqa: E402
 
 from benchmarks.common import emit  # noqa: E402
 from models.ranker import ranker_optimizer  # noqa: E402
-from pipeline import day_loop  # noqa: E402
-from pipeline.serving_examples import REPRESENTATION_CARD, read_representation  # noqa: E402
+from pipeline.stages import day_loop  # noqa: E402
+from pipeline.sid.serving_examples import REPRESENTATION_CARD, read_representation  # noqa: E402
 
 
 def _examples_per_s(fn, examples: int) -> float:

@@ -19,18 +19,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import sentencepiece as spm  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from pipeline.core.tf_env import tf  # noqa: E402
 
 from beam_jobs import materialize_sids, transform  # noqa: E402
 from benchmarks.common import emit  # noqa: E402
 from models import rqvae_savedmodel  # noqa: E402
 from models.rqvae import RQVAEConfig  # noqa: E402
-from pipeline import data_io, rqvae_job, sid_text, spm_vocab  # noqa: E402
-from pipeline.layout import RunLayout  # noqa: E402
-from pipeline.preprocessing import spm_pieces  # noqa: E402
-from pipeline.representation import RepresentationConfig  # noqa: E402
-from pipeline.simulate_job import run as simulate_run  # noqa: E402
-from pipeline.simulator import SimulatorConfig  # noqa: E402
+from pipeline.data import data_io
+from pipeline.stages import train_rqvae as rqvae_job
+from pipeline.sid import sid_text
+from pipeline.sid import spm_vocab  # noqa: E402
+from pipeline.core.layout import RunLayout  # noqa: E402
+from pipeline.sid.preprocessing import spm_pieces  # noqa: E402
+from pipeline.core.representation import RepresentationConfig  # noqa: E402
+from pipeline.stages.simulate import run as simulate_run  # noqa: E402
+from pipeline.data.simulator import SimulatorConfig  # noqa: E402
 
 REPRESENTATIONS = {"random_hash": {"buckets": 8192}, "dense": {}, "sid_ngram": {"ngram": 2},
                    "sid_spm": {"vocab_size": 8192}}

@@ -19,8 +19,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline import cli, day_loop, experiment  # noqa: E402  (pipeline first: it pins Keras 2)
-from pipeline.layout import RunLayout  # noqa: E402
+from pipeline import cli  # noqa: E402
+from pipeline.stages import day_loop, experiment  # noqa: E402
+from pipeline.core.layout import RunLayout  # noqa: E402
 
 from benchmarks.common import emit  # noqa: E402
 

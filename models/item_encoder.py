@@ -5,10 +5,10 @@ table: ordinary variables on CPU, sharded TPU tables under TPUStrategy). An item
 sum of its pieces' rows; the history is the mean of its items' vectors.
 """
 
-import tensorflow as tf
+from pipeline.core.tf_env import tf
 import tensorflow_recommenders as tfrs
 
-from pipeline import features as fk
+from pipeline.core import features as fk
 
 PIECE_KEYS = (fk.WATCH_PIECES, fk.CANDIDATE_PIECES, fk.HISTORY_PIECES)
 

@@ -1,10 +1,10 @@
 """The multitask watch-next ranker (TFRS): click (BCE, AUC) and engagement (watch fraction) tasks."""
 
-import tensorflow as tf
+from pipeline.core.tf_env import tf
 import tensorflow_recommenders as tfrs
 
 from models.trunks import build_trunk
-from pipeline import features as fk
+from pipeline.core import features as fk
 
 
 def deeper(hidden_dims, depth_multiplier: float) -> tuple[int, ...]:

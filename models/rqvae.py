@@ -9,9 +9,9 @@ collapse); `kmeans_init` optionally seeds each level by k-means on the residuals
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
+from pipeline.core.tf_env import tf
 
-from pipeline.config_flags import flag
+from pipeline.core.config_flags import flag
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ import os
 import shutil
 
 import numpy as np
-import tensorflow as tf
+from pipeline.core.tf_env import tf
 
 from models.rqvae import RQVAE
 

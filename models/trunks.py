@@ -1,6 +1,6 @@
 """Multitask trunks: one hidden vector per task, from a shared bottom or a multi-gate mixture of experts."""
 
-import tensorflow as tf
+from pipeline.core.tf_env import tf
 
 TASKS = ("click", "engagement")
 TRUNKS = ("shared_bottom", "mmoe")

@@ -1,11 +1,12 @@
-"""Orchestration and code shared by Beam and Keras (configs, feature keys, data contracts, CLI).
+"""The Semantic-ID ranking system's own code, in layers whose imports only point down.
 
-This package is the one place that pins Keras 2 for TensorFlow Recommenders: TF_USE_LEGACY_KERAS
-must be set before TensorFlow is first imported, so `models`, `beam_jobs` and `serving` import
-this package before anything else.
+  core/    1. base: feature keys, contracts and their row rules, the run layout (every artefact name),
+              representations, versions and atomic publish, fingerprints, config flags, TF set-up
+  data/    2. data: corpus, logs and SID table readers and writers, the simulator, the MovieLens loader
+  sid/     3. SID features: SID text, SPM vocabulary, preprocessing_fn, item join, lookup and SID stats
+           4. (top-level packages) models/, beam_jobs/, serving/
+  stages/  5. the stages (simulate, train the RQ-VAE, lookups, day loop, experiment, predict, demo)
+  cli.py   5. the `sidrec` command line: parses, calls stages, prints
+
+tests/test_layers.py walks the imports and keeps the direction.
 """
-
-import os
-
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF C++ info and warnings out of progress output

@@ -6,8 +6,9 @@ import logging
 import os
 import sys
 
-from pipeline import config_flags, features as fk
-from pipeline.layout import DataLayout, RunLayout
+from pipeline.core import config_flags
+from pipeline.core import features as fk
+from pipeline.core.layout import DataLayout, RunLayout
 
 DEFAULT_RUN_DIR = os.path.join("runs", "demo")
 # The demo's small version of the paper's table (the dense depth variants are left to `sidrec experiment`).
@@ -15,8 +16,9 @@ DEMO_ARMS = "random_hash:8192,dense:1,sid_ngram:1,sid_ngram:2,sid_spm:8192"
 
 
 def _simulate(args) -> None:
-    from pipeline import log_summary, simulate_job
-    from pipeline.simulator import SimulatorConfig
+    from pipeline.data import log_summary
+    from pipeline.stages import simulate as simulate_job
+    from pipeline.data.simulator import SimulatorConfig
 
     config = config_flags.from_args(SimulatorConfig, args)
     run = RunLayout(args.run_dir)
@@ -27,7 +29,8 @@ def _simulate(args) -> None:
 
 
 def _movielens(args) -> None:
-    from pipeline import log_summary, movielens
+    from pipeline.data import log_summary
+    from pipeline.data import movielens
 
     config = config_flags.from_args(movielens.MovieLensConfig, args)
     layout = RunLayout(args.run_dir).data
@@ -37,7 +40,8 @@ def _movielens(args) -> None:
 
 
 def _validate(args) -> None:
-    from pipeline import data_io, log_summary
+    from pipeline.data import data_io
+    from pipeline.data import log_summary
 
     layout = DataLayout(args.data_dir)
     rejects = None if args.strict else os.path.join(args.rejects_dir or layout.rejects, "validate")
@@ -50,7 +54,8 @@ def _validate(args) -> None:
 
 def _train_rqvae(args) -> None:
     from models.rqvae import RQVAEConfig
-    from pipeline import rqvae_job, sid_quality
+    from pipeline.stages import train_rqvae as rqvae_job
+    from pipeline.sid import sid_quality
 
     config = config_flags.from_args(RQVAEConfig, args)
     layout = RunLayout(args.run_dir)
@@ -81,7 +86,7 @@ def _materialize(args) -> None:
 def _transform(args) -> None:
     from beam_jobs import transform
 
-    from pipeline.representation import representation_name
+    from pipeline.core.representation import representation_name
 
     layout = RunLayout(args.run_dir)
     output = args.output or os.path.join(layout.transform, representation_name(args.kind, args.buckets, args.ngram,
@@ -102,8 +107,10 @@ def _transform(args) -> None:
 def _lookups(args) -> None:
     import numpy as np
 
-    from pipeline import data_io, lookup_stats, plots
-    from pipeline.protocol import split_days
+    from pipeline.data import data_io
+    from pipeline.sid import lookup_stats
+    from pipeline.stages import plots
+    from pipeline.core.protocol import split_days
 
     layout = RunLayout(args.run_dir)
     train_days = split_days(layout.data.days(), args.eval_from).train_window
@@ -130,7 +137,7 @@ def _lookups(args) -> None:
 
 
 def _train(args) -> None:
-    from pipeline import day_loop
+    from pipeline.stages import day_loop
 
     config = config_flags.from_args(day_loop.TrainConfig, args)
     layout = RunLayout(args.run_dir)
@@ -147,7 +154,8 @@ def _train(args) -> None:
 
 
 def _experiment(args) -> None:
-    from pipeline import day_loop, experiment
+    from pipeline.stages import day_loop
+    from pipeline.stages import experiment
 
     config = config_flags.from_args(day_loop.TrainConfig, args)
     results = experiment.run(RunLayout(args.run_dir), experiment.parse_arms(args.arms), config, args.beam_args,
@@ -169,9 +177,9 @@ def _predict(args) -> None:
     """Ranks logged candidates of a few users of one day through the gRPC server."""
     import numpy as np
 
-    from pipeline import data_io
-    from pipeline.representation import RepresentationConfig
-    from pipeline.serving_examples import ServingExampleBuilder, read_representation
+    from pipeline.data import data_io
+    from pipeline.core.representation import RepresentationConfig
+    from pipeline.sid.serving_examples import ServingExampleBuilder, read_representation
     from serving.client import RankerClient
 
     layout = RunLayout(args.run_dir)
@@ -221,7 +229,7 @@ def _demo(args) -> None:
     _lookups(args)
     print("== the paper's table: each representation trained day by day; each evaluation day evaluated "
           "before the model trains on it ==")
-    from pipeline.day_loop import TrainConfig
+    from pipeline.stages.day_loop import TrainConfig
 
     args.arms, args.baseline = DEMO_ARMS, ""
     for name, value in vars(TrainConfig()).items():
@@ -247,7 +255,7 @@ def _demo(args) -> None:
 
 def _add_protocol_flags(parser: argparse.ArgumentParser) -> None:
     """The evaluation protocol and the reuse policy, shared by the stages that transform."""
-    from pipeline.fingerprint import POLICIES
+    from pipeline.core.fingerprint import POLICIES
 
     parser.add_argument("--eval_from", type=int, default=0,
                         help="first evaluation day T+1: vocabularies and analyzers learn from days 1..T only, and "
@@ -261,12 +269,12 @@ def _add_protocol_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from models.rqvae import RQVAEConfig
-    from pipeline import experiment as experiment_defaults
-    from pipeline.day_loop import TrainConfig
-    from pipeline.fingerprint import POLICIES
-    from pipeline.movielens import MovieLensConfig
-    from pipeline.representation import KINDS
-    from pipeline.simulator import SimulatorConfig
+    from pipeline.stages import experiment as experiment_defaults
+    from pipeline.stages.day_loop import TrainConfig
+    from pipeline.core.fingerprint import POLICIES
+    from pipeline.data.movielens import MovieLensConfig
+    from pipeline.core.representation import KINDS
+    from pipeline.data.simulator import SimulatorConfig
     from serving.server import add_flags as add_server_flags
 
     parser = argparse.ArgumentParser(
@@ -397,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.contracts import ContractError
+    from pipeline.core.contracts import ContractError
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

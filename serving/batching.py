@@ -16,7 +16,7 @@ import time
 import grpc
 import numpy as np
 
-from pipeline.config_flags import flag
+from pipeline.core.config_flags import flag
 from serving.servables import Servable, ServingError
 
 

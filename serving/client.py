@@ -1,18 +1,18 @@
 """A TF Serving gRPC client for the ranker: raw tf.Examples in, candidates ranked by click probability out.
 
 Written on the official `PredictionServiceStub`, with the signature's stable input and output names
-(pipeline.features), so it works against `sidrec serve` and the stock `tensorflow_model_server` alike.
+(pipeline.core.features), so it works against `sidrec serve` and the stock `tensorflow_model_server` alike.
 """
 
 import dataclasses
 
 import grpc
 import numpy as np
-import tensorflow as tf
+from pipeline.core.tf_env import tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from pipeline import features as fk
-from pipeline.serving_examples import ServingExampleBuilder
+from pipeline.core import features as fk
+from pipeline.sid.serving_examples import ServingExampleBuilder
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,14 +17,13 @@ non-finite content embedding fail with INVALID_ARGUMENT naming the feature.
 import os
 import shutil
 
-import tensorflow as tf
-import tensorflow_text  # noqa: F401  (registers the SentencePiece ops that sid_spm transform graphs hold)
+from pipeline.core.tf_env import load_sentencepiece_ops, tf
 import tensorflow_transform as tft
 
-from pipeline import features as fk
-from pipeline.preprocessing import serving_feature_spec
-from pipeline.representation import RepresentationConfig
-from pipeline.serving_examples import REPRESENTATION_CARD, read_representation
+from pipeline.core import features as fk
+from pipeline.sid.preprocessing import serving_feature_spec
+from pipeline.core.representation import RepresentationConfig
+from pipeline.sid.serving_examples import REPRESENTATION_CARD, read_representation
 
 SERVING_DEFAULT = "serving_default"
 TRANSFORM_FEATURES = "transform_features"
@@ -121,6 +120,7 @@ def export_version(model: tf.keras.Model, transform_dir: str, export_base: str, 
         raise ValueError(f"version must be a positive integer, got {version}")
     if not warmup_examples:
         raise ValueError("warm-up needs at least one serialized raw tf.Example")
+    load_sentencepiece_ops()  # sid_spm transform graphs hold SentencePiece ops
     tft_output = tft.TFTransformOutput(transform_dir)
     final = os.path.join(export_base, str(version))
     staging = os.path.join(export_base, f".staging-{version}")  # not an integer: servers ignore it

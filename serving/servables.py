@@ -13,8 +13,7 @@ import threading
 
 import grpc
 import numpy as np
-import tensorflow as tf
-import tensorflow_text  # noqa: F401  (sid_spm exports hold SentencePiece ops)
+from pipeline.core.tf_env import load_sentencepiece_ops, tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
@@ -36,6 +35,7 @@ class Servable:
 
     def __init__(self, name: str, version: int, path: str):
         self.name, self.version, self.path = name, version, path
+        load_sentencepiece_ops()  # sid_spm exports hold SentencePiece ops
         self._model = tf.saved_model.load(path)
         with open(os.path.join(path, "saved_model.pb"), "rb") as f:
             meta_graph = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0]

@@ -19,7 +19,7 @@ import grpc
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from pipeline import config_flags
+from pipeline.core import config_flags
 from serving.batching import Batcher, BatchingParameters
 from serving.servables import (ModelConfig, ModelManager, ServingError, filter_outputs, outputs_to_protos,
                                read_model_config_file)

@@ -4,7 +4,9 @@ import os
 
 import pytest
 
-from pipeline import movielens
+from pipeline.core import tf_env  # noqa: F401  (first: TensorFlow with Keras 2, before any test imports it)
+
+from pipeline.data import movielens
 
 
 @pytest.fixture(scope="session")

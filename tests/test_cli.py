@@ -5,8 +5,9 @@ import os
 import subprocess
 import sys
 
-from pipeline import cli, data_io
-from pipeline.layout import RunLayout
+from pipeline import cli
+from pipeline.data import data_io
+from pipeline.core.layout import RunLayout
 
 SMALL_FLAGS = ["--num_items", "2000", "--num_users", "300", "--num_days", "3",
                "--impressions_per_day", "3000", "--embedding_dim", "32"]

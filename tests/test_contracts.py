@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
-from pipeline import data_io
-from pipeline import features as fk
-from pipeline.contracts import ContractError
-from pipeline.data_io import Corpus, Impressions
-from pipeline.layout import DataLayout
+from pipeline.data import data_io
+from pipeline.core import features as fk
+from pipeline.core.contracts import ContractError
+from pipeline.data.data_io import Corpus, Impressions
+from pipeline.core.layout import DataLayout
 
 
 def _corpus(n=6, dim=4, seed=0) -> Corpus:

@@ -12,9 +12,10 @@ import pytest
 import tensorflow as tf
 
 from beam_jobs import transform
-from pipeline import data_io, day_loop
-from pipeline import features as fk
-from pipeline.serving_examples import read_serving_sample
+from pipeline.data import data_io
+from pipeline.stages import day_loop
+from pipeline.core import features as fk
+from pipeline.sid.serving_examples import read_serving_sample
 from worlds import IN_MEMORY, copy_world
 
 CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(32,))
@@ -66,7 +67,7 @@ def test_day_loop_resumes_after_a_kill_with_the_metrics_of_an_uninterrupted_run(
     """Killed mid-day 2 (day 1 checkpointed), the rerun resumes after day 1 and ends as a whole run does."""
     whole = day_loop.train(spm_run["output"], str(tmp_path / "whole"), CONFIG, log=lambda *_: None)
     killed = str(tmp_path / "killed")
-    script = (f"from pipeline import day_loop\n"
+    script = (f"from pipeline.stages import day_loop\n"
               f"config = day_loop.TrainConfig(batch_size=256, hidden_dims=(32,))\n"
               f"day_loop.train({spm_run['output']!r}, {killed!r}, config, log=lambda msg: print(msg, flush=True))\n")
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)

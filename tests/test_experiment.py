@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from pipeline import cli, experiment
+from pipeline import cli
+from pipeline.stages import experiment
 from serving import export
 from worlds import IN_MEMORY
 

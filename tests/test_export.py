@@ -15,11 +15,11 @@ import tensorflow_transform as tft
 from google.protobuf import text_format
 
 from models.ranker import ranker_optimizer
-from pipeline import day_loop
-from pipeline import features as fk
-from pipeline.preprocessing import serving_feature_spec
-from pipeline.representation import RepresentationConfig
-from pipeline.serving_examples import ServingExampleBuilder, read_representation, read_serving_sample
+from pipeline.stages import day_loop
+from pipeline.core import features as fk
+from pipeline.sid.preprocessing import serving_feature_spec
+from pipeline.core.representation import RepresentationConfig
+from pipeline.sid.serving_examples import ServingExampleBuilder, read_representation, read_serving_sample
 from serving import export
 
 CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(16,), embedding_dim=8)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline import fingerprint
+from pipeline.core import fingerprint
 
 
 def test_equal_inputs_are_up_to_date_and_changes_are_named(tmp_path):

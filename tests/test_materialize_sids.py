@@ -14,10 +14,12 @@ from beam_jobs import materialize_sids
 from beam_jobs.sid_model_handler import Chunk, SidModelHandler
 from models import rqvae_savedmodel
 from models.rqvae import RQVAEConfig
-from pipeline import data_io, rqvae_job, sid_quality
-from pipeline import features as fk
-from pipeline.simulate_job import to_corpus
-from pipeline.simulator import SimulatorConfig, simulate
+from pipeline.data import data_io
+from pipeline.stages import train_rqvae as rqvae_job
+from pipeline.sid import sid_quality
+from pipeline.core import features as fk
+from pipeline.stages.simulate import to_corpus
+from pipeline.data.simulator import SimulatorConfig, simulate
 from worlds import IN_MEMORY
 
 DIM = 32

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.metrics import binary_auc, rmse
+from pipeline.core.metrics import binary_auc, rmse
 
 
 def test_hand_worked_cases():

@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import data_io, movielens
-from pipeline.contracts import ContractError
-from pipeline.layout import DataLayout
+from pipeline.data import data_io
+from pipeline.data import movielens
+from pipeline.core.contracts import ContractError
+from pipeline.core.layout import DataLayout
 
 pytestmark = pytest.mark.real_data
 

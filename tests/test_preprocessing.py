@@ -10,10 +10,11 @@ import tensorflow_text  # noqa: F401  (SentencePiece ops)
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 
-from pipeline import features as fk
-from pipeline import sid_text, spm_vocab
-from pipeline.preprocessing import make_preprocessing_fn, raw_feature_spec, spm_pieces
-from pipeline.representation import RepresentationConfig
+from pipeline.core import features as fk
+from pipeline.sid import sid_text
+from pipeline.sid import spm_vocab
+from pipeline.sid.preprocessing import make_preprocessing_fn, raw_feature_spec, spm_pieces
+from pipeline.core.representation import RepresentationConfig
 
 L, K = 4, 4
 

@@ -9,7 +9,7 @@ import tensorflow as tf
 from models.item_encoder import DenseItemEncoder, PieceItemEncoder
 from models.ranker import MultitaskRanker, ranker_optimizer
 from models.trunks import TASKS, MMoE
-from pipeline import features as fk
+from pipeline.core import features as fk
 
 
 def _features():

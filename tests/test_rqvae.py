@@ -10,10 +10,12 @@ import tensorflow as tf
 
 from models import rqvae_savedmodel
 from models.rqvae import RQVAE, RQVAEConfig, ResidualQuantizer
-from pipeline import cli, rqvae_job, sid_quality
-from pipeline.layout import RunLayout
-from pipeline.simulate_job import to_corpus
-from pipeline.simulator import SimulatorConfig, simulate
+from pipeline import cli
+from pipeline.stages import train_rqvae as rqvae_job
+from pipeline.sid import sid_quality
+from pipeline.core.layout import RunLayout
+from pipeline.stages.simulate import to_corpus
+from pipeline.data.simulator import SimulatorConfig, simulate
 
 TINY = RQVAEConfig(encoder_dims=(32, 8), num_levels=3, codebook_size=16, batch_size=128, max_epochs=8,
                    patience=3, kmeans_iterations=5, reset_interval=5)
@@ -124,7 +126,7 @@ def test_demo_configuration_meets_the_sid_quality_bars(tmp_path, capsys):
 
 @pytest.mark.real_data
 def test_movielens_embeddings_meet_the_sid_quality_bars(movielens_dir):
-    from pipeline import movielens
+    from pipeline.data import movielens
 
     corpus, _ = movielens.load(movielens.MovieLensConfig(data_dir=movielens_dir), rejects_path=os.devnull)
     model, _ = rqvae_job.train(corpus.embeddings, RQVAEConfig(), lambda *_: None)

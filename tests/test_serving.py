@@ -15,9 +15,9 @@ import tensorflow_text  # noqa: F401  (SentencePiece ops in the export)
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
-from pipeline import day_loop
-from pipeline import features as fk
-from pipeline.serving_examples import read_serving_sample
+from pipeline.stages import day_loop
+from pipeline.core import features as fk
+from pipeline.sid.serving_examples import read_serving_sample
 from serving import export
 from serving.batching import Batcher, BatchingParameters
 from serving.client import RankerClient

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline import sid_quality
+from pipeline.sid import sid_quality
 
 
 def test_prefix_similarity_by_hand():

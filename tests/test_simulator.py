@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.metrics import binary_auc
-from pipeline.simulator import SimulatorConfig, simulate
+from pipeline.core.metrics import binary_auc
+from pipeline.data.simulator import SimulatorConfig, simulate
 
 SMALL = SimulatorConfig(num_items=3_000, num_users=800, num_days=4, impressions_per_day=6_000,
                         embedding_dim=64)

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from models.rqvae import RQVAEConfig
-from pipeline import lookup_stats, rqvae_job, spm_vocab
-from pipeline.representation import RepresentationConfig
-from pipeline.simulator import SimulatorConfig, simulate
+from pipeline.sid import lookup_stats
+from pipeline.stages import train_rqvae as rqvae_job
+from pipeline.sid import spm_vocab
+from pipeline.core.representation import RepresentationConfig
+from pipeline.data.simulator import SimulatorConfig, simulate
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +74,8 @@ def test_in_graph_pieces_equal_the_library_for_every_demo_item(demo_sids):
     import sentencepiece as spm
     import tensorflow as tf
 
-    from pipeline import sid_text
-    from pipeline.preprocessing import spm_pieces
+    from pipeline.sid import sid_text
+    from pipeline.sid.preprocessing import spm_pieces
 
     sids, impressions = demo_sids
     uniq, counts = _per_sid(sids, impressions)

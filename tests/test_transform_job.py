@@ -14,8 +14,10 @@ import tensorflow_text  # noqa: F401  (SentencePiece ops in the transform graph)
 import tensorflow_transform as tft
 
 from beam_jobs import transform
-from pipeline import data_io, day_loop, sid_text
-from pipeline import features as fk
+from pipeline.data import data_io
+from pipeline.stages import day_loop
+from pipeline.sid import sid_text
+from pipeline.core import features as fk
 from worlds import IN_MEMORY, run_transform
 
 def _read_day(output, day, schema_dir):

@@ -3,7 +3,7 @@
 import os
 
 from models.rqvae import RQVAEConfig
-from pipeline.layout import RunLayout
+from pipeline.core.layout import RunLayout
 
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 TINY = RQVAEConfig(encoder_dims=(32, 8), num_levels=4, codebook_size=16, batch_size=128, max_epochs=6,
@@ -14,9 +14,10 @@ def small_run(root: str) -> RunLayout:
     """A simulated run of 3 days x 1,500 impressions with SIDs materialised by a tiny RQ-VAE."""
     from beam_jobs import materialize_sids
     from models import rqvae_savedmodel
-    from pipeline import data_io, rqvae_job
-    from pipeline.simulate_job import run as simulate_run
-    from pipeline.simulator import SimulatorConfig
+    from pipeline.data import data_io
+    from pipeline.stages import train_rqvae as rqvae_job
+    from pipeline.stages.simulate import run as simulate_run
+    from pipeline.data.simulator import SimulatorConfig
 
     layout = RunLayout(root)
     simulate_run(SimulatorConfig(num_items=1500, num_users=200, num_days=3, impressions_per_day=1500,
@@ -52,7 +53,7 @@ def bad_log_rows(day: int):
 
     import numpy as np
 
-    from pipeline.data_io import Impressions
+    from pipeline.data.data_io import Impressions
 
     def with_bad_rows(good: Impressions) -> Impressions:
         first = good.select(np.arange(good.size) == 0)
@@ -87,7 +88,7 @@ def bad_sid_requests(record: bytes, num_levels: int = TINY.num_levels) -> list[t
     """(case, serialized request row, the feature its error must name) for SIDs a server must refuse."""
     import tensorflow as tf
 
-    from pipeline import features as fk
+    from pipeline.core import features as fk
 
     example = tf.train.Example.FromString(record)
     history = list(example.features.feature[fk.HISTORY_ITEM_IDS].bytes_list.value)[:1] or [b"x"]

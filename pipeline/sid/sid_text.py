@@ -6,7 +6,7 @@ The numpy and TensorFlow versions give the same strings (tested).
 """
 
 import numpy as np
-import tensorflow as tf
+from pipeline.core.tf_env import tf
 
 BASE_CODEPOINT = 0xF0000
 MAX_SYMBOLS = 0xFFFFD - BASE_CODEPOINT + 1

@@ -1,6 +1,6 @@
 """Readers and writers of the corpus (Parquet) and the day-partitioned impression logs (TFRecord).
 
-Readers validate every row against the contracts in `pipeline.contracts`: pass `rejects_path` to
+Readers validate every row against the contracts in `pipeline.core.contracts`: pass `rejects_path` to
 write unusable rows aside (counted, with the reason); without it the first bad row raises.
 """
 
@@ -14,10 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import contracts
-from pipeline import features as fk
-from pipeline.contracts import ContractError, Rejection, RejectSink
-from pipeline.layout import LOG_FILE_PATTERN, DataLayout
+from pipeline.core import contracts
+from pipeline.core import features as fk
+from pipeline.core.contracts import ContractError, Rejection, RejectSink
+from pipeline.core.layout import LOG_FILE_PATTERN, DataLayout
 
 _DECODE_BATCH = 8192
 
@@ -241,7 +241,7 @@ def encode_sid_examples(item_ids: np.ndarray, sids: np.ndarray, rqvae_version: s
 
 def write_tfrecord(path: str, records: Iterable[bytes]) -> None:
     """Writes GZIP TFRecords atomically (a reader never sees a half-written file)."""
-    import tensorflow as tf
+    from pipeline.core.tf_env import tf
 
     tmp = _atomic_path(path)
     with tf.io.TFRecordWriter(tmp, options="GZIP") as writer:
@@ -257,7 +257,7 @@ def write_day(layout: DataLayout, day: int, impressions: Impressions) -> str:
 
 
 def read_tfrecord_batches(path: str, batch_size: int = _DECODE_BATCH) -> Iterator[list[bytes]]:
-    import tensorflow as tf
+    from pipeline.core.tf_env import tf
 
     compression = "GZIP" if path.endswith(".gz") else ""
     dataset = tf.data.TFRecordDataset(path, compression_type=compression).batch(batch_size)

@@ -1,9 +1,9 @@
 """`sidrec train`: fit the ranker one day at a time; evaluate each evaluation day before fitting on it.
 
-The protocol (pipeline.protocol): the transform output's training window is days 1..T. The ranker
+The protocol (pipeline.core.protocol): the transform output's training window is days 1..T. The ranker
 trains on every day; each day d from T+1 on is first evaluated by the model trained on days 1..d-1
 (progressive validation: CTR AUC over all of day d, CTR/1D AUC over its impressions of items first
-seen that day, exact AUCs from `pipeline.metrics`, and the engagement RMSE), then trained on. Per
+seen that day, exact AUCs from `pipeline.core.metrics`, and the engagement RMSE), then trained on. Per
 day: TensorBoard scalars, a line in metrics.jsonl (evaluation days), an export EXPORT_BASE/<d>/ for
 TF Serving and a checkpoint. Run again after a crash, it resumes after the last completed day and
 ends with the same metrics. The run directory's fingerprint.json records the transform output and
@@ -16,17 +16,18 @@ import os
 import shutil
 
 import numpy as np
-import tensorflow as tf
+from pipeline.core.tf_env import tf
 import tensorflow_transform as tft
 
 from models.item_encoder import DenseItemEncoder, PieceItemEncoder
 from models.ranker import MultitaskRanker, ranker_optimizer
 from models.trunks import TRUNKS
-from pipeline import features as fk
-from pipeline import fingerprint, layout
-from pipeline.config_flags import flag
-from pipeline.metrics import binary_auc, rmse
-from pipeline.serving_examples import read_representation, read_serving_sample
+from pipeline.core import features as fk
+from pipeline.core import fingerprint
+from pipeline.core import layout
+from pipeline.core.config_flags import flag
+from pipeline.core.metrics import binary_auc, rmse
+from pipeline.sid.serving_examples import read_representation, read_serving_sample
 from serving.export import export_version
 
 METRICS_FILE = "metrics.jsonl"

@@ -15,15 +15,16 @@ import os
 import numpy as np
 import pandas as pd
 
-from pipeline import data_io, log_summary
-from pipeline import features as fk
-from pipeline.config_flags import flag
-from pipeline.contracts import ContractError, Rejection, RejectSink
-from pipeline.data_io import Corpus, Impressions
-from pipeline.layout import DataLayout
+from pipeline.data import data_io
+from pipeline.data import log_summary
+from pipeline.core import features as fk
+from pipeline.core.config_flags import flag
+from pipeline.core.contracts import ContractError, Rejection, RejectSink
+from pipeline.data.data_io import Corpus, Impressions
+from pipeline.core.layout import DataLayout
 
 ENV_VAR = "SIDREC_MOVIELENS_DIR"
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _SHARED_COPY = os.path.join(_REPO_ROOT, "..", "shared", "data", "movielens-latest-small")
 _SECONDS_PER_DAY = 86_400
 MAX_STEPS = 100

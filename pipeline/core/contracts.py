@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from pipeline import features as fk
+from pipeline.core import features as fk
 
 _ARROW_KIND = {
     fk.Kind.STRING: lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)

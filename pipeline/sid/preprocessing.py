@@ -5,11 +5,11 @@ shared item table (random_hash, sid_ngram, sid_spm), or passes the content embed
 (dense). Items without a SID (codes of -1) get the table's out-of-vocabulary row.
 """
 
-import tensorflow as tf
+from pipeline.core.tf_env import tf
 
-from pipeline import features as fk
-from pipeline import sid_text
-from pipeline.representation import RepresentationConfig
+from pipeline.core import features as fk
+from pipeline.sid import sid_text
+from pipeline.core.representation import RepresentationConfig
 
 
 def raw_feature_spec(config: RepresentationConfig) -> dict:

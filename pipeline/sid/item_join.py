@@ -9,8 +9,8 @@ import dataclasses
 
 import numpy as np
 
-from pipeline import features as fk
-from pipeline.representation import RepresentationConfig
+from pipeline.core import features as fk
+from pipeline.core.representation import RepresentationConfig
 
 
 @dataclasses.dataclass

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from pipeline.features import DEFAULT_MAX_HISTORY
+from pipeline.core.features import DEFAULT_MAX_HISTORY
 
 KINDS = ("random_hash", "dense", "sid_ngram", "sid_spm")
 

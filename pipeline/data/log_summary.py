@@ -3,8 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from pipeline.data_io import Corpus, Impressions
-from pipeline.metrics import binary_auc
+from pipeline.data.data_io import Corpus, Impressions
+from pipeline.core.metrics import binary_auc
 
 
 def cold_start_mask(impressions: Impressions, corpus: Corpus) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ import tempfile
 import numpy as np
 import sentencepiece as spm
 
-from pipeline import sid_text
+from pipeline.sid import sid_text
 
 _TRAINER_FLAGS = dict(
     model_type="bpe", character_coverage=1.0, add_dummy_prefix=False, split_by_unicode_script=False,

@@ -9,8 +9,8 @@ fewer pieces), a dense item none.
 import numpy as np
 import sentencepiece as spm
 
-from pipeline import sid_text
-from pipeline.representation import RepresentationConfig
+from pipeline.sid import sid_text
+from pipeline.core.representation import RepresentationConfig
 
 BUCKETS = ("head", "torso", "tail")
 
@@ -58,7 +58,7 @@ def sweep(impressions: np.ndarray, sids: np.ndarray, codebook_size: int, buckets
 
     A V the impressed SIDs cannot support is reported with the reason instead of numbers.
     """
-    from pipeline import spm_vocab
+    from pipeline.sid import spm_vocab
 
     num_levels = sids.shape[1]
     configs = [RepresentationConfig(kind="random_hash", buckets=buckets)]

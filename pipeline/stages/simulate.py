@@ -8,11 +8,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import data_io, log_summary, plots
-from pipeline import features as fk
-from pipeline.data_io import Corpus, Impressions
-from pipeline.layout import DataLayout
-from pipeline.simulator import SimulatedData, SimulatorConfig, simulate
+from pipeline.data import data_io
+from pipeline.data import log_summary
+from pipeline.stages import plots
+from pipeline.core import features as fk
+from pipeline.data.data_io import Corpus, Impressions
+from pipeline.core.layout import DataLayout
+from pipeline.data.simulator import SimulatedData, SimulatorConfig, simulate
 
 
 def to_corpus(data: SimulatedData) -> Corpus:

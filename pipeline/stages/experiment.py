@@ -3,7 +3,7 @@
 Each arm is transformed (once per representation; a transform output made from the same inputs is
 reused) and trained day by day like `sidrec train`, with and without the history (the dense
 baseline only without, as in the paper). An arm's score is the mean over the evaluation days
-(pipeline.protocol: each evaluated before the model trains on it) of its CTR AUC and CTR/1D AUC;
+(pipeline.core.protocol: each evaluated before the model trains on it) of its CTR AUC and CTR/1D AUC;
 the table gives the % change against the baseline arm (`--baseline`, default the first random_hash
 arm) in the same setting, beside the simulator's oracle AUC when the logs carry the true click
 probability. Every run records its fingerprint; an unchanged rerun reuses every output.
@@ -15,10 +15,12 @@ import os
 
 import numpy as np
 
-from pipeline import day_loop, fingerprint, plots
-from pipeline.features import DEFAULT_MAX_HISTORY
-from pipeline.layout import RunLayout
-from pipeline.representation import KINDS, representation_name
+from pipeline.stages import day_loop
+from pipeline.core import fingerprint
+from pipeline.stages import plots
+from pipeline.core.features import DEFAULT_MAX_HISTORY
+from pipeline.core.layout import RunLayout
+from pipeline.core.representation import KINDS, representation_name
 
 DEFAULT_ARMS = "random_hash:8192,dense:1,dense:1.5,dense:2,sid_ngram:1,sid_ngram:2,sid_spm:8192"
 RESULTS_FILE = "experiment.json"

@@ -15,7 +15,7 @@ import string
 
 import numpy as np
 
-from pipeline.config_flags import flag
+from pipeline.core.config_flags import flag
 
 _ID_ALPHABET = np.array(list(string.ascii_letters + string.digits + "-_"))
 

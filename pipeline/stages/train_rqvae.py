@@ -7,12 +7,14 @@ import os
 import time
 
 import numpy as np
-import tensorflow as tf
+from pipeline.core.tf_env import tf
 
 from models import rqvae_savedmodel
 from models.rqvae import RQVAE, RQVAEConfig
-from pipeline import data_io, plots, sid_quality
-from pipeline.layout import RunLayout
+from pipeline.data import data_io
+from pipeline.stages import plots
+from pipeline.sid import sid_quality
+from pipeline.core.layout import RunLayout
 
 
 class _EpochProgress(tf.keras.callbacks.Callback):

@@ -25,7 +25,7 @@ def _hash(value) -> str:
 
 def digest_files(paths: list[str]) -> str:
     """The hash of the files' names (basenames) and bytes, in sorted order; [] hashes to a constant."""
-    import tensorflow as tf
+    from pipeline.core.tf_env import tf
 
     sha = hashlib.sha256()
     for path in sorted(paths):
@@ -44,7 +44,7 @@ class Fingerprint:
         self.value = _hash(self.inputs)
 
     def write(self, directory: str) -> None:
-        import tensorflow as tf
+        from pipeline.core.tf_env import tf
 
         tf.io.gfile.makedirs(directory)
         with tf.io.gfile.GFile(os.path.join(directory, FINGERPRINT_FILE), "w") as f:
@@ -53,7 +53,7 @@ class Fingerprint:
 
 def read(directory: str) -> dict | None:
     """{"fingerprint", "inputs"} of an output, or None if it has none."""
-    import tensorflow as tf
+    from pipeline.core.tf_env import tf
 
     path = os.path.join(directory, FINGERPRINT_FILE)
     if not tf.io.gfile.exists(path):
@@ -86,7 +86,7 @@ def up_to_date(directory: str, fingerprint: Fingerprint, policy: str, what: str,
       StaleOutputError: the output exists, was made from other inputs, and `policy` is "refuse".
       ValueError: an unknown policy.
     """
-    import tensorflow as tf
+    from pipeline.core.tf_env import tf
 
     if policy not in POLICIES:
         raise ValueError(f"if_changed must be one of {POLICIES}, got {policy!r}")

@@ -8,13 +8,13 @@ import json
 import os
 
 import numpy as np
-import tensorflow as tf
+from pipeline.core.tf_env import tf
 
-from pipeline import data_io
-from pipeline import features as fk
-from pipeline.item_join import join_item_features
-from pipeline.layout import RunLayout
-from pipeline.representation import RepresentationConfig
+from pipeline.data import data_io
+from pipeline.core import features as fk
+from pipeline.sid.item_join import join_item_features
+from pipeline.core.layout import RunLayout
+from pipeline.core.representation import RepresentationConfig
 
 REPRESENTATION_CARD = "representation.json"
 # Raw serving examples (joined, without labels) the transform job keeps from the last day.

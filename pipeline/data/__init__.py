@@ -1,0 +1,1 @@
+"""Layer 2, data: readers and writers of the corpus, logs and SID table; the simulator; MovieLens."""
