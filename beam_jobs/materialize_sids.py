@@ -15,10 +15,9 @@ items go through the model (the cold-start path for new items).
 """
 
 import argparse
-import hashlib
+import dataclasses
 import json
 import logging
-import os
 
 import apache_beam as beam
 import numpy as np
@@ -28,39 +27,50 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from beam_jobs import publish
 from beam_jobs.counters import job_counters
 from beam_jobs.sid_model_handler import Chunk, SidModelHandler
 from beam_jobs.sid_stats import MergeCountsFn, SidChunk, SidStatistics, bucketed_counts
-from models.rqvae_savedmodel import METADATA_PATH
-from pipeline.core import contracts
-from pipeline.data import data_io
-from pipeline.core import fingerprint
+from models import rqvae_savedmodel
+from pipeline.core import config_flags, fingerprint, row_rules
 from pipeline.core import features as fk
+from pipeline.core.config_flags import flag
+from pipeline.core.contracts import to_json_line
+from pipeline.core.layout import SidTableLayout, rqvae_card
+from pipeline.core.publish import published
+from pipeline.data import sid_table_io
 from pipeline.sid import sid_quality
 
 NAMESPACE = "sidrec_materialize"
 REJECTED = "rejected"
-TABLE_DIR, TFRECORD_DIR, REJECTED_DIR, STATS_FILE = "table", "tfrecord", "rejected", "stats.json"
-SID_SCHEMA = pa.schema([(fk.ITEM_ID, pa.string()), (fk.SID, pa.list_(pa.int64())), (fk.RQVAE_VERSION, pa.string())])
+
+
+@dataclasses.dataclass(frozen=True)
+class MaterializeConfig:
+    """What the job reads and writes; every other flag goes to Beam's PipelineOptions."""
+
+    corpus: str = flag("", "corpus file pattern: *.parquet, else TFRecord of tf.Example")
+    model: str = flag("", "RQ-VAE export: a version directory or the base directory (newest version)")
+    output: str = flag("", "SID table directory (replaced atomically)")
+    existing_table: str = flag("", "incremental: keep the SIDs of the items in this SID table directory")
+    num_shards: int = flag(0, "output shards (0: the runner decides)")
+    sample_size: int = flag(sid_quality.DEFAULT_SAMPLE_SIZE,
+                            "items in the prefix-similarity sample (bottom-k by id fingerprint)")
+    buckets: int = flag(64, "hash buckets for id and prefix counting: one worker holds about items x L / "
+                            "buckets keys (raise it for corpora of 100M+ items)")
+    chunk_rows: int = flag(2048, "rows per unit of work (validation, inference, writing)")
+
+    def __post_init__(self):
+        for name in ("corpus", "model", "output"):
+            if not getattr(self, name):
+                raise ValueError(f"--{name} is required")
+        if self.chunk_rows < 1 or self.buckets < 1:
+            raise ValueError("chunk_rows and buckets must be >= 1")
 
 
 # ------------------------------------------------------------------------------ model location
 
-def resolve_model(path: str) -> str:
-    """An export version directory, or the newest integer version under a base directory."""
-    if FileSystems.exists(FileSystems.join(path, "saved_model.pb")):
-        return path
-    matches = FileSystems.match([FileSystems.join(path, "*", "saved_model.pb")])[0].metadata_list
-    versions = [os.path.basename(os.path.dirname(m.path)) for m in matches]
-    versions = sorted(int(v) for v in versions if v.isdigit())
-    if not versions:
-        raise ValueError(f"--model {path}: neither a SavedModel nor a directory of integer versions")
-    return FileSystems.join(path, str(versions[-1]))
-
-
 def read_model_card(model_path: str) -> dict:
-    with FileSystems.open(FileSystems.join(model_path, METADATA_PATH)) as f:
+    with FileSystems.open(rqvae_card(model_path)) as f:
         return json.loads(f.read().decode("utf-8"))
 
 
@@ -94,44 +104,25 @@ def rows_to_table(rows: list[dict]) -> pa.Table:
 
 
 class ValidateToChunks(beam.DoFn):
-    """Record batches -> Chunks of valid rows (vectorised checks), and one reject per bad row."""
+    """Record batches -> Chunks of valid rows, and one reject per bad row (the corpus contract's row rules)."""
 
-    def __init__(self, dim: int, chunk_rows: int):
+    def __init__(self, dim: int, chunk_rows: int, source: str):
         self._dim = dim
         self._chunk_rows = chunk_rows
+        self._source = source
 
     def process(self, table: pa.Table):
         for start in range(0, table.num_rows, self._chunk_rows):
             yield from self._validate(table.slice(start, self._chunk_rows))
 
     def _validate(self, table: pa.Table):
-        n, dim, names = table.num_rows, self._dim, table.column_names
-        Metrics.counter(NAMESPACE, "rows_read").inc(n)
-        ids = np.array(table.column(fk.ITEM_ID).to_pylist() if fk.ITEM_ID in names else [None] * n, dtype=object)
-        days = table.column(fk.FIRST_DAY).to_pylist() if fk.FIRST_DAY in names else [None] * n
-        if fk.EMBEDDING in names:
-            values, lengths, missing = contracts.list_column(table.column(fk.EMBEDDING))
-            values = values.astype(np.float32, copy=False)
-        else:
-            values, lengths, missing = np.zeros(0, np.float32), np.zeros(n, np.int64), np.ones(n, bool)
-        offsets = np.cumsum(lengths) - lengths
-        right_len = ~missing & (lengths == dim)
-        embeddings = np.zeros((n, dim), np.float32)
-        embeddings[right_len] = values[offsets[right_len, None] + np.arange(dim)]
-        first_day = np.array([-1 if d is None else d for d in days], dtype=np.int64)
-        ok, failures = contracts.first_failure([
-            (fk.ITEM_ID, np.array([not isinstance(i, str) or not i for i in ids]),
-             lambda r: "missing or empty item id"),
-            (fk.EMBEDDING, missing, lambda r: "missing embedding"),
-            (fk.EMBEDDING, ~right_len, lambda r: f"wrong dimension: {lengths[r]} values, expected {dim}"),
-            (fk.EMBEDDING, ~np.isfinite(embeddings).all(1), lambda r: "non-finite value (NaN or inf) in the embedding"),
-            (fk.FIRST_DAY, first_day < 0, lambda r: f"first_day {days[r]}, expected an int >= 0"),
-        ], n)
-        for row, (field, reason) in sorted(failures.items()):
-            yield _reject(field, reason, {fk.ITEM_ID: ids[row], fk.FIRST_DAY: days[row],
-                                          fk.EMBEDDING: values[offsets[row]:offsets[row] + lengths[row]].tolist()})
+        Metrics.counter(NAMESPACE, "rows_read").inc(table.num_rows)
+        checked = row_rules.check_corpus_rows(table, self._source, self._dim)
+        for row, (field, reason) in sorted(checked.failures.items()):
+            yield _reject(field, reason, checked.record(row))
+        ok = checked.ok
         if ok.any():
-            yield Chunk(ids[ok], first_day[ok], embeddings[ok])
+            yield Chunk(checked.item_ids[ok], checked.first_day[ok], checked.embeddings[ok])
 
 
 class SplitDuplicated(beam.DoFn):
@@ -145,27 +136,22 @@ class SplitDuplicated(beam.DoFn):
             return
         mine = np.array([i in duplicated for i in chunk.item_ids], dtype=bool)
         for row in np.flatnonzero(mine):
-            digest = hashlib.sha1(chunk.embeddings[row].tobytes()).hexdigest()  # as pipeline.core.contracts
-            yield beam.pvalue.TaggedOutput(self.DUPLICATED, (
-                chunk.item_ids[row], (int(chunk.first_day[row]), digest, chunk.embeddings[row])))
+            first_day, digest = row_rules.duplicate_key(chunk.first_day[row], chunk.embeddings[row])
+            yield beam.pvalue.TaggedOutput(self.DUPLICATED, (chunk.item_ids[row], (first_day, digest,
+                                                                                  chunk.embeddings[row])))
         if not mine.all():
             yield Chunk(chunk.item_ids[~mine], chunk.first_day[~mine], chunk.embeddings[~mine])
 
 
 def keep_one_per_id(kv):
-    """Duplicated ids: keep the earliest first_day, then the smallest embedding digest (any order)."""
+    """Rows of one duplicated id -> the kept row, and the others as rejects (the one duplicate-id rule)."""
     item_id, rows = kv
-    rows = sorted(rows, key=lambda r: (r[0], r[1]))
-    kept = rows[0]
-    yield item_id, kept
-    for first_day, digest, vector in rows[1:]:
-        if (first_day, digest) == kept[:2]:
-            reason = "duplicate item id: an identical row was kept"
-        else:
-            reason = (f"duplicate item id: kept the row with first_day {kept[0]} and embedding digest "
-                      f"{kept[1][:12]} (earliest first_day, then smallest digest)")
-        yield _reject(fk.ITEM_ID, reason, {fk.ITEM_ID: item_id, fk.FIRST_DAY: first_day,
-                                           fk.EMBEDDING: vector.tolist()})
+    rows = list(rows)
+    kept, reasons = row_rules.resolve_duplicates(item_id, [(r[0], r[1]) for r in rows])
+    yield item_id, rows[kept]
+    for i, reason in sorted(reasons.items()):
+        first_day, _, vector = rows[i]
+        yield _reject(fk.ITEM_ID, reason, {fk.ITEM_ID: item_id, fk.FIRST_DAY: first_day, fk.EMBEDDING: vector})
 
 
 def rows_to_chunk(rows) -> Chunk:
@@ -216,18 +202,11 @@ def known_to_sid_chunk(rows) -> SidChunk:
 # ------------------------------------------------------------------------------------ writing
 
 def _parquet_table(chunk: SidChunk, version: str) -> pa.Table:
-    return pa.table({fk.ITEM_ID: pa.array(chunk.item_ids.astype(str), pa.string()),
-                     fk.SID: pa.array(list(chunk.sids), pa.list_(pa.int64())),
-                     fk.RQVAE_VERSION: pa.array([version] * len(chunk.item_ids), pa.string())},
-                    schema=SID_SCHEMA)
+    return sid_table_io.sid_parquet_table(chunk.item_ids, chunk.sids, version)
 
 
 def _examples(chunk: SidChunk, version: str):
-    return data_io.encode_sid_examples(chunk.item_ids, chunk.sids, version)
-
-
-def _json_line(rejection: dict) -> str:
-    return json.dumps(rejection, default=lambda v: v.tolist() if isinstance(v, np.ndarray) else repr(v))
+    return sid_table_io.encode_sid_examples(chunk.item_ids, chunk.sids, version)
 
 
 def _failed_inference(failure):
@@ -237,7 +216,7 @@ def _failed_inference(failure):
             Metrics.counter(NAMESPACE, "rows_rejected").inc()
             Metrics.counter(NAMESPACE, "rejected_inference").inc()
             yield {"field": fk.EMBEDDING, "reason": f"inference failed: {exception!r}",
-                   "record": {fk.ITEM_ID: item_id, fk.EMBEDDING: embedding.tolist()}}
+                   "record": {fk.ITEM_ID: item_id, fk.EMBEDDING: embedding}}
 
 
 def _materialised(result) -> SidChunk:
@@ -257,27 +236,29 @@ class _WriteJson(beam.DoFn):
 
 # ----------------------------------------------------------------------------------- pipeline
 
-def build_pipeline(p: beam.Pipeline, args, model_path: str, card: dict, staging: str) -> None:
+def build_pipeline(p: beam.Pipeline, config: MaterializeConfig, model_path: str, card: dict, staging: str) -> None:
     """Adds every step of the job to p, writing under staging."""
     version = card["rqvae_version"]
     num_levels, codebook_size, dim = card["num_levels"], card["codebook_size"], card["input_dim"]
-    rechunk = beam.BatchElements(min_batch_size=1, max_batch_size=args.chunk_rows)
+    out = SidTableLayout(staging)
 
-    if args.corpus.endswith(".parquet"):
-        tables = p | "ReadCorpus" >> beam.io.ReadFromParquetBatched(args.corpus)
+    def rechunk(label: str):
+        return label >> beam.BatchElements(min_batch_size=1, max_batch_size=config.chunk_rows)
+
+    if config.corpus.endswith(".parquet"):
+        tables = p | "ReadCorpus" >> beam.io.ReadFromParquetBatched(config.corpus)
     else:
-        tables = (p | "ReadCorpus" >> beam.io.ReadFromTFRecord(args.corpus)
+        tables = (p | "ReadCorpus" >> beam.io.ReadFromTFRecord(config.corpus)
                   | "ParseExamples" >> beam.ParDo(ParseExample())
-                  | "BatchRows" >> beam.BatchElements(min_batch_size=1, max_batch_size=args.chunk_rows)
+                  | rechunk("BatchRows")
                   | "ToTables" >> beam.Map(rows_to_table))
-    checked = (tables
-               | "Validate" >> beam.ParDo(ValidateToChunks(dim, args.chunk_rows)).with_outputs(REJECTED, main="valid")
-               )
+    checked = tables | "Validate" >> beam.ParDo(ValidateToChunks(dim, config.chunk_rows, config.corpus)).with_outputs(
+        REJECTED, main="valid")
     chunks = checked.valid | "Spread" >> beam.Reshuffle()
 
     # Dedupe: count ids on a light stream; only rows of duplicated ids go through the per-row rule.
     duplicated = (chunks
-                  | "Ids" >> beam.FlatMap(lambda c: bucketed_counts(c.item_ids, args.buckets))
+                  | "Ids" >> beam.FlatMap(lambda c: bucketed_counts(c.item_ids, config.buckets))
                   | "CountIds" >> beam.CombinePerKey(MergeCountsFn())
                   | "Duplicated" >> beam.FlatMap(lambda kv: ((i, c) for i, c in kv[1].items() if c > 1)))
     split = chunks | "SplitDuplicated" >> beam.ParDo(
@@ -286,113 +267,103 @@ def build_pipeline(p: beam.Pipeline, args, model_path: str, card: dict, staging:
     resolved = (split[SplitDuplicated.DUPLICATED]
                 | "GroupDuplicates" >> beam.GroupByKey()
                 | "KeepOnePerId" >> beam.FlatMap(keep_one_per_id).with_outputs(REJECTED, main="kept"))
-    kept_chunks = resolved.kept | "BatchKept" >> rechunk | "KeptToChunks" >> beam.Map(rows_to_chunk)
+    kept_chunks = resolved.kept | rechunk("BatchKept") | "KeptToChunks" >> beam.Map(rows_to_chunk)
     unique = (split.unique, kept_chunks) | "UniqueChunks" >> beam.Flatten()
 
     to_infer, known = unique, None
-    if args.existing_table:
+    if config.existing_table:
         table = (p | "ReadExistingTable" >> beam.io.ReadFromParquet(
-                     FileSystems.join(args.existing_table, TABLE_DIR, "*.parquet"))
+                     FileSystems.join(SidTableLayout(config.existing_table).table, "*.parquet"))
                  | "KeyExisting" >> beam.Map(lambda r: (r[fk.ITEM_ID], (r[fk.SID], r[fk.RQVAE_VERSION]))))
         joined = ({"corpus": unique | "Explode" >> beam.FlatMap(explode), "table": table}
                   | "JoinExisting" >> beam.CoGroupByKey()
                   | "SplitKnown" >> beam.ParDo(SplitKnownItems(version)).with_outputs(
                       SplitKnownItems.KNOWN, main="new"))
-        to_infer = (joined.new | "BatchNew" >> beam.BatchElements(min_batch_size=1, max_batch_size=args.chunk_rows)
-                    | "NewToChunks" >> beam.Map(rows_to_chunk))
-        known = (joined[SplitKnownItems.KNOWN]
-                 | "BatchKnown" >> beam.BatchElements(min_batch_size=1, max_batch_size=args.chunk_rows)
-                 | "KnownToChunks" >> beam.Map(known_to_sid_chunk))
+        to_infer = joined.new | rechunk("BatchNew") | "NewToChunks" >> beam.Map(rows_to_chunk)
+        known = joined[SplitKnownItems.KNOWN] | rechunk("BatchKnown") | "KnownToChunks" >> beam.Map(known_to_sid_chunk)
 
     inferred, failures = (to_infer
                           | "RunInference" >> RunInference(SidModelHandler(model_path)).with_exception_handling())
     new_chunks = inferred | "ToSidChunks" >> beam.Map(_materialised)
     sid_chunks = (new_chunks, known) | "AllSidChunks" >> beam.Flatten() if known is not None else new_chunks
 
-    shards = {"num_shards": args.num_shards} if args.num_shards else {}
+    shards = {"num_shards": config.num_shards} if config.num_shards else {}
     (sid_chunks
      | "ToArrow" >> beam.Map(_parquet_table, version)
-     | "WriteParquet" >> beam.io.WriteToParquetBatched(FileSystems.join(staging, TABLE_DIR, "part"), SID_SCHEMA,
+     | "WriteParquet" >> beam.io.WriteToParquetBatched(FileSystems.join(out.table, "part"), sid_table_io.SID_SCHEMA,
                                                        file_name_suffix=".parquet", **shards))
     (sid_chunks
      | "ToExamples" >> beam.FlatMap(_examples, version)
-     | "WriteTFRecord" >> beam.io.WriteToTFRecord(FileSystems.join(staging, TFRECORD_DIR, "part"),
+     | "WriteTFRecord" >> beam.io.WriteToTFRecord(FileSystems.join(out.tfrecord, "part"),
                                                   file_name_suffix=".tfrecord.gz", **shards))
     failed = failures.failed_inferences | "FailedInference" >> beam.FlatMap(_failed_inference)
     ((checked[REJECTED], resolved[REJECTED], failed)
      | "AllRejected" >> beam.Flatten()
-     | "RejectedToJson" >> beam.Map(_json_line)
-     | "WriteRejected" >> beam.io.WriteToText(FileSystems.join(staging, REJECTED_DIR, "part"),
+     | "RejectedToJson" >> beam.Map(to_json_line)
+     | "WriteRejected" >> beam.io.WriteToText(FileSystems.join(out.rejected, "part"),
                                               file_name_suffix=".jsonl", num_shards=1))
     (sid_chunks
-     | "Statistics" >> SidStatistics(num_levels, codebook_size, args.sample_size, args.buckets)
+     | "Statistics" >> SidStatistics(num_levels, codebook_size, config.sample_size, config.buckets)
      | "AddVersion" >> beam.Map(lambda r: dict(r, rqvae_version=version, model=model_path))
-     | "WriteStats" >> beam.ParDo(_WriteJson(FileSystems.join(staging, STATS_FILE))))
+     | "WriteStats" >> beam.ParDo(_WriteJson(out.stats)))
 
 
-def _parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", required=True, help="corpus file pattern: *.parquet, else TFRecord")
-    parser.add_argument("--model", required=True, help="RQ-VAE export: a version dir or the base dir (newest)")
-    parser.add_argument("--output", required=True, help="SID table directory (replaced atomically)")
-    parser.add_argument("--existing_table", default="", help="incremental: keep SIDs of items in this table")
-    parser.add_argument("--num_shards", type=int, default=0, help="output shards (0: the runner decides)")
-    parser.add_argument("--sample_size", type=int, default=sid_quality.DEFAULT_SAMPLE_SIZE,
-                        help="items in the prefix-similarity sample (bottom-k by id fingerprint)")
-    parser.add_argument("--buckets", type=int, default=64,
-                        help="hash buckets for id and prefix counting: one worker holds about "
-                             "items x L / buckets keys (raise it for corpora of 100M+ items)")
-    parser.add_argument("--chunk_rows", type=int, default=2048,
-                        help="rows per unit of work (validation, inference, writing)")
-    return parser.parse_known_args(argv)
-
-
-def table_fingerprint(args, card: dict) -> fingerprint.Fingerprint:
+def table_fingerprint(config: MaterializeConfig, card: dict) -> fingerprint.Fingerprint:
     """What the SID table is made from: the RQ-VAE version (weights fingerprint inside) and the corpus bytes.
 
     Transform outputs of SID representations record it, so a new table rebuilds them.
     """
     from pipeline.core.tf_env import tf
 
-    existing = fingerprint.read(args.existing_table) if args.existing_table else None
+    existing = fingerprint.read(config.existing_table) if config.existing_table else None
     return fingerprint.Fingerprint({
         "stage": "sids", "rqvae_version": card["rqvae_version"],
-        "corpus": fingerprint.digest_files(tf.io.gfile.glob(args.corpus)),
-        "existing_table": existing["fingerprint"] if existing else args.existing_table})
+        "corpus": fingerprint.digest_files(tf.io.gfile.glob(config.corpus)),
+        "existing_table": existing["fingerprint"] if existing else config.existing_table})
 
 
-def run(argv=None, save_main_session: bool = False) -> dict:
-    """Runs the job; unknown flags go to PipelineOptions (--runner, --project, ...).
+def run(config: MaterializeConfig, beam_args=(), save_main_session: bool = False) -> dict:
+    """Runs the job; `beam_args` go to PipelineOptions (--runner, --project, ...).
 
     Returns:
       {"output", "counters", "stats"} once the outputs are published.
     """
-    args, beam_args = _parse(argv)
-    options = PipelineOptions(beam_args, save_main_session=save_main_session)
+    options = PipelineOptions(list(beam_args), save_main_session=save_main_session)
     if not options.view_as(StandardOptions).runner:
         # Beam's in-memory DirectRunner: measured faster here than multi_processing on 2 cores
         # (benchmarks/); multi_threading corrupted this pipeline's elements under Beam 2.77.
         options.view_as(StandardOptions).runner = "DirectRunner"
-    model_path = resolve_model(args.model)
+    model_path = rqvae_savedmodel.latest(config.model)
     card = read_model_card(model_path)
-    staging = publish.staging_dir(args.output)
-    logging.info("materialising SIDs of %s with RQ-VAE %s into %s", args.corpus, card["rqvae_version"], args.output)
-    try:
+    logging.info("materialising SIDs of %s with RQ-VAE %s into %s", config.corpus, card["rqvae_version"],
+                 config.output)
+    with published(config.output) as staging:
         with beam.Pipeline(options=options) as p:
-            build_pipeline(p, args, model_path, card, staging)
-        result = p.result
-        table_fingerprint(args, card).write(staging)
-        publish.publish(staging, args.output)
-    except BaseException:
-        publish.discard(staging)
-        raise
-    counters = job_counters(result, NAMESPACE)
-    with FileSystems.open(FileSystems.join(args.output, STATS_FILE)) as f:
+            build_pipeline(p, config, model_path, card, staging)
+        table_fingerprint(config, card).write(staging)
+    counters = job_counters(p.result, NAMESPACE)
+    with FileSystems.open(SidTableLayout(config.output).stats) as f:
         stats = json.loads(f.read().decode("utf-8"))
-    return {"output": args.output, "counters": counters, "stats": stats}
+    return {"output": config.output, "counters": counters, "stats": stats}
+
+
+def describe(summary: dict) -> str:
+    """The job's counters and the table's headline statistics."""
+    stats = summary["stats"]
+    utilisation = " ".join(f"{level['utilisation']:.0%}" for level in stats["levels"])
+    return ("counters: " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary["counters"].items())) + "\n"
+            f"SID table ({stats['rqvae_version']}): {summary['output']}; unique-SID ratio "
+            f"{stats['unique_sid_ratio']:.4f}, utilisation per level {utilisation}")
+
+
+def main(argv=None) -> dict:
+    """`python -m beam_jobs.materialize_sids --corpus ... --model ... --output ... [Beam flags]`."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    config_flags.add_flags(parser, MaterializeConfig)
+    args, beam_args = parser.parse_known_args(argv)
+    return run(config_flags.from_args(MaterializeConfig, args), beam_args)
 
 
 if __name__ == "__main__":
     logging.getLogger().setLevel(logging.INFO)
-    summary = run()
-    print(json.dumps(summary["counters"], indent=2))
+    print(json.dumps(main()["counters"], indent=2))

@@ -1,6 +1,6 @@
 """Beam job: join SIDs onto the logs, learn the SPM vocabulary, and run TF Transform day by day.
 
-Every log row goes through the log contract's row rules (`data_io.check_log_batch`, the same code
+Every log row goes through the log contract's row rules (`row_rules.check_log_batch`, the same code
 as `sidrec validate`): rows that break them are written to OUTPUT/rejected/ with their file, row,
 field and reason, and counted; nothing invalid reaches training.
 
@@ -21,49 +21,76 @@ from; a rerun with the same inputs reuses it.
 """
 
 import argparse
+import dataclasses
 import json
 import logging
-import os
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from pipeline.core.tf_env import tf
-import tensorflow_transform as tft
-import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.core.tf_env import tf
+import tensorflow_transform as tft  # noqa: I100  (after the TF set-up)
+import tensorflow_transform.beam as tft_beam
 from tfx_bsl.coders import example_coder
 
-from beam_jobs import publish
 from beam_jobs.counters import job_counters
 from beam_jobs.sid_stats import MergeCountsFn, bucketed_counts
-from pipeline.core import contracts
-from pipeline.data import data_io
-from pipeline.core import fingerprint
+from pipeline.core import arrow_lists, config_flags, contracts, fingerprint, row_rules
 from pipeline.core import features as fk
-from pipeline.sid import lookup_stats
-from pipeline.sid import spm_vocab
-from pipeline.sid.item_join import join_item_features
-from pipeline.core.layout import LOG_FILE_PATTERN, TRANSFORMED_SUFFIX, DataLayout, transformed_day_prefix
-from pipeline.sid.preprocessing import make_preprocessing_fn, raw_feature_spec, serving_feature_spec
+from pipeline.core.cards import read_json, read_representation
+from pipeline.core.config_flags import flag
+from pipeline.core.layout import LOG_FILE_PATTERN, TRANSFORMED_SUFFIX, DataLayout, SidTableLayout, TransformLayout
 from pipeline.core.protocol import split_days
+from pipeline.core.publish import published
+from pipeline.core.records import Corpus, SidTable
 from pipeline.core.representation import KINDS, RepresentationConfig
-from pipeline.sid.serving_examples import REPRESENTATION_CARD, SERVING_SAMPLE
+from pipeline.data import corpus_io, log_io, sid_table_io
+from pipeline.sid import lookup_stats, spm_vocab
+from pipeline.sid.item_join import join_item_features
+from pipeline.sid.preprocessing import make_preprocessing_fn, raw_feature_spec, serving_feature_spec
 
 NAMESPACE = "sidrec_transform"
 BATCH_ROWS = 4096
 COUNT_BUCKETS = 64
-SPM_MODEL = os.path.join("spm", "sid_spm.model")
-LOOKUPS_FILE = "lookups.json"
-REJECTED_DIR = "rejected"
 SERVING_SAMPLE_ROWS = 64
 # Bump when a change to this job changes its output for the same inputs (old outputs then rebuild).
 OUTPUT_FORMAT = 2
 # Counter names of items without a SID, per role (the names the job has always reported).
 _MISSING_COUNTERS = {fk.WATCH_SID: "watch_without_sid", fk.CANDIDATE_SID: "candidate_without_sid",
                      fk.HISTORY_SIDS: "history_without_sid"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformConfig:
+    """What the job reads and writes, and the representation; every other flag goes to Beam."""
+
+    data_dir: str = flag("", "corpus.parquet and logs/day=NNNN/")
+    sids: str = flag("", "SID table directory (from `sidrec materialize`)")
+    output: str = flag("", "transform output directory (replaced atomically)")
+    kind: str = flag("sid_spm", f"item representation: {', '.join(KINDS)}")
+    buckets: int = flag(8192, "random_hash buckets B")
+    ngram: int = flag(2, "sid_ngram N (must divide L)")
+    vocab_size: int = flag(8192, "sid_spm table size V")
+    eval_from: int = flag(0, "first evaluation day T+1: vocabularies and analyzers learn from days 1..T only, and "
+                             "each day from T+1 on is evaluated before the model trains on it (default: the "
+                             "second half of the days is evaluated)")
+    max_history: int = flag(fk.DEFAULT_MAX_HISTORY,
+                            "history cap H of the log contract: rows with longer histories are rejected")
+    if_changed: str = flag("rebuild", "when the output exists but was made from other inputs: "
+                                      f"{' or '.join(fingerprint.POLICIES)} (rebuild it, or refuse)")
+
+    def __post_init__(self):
+        for name in ("data_dir", "sids", "output"):
+            if not getattr(self, name):
+                raise ValueError(f"--{name} is required")
+        if self.kind not in KINDS:
+            raise ValueError(f"--kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.if_changed not in fingerprint.POLICIES:
+            raise ValueError(f"--if_changed must be one of {', '.join(fingerprint.POLICIES)}, got {self.if_changed!r}")
 
 
 class ReadNumberedBatches(beam.DoFn):
@@ -76,7 +103,7 @@ class ReadNumberedBatches(beam.DoFn):
     def process(self, element):
         day, path = element
         first_row = 0
-        for records in data_io.read_tfrecord_batches(path, BATCH_ROWS):
+        for records in log_io.read_tfrecord_batches(path, BATCH_ROWS):
             yield day, path, first_row, records
             first_row += len(records)
 
@@ -100,13 +127,13 @@ class CheckLogRows(beam.DoFn):
 
     def process(self, element):
         day, path, first_row, records = element
-        batch = data_io.decode_log_records(self._decoder, records, path, first_row)
-        checked = data_io.check_log_batch(batch, path, day, self._max_history)
+        batch = log_io.decode_log_records(self._decoder, records, path, first_row)
+        checked = row_rules.check_log_batch(batch, path, day, self._max_history)
         Metrics.counter(NAMESPACE, "rows_read").inc(len(records))
         Metrics.counter(NAMESPACE, "rows_rejected").inc(len(checked.failures))  # reported even when 0
         for row, (field, reason) in sorted(checked.failures.items()):
             Metrics.counter(NAMESPACE, f"rejected_{field}").inc()
-            rejection, record = data_io.log_rejection(path, first_row + row, field, reason, records[row])
+            rejection, record = row_rules.log_rejection(path, first_row + row, field, reason, records[row])
             yield beam.pvalue.TaggedOutput(self.REJECTED, contracts.rejection_json(rejection, record))
         if checked.ok.any():
             yield day, batch.filter(pa.array(checked.ok))
@@ -115,7 +142,7 @@ class CheckLogRows(beam.DoFn):
 @beam.ptransform_fn
 def ReadCheckedLogs(pcoll, layout: DataLayout, day: int, max_history: int):  # noqa: N802 (Beam composite)
     """One day's log files -> DoOutputsTuple(valid=(day, RecordBatch), rejected=JSON lines)."""
-    pattern = _day_files(layout, day)
+    pattern = layout.day_pattern(day)
     files = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
     if not files:
         raise contracts.ContractError(f"{layout.day_dir(day)}: no files matching {LOG_FILE_PATTERN}")
@@ -140,24 +167,24 @@ class JoinItemFeatures(beam.DoFn):
         config = self._config
         n = batch.num_rows
         watch, candidate = (_ids(batch, key) for key in (fk.WATCH_ITEM_ID, fk.CANDIDATE_ITEM_ID))
-        history_values, history_lengths, _ = contracts.list_column(batch.column(fk.HISTORY_ITEM_IDS))
+        history_values, history_lengths, _ = arrow_lists.list_column(batch.column(fk.HISTORY_ITEM_IDS))
         history = [v.decode("utf-8") for v in history_values]
         binary = pa.large_binary()
         columns = {
-            fk.WATCH_ITEM_ID: data_io.scalar_list_array(np.array(watch, dtype=object).astype(bytes), binary),
-            fk.CANDIDATE_ITEM_ID: data_io.scalar_list_array(np.array(candidate, dtype=object).astype(bytes), binary),
-            fk.HISTORY_ITEM_IDS: data_io.list_array(np.array(history, dtype=object).astype(bytes),
+            fk.WATCH_ITEM_ID: arrow_lists.scalar_list_array(np.array(watch, dtype=object).astype(bytes), binary),
+            fk.CANDIDATE_ITEM_ID: arrow_lists.scalar_list_array(np.array(candidate, dtype=object).astype(bytes), binary),
+            fk.HISTORY_ITEM_IDS: arrow_lists.list_array(np.array(history, dtype=object).astype(bytes),
                                                    history_lengths, binary),
-            fk.CLICK: data_io.scalar_list_array(_scalars(batch, fk.CLICK), pa.int64()),
-            fk.ENGAGEMENT: data_io.scalar_list_array(_scalars(batch, fk.ENGAGEMENT), pa.float32()),
-            fk.DAY: data_io.scalar_list_array(_scalars(batch, fk.DAY), pa.int64()),
-            fk.CANDIDATE_FIRST_DAY: data_io.scalar_list_array(
+            fk.CLICK: arrow_lists.scalar_list_array(_scalars(batch, fk.CLICK), pa.int64()),
+            fk.ENGAGEMENT: arrow_lists.scalar_list_array(_scalars(batch, fk.ENGAGEMENT), pa.float32()),
+            fk.DAY: arrow_lists.scalar_list_array(_scalars(batch, fk.DAY), pa.int64()),
+            fk.CANDIDATE_FIRST_DAY: arrow_lists.scalar_list_array(
                 np.array([first_days.get(i, -1) for i in candidate], np.int64), pa.int64()),
         }
         joined = join_item_features(config, sids, embeddings, watch, candidate, history, history_lengths)
         types = {fk.WATCH_EMBEDDING: pa.float32(), fk.CANDIDATE_EMBEDDING: pa.float32()}
         for key, (values, lengths) in joined.columns.items():
-            columns[key] = data_io.list_array(values, lengths, types.get(key, pa.int64()))
+            columns[key] = arrow_lists.list_array(values, lengths, types.get(key, pa.int64()))
             Metrics.counter(NAMESPACE, _MISSING_COUNTERS.get(key, f"{key}_missing")).inc(joined.missing[key])
         Metrics.counter(NAMESPACE, "rows_joined").inc(n)
         yield pa.RecordBatch.from_arrays(list(columns.values()), list(columns.keys()))
@@ -176,7 +203,7 @@ def _ids(batch: pa.RecordBatch, key: str) -> list[str]:
 
 def _scalars(batch: pa.RecordBatch, key: str) -> np.ndarray:
     """One value per row of a batch that passed the row rules (so exactly one is there)."""
-    values, _, _ = contracts.list_column(batch.column(key))
+    values, _, _ = arrow_lists.list_column(batch.column(key))
     return values
 
 
@@ -199,11 +226,7 @@ def tensor_adapter_config(config: RepresentationConfig):
         arrow_schema, tensor_representation_util.InferTensorRepresentationsFromSchema(schema))
 
 
-def _day_files(layout: DataLayout, day: int) -> str:
-    return os.path.join(layout.day_dir(day), LOG_FILE_PATTERN)
-
-
-def count_step(layout: DataLayout, sid_table: data_io.SidTable, train_days, config, options, staging: str):
+def count_step(layout: DataLayout, sid_table: SidTable, train_days, config, options, staging: str):
     """Pipeline 1: impressions per candidate over the training window, and (sid_spm) the BPE model.
 
     Rows that break the row rules are left out here too; pipeline 2 writes them aside.
@@ -211,8 +234,8 @@ def count_step(layout: DataLayout, sid_table: data_io.SidTable, train_days, conf
     Returns:
       ({item_id: impressions}, SentencePiece model bytes or None).
     """
-    counts_path = os.path.join(staging, "item_impressions.json")
-    model_path = os.path.join(staging, SPM_MODEL)
+    counts_path = TransformLayout(staging).item_impressions
+    model_path = TransformLayout(staging).spm_model
     with beam.Pipeline(options=options) as p:
         counts = (
             [(p | f"ReadDay{d}" >> ReadCheckedLogs(layout, d, config.max_history)).valid for d in train_days]
@@ -222,13 +245,13 @@ def count_step(layout: DataLayout, sid_table: data_io.SidTable, train_days, conf
             | "Items" >> beam.FlatMap(lambda kv: kv[1].items())
             | "Collect" >> beam.combiners.ToList())
         _ = counts | "WriteCounts" >> beam.Map(lambda c: _write_bytes(json.dumps(dict(c)).encode(), counts_path))
-        if config.kind == "sid_spm":
+        if config.uses_spm:
             (counts
              | "TrainSentencePiece" >> beam.Map(_train_spm, sid_table.lookup(), config)
              | "WriteModel" >> beam.Map(_write_bytes, model_path))
     with FileSystems.open(counts_path) as f:
         impressions = json.loads(f.read().decode("utf-8"))
-    if config.kind != "sid_spm":
+    if not config.uses_spm:
         return impressions, None
     with FileSystems.open(model_path) as f:
         return impressions, f.read()
@@ -250,34 +273,16 @@ def _write_bytes(data: bytes, path: str) -> None:
         f.write(data)
 
 
-def _parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_dir", required=True, help="corpus.parquet and logs/day=NNNN/")
-    parser.add_argument("--sids", required=True, help="SID table directory (from materialize)")
-    parser.add_argument("--output", required=True, help="transform output directory (replaced atomically)")
-    parser.add_argument("--kind", choices=KINDS, default="sid_spm")
-    parser.add_argument("--buckets", type=int, default=8192, help="random_hash buckets B")
-    parser.add_argument("--ngram", type=int, default=2, help="sid_ngram N (divides L)")
-    parser.add_argument("--vocab_size", type=int, default=8192, help="sid_spm table size V")
-    parser.add_argument("--eval_from", type=int, default=0,
-                        help="first evaluation day T+1: vocabularies and analyzers learn from the days "
-                             "before it only (default: the second half of the days is evaluated)")
-    parser.add_argument("--max_history", type=int, default=fk.DEFAULT_MAX_HISTORY,
-                        help="the log contract's history cap H: longer histories are rejected")
-    parser.add_argument("--if_changed", choices=fingerprint.POLICIES, default="rebuild",
-                        help="when the output exists but was made from other inputs: rebuild it, or refuse")
-    return parser.parse_known_args(argv)
-
-
 def transform_step(layout: DataLayout, days, train_days, config: RepresentationConfig, spm_model,
-                   sid_table: data_io.SidTable, corpus: data_io.Corpus, options, staging: str) -> dict:
+                   sid_table: SidTable, corpus: Corpus, options, staging: str) -> dict:
     """Pipeline 2: join, analyse the training days, transform every day; returns the counters."""
     sids = sid_table.lookup()
     first_days = {i: int(d) for i, d in zip(corpus.item_ids, corpus.first_day)}
-    embeddings = dict(zip(corpus.item_ids, corpus.embeddings)) if config.kind == "dense" else {}
+    embeddings = dict(zip(corpus.item_ids, corpus.embeddings)) if config.is_dense else {}
     metadata = tft.DatasetMetadata.from_feature_spec(raw_feature_spec(config))
     adapter = tensor_adapter_config(config)
-    with beam.Pipeline(options=options) as p, tft_beam.Context(temp_dir=os.path.join(staging, "tmp")):
+    out = TransformLayout(staging)
+    with beam.Pipeline(options=options) as p, tft_beam.Context(temp_dir=out.tmp):
         joined, rejected = {}, []
         for day in days:
             logs = p | f"ReadDay{day}" >> ReadCheckedLogs(layout, day, config.max_history)
@@ -286,14 +291,14 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
                                                                      embeddings)
         _ = (rejected
              | "AllRejected" >> beam.Flatten()
-             | "WriteRejected" >> beam.io.WriteToText(os.path.join(staging, REJECTED_DIR, "part"),
+             | "WriteRejected" >> beam.io.WriteToText(FileSystems.join(out.rejected, "part"),
                                                       file_name_suffix=".jsonl"))
         # The warm-up requests come from the training window too: nothing in the output but the
         # evaluation days' own examples depends on an evaluation day.
         _ = (joined[train_days[-1]]
              | "LargestBatchOfLastTrainingDay" >> beam.combiners.Top.Of(1, key=lambda batch: batch.num_rows)
              | "ServingSample" >> beam.FlatMap(_serving_sample, config)
-             | "WriteServingSample" >> beam.io.WriteToTFRecord(os.path.join(staging, SERVING_SAMPLE),
+             | "WriteServingSample" >> beam.io.WriteToTFRecord(out.serving_sample,
                                                                shard_name_template=""))
         training = [joined[d] for d in train_days] | "TrainingDays" >> beam.Flatten()
         transform_fn = (training, adapter) | "Analyze" >> tft_beam.AnalyzeDataset(
@@ -304,21 +309,12 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
             (transformed
              | f"EncodeDay{day}" >> beam.FlatMap(lambda batch: example_coder.RecordBatchToExamples(batch[0]))
              | f"WriteDay{day}" >> beam.io.WriteToTFRecord(
-                 transformed_day_prefix(staging, day), file_name_suffix=TRANSFORMED_SUFFIX))
+                 out.day_prefix(day), file_name_suffix=TRANSFORMED_SUFFIX))
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging)
         # The raw schema too, so a reader can parse raw tf.Examples without this code.
         _ = metadata | "WriteRawMetadata" >> tft_beam.WriteMetadata(
-            os.path.join(staging, tft.TFTransformOutput.RAW_METADATA_DIR), p)
+            FileSystems.join(staging, tft.TFTransformOutput.RAW_METADATA_DIR), p)
     return job_counters(p.result, NAMESPACE)
-
-
-def build_argv(data_dir: str, sids: str, output: str, kind: str, buckets: int = 8192, ngram: int = 2,
-               vocab_size: int = 8192, eval_from: int = 0, max_history: int = fk.DEFAULT_MAX_HISTORY,
-               if_changed: str = "rebuild", beam_args=()) -> list[str]:
-    """The command line of `run` (what `sidrec transform` and `sidrec experiment` call)."""
-    return ["--data_dir", data_dir, "--sids", sids, "--output", output, "--kind", kind, "--buckets", str(buckets),
-            "--ngram", str(ngram), "--vocab_size", str(vocab_size), "--eval_from", str(eval_from),
-            "--max_history", str(max_history), "--if_changed", if_changed, *beam_args]
 
 
 def input_fingerprint(layout: DataLayout, sids_dir: str, config: RepresentationConfig,
@@ -326,70 +322,86 @@ def input_fingerprint(layout: DataLayout, sids_dir: str, config: RepresentationC
     """What a transform output is made from: logs and corpus bytes, the SID table, the config, T."""
     inputs = {"stage": "transform", "format": OUTPUT_FORMAT, "representation": config.result_fields(),
               "eval_from": eval_from, "corpus": fingerprint.digest_files([layout.corpus]),
-              "logs": {f"day={d:04d}": fingerprint.digest_files(data_io.day_files(layout, d)) for d in layout.days()}}
+              "logs": {f"day={d:04d}": fingerprint.digest_files(log_io.day_files(layout, d)) for d in layout.days()}}
     if config.has_sids:
         recorded = fingerprint.read(sids_dir)
         inputs["sid_table"] = (recorded["fingerprint"] if recorded else
-                               fingerprint.digest_files(tf.io.gfile.glob(os.path.join(sids_dir, "table", "*"))))
+                               fingerprint.digest_files(tf.io.gfile.glob(FileSystems.join(SidTableLayout(sids_dir).table,
+                                                                                          "*"))))
     return fingerprint.Fingerprint(inputs)
 
 
-def run(argv=None, log=logging.info) -> dict:
+def run(config: TransformConfig, beam_args=(), log=logging.info) -> dict:
     """Runs both pipelines and publishes the output, or reuses an output made from the same inputs.
 
     Returns:
-      {"output", "config", "counters", "reused"}.
+      {"output", "config" (the RepresentationConfig), "counters", "reused"}.
     """
-    args, beam_args = _parse(argv)
-    layout = DataLayout(args.data_dir)
-    split = split_days(layout.days(), args.eval_from)
+    layout = DataLayout(config.data_dir)
+    split = split_days(layout.days(), config.eval_from)
     days, train_days = list(split.days), split.train_window
-    sid_table = data_io.read_sid_table(os.path.join(args.sids, "table"))
-    corpus = data_io.read_corpus(layout.corpus)
-    config = RepresentationConfig(kind=args.kind, buckets=args.buckets, ngram=args.ngram,
-                                  vocab_size=args.vocab_size, num_levels=sid_table.sids.shape[1],
-                                  codebook_size=_codebook_size(args.sids), embedding_dim=corpus.dim,
-                                  max_history=args.max_history)
-    made_from = input_fingerprint(layout, args.sids, config, split.eval_from)
-    if fingerprint.up_to_date(args.output, made_from, args.if_changed, "transform output", log):
-        with open(os.path.join(args.output, REPRESENTATION_CARD), encoding="utf-8") as f:
-            counters = json.load(f)["counters"]
-        log(f"transform output {args.output} is up to date (fingerprint {made_from.value}): reusing it")
-        return {"output": args.output, "config": config, "counters": counters, "reused": True}
-    options = PipelineOptions(beam_args)
-    staging = publish.staging_dir(args.output)
-    try:
-        impressions, spm_model = count_step(layout, sid_table, train_days, config, options, staging)
-        counters = transform_step(layout, days, train_days, config, spm_model, sid_table, corpus, options, staging)
-        card = {"config": vars(config), "name": config.name, "table_rows": config.table_rows,
+    sid_table = sid_table_io.read_sid_table(SidTableLayout(config.sids).table)
+    corpus = corpus_io.read_corpus(layout.corpus)
+    representation = RepresentationConfig(kind=config.kind, buckets=config.buckets, ngram=config.ngram,
+                                          vocab_size=config.vocab_size, num_levels=sid_table.sids.shape[1],
+                                          codebook_size=_codebook_size(config.sids), embedding_dim=corpus.dim,
+                                          max_history=config.max_history)
+    made_from = input_fingerprint(layout, config.sids, representation, split.eval_from)
+    output = config.output
+    if fingerprint.up_to_date(output, made_from, config.if_changed, "transform output", log):
+        counters = read_representation(output)["counters"]
+        log(f"transform output {output} is up to date (fingerprint {made_from.value}): reusing it")
+        return {"output": output, "config": representation, "counters": counters, "reused": True}
+    options = PipelineOptions(list(beam_args))
+    with published(output) as staging:
+        out = TransformLayout(staging)
+        impressions, spm_model = count_step(layout, sid_table, train_days, representation, options, staging)
+        counters = transform_step(layout, days, train_days, representation, spm_model, sid_table, corpus, options,
+                                  staging)
+        card = {"config": representation.card(), "name": representation.name, "table_rows": representation.table_rows,
                 "train_days": train_days, "eval_from": split.eval_from, "eval_days": split.eval_days,
                 "days": days, "counters": counters, "fingerprint": made_from.value}
-        _write_bytes(json.dumps(card, indent=2).encode("utf-8"), os.path.join(staging, REPRESENTATION_CARD))
+        _write_bytes(json.dumps(card, indent=2).encode("utf-8"), out.card)
         sids = sid_table.lookup()
-        impressed = [i for i in impressions if i in sids or config.kind in ("random_hash", "dense")]
+        impressed = [i for i in impressions if i in sids or not representation.has_sids]
         lookups = lookup_stats.lookup_stats(
-            config, np.array([impressions[i] for i in impressed]),
-            np.array([sids.get(i, np.zeros(config.num_levels, np.int64)) for i in impressed]), spm_model)
-        _write_bytes(json.dumps(lookups, indent=2).encode("utf-8"), os.path.join(staging, LOOKUPS_FILE))
-        if FileSystems.exists(os.path.join(staging, "tmp")):
-            FileSystems.delete([os.path.join(staging, "tmp")])
+            representation, np.array([impressions[i] for i in impressed]),
+            np.array([sids.get(i, np.zeros(representation.num_levels, np.int64)) for i in impressed]), spm_model)
+        _write_bytes(json.dumps(lookups, indent=2).encode("utf-8"), out.lookups)
+        if FileSystems.exists(out.tmp):
+            FileSystems.delete([out.tmp])
         made_from.write(staging)
-        publish.publish(staging, args.output)
-    except BaseException:
-        publish.discard(staging)
-        raise
     if counters.get("rows_rejected"):
-        log(f"{counters['rows_rejected']:,} log rows rejected, written to {os.path.join(args.output, REJECTED_DIR)}")
-    logging.info("transformed %d days with %s into %s", len(days), config.name, args.output)
-    return {"output": args.output, "config": config, "counters": counters, "reused": False}
+        log(f"{counters['rows_rejected']:,} log rows rejected, written to {TransformLayout(output).rejected}")
+    logging.info("transformed %d days with %s into %s", len(days), representation.name, output)
+    return {"output": output, "config": representation, "counters": counters, "reused": False}
 
 
 def _codebook_size(sids_dir: str) -> int:
     """K of the RQ-VAE that made the table (its stats.json), for the SID alphabet."""
-    with open(os.path.join(sids_dir, "stats.json"), encoding="utf-8") as f:
-        return int(json.load(f)["codebook_size"])
+    stats = read_json(SidTableLayout(sids_dir).stats, "SID table statistics", "sidrec materialize")
+    return int(stats["codebook_size"])
+
+
+def describe(summary: dict) -> str:
+    """The job's counters, the table size and the lookups per item by popularity bucket."""
+    lookups = read_json(TransformLayout(summary["output"]).lookups, "lookup statistics", "sidrec transform")
+    config = summary["config"]
+    return ("counters: " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary["counters"].items())) + "\n"
+            f"{config.name}: {config.table_rows:,} table rows; lookups per item "
+            + ", ".join(f"{b} {lookups[b]['mean_lookups_per_item']:.2f}" for b in ("head", "torso", "tail")
+                        if lookups[b]["mean_lookups_per_item"] is not None)
+            + f"\ntransform output: {summary['output']}")
+
+
+def main(argv=None) -> dict:
+    """`python -m beam_jobs.transform --data_dir ... --sids ... --output ... --kind ... [Beam flags]`."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    config_flags.add_flags(parser, TransformConfig)
+    args, beam_args = parser.parse_known_args(argv)
+    return run(config_flags.from_args(TransformConfig, args), beam_args)
 
 
 if __name__ == "__main__":
     logging.getLogger().setLevel(logging.INFO)
-    print(json.dumps(run()["counters"], indent=2))
+    print(json.dumps(main()["counters"], indent=2))

@@ -25,21 +25,21 @@ from benchmarks.rqvae import PRESETS, forward_flops  # noqa: E402
 from beam_jobs import materialize_sids  # noqa: E402
 from models import rqvae_savedmodel  # noqa: E402
 from models.rqvae import RQVAE  # noqa: E402
-from pipeline.data import data_io  # noqa: E402
-from pipeline.data.data_io import Corpus  # noqa: E402
+from pipeline.data import corpus_io  # noqa: E402
+from pipeline.core.records import Corpus  # noqa: E402
 
 
 def _corpus(path: str, n: int, dim: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     embeddings = rng.standard_normal((n, dim)).astype(np.float32)
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
-    data_io.write_corpus(path, Corpus(item_ids=np.array([f"item{i:09d}" for i in range(n)], dtype=object),
+    corpus_io.write_corpus(path, Corpus(item_ids=np.array([f"item{i:09d}" for i in range(n)], dtype=object),
                                       embeddings=embeddings, first_day=np.zeros(n, np.int64)))
 
 
 def _timed_run(corpus: str, model: str, output: str, beam_args: list[str]) -> float:
     start = time.perf_counter()
-    summary = materialize_sids.run(["--corpus", corpus, "--model", model, "--output", output, *beam_args])
+    summary = materialize_sids.main(["--corpus", corpus, "--model", model, "--output", output, *beam_args])
     seconds = time.perf_counter() - start
     assert summary["counters"]["rows_materialised"] > 0
     return seconds

@@ -21,7 +21,8 @@ from pipeline.core.tf_env import tf  # noqa: E402
 from benchmarks.common import emit  # noqa: E402
 from models.ranker import ranker_optimizer  # noqa: E402
 from pipeline.stages import day_loop  # noqa: E402
-from pipeline.sid.serving_examples import REPRESENTATION_CARD, read_representation  # noqa: E402
+from pipeline.core.cards import read_representation  # noqa: E402
+from pipeline.core.layout import TransformLayout  # noqa: E402
 
 
 def _examples_per_s(fn, examples: int) -> float:
@@ -63,7 +64,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     root = os.path.join(args.run_dir, "transform")
     outputs = sorted(d for d in (os.listdir(root) if os.path.isdir(root) else [])
-                     if os.path.exists(os.path.join(root, d, REPRESENTATION_CARD)))
+                     if os.path.exists(TransformLayout(os.path.join(root, d)).card))
     if not outputs:
         raise SystemExit(f"{root}: no transform outputs; run `make demo` (or `sidrec experiment`) first")
     config = day_loop.TrainConfig(batch_size=args.batch_size)

@@ -25,7 +25,7 @@ from beam_jobs import materialize_sids, transform  # noqa: E402
 from benchmarks.common import emit  # noqa: E402
 from models import rqvae_savedmodel  # noqa: E402
 from models.rqvae import RQVAEConfig  # noqa: E402
-from pipeline.data import data_io
+from pipeline.data import corpus_io
 from pipeline.stages import train_rqvae as rqvae_job
 from pipeline.sid import sid_text
 from pipeline.sid import spm_vocab  # noqa: E402
@@ -72,11 +72,11 @@ def main(argv=None) -> dict:
         layout = RunLayout(tmp)
         simulate_run(SimulatorConfig(num_days=args.num_days, impressions_per_day=args.impressions_per_day),
                      layout.data)
-        corpus = data_io.read_corpus(layout.data.corpus)
+        corpus = corpus_io.read_corpus(layout.data.corpus)
         rq_config = dataclasses.replace(RQVAEConfig(), max_epochs=5)
         model, _ = rqvae_job.train(corpus.embeddings, rq_config, lambda *_: None)
         export = rqvae_savedmodel.export(model, os.path.join(layout.rqvae, "export"))
-        materialize_sids.run(["--corpus", layout.data.corpus, "--model", export, "--output", layout.sids])
+        materialize_sids.main(["--corpus", layout.data.corpus, "--model", export, "--output", layout.sids])
         rows = args.num_days * args.impressions_per_day
         results = {"examples": rows, "days": args.num_days, "beam_args": beam_args or ["(default DirectRunner)"]}
         for kind, flags in REPRESENTATIONS.items():
@@ -85,7 +85,7 @@ def main(argv=None) -> dict:
             for key, value in flags.items():
                 argv += [f"--{key}", str(value)]
             start = time.perf_counter()
-            transform.run(argv)
+            transform.main(argv)
             results[f"{kind}_examples_per_s"] = round(rows / (time.perf_counter() - start))
         sids = rqvae_job.encode(model, corpus.embeddings)
         results["spm_tokenisation"] = spm_rates(np.tile(sids, (5, 1)), rq_config.codebook_size, 8192)

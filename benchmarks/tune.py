@@ -52,8 +52,9 @@ def main(argv=None) -> dict:
     from beam_jobs import transform
 
     for arm in arms:
-        transform.run(transform.build_argv(layout.data.root, layout.sids, os.path.join(layout.transform,
-                                           arm.representation), arm.kind, arm.buckets, arm.ngram, arm.vocab_size),
+        transform.run(transform.TransformConfig(data_dir=layout.data.root, sids=layout.sids,
+                                                output=layout.transform_output(arm.representation), kind=arm.kind,
+                                                buckets=arm.buckets, ngram=arm.ngram, vocab_size=arm.vocab_size),
                       log=print)
     grid = []
     for learning_rate, table_learning_rate in itertools.product(_floats(args.learning_rates),

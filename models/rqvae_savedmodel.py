@@ -1,25 +1,25 @@
 """The frozen RQ-VAE SavedModel: `serving_default` maps embedding float32[None, D] to sid int64[None, L].
 
-Exports go to integer version directories (TF Serving's layout) and are written to a temporary
-directory first, so a reader never sees half an export. `assets.extra/rqvae.json` carries the
+Exports go to integer version directories (TF Serving's layout) and appear atomically
+(`pipeline.core.publish`), so a reader never sees half an export. `assets.extra/rqvae.json` carries the
 version string that SID tables record, a fingerprint of the weights, and the configuration.
 """
 
 import hashlib
 import json
 import os
-import shutil
 
 import numpy as np
-from pipeline.core.tf_env import tf
 
 from models.rqvae import RQVAE
+from pipeline.core import layout
+from pipeline.core.publish import latest_version, list_versions, published
+from pipeline.core.tf_env import tf
 
 SIGNATURE = "serving_default"
 INPUT_KEY = "embedding"
 OUTPUT_SID = "sid"
 OUTPUT_ERROR = "reconstruction_error"
-METADATA_PATH = os.path.join("assets.extra", "rqvae.json")
 
 
 class _FrozenRQVAE(tf.Module):
@@ -44,34 +44,24 @@ def weights_fingerprint(model: tf.keras.Model) -> str:
     return digest.hexdigest()
 
 
-def versions(base_dir: str) -> list[int]:
-    if not os.path.isdir(base_dir):
-        return []
-    return sorted(int(name) for name in os.listdir(base_dir) if name.isdigit())
-
-
 def latest(base_dir: str) -> str:
-    found = versions(base_dir)
-    if not found:
-        raise FileNotFoundError(f"{base_dir}: no exported RQ-VAE version (integer directories)")
-    return os.path.join(base_dir, str(found[-1]))
+    """The newest export version under base_dir."""
+    return latest_version(base_dir, "exported RQ-VAE version (integer directories)", "sidrec train-rqvae")
 
 
 def export(model: RQVAE, base_dir: str, metadata: dict | None = None) -> str:
     """Saves the model as the next integer version under base_dir; returns the version's path."""
-    version = (versions(base_dir) or [0])[-1] + 1
+    version = (list_versions(base_dir) or [0])[-1] + 1
     path = os.path.join(base_dir, str(version))
-    tmp = os.path.join(base_dir, f".tmp-{version}")
-    shutil.rmtree(tmp, ignore_errors=True)
     module = _FrozenRQVAE(model)
-    tf.saved_model.save(module, tmp, signatures={SIGNATURE: module.serve})
     fingerprint = weights_fingerprint(model)
     card = {"version": version, "rqvae_version": f"{version}-{fingerprint[:12]}", "fingerprint": fingerprint,
             **model.get_config(), **(metadata or {})}
-    os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
-    with open(os.path.join(tmp, METADATA_PATH), "w", encoding="utf-8") as f:
-        json.dump(card, f, indent=2)
-    os.replace(tmp, path)
+    with published(path) as staging:
+        tf.saved_model.save(module, staging, signatures={SIGNATURE: module.serve})
+        tf.io.gfile.makedirs(os.path.dirname(layout.rqvae_card(staging)))
+        with tf.io.gfile.GFile(layout.rqvae_card(staging), "w") as f:
+            json.dump(card, f, indent=2)
     return path
 
 
@@ -81,7 +71,7 @@ class LoadedRQVAE:
     def __init__(self, path: str):
         self.path = path
         self.signature = tf.saved_model.load(path).signatures[SIGNATURE]
-        with open(os.path.join(path, METADATA_PATH), encoding="utf-8") as f:
+        with tf.io.gfile.GFile(layout.rqvae_card(path)) as f:
             self.metadata = json.load(f)
 
     @property

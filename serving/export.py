@@ -18,17 +18,17 @@ import os
 import shutil
 
 from pipeline.core.tf_env import load_sentencepiece_ops, tf
-import tensorflow_transform as tft
+import tensorflow_transform as tft  # noqa: I100  (after the TF set-up)
 
 from pipeline.core import features as fk
 from pipeline.sid.preprocessing import serving_feature_spec
 from pipeline.core.representation import RepresentationConfig
-from pipeline.sid.serving_examples import REPRESENTATION_CARD, read_representation
+from pipeline.core.cards import read_representation
+from pipeline.core.layout import ASSETS_EXTRA, ExportLayout, TransformLayout  # noqa: F401  (ASSETS_EXTRA: for readers)
+from pipeline.core.publish import list_versions, published
 
 SERVING_DEFAULT = "serving_default"
 TRANSFORM_FEATURES = "transform_features"
-ASSETS_EXTRA = "assets.extra"
-WARMUP_FILE = "tf_serving_warmup_requests"
 PIECE_PADDING = -1
 
 
@@ -63,7 +63,7 @@ def request_checks(features: dict, config: RepresentationConfig) -> list[tf.Oper
         with tf.control_dependencies([length_check]):
             codes = tf.reshape(tf.identity(history.flat_values), [-1, levels])
         checks += [length_check, _valid_sids(codes, fk.HISTORY_SIDS, config.codebook_size)]
-    if config.kind == "dense":
+    if config.is_dense:
         for key in (fk.WATCH_EMBEDDING, fk.CANDIDATE_EMBEDDING):
             checks.append(tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(features[key])), [
                 f"{key}: every value must be finite (no NaN or inf)"], name=f"check_{key}"))
@@ -123,17 +123,14 @@ def export_version(model: tf.keras.Model, transform_dir: str, export_base: str, 
     load_sentencepiece_ops()  # sid_spm transform graphs hold SentencePiece ops
     tft_output = tft.TFTransformOutput(transform_dir)
     final = os.path.join(export_base, str(version))
-    staging = os.path.join(export_base, f".staging-{version}")  # not an integer: servers ignore it
-    shutil.rmtree(staging, ignore_errors=True)
     config = RepresentationConfig(**read_representation(transform_dir)["config"])
-    model.save(staging, save_format="tf", signatures=make_serving_signatures(model, tft_output, config),
-               include_optimizer=False)
-    extra = os.path.join(staging, ASSETS_EXTRA)
-    os.makedirs(extra, exist_ok=True)
-    shutil.copy(os.path.join(transform_dir, REPRESENTATION_CARD), extra)
-    write_warmup(os.path.join(extra, WARMUP_FILE), warmup_examples, model_name)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(staging, final)
+    with published(final) as staging:  # the staging name is not an integer: servers ignore it
+        model.save(staging, save_format="tf", signatures=make_serving_signatures(model, tft_output, config),
+                   include_optimizer=False)
+        export_layout = ExportLayout(staging)
+        os.makedirs(export_layout.assets_extra, exist_ok=True)
+        shutil.copy(TransformLayout(transform_dir).card, export_layout.card)
+        write_warmup(export_layout.warmup, warmup_examples, model_name)
     return final
 
 
@@ -153,14 +150,10 @@ def read_warmup(export_dir: str) -> list:
     """The PredictRequests of an export's warm-up file."""
     from tensorflow_serving.apis import prediction_log_pb2
 
-    path = os.path.join(export_dir, ASSETS_EXTRA, WARMUP_FILE)
+    path = ExportLayout(export_dir).warmup
     return [prediction_log_pb2.PredictionLog.FromString(r.numpy()).predict_log.request
             for r in tf.data.TFRecordDataset(path)]
 
 
-def versions(export_base: str) -> list[int]:
-    """The integer version directories under a base path, ascending (what TF Serving would see)."""
-    if not os.path.isdir(export_base):
-        return []
-    return sorted(int(name) for name in os.listdir(export_base)
-                  if name.isdigit() and os.path.isdir(os.path.join(export_base, name)))
+# The integer versions under an export base, ascending (what TF Serving would see).
+versions = list_versions

@@ -17,6 +17,8 @@ from pipeline.core.tf_env import load_sentencepiece_ops, tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
+from pipeline.core.layout import SAVED_MODEL_FILE, ExportLayout
+from pipeline.core.publish import list_versions
 from serving import export
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ class Servable:
         self.name, self.version, self.path = name, version, path
         load_sentencepiece_ops()  # sid_spm exports hold SentencePiece ops
         self._model = tf.saved_model.load(path)
-        with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        with open(os.path.join(path, SAVED_MODEL_FILE), "rb") as f:
             meta_graph = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0]
         self.signature_defs = {k: v for k, v in meta_graph.signature_def.items() if not k.startswith("__")}
         # Signatures whose every input and output has a batch dimension: the ones requests can share a call of.
@@ -99,7 +101,7 @@ class Servable:
 
     def warm_up(self) -> int:
         """Runs the export's warm-up requests (as TF Serving does at load); returns how many."""
-        warmup = os.path.join(self.path, export.ASSETS_EXTRA, export.WARMUP_FILE)
+        warmup = ExportLayout(self.path).warmup
         if not os.path.exists(warmup):
             return 0
         requests = export.read_warmup(self.path)
@@ -156,7 +158,7 @@ class ModelManager:
 
     def poll(self) -> None:
         for name, config in self._configs.items():
-            found = export.versions(config.base_path)
+            found = list_versions(config.base_path)
             if not found:
                 continue
             newest = found[-1]

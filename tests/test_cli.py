@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 from pipeline import cli
-from pipeline.data import data_io
+from pipeline.data import corpus_io
+from pipeline.data import log_io
 from pipeline.core.layout import RunLayout
 
 SMALL_FLAGS = ["--num_items", "2000", "--num_users", "300", "--num_days", "3",
@@ -27,8 +28,8 @@ def test_simulate_writes_the_contracts_and_prints_the_summary(tmp_path, capsys):
     assert "oracle AUC" in out and "2,000 items (D=32)" in out and "3 days" in out
     layout = RunLayout(run_dir).data
     assert layout.days() == [1, 2, 3]
-    corpus = data_io.read_corpus(layout.corpus)
-    impressions = data_io.read_logs(layout)
+    corpus = corpus_io.read_corpus(layout.corpus)
+    impressions = log_io.read_logs(layout)
     assert corpus.size == 2000 and corpus.dim == 32 and impressions.size == 9000
     with open(layout.summary) as f:
         summary = json.load(f)

@@ -9,10 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
-from pipeline.data import data_io
+from pipeline.data import corpus_io
+from pipeline.data import log_io
+from pipeline.data import sid_table_io
 from pipeline.core import features as fk
 from pipeline.core.contracts import ContractError
-from pipeline.data.data_io import Corpus, Impressions
+from pipeline.core.records import Corpus, Impressions
 from pipeline.core.layout import DataLayout
 
 
@@ -41,8 +43,8 @@ def _read_rejects(path):
 def test_corpus_round_trip(tmp_path):
     corpus = _corpus()
     path = str(tmp_path / "corpus.parquet")
-    data_io.write_corpus(path, corpus)
-    back = data_io.read_corpus(path)
+    corpus_io.write_corpus(path, corpus)
+    back = corpus_io.read_corpus(path)
     np.testing.assert_array_equal(back.item_ids, corpus.item_ids)
     np.testing.assert_array_equal(back.embeddings, corpus.embeddings)
     np.testing.assert_array_equal(back.first_day, corpus.first_day)
@@ -61,11 +63,11 @@ def test_bad_corpus_row_is_named_in_strict_mode_and_set_aside_otherwise(tmp_path
     corrupt(rows)
     path = _write_rows(str(tmp_path / "corpus.parquet"), rows)
     with pytest.raises(ContractError) as err:
-        data_io.read_corpus(path, embedding_dim=4)
+        corpus_io.read_corpus(path, embedding_dim=4)
     assert f"{path}: row 3: field '{field}'" in str(err.value) and words in str(err.value)
 
     rejects = str(tmp_path / "rejects.jsonl")
-    corpus = data_io.read_corpus(path, embedding_dim=4, rejects_path=rejects)
+    corpus = corpus_io.read_corpus(path, embedding_dim=4, rejects_path=rejects)
     assert corpus.size == 5 and "item3" not in set(corpus.item_ids) - {""}
     [line] = _read_rejects(rejects)
     assert line["row"] == 3 and line["field"] == field and words in line["reason"]
@@ -84,9 +86,9 @@ def test_duplicate_ids_keep_one_row_whatever_the_order(tmp_path):
         shuffled = {k: [v[i] for i in order] for k, v in rows.items()}
         path = _write_rows(str(tmp_path / "dup.parquet"), shuffled)
         with pytest.raises(ContractError, match="duplicate item id 'item"):
-            data_io.read_corpus(path)
+            corpus_io.read_corpus(path)
         rejects = str(tmp_path / "dup.jsonl")
-        got = data_io.read_corpus(path, rejects_path=rejects)
+        got = corpus_io.read_corpus(path, rejects_path=rejects)
         assert sorted(got.item_ids) == sorted(corpus.item_ids)
         assert len(_read_rejects(rejects)) == 2
         kept.append({i: e.tobytes() for i, e in zip(got.item_ids, got.embeddings)})
@@ -100,7 +102,7 @@ def test_missing_column_is_named(tmp_path):
     del rows[fk.FIRST_DAY]
     path = _write_rows(str(tmp_path / "c.parquet"), rows)
     with pytest.raises(ContractError, match=r"missing column 'first_day' \(expected int\)"):
-        data_io.read_corpus(path)
+        corpus_io.read_corpus(path)
 
 
 def test_wrong_column_type_is_named(tmp_path):
@@ -108,22 +110,22 @@ def test_wrong_column_type_is_named(tmp_path):
     rows[fk.FIRST_DAY] = [str(d) for d in rows[fk.FIRST_DAY]]
     path = _write_rows(str(tmp_path / "c.parquet"), rows)
     with pytest.raises(ContractError, match="column 'first_day' has type string, expected int"):
-        data_io.read_corpus(path)
+        corpus_io.read_corpus(path)
 
 
 def test_empty_corpus_files_are_named(tmp_path):
     zero_bytes = tmp_path / "zero.parquet"
     zero_bytes.write_bytes(b"")
     with pytest.raises(ContractError, match="zero.parquet: file is empty"):
-        data_io.read_corpus(str(zero_bytes))
+        corpus_io.read_corpus(str(zero_bytes))
     no_rows = _write_rows(str(tmp_path / "norows.parquet"),
                           pa.table({fk.ITEM_ID: pa.array([], pa.string()),
                                     fk.EMBEDDING: pa.array([], pa.list_(pa.float32())),
                                     fk.FIRST_DAY: pa.array([], pa.int64())}).to_pydict())
     with pytest.raises(ContractError, match="norows.parquet: file is empty"):
-        data_io.read_corpus(no_rows)
+        corpus_io.read_corpus(no_rows)
     with pytest.raises(ContractError, match="no such file"):
-        data_io.read_corpus(str(tmp_path / "absent.parquet"))
+        corpus_io.read_corpus(str(tmp_path / "absent.parquet"))
 
 
 def test_all_rows_bad_is_an_error_not_an_empty_corpus(tmp_path):
@@ -131,7 +133,7 @@ def test_all_rows_bad_is_an_error_not_an_empty_corpus(tmp_path):
     rows[fk.EMBEDDING] = [[float("nan")] * 4] * 2
     path = _write_rows(str(tmp_path / "c.parquet"), rows)
     with pytest.raises(ContractError, match="no valid rows out of 2"):
-        data_io.read_corpus(path, rejects_path=str(tmp_path / "r.jsonl"))
+        corpus_io.read_corpus(path, rejects_path=str(tmp_path / "r.jsonl"))
 
 
 # ------------------------------------------------------------------------------------------ logs
@@ -150,9 +152,9 @@ def _impressions(n=5, day=3) -> Impressions:
 def test_logs_round_trip(tmp_path):
     layout = DataLayout(str(tmp_path))
     written = _impressions()
-    data_io.write_day(layout, 3, written)
+    log_io.write_day(layout, 3, written)
     assert layout.days() == [3]
-    back = data_io.read_logs(layout)
+    back = log_io.read_logs(layout)
     for name in ("user_id", "watch_item_id", "candidate_item_id", "history_values", "history_lengths",
                  "click", "day"):
         np.testing.assert_array_equal(getattr(back, name), getattr(written, name), err_msg=name)
@@ -191,14 +193,14 @@ GOOD = {fk.USER_ID: "u", fk.WATCH_ITEM_ID: "w", fk.CANDIDATE_ITEM_ID: "c", fk.HI
 def test_bad_log_row_is_named_and_set_aside(tmp_path, change, field, words):
     layout = DataLayout(str(tmp_path))
     rows = [_example(**GOOD), _example(**GOOD), _example(**{**GOOD, **change})]
-    data_io.write_tfrecord(layout.day_file(3), rows)
+    log_io.write_tfrecord(layout.day_file(3), rows)
     with pytest.raises(ContractError) as err:
-        data_io.read_logs(layout)
+        log_io.read_logs(layout)
     assert f"row 2: field '{field}'" in str(err.value) and words in str(err.value)
     assert layout.day_file(3) in str(err.value)
 
     rejects = str(tmp_path / "rejects.jsonl")
-    kept = data_io.read_logs(layout, rejects_path=rejects)
+    kept = log_io.read_logs(layout, rejects_path=rejects)
     assert kept.size == 2
     [line] = _read_rejects(rejects)
     assert line["row"] == 2 and line["field"] == field
@@ -208,21 +210,21 @@ def test_bad_log_row_is_named_and_set_aside(tmp_path, change, field, words):
 def test_log_missing_feature_and_empty_file_are_named(tmp_path):
     layout = DataLayout(str(tmp_path))
     no_click = {k: v for k, v in GOOD.items() if k != fk.CLICK}
-    data_io.write_tfrecord(layout.day_file(3), [_example(**no_click)] * 2)
+    log_io.write_tfrecord(layout.day_file(3), [_example(**no_click)] * 2)
     with pytest.raises(ContractError, match=r"missing column 'click' \(expected int\)"):
-        data_io.read_logs(layout)
-    data_io.write_tfrecord(layout.day_file(3), [])
+        log_io.read_logs(layout)
+    log_io.write_tfrecord(layout.day_file(3), [])
     with pytest.raises(ContractError, match="file is empty"):
-        data_io.read_logs(layout)
+        log_io.read_logs(layout)
     with pytest.raises(ContractError, match="no partition for days \\[7\\]"):
-        data_io.read_logs(layout, days=[7])
+        log_io.read_logs(layout, days=[7])
 
 
 def test_wrong_feature_type_in_logs_is_named(tmp_path):
     layout = DataLayout(str(tmp_path))
-    data_io.write_tfrecord(layout.day_file(3), [_example(**{**GOOD, fk.CLICK: 1.0})])
+    log_io.write_tfrecord(layout.day_file(3), [_example(**{**GOOD, fk.CLICK: 1.0})])
     with pytest.raises(ContractError, match="column 'click' has type .*float.*, expected int"):
-        data_io.read_logs(layout)
+        log_io.read_logs(layout)
 
 
 def test_corrupt_tfrecord_is_named(tmp_path):
@@ -231,7 +233,7 @@ def test_corrupt_tfrecord_is_named(tmp_path):
     with open(layout.day_file(3), "wb") as f:
         f.write(b"not a gzip tfrecord")
     with pytest.raises(ContractError, match="corrupt or truncated"):
-        data_io.read_logs(layout)
+        log_io.read_logs(layout)
 
 
 # ------------------------------------------------------------------------------------- SID table
@@ -242,20 +244,20 @@ def _sid_table(path, ids, sids, versions):
 
 def test_sid_table_reads_and_names_its_problems(tmp_path):
     _sid_table(tmp_path / "a.parquet", ["x", "y"], [[1, 2], [3, 4]], ["1-abc", "1-abc"])
-    table = data_io.read_sid_table(str(tmp_path), codebook_size=8)
+    table = sid_table_io.read_sid_table(str(tmp_path), codebook_size=8)
     assert table.rqvae_version == "1-abc" and table.lookup()["y"].tolist() == [3, 4]
     with pytest.raises(ContractError, match=r"codes \[3, 4\] outside \[0, 4\)"):
-        data_io.read_sid_table(str(tmp_path), codebook_size=4)
+        sid_table_io.read_sid_table(str(tmp_path), codebook_size=4)
     _sid_table(tmp_path / "b.parquet", ["x"], [[5, 6]], ["1-abc"])
     with pytest.raises(ContractError, match="item id 'x' appears 2 times"):
-        data_io.read_sid_table(str(tmp_path))
+        sid_table_io.read_sid_table(str(tmp_path))
     (tmp_path / "b.parquet").unlink()
     _sid_table(tmp_path / "c.parquet", ["z"], [[5, 6]], ["2-def"])
     with pytest.raises(ContractError, match="several RQ-VAE versions"):
-        data_io.read_sid_table(str(tmp_path))
+        sid_table_io.read_sid_table(str(tmp_path))
     (tmp_path / "c.parquet").unlink()
     _sid_table(tmp_path / "d.parquet", ["z", "w"], [[5, 6], [7]], ["1-abc", "1-abc"])
     with pytest.raises(ContractError, match="d.parquet: row 1: field 'sid': 1 codes, expected 2"):
-        data_io.read_sid_table(str(tmp_path))
+        sid_table_io.read_sid_table(str(tmp_path))
     with pytest.raises(ContractError, match="no SID table files"):
-        data_io.read_sid_table(str(tmp_path / "nothing"))
+        sid_table_io.read_sid_table(str(tmp_path / "nothing"))

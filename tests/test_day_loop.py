@@ -12,10 +12,10 @@ import pytest
 import tensorflow as tf
 
 from beam_jobs import transform
-from pipeline.data import data_io
+from pipeline.data import log_io
 from pipeline.stages import day_loop
 from pipeline.core import features as fk
-from pipeline.sid.serving_examples import read_serving_sample
+from pipeline.core.cards import read_serving_sample
 from worlds import IN_MEMORY, copy_world
 
 CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(32,))
@@ -91,15 +91,15 @@ def test_day_loop_resumes_after_a_kill_with_the_metrics_of_an_uninterrupted_run(
 
 def _other_logs(layout, day: int) -> None:
     """Rewrites a day's logs: other candidates (shuffled across rows) and flipped clicks."""
-    logs = data_io.read_logs(layout.data, days=[day])
+    logs = log_io.read_logs(layout.data, days=[day])
     logs.candidate_item_id = np.random.default_rng(day).permutation(logs.candidate_item_id)
     logs.click = 1 - logs.click
-    data_io.write_day(layout.data, day, logs)
+    log_io.write_day(layout.data, day, logs)
 
 
 def _transform(layout, output):
-    return transform.run(transform.build_argv(layout.data.root, layout.sids, output, "sid_spm", vocab_size=300,
-                                              eval_from=2, beam_args=IN_MEMORY))["output"]
+    return transform.run(transform.TransformConfig(data_dir=layout.data.root, sids=layout.sids, output=output,
+                                                   kind="sid_spm", vocab_size=300, eval_from=2), IN_MEMORY)["output"]
 
 
 def _vocabulary(transform_dir: str) -> list[tuple[str, float]]:

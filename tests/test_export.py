@@ -19,7 +19,10 @@ from pipeline.stages import day_loop
 from pipeline.core import features as fk
 from pipeline.sid.preprocessing import serving_feature_spec
 from pipeline.core.representation import RepresentationConfig
-from pipeline.sid.serving_examples import ServingExampleBuilder, read_representation, read_serving_sample
+from pipeline.core.cards import read_representation, read_serving_sample
+from pipeline.core.layout import RankerLayout
+from pipeline.sid.serving_examples import ServingExampleBuilder
+from pipeline.stages.predict import builder_for_run
 from serving import export
 
 CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(16,), embedding_dim=8)
@@ -108,7 +111,7 @@ def test_signatures_warmup_and_transform_features(spm_run, tmp_path):
 def test_serving_examples_from_the_sid_table_match_the_jobs_join(run_dir, spm_run):
     """The client's builder joins SIDs exactly as the transform job did for the same logged row."""
     card = read_representation(spm_run["output"])
-    builder = ServingExampleBuilder.for_run(run_dir, RepresentationConfig(**card["config"]))
+    builder = builder_for_run(run_dir, RepresentationConfig(**card["config"]))
     spec = serving_feature_spec(tft.TFTransformOutput(spm_run["output"]).raw_feature_spec())
     for record in read_serving_sample(spm_run["output"])[:10]:
         logged = tf.io.parse_single_example(record, spec)
@@ -132,7 +135,7 @@ def test_day_loop_exports_one_version_per_day(spm_run, tmp_path):
     # Each evaluation day's entry names the version trained through it.
     assert [e["export"] for e in history] == [str(tmp_path / "export" / "2"), str(tmp_path / "export" / "3")]
     assert not [n for n in os.listdir(tmp_path / "export") if n.startswith(".staging")]
-    events = tf.io.gfile.glob(str(tmp_path / "run" / day_loop.TENSORBOARD_DIR / "*" / "events.out.tfevents.*"))
+    events = tf.io.gfile.glob(os.path.join(RankerLayout(str(tmp_path / "run")).tensorboard, "*", "events.out.tfevents.*"))
     assert {os.path.basename(os.path.dirname(e)) for e in events} >= {"train", "next_day"}
 
 

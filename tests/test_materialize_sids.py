@@ -14,7 +14,8 @@ from beam_jobs import materialize_sids
 from beam_jobs.sid_model_handler import Chunk, SidModelHandler
 from models import rqvae_savedmodel
 from models.rqvae import RQVAEConfig
-from pipeline.data import data_io
+from pipeline.data import log_io
+from pipeline.data import sid_table_io
 from pipeline.stages import train_rqvae as rqvae_job
 from pipeline.sid import sid_quality
 from pipeline.core import features as fk
@@ -50,12 +51,12 @@ def world(tmp_path_factory):
 
 
 def _run(world, output, *extra):
-    return materialize_sids.run(["--corpus", world["corpus_path"], "--model", str(world["root"] / "export"),
+    return materialize_sids.main(["--corpus", world["corpus_path"], "--model", str(world["root"] / "export"),
                                  "--output", str(output), *extra])
 
 
 def _table(output) -> dict:
-    table = data_io.read_sid_table(os.path.join(str(output), "table"))
+    table = sid_table_io.read_sid_table(os.path.join(str(output), "table"))
     return {i: tuple(s) for i, s in zip(table.item_ids, table.sids)}
 
 
@@ -84,7 +85,7 @@ def test_beam_output_equals_the_savedmodel_on_every_item(world, default_run):
     assert summary["counters"]["rows_read"] == corpus.size + 4
     assert summary["counters"]["rows_materialised"] == corpus.size
     assert summary["counters"]["rows_rejected"] == 4
-    assert data_io.read_sid_table(os.path.join(str(output), "table")).rqvae_version == world["loaded"].version
+    assert sid_table_io.read_sid_table(os.path.join(str(output), "table")).rqvae_version == world["loaded"].version
 
 
 def test_tfrecord_output_matches_the_parquet_table(world, default_run):
@@ -206,7 +207,7 @@ def test_tfrecord_corpus_gives_the_same_table(world, default_run, tmp_path):
         fk.FIRST_DAY: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(d)])),
     })).SerializeToString() for i, e, d in zip(corpus.item_ids, corpus.embeddings, corpus.first_day)]
     path = str(tmp_path / "corpus.tfrecord.gz")
-    data_io.write_tfrecord(path, records)
-    materialize_sids.run(["--corpus", path, "--model", str(world["root"] / "export"),
+    log_io.write_tfrecord(path, records)
+    materialize_sids.main(["--corpus", path, "--model", str(world["root"] / "export"),
                           "--output", str(tmp_path / "sids"), *IN_MEMORY])
     assert _table(tmp_path / "sids") == _table(output)

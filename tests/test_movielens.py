@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data import data_io
+from pipeline.data import corpus_io
+from pipeline.data import log_io
 from pipeline.data import movielens
 from pipeline.core.contracts import ContractError
 from pipeline.core.layout import DataLayout
@@ -79,8 +80,8 @@ def test_steps_are_a_workable_number_by_default_and_configurable(loaded, moviele
 def test_written_data_passes_the_contract_readers(movielens_dir, tmp_path):
     layout = DataLayout(str(tmp_path / "data"))
     summary = movielens.run(movielens.MovieLensConfig(data_dir=movielens_dir, ratings_per_step=20_000), layout)
-    corpus = data_io.read_corpus(layout.corpus)  # strict: any bad row would raise
-    impressions = data_io.read_logs(layout)
+    corpus = corpus_io.read_corpus(layout.corpus)  # strict: any bad row would raise
+    impressions = log_io.read_logs(layout)
     assert corpus.size == 9742 and impressions.size == summary["impressions"]
     assert layout.days() == [1, 2, 3, 4, 5, 6]
     # Cold start is real in this set: some items are first seen on every step.

@@ -17,7 +17,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 from pipeline.stages import day_loop
 from pipeline.core import features as fk
-from pipeline.sid.serving_examples import read_serving_sample
+from pipeline.core.cards import read_serving_sample
 from serving import export
 from serving.batching import Batcher, BatchingParameters
 from serving.client import RankerClient

@@ -14,10 +14,12 @@ import tensorflow_text  # noqa: F401  (SentencePiece ops in the transform graph)
 import tensorflow_transform as tft
 
 from beam_jobs import transform
-from pipeline.data import data_io
+from pipeline.data import log_io
+from pipeline.data import sid_table_io
 from pipeline.stages import day_loop
 from pipeline.sid import sid_text
 from pipeline.core import features as fk
+from pipeline.core.layout import TransformLayout
 from worlds import IN_MEMORY, run_transform
 
 def _read_day(output, day, schema_dir):
@@ -53,9 +55,9 @@ def test_transformed_pieces_equal_the_library_on_the_joined_sids(run_dir, spm_ru
     import collections
 
     output = spm_run["output"]
-    table = data_io.read_sid_table(os.path.join(run_dir.sids, "table")).lookup()
+    table = sid_table_io.read_sid_table(os.path.join(run_dir.sids, "table")).lookup()
     processor = spm.SentencePieceProcessor(model_file=os.path.join(output, "spm", "sid_spm.model"))
-    raw = data_io.read_logs(run_dir.data, days=[3])
+    raw = log_io.read_logs(run_dir.data, days=[3])
     texts = sid_text.sid_text(np.stack([table[c] for c in raw.candidate_item_id]), 16)
     expected = collections.Counter(tuple(p) for p in processor.encode(texts))
     got = collections.Counter(tuple(row[fk.CANDIDATE_PIECES].values.numpy().tolist())
@@ -66,7 +68,7 @@ def test_transformed_pieces_equal_the_library_on_the_joined_sids(run_dir, spm_ru
 def test_transform_output_loads_in_a_fresh_process(run_dir, spm_run, tmp_path):
     """The transform graph (SentencePiece model inside) is self-contained: same pieces elsewhere."""
     output = spm_run["output"]
-    table = data_io.read_sid_table(os.path.join(run_dir.sids, "table")).lookup()
+    table = sid_table_io.read_sid_table(os.path.join(run_dir.sids, "table")).lookup()
     ids = list(table)[:3]
     raw = {fk.WATCH_ITEM_ID: ids[0], fk.CANDIDATE_ITEM_ID: ids[1], fk.HISTORY_ITEM_IDS: [ids[2], ids[0]],
            fk.CLICK: 1, fk.ENGAGEMENT: 0.25, fk.DAY: 3, fk.CANDIDATE_FIRST_DAY: 3,
@@ -108,8 +110,8 @@ def test_transform_output_loads_in_a_fresh_process(run_dir, spm_run, tmp_path):
 
 def test_items_without_a_sid_get_the_oov_row_and_are_counted(run_dir, tmp_path):
     # A SID table that lacks one item: every impression that mentions it falls back.
-    table = data_io.read_sid_table(os.path.join(run_dir.sids, "table"))
-    dropped = data_io.read_logs(run_dir.data, days=[1]).candidate_item_id[0]
+    table = sid_table_io.read_sid_table(os.path.join(run_dir.sids, "table"))
+    dropped = log_io.read_logs(run_dir.data, days=[1]).candidate_item_id[0]
     keep = table.item_ids != dropped
     partial = tmp_path / "sids"
     os.makedirs(partial / "table")
@@ -120,7 +122,7 @@ def test_items_without_a_sid_get_the_oov_row_and_are_counted(run_dir, tmp_path):
                    str(partial / "table" / "part-00000-of-00001.parquet"))
     with open(os.path.join(run_dir.sids, "stats.json")) as f, open(partial / "stats.json", "w") as g:
         g.write(f.read())
-    out = transform.run(["--data_dir", run_dir.data.root, "--sids", str(partial), "--output", str(tmp_path / "t"),
+    out = transform.main(["--data_dir", run_dir.data.root, "--sids", str(partial), "--output", str(tmp_path / "t"),
                          "--kind", "sid_ngram", "--ngram", "2", *IN_MEMORY])
     assert out["counters"]["candidate_without_sid"] >= 1
     oov = out["config"].oov_piece
@@ -164,15 +166,15 @@ def test_rows_breaking_the_log_rules_are_written_aside_counted_and_never_transfo
 
     world = copy_world(run_dir, str(tmp_path / "world"))
     with_bad_rows, expected = bad_log_rows(2)
-    good = data_io.read_logs(world.data, days=[2])
-    path = data_io.write_day(world.data, 2, with_bad_rows(good))
+    good = log_io.read_logs(world.data, days=[2])
+    path = log_io.write_day(world.data, 2, with_bad_rows(good))
     out = run_transform(world, "sid_ngram", ngram=2)
     counters = out["counters"]
     assert counters["rows_rejected"] == 4 and counters["rows_read"] == 3 * 1500 + 4
     assert counters["rows_joined"] == 3 * 1500
     for field, _ in expected:
         assert counters[f"rejected_{field}"] == 1, field
-    [rejected_file] = tf.io.gfile.glob(os.path.join(out["output"], transform.REJECTED_DIR, "*.jsonl"))
+    [rejected_file] = tf.io.gfile.glob(os.path.join(TransformLayout(out["output"]).rejected, "*.jsonl"))
     with open(rejected_file) as f:
         lines = [json.loads(line) for line in f]
     assert [(r["source"], r["row"], r["field"]) for r in lines] == [
@@ -185,7 +187,7 @@ def test_rows_breaking_the_log_rules_are_written_aside_counted_and_never_transfo
     assert {int(r[fk.CLICK]) for r in day2} <= {0, 1}
     # `sidrec validate` rejects the same rows for the same fields: one implementation of the rules.
     rejects = tmp_path / "validate.jsonl"
-    data_io.read_logs(world.data, days=[2], rejects_path=str(rejects))
+    log_io.read_logs(world.data, days=[2], rejects_path=str(rejects))
     validated = [json.loads(line) for line in rejects.read_text().splitlines()]
     assert [(r["row"], r["field"], r["reason"]) for r in validated] == [(r["row"], r["field"], r["reason"])
                                                                        for r in lines]

@@ -14,27 +14,29 @@ def small_run(root: str) -> RunLayout:
     """A simulated run of 3 days x 1,500 impressions with SIDs materialised by a tiny RQ-VAE."""
     from beam_jobs import materialize_sids
     from models import rqvae_savedmodel
-    from pipeline.data import data_io
+    from pipeline.data import corpus_io
     from pipeline.stages import train_rqvae as rqvae_job
     from pipeline.stages.simulate import run as simulate_run
     from pipeline.data.simulator import SimulatorConfig
 
     layout = RunLayout(root)
     simulate_run(SimulatorConfig(num_items=1500, num_users=200, num_days=3, impressions_per_day=1500,
-                                 embedding_dim=32), layout.data)
-    corpus = data_io.read_corpus(layout.data.corpus)
+                                 embedding_dim=32), layout)
+    corpus = corpus_io.read_corpus(layout.data.corpus)
     model, _ = rqvae_job.train(corpus.embeddings, TINY, lambda *_: None)
     export = rqvae_savedmodel.export(model, os.path.join(layout.rqvae, "export"))
-    materialize_sids.run(["--corpus", layout.data.corpus, "--model", export, "--output", layout.sids, *IN_MEMORY])
+    materialize_sids.run(materialize_sids.MaterializeConfig(corpus=layout.data.corpus, model=export, output=layout.sids),
+                         IN_MEMORY)
     return layout
 
 
 def run_transform(layout: RunLayout, kind: str, **flags) -> dict:
-    """The transform job on `layout` into ROOT/<kind>; `flags` are transform.build_argv's (vocab_size=...)."""
+    """The transform job on `layout` into ROOT/<kind>; `flags` are TransformConfig fields (vocab_size=...)."""
     from beam_jobs import transform
 
-    return transform.run(transform.build_argv(layout.data.root, layout.sids, os.path.join(layout.root, kind), kind,
-                                              beam_args=IN_MEMORY, **flags))
+    return transform.run(transform.TransformConfig(data_dir=layout.data.root, sids=layout.sids,
+                                                   output=os.path.join(layout.root, kind), kind=kind, **flags),
+                         IN_MEMORY)
 
 
 def copy_world(layout: RunLayout, root: str) -> RunLayout:
@@ -53,7 +55,7 @@ def bad_log_rows(day: int):
 
     import numpy as np
 
-    from pipeline.data.data_io import Impressions
+    from pipeline.core.records import Impressions
 
     def with_bad_rows(good: Impressions) -> Impressions:
         first = good.select(np.arange(good.size) == 0)

@@ -8,7 +8,6 @@ and counted, never dropped silently. Every message names the file, the row and t
 
 import collections
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,14 @@ _ARROW_KIND = {
 
 class ContractError(ValueError):
     """Input that breaks a data contract; the message says where and what was expected."""
+
+
+class MissingOutputError(FileNotFoundError):
+    """A stage's input that an earlier stage makes is not there; the message names the command that makes it."""
+
+    def __init__(self, what: str, path: str, make_with: str):
+        super().__init__(f"{path}: no {what}; make it with `{make_with}`")
+        self.path = path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +95,12 @@ class RejectSink:
 
 def rejection_json(rejection: Rejection, record: dict[str, Any]) -> str:
     """One dead-letter line: source, row, field, reason and the record (what every job writes aside)."""
-    return json.dumps(dict(dataclasses.asdict(rejection), record=record), default=_jsonable)
+    return to_json_line(dict(dataclasses.asdict(rejection), record=record))
+
+
+def to_json_line(value) -> str:
+    """JSON of a dead-letter entry: bytes decoded, numpy arrays and scalars as lists and numbers."""
+    return json.dumps(value, default=_jsonable)
 
 
 def _jsonable(value):
@@ -126,6 +138,8 @@ def check_columns(schema: pa.Schema, fields: dict[str, fk.Field], source: str,
                     f"columns present: {sorted(present)}")
             continue
         arrow_type = schema.field(field.name).type
+        if pa.types.is_null(arrow_type):
+            continue  # no value in any row: the row rules reject each row, naming it
         is_list_kind = field.kind in (fk.Kind.STRING_LIST, fk.Kind.INT_LIST, fk.Kind.FLOAT_LIST)
         value_type = _list_value_type(arrow_type) if (is_list_kind or scalars_as_lists) else arrow_type
         scalar_kind = {fk.Kind.STRING_LIST: fk.Kind.STRING, fk.Kind.INT_LIST: fk.Kind.INT,
@@ -135,21 +149,6 @@ def check_columns(schema: pa.Schema, fields: dict[str, fk.Field], source: str,
         if value_type is None or not _ARROW_KIND[scalar_kind](value_type):
             raise ContractError(f"{source}: column '{field.name}' has type {arrow_type}, "
                                 f"expected {field.kind.value}")
-
-
-def list_column(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Splits an Arrow list column into (flat values, row lengths, row is null)."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if isinstance(array, pa.ChunkedArray):
-        array = pa.concat_arrays(array.chunks) if array.num_chunks else pa.array([], array.type)
-    is_null = array.is_null().to_numpy(zero_copy_only=False)
-    if pa.types.is_fixed_size_list(array.type):
-        lengths = np.where(is_null, 0, array.type.list_size)
-        values = array.flatten()  # skips null rows
-    else:
-        lengths = array.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
-        values = array.flatten()
-    return values.to_numpy(zero_copy_only=False), lengths.astype(np.int64), is_null
 
 
 def first_failure(checks: list[tuple[str, np.ndarray, Callable[[int], str]]], num_rows: int):
@@ -168,26 +167,3 @@ def first_failure(checks: list[tuple[str, np.ndarray, Callable[[int], str]]], nu
             failures[int(row)] = (field, reason(int(row)))
         ok &= ~bad
     return ok, failures
-
-
-def embedding_digest(embedding: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(embedding, dtype=np.float32).tobytes()).hexdigest()
-
-
-def duplicate_losers(item_ids: np.ndarray, first_day: np.ndarray, embeddings: np.ndarray) -> dict[int, int]:
-    """Resolves duplicated item ids by a rule that does not depend on row order.
-
-    The kept row is the one with the earliest first_day, then the smallest SHA-1 digest of its
-    float32 embedding bytes (rows identical in both are interchangeable: any one is kept).
-
-    Returns:
-      row of every losing duplicate -> row that was kept.
-    """
-    uniq, inverse, counts = np.unique(item_ids, return_inverse=True, return_counts=True)
-    losers = {}
-    for group in np.flatnonzero(counts > 1):
-        rows = np.flatnonzero(inverse == group)
-        keys = [(int(first_day[r]), embedding_digest(embeddings[r]), int(r)) for r in rows]
-        kept = min(keys)[2]
-        losers.update({int(r): kept for r in rows if r != kept})
-    return losers

@@ -10,7 +10,8 @@ import hashlib
 import json
 import os
 
-FINGERPRINT_FILE = "fingerprint.json"
+from pipeline.core.layout import FINGERPRINT_FILE
+
 POLICIES = ("rebuild", "refuse")
 _CHUNK = 4 << 20
 

@@ -1,4 +1,13 @@
-"""The stable layout of a run directory: every stage reads and writes its artefacts through here."""
+"""The stable layout of a run directory: every artefact name is written here and only here.
+
+  runs/<name>/data/        corpus.parquet, logs/day=NNNN/impressions-*.tfrecord.gz   (DataLayout)
+              rqvae/       export/<version>/ (frozen RQ-VAE), sid_quality.json        (RQVAELayout)
+              sids/        table/*.parquet, tfrecord/, rejected/, stats.json          (SidTableLayout)
+              transform/<representation>/  transform_fn, transformed/day=NNNN/, ... (TransformLayout)
+              ranker/<label>-<config hash>/ checkpoints, metrics.jsonl, export/<day>/ (RankerLayout)
+              metrics/, report/
+Every stage output also holds fingerprint.json (pipeline.core.fingerprint).
+"""
 
 import dataclasses
 import os
@@ -9,6 +18,14 @@ LOG_FILE_PATTERN = "impressions-*.tfrecord.gz"
 # The ranker's input is written uncompressed: the trainer reads every day twice (evaluation, then
 # training), and with dense content features inflating is its bottleneck while GZIP saves ~20%.
 TRANSFORMED_SUFFIX = ".tfrecord"
+FINGERPRINT_FILE = "fingerprint.json"
+SAVED_MODEL_FILE = "saved_model.pb"
+# TF Serving's side directory of a SavedModel: warm-up requests and our cards.
+ASSETS_EXTRA = "assets.extra"
+
+
+def _join(root: str, *parts: str) -> str:
+    return os.path.join(root, *parts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,31 +36,37 @@ class DataLayout:
 
     @property
     def corpus(self) -> str:
-        return os.path.join(self.root, "corpus.parquet")
+        return _join(self.root, "corpus.parquet")
 
     @property
     def logs(self) -> str:
-        return os.path.join(self.root, "logs")
+        return _join(self.root, "logs")
 
     def day_dir(self, day: int) -> str:
-        return os.path.join(self.logs, f"day={day:04d}")
+        return _join(self.logs, f"day={day:04d}")
 
     def day_file(self, day: int, shard: int = 0, num_shards: int = 1) -> str:
-        return os.path.join(self.day_dir(day), f"impressions-{shard:05d}-of-{num_shards:05d}.tfrecord.gz")
+        return _join(self.day_dir(day), f"impressions-{shard:05d}-of-{num_shards:05d}.tfrecord.gz")
+
+    def day_pattern(self, day: int) -> str:
+        return _join(self.day_dir(day), LOG_FILE_PATTERN)
 
     @property
     def truth(self) -> str:
         """Simulator ground truth per item (topic path, quality); absent for real data."""
-        return os.path.join(self.root, "truth", "items.parquet")
+        return _join(self.root, "truth", "items.parquet")
 
     @property
     def rejects(self) -> str:
         """Rows a loader could not use, with the reason, as JSON lines."""
-        return os.path.join(self.root, "rejects")
+        return _join(self.root, "rejects")
+
+    def rejects_file(self, what: str) -> str:
+        return _join(self.rejects, f"{what}.jsonl")
 
     @property
     def summary(self) -> str:
-        return os.path.join(self.root, "summary.json")
+        return _join(self.root, "summary.json")
 
     def days(self) -> list[int]:
         """The days that have a log partition, sorted."""
@@ -53,9 +76,137 @@ class DataLayout:
         return sorted(int(m.group(1)) for m in found if m)
 
 
-def transformed_day_prefix(transform_dir: str, day: int) -> str:
-    """Where a transform job writes day `day`'s examples (shards PREFIX-*-of-*.tfrecord)."""
-    return os.path.join(transform_dir, "transformed", f"day={day:04d}", "part")
+@dataclasses.dataclass(frozen=True)
+class RQVAELayout:
+    """The RQ-VAE stage: versioned frozen exports and the SID quality report."""
+
+    root: str
+
+    @property
+    def export(self) -> str:
+        """Base directory of the integer export versions."""
+        return _join(self.root, "export")
+
+    @property
+    def sid_quality(self) -> str:
+        return _join(self.root, "sid_quality.json")
+
+    @property
+    def training_history(self) -> str:
+        return _join(self.root, "training_history.json")
+
+
+def rqvae_card(export_dir: str) -> str:
+    """The frozen RQ-VAE's card (version, K, L, D) inside one export version."""
+    return _join(export_dir, ASSETS_EXTRA, "rqvae.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class SidTableLayout:
+    """The materialisation job's output: the SID table as Parquet and tf.Example, rejects, statistics."""
+
+    root: str
+
+    @property
+    def table(self) -> str:
+        return _join(self.root, "table")
+
+    @property
+    def tfrecord(self) -> str:
+        return _join(self.root, "tfrecord")
+
+    @property
+    def rejected(self) -> str:
+        return _join(self.root, "rejected")
+
+    @property
+    def stats(self) -> str:
+        return _join(self.root, "stats.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformLayout:
+    """One representation's transform output (TF Transform writes transform_fn/ and metadata itself)."""
+
+    root: str
+
+    @property
+    def card(self) -> str:
+        """representation.json: the representation, the protocol's split, counters, fingerprint."""
+        return _join(self.root, "representation.json")
+
+    @property
+    def serving_sample(self) -> str:
+        """Raw serving examples (joined, without labels) from the training window: the exports' warm-up."""
+        return _join(self.root, "serving_sample.tfrecord.gz")
+
+    @property
+    def spm_model(self) -> str:
+        return _join(self.root, "spm", "sid_spm.model")
+
+    @property
+    def item_impressions(self) -> str:
+        return _join(self.root, "item_impressions.json")
+
+    @property
+    def lookups(self) -> str:
+        return _join(self.root, "lookups.json")
+
+    @property
+    def rejected(self) -> str:
+        return _join(self.root, "rejected")
+
+    @property
+    def tmp(self) -> str:
+        return _join(self.root, "tmp")
+
+    def day_prefix(self, day: int) -> str:
+        """Where day `day`'s transformed examples go (shards PREFIX-*-of-*.tfrecord)."""
+        return _join(self.root, "transformed", f"day={day:04d}", "part")
+
+
+@dataclasses.dataclass(frozen=True)
+class RankerLayout:
+    """One day-by-day training run."""
+
+    root: str
+
+    @property
+    def metrics(self) -> str:
+        return _join(self.root, "metrics.jsonl")
+
+    @property
+    def checkpoints(self) -> str:
+        return _join(self.root, "checkpoints")
+
+    @property
+    def tensorboard(self) -> str:
+        return _join(self.root, "tensorboard")
+
+    @property
+    def export(self) -> str:
+        """Default base of the daily export versions."""
+        return _join(self.root, "export")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportLayout:
+    """One ranker export version (a SavedModel TF Serving loads)."""
+
+    root: str
+
+    @property
+    def assets_extra(self) -> str:
+        return _join(self.root, ASSETS_EXTRA)
+
+    @property
+    def warmup(self) -> str:
+        return _join(self.assets_extra, "tf_serving_warmup_requests")
+
+    @property
+    def card(self) -> str:
+        """The representation card the model was trained on (a copy of the transform's)."""
+        return _join(self.assets_extra, "representation.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,32 +217,47 @@ class RunLayout:
 
     @property
     def data(self) -> DataLayout:
-        return DataLayout(os.path.join(self.root, "data"))
+        return DataLayout(_join(self.root, "data"))
 
     @property
     def rqvae(self) -> str:
-        return os.path.join(self.root, "rqvae")
+        return _join(self.root, "rqvae")
 
     @property
     def sids(self) -> str:
-        return os.path.join(self.root, "sids")
+        return _join(self.root, "sids")
 
     @property
     def transform(self) -> str:
-        return os.path.join(self.root, "transform")
+        return _join(self.root, "transform")
+
+    def transform_output(self, representation: str) -> str:
+        return _join(self.transform, representation)
 
     @property
     def ranker(self) -> str:
-        return os.path.join(self.root, "ranker")
+        return _join(self.root, "ranker")
 
     @property
     def export(self) -> str:
-        return os.path.join(self.root, "export")
+        return _join(self.root, "export")
 
     @property
     def metrics(self) -> str:
-        return os.path.join(self.root, "metrics")
+        return _join(self.root, "metrics")
+
+    @property
+    def lookups(self) -> str:
+        return _join(self.metrics, "lookups.json")
+
+    @property
+    def experiment(self) -> str:
+        return _join(self.metrics, "experiment.json")
 
     @property
     def report(self) -> str:
-        return os.path.join(self.root, "report")
+        return _join(self.root, "report")
+
+    def plot(self, name: str) -> str:
+        """A picture in the report (name without extension)."""
+        return _join(self.report, f"{name}.png")

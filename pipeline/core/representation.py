@@ -1,21 +1,44 @@
-"""How an item becomes embedding-table pieces: the representations of the paper, as typed configs."""
+"""How an item becomes embedding-table pieces: the representations of the paper, as typed configs.
+
+The representation kinds are named here and only here; other modules ask the config (`has_sids`,
+`is_dense`, `uses_spm`, ...) or compare with `Kind` members.
+"""
 
 import dataclasses
+import enum
 
 from pipeline.core.features import DEFAULT_MAX_HISTORY
 
-KINDS = ("random_hash", "dense", "sid_ngram", "sid_spm")
+
+class Kind(enum.StrEnum):
+    """The representation kinds (DESIGN.md, "Item representations"); their values are the CLI's names."""
+
+    RANDOM_HASH = "random_hash"
+    DENSE = "dense"
+    SID_NGRAM = "sid_ngram"
+    SID_SPM = "sid_spm"
+
+
+KINDS = tuple(kind.value for kind in Kind)
+# The flag value that sets each kind's size in `KIND:VALUE` arm specs (dense: the depth multiplier).
+SIZE_FIELD = {Kind.RANDOM_HASH: "buckets", Kind.SID_NGRAM: "ngram", Kind.SID_SPM: "vocab_size"}
 
 
 def representation_name(kind: str, buckets: int = 8192, ngram: int = 1, vocab_size: int = 8192) -> str:
     """The name a representation's transform output and ranker runs go by (random_hash_8192, sid_2gram...)."""
-    if kind == "random_hash":
+    kind = Kind(kind)
+    if kind is Kind.RANDOM_HASH:
         return f"random_hash_{buckets}"
-    if kind == "sid_ngram":
+    if kind is Kind.SID_NGRAM:
         return f"sid_{ngram}gram"
-    if kind == "sid_spm":
+    if kind is Kind.SID_SPM:
         return f"sid_spm_{vocab_size}"
-    return kind
+    return kind.value
+
+
+def is_dense_name(representation: str) -> bool:
+    """True for the dense representation's name (it has no table, and never reads the history)."""
+    return representation == Kind.DENSE.value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +53,7 @@ class RepresentationConfig:
     `max_history` is the log contract's H: longer histories are rejected in training and serving.
     """
 
-    kind: str = "sid_ngram"
+    kind: Kind = Kind.SID_NGRAM
     buckets: int = 8192
     ngram: int = 1
     vocab_size: int = 8192
@@ -42,7 +65,8 @@ class RepresentationConfig:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        if self.kind == "sid_ngram" and (self.ngram < 1 or self.num_levels % self.ngram):
+        object.__setattr__(self, "kind", Kind(self.kind))
+        if self.kind is Kind.SID_NGRAM and (self.ngram < 1 or self.num_levels % self.ngram):
             raise ValueError(f"ngram must divide the SID length L={self.num_levels}, got {self.ngram}")
         for name in ("buckets", "vocab_size", "num_levels", "codebook_size", "embedding_dim", "max_history"):
             if getattr(self, name) < 1:
@@ -60,18 +84,40 @@ class RepresentationConfig:
     @property
     def table_rows(self) -> int:
         """Rows of the shared item table (0 for dense), including the OOV row of SID kinds."""
-        if self.kind == "random_hash":
+        if self.kind is Kind.RANDOM_HASH:
             return self.buckets
-        if self.kind == "sid_ngram":
+        if self.kind is Kind.SID_NGRAM:
             return self.groups * self.codebook_size ** self.ngram + 1
-        if self.kind == "sid_spm":
+        if self.kind is Kind.SID_SPM:
             return self.vocab_size + 1
         return 0
 
     @property
     def has_sids(self) -> bool:
         """True for the kinds whose pieces come from SIDs (they read the SID table)."""
-        return self.kind in ("sid_ngram", "sid_spm")
+        return self.kind in (Kind.SID_NGRAM, Kind.SID_SPM)
+
+    @property
+    def is_dense(self) -> bool:
+        """The dense baseline: the raw content embedding, no table, no history."""
+        return self.kind is Kind.DENSE
+
+    @property
+    def uses_spm(self) -> bool:
+        """SentencePiece pieces: the job learns a vocabulary, and graphs hold SentencePiece ops."""
+        return self.kind is Kind.SID_SPM
+
+    @property
+    def is_ngram(self) -> bool:
+        return self.kind is Kind.SID_NGRAM
+
+    @property
+    def is_random_hash(self) -> bool:
+        return self.kind is Kind.RANDOM_HASH
+
+    def card(self) -> dict:
+        """The config as plain JSON values (the transform card's "config"; RepresentationConfig(**card) reads it)."""
+        return {**dataclasses.asdict(self), "kind": self.kind.value}
 
     @property
     def oov_piece(self) -> int:
@@ -79,7 +125,7 @@ class RepresentationConfig:
 
     def result_fields(self) -> dict:
         """The fields that change this representation's transform output (its fingerprint's part)."""
-        used = {"random_hash": ("buckets",), "dense": ("embedding_dim",),
-                "sid_ngram": ("ngram", "num_levels", "codebook_size"),
-                "sid_spm": ("vocab_size", "num_levels", "codebook_size")}[self.kind]
-        return {"kind": self.kind, "max_history": self.max_history, **{name: getattr(self, name) for name in used}}
+        used = {Kind.RANDOM_HASH: ("buckets",), Kind.DENSE: ("embedding_dim",),
+                Kind.SID_NGRAM: ("ngram", "num_levels", "codebook_size"),
+                Kind.SID_SPM: ("vocab_size", "num_levels", "codebook_size")}[self.kind]
+        return {"kind": self.kind.value, "max_history": self.max_history, **{name: getattr(self, name) for name in used}}

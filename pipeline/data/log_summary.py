@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from pipeline.data.data_io import Corpus, Impressions
+from pipeline.core.records import Corpus, Impressions
 from pipeline.core.metrics import binary_auc
 
 

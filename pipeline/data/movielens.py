@@ -15,12 +15,13 @@ import os
 import numpy as np
 import pandas as pd
 
-from pipeline.data import data_io
+from pipeline.data import corpus_io
+from pipeline.data import log_io
 from pipeline.data import log_summary
 from pipeline.core import features as fk
 from pipeline.core.config_flags import flag
 from pipeline.core.contracts import ContractError, Rejection, RejectSink
-from pipeline.data.data_io import Corpus, Impressions
+from pipeline.core.records import Corpus, Impressions
 from pipeline.core.layout import DataLayout
 
 ENV_VAR = "SIDREC_MOVIELENS_DIR"
@@ -184,11 +185,11 @@ def load(config: MovieLensConfig, rejects_path: str | None = None) -> tuple[Corp
 
 def run(config: MovieLensConfig, layout: DataLayout) -> dict:
     """Loads MovieLens and writes it under layout.root in the project's contracts."""
-    corpus, impressions = load(config, rejects_path=os.path.join(layout.rejects, "movielens_ratings.jsonl"))
-    data_io.write_corpus(layout.corpus, corpus)
+    corpus, impressions = load(config, rejects_path=layout.rejects_file("movielens_ratings"))
+    corpus_io.write_corpus(layout.corpus, corpus)
     days = np.unique(impressions.day)
     for day in days:
-        data_io.write_day(layout, int(day), impressions.select(impressions.day == day))
+        log_io.write_day(layout, int(day), impressions.select(impressions.day == day))
     logging.info("wrote %d items and %d impressions over %d steps to %s", corpus.size, impressions.size,
                  len(days), layout.root)
     summary = log_summary.summarise(impressions, corpus)

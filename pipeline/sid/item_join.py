@@ -34,14 +34,14 @@ def join_item_features(config: RepresentationConfig, sids: dict, embeddings: dic
     """
     columns, missing = {}, {}
     n = len(watch)
-    if config.kind in ("sid_ngram", "sid_spm"):
+    if config.has_sids:
         length = config.num_levels
         for key, ids, count in ((fk.WATCH_SID, watch, np.full(n, length)),
                                 (fk.CANDIDATE_SID, candidate, np.full(n, length)),
                                 (fk.HISTORY_SIDS, history, np.asarray(history_lengths) * length)):
             codes, missing[key] = _lookup(sids, ids, np.full(length, -1, np.int64))
             columns[key] = (codes.ravel(), count)
-    if config.kind == "dense":
+    if config.is_dense:
         for key, ids in ((fk.WATCH_EMBEDDING, watch), (fk.CANDIDATE_EMBEDDING, candidate)):
             vectors, missing[key] = _lookup(embeddings, ids, np.zeros(config.embedding_dim, np.float32))
             columns[key] = (vectors.ravel(), np.full(n, config.embedding_dim))

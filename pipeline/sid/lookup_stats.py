@@ -10,7 +10,7 @@ import numpy as np
 import sentencepiece as spm
 
 from pipeline.sid import sid_text
-from pipeline.core.representation import RepresentationConfig
+from pipeline.core.representation import Kind, RepresentationConfig
 
 BUCKETS = ("head", "torso", "tail")
 
@@ -27,11 +27,11 @@ def popularity_buckets(impressions: np.ndarray) -> np.ndarray:
 
 def pieces_per_item(config: RepresentationConfig, sids: np.ndarray, spm_model: bytes | None = None) -> np.ndarray:
     n = len(sids)
-    if config.kind == "random_hash":
+    if config.is_random_hash:
         return np.ones(n, np.int64)
-    if config.kind == "dense":
+    if config.is_dense:
         return np.zeros(n, np.int64)
-    if config.kind == "sid_ngram":
+    if config.is_ngram:
         return np.full(n, config.groups, np.int64)
     processor = spm.SentencePieceProcessor(model_proto=spm_model)
     return np.array([len(p) for p in processor.encode(sid_text.sid_text(sids, config.codebook_size))], np.int64)
@@ -61,14 +61,14 @@ def sweep(impressions: np.ndarray, sids: np.ndarray, codebook_size: int, buckets
     from pipeline.sid import spm_vocab
 
     num_levels = sids.shape[1]
-    configs = [RepresentationConfig(kind="random_hash", buckets=buckets)]
-    configs += [RepresentationConfig(kind="sid_ngram", ngram=n, num_levels=num_levels, codebook_size=codebook_size)
+    configs = [RepresentationConfig(kind=Kind.RANDOM_HASH, buckets=buckets)]
+    configs += [RepresentationConfig(kind=Kind.SID_NGRAM, ngram=n, num_levels=num_levels, codebook_size=codebook_size)
                 for n in range(1, num_levels + 1) if num_levels % n == 0 and codebook_size ** n <= 2 ** 24]  # tables that fit memory
     rows = [lookup_stats(config, impressions, sids) for config in configs]
     uniq, inverse = np.unique(sids, axis=0, return_inverse=True)
     per_sid = np.bincount(inverse.ravel(), weights=impressions).astype(np.int64)
     for vocab_size in vocab_sizes:
-        config = RepresentationConfig(kind="sid_spm", vocab_size=vocab_size, num_levels=num_levels,
+        config = RepresentationConfig(kind=Kind.SID_SPM, vocab_size=vocab_size, num_levels=num_levels,
                                       codebook_size=codebook_size)
         try:
             model = spm_vocab.train_sid_spm(uniq, per_sid, codebook_size, vocab_size)

@@ -23,11 +23,11 @@ def raw_feature_spec(config: RepresentationConfig) -> dict:
         fk.DAY: tf.io.FixedLenFeature([], tf.int64),
         fk.CANDIDATE_FIRST_DAY: tf.io.FixedLenFeature([], tf.int64),
     }
-    if config.kind in ("sid_ngram", "sid_spm"):
+    if config.has_sids:
         spec[fk.WATCH_SID] = tf.io.FixedLenFeature([config.num_levels], tf.int64)
         spec[fk.CANDIDATE_SID] = tf.io.FixedLenFeature([config.num_levels], tf.int64)
         spec[fk.HISTORY_SIDS] = tf.io.VarLenFeature(tf.int64)
-    if config.kind == "dense":
+    if config.is_dense:
         spec[fk.WATCH_EMBEDDING] = tf.io.FixedLenFeature([config.embedding_dim], tf.float32)
         spec[fk.CANDIDATE_EMBEDDING] = tf.io.FixedLenFeature([config.embedding_dim], tf.float32)
     return spec
@@ -74,7 +74,7 @@ def _oov_where(missing: tf.Tensor, pieces: tf.RaggedTensor, oov_piece: int) -> t
 
 
 def _item_pieces(sids: tf.Tensor, config: RepresentationConfig, spm_model: bytes | None) -> tf.RaggedTensor:
-    if config.kind == "sid_ngram":
+    if config.is_ngram:
         return tf.RaggedTensor.from_tensor(ngram_pieces(sids, config))
     return spm_pieces(sids, config, spm_model)
 
@@ -97,7 +97,7 @@ def make_preprocessing_fn(config: RepresentationConfig, spm_model: bytes | None 
     Raises:
       ValueError: sid_spm without a model.
     """
-    if config.kind == "sid_spm" and not spm_model:
+    if config.uses_spm and not spm_model:
         raise ValueError("sid_spm needs the trained SentencePiece model (bytes)")
 
     def preprocessing_fn(inputs):
@@ -106,7 +106,7 @@ def make_preprocessing_fn(config: RepresentationConfig, spm_model: bytes | None 
         outputs[fk.COLD_START] = tf.cast(tf.equal(inputs[fk.CANDIDATE_FIRST_DAY], inputs[fk.DAY]), tf.int64)
         history_ids = inputs[fk.HISTORY_ITEM_IDS]
         outputs[fk.HISTORY_LENGTH] = tf.RaggedTensor.from_sparse(history_ids).row_lengths()
-        if config.kind == "random_hash":
+        if config.is_random_hash:
             for raw, out in ((fk.WATCH_ITEM_ID, fk.WATCH_PIECES), (fk.CANDIDATE_ITEM_ID, fk.CANDIDATE_PIECES)):
                 buckets = tf.strings.to_hash_bucket_fast(inputs[raw], config.buckets)
                 # Sparse like every other representation's pieces (from_dense would drop bucket 0).
@@ -114,7 +114,7 @@ def make_preprocessing_fn(config: RepresentationConfig, spm_model: bytes | None 
             outputs[fk.HISTORY_PIECES] = tf.SparseTensor(
                 history_ids.indices, tf.strings.to_hash_bucket_fast(history_ids.values, config.buckets),
                 history_ids.dense_shape)
-        elif config.kind == "dense":
+        elif config.is_dense:
             outputs[fk.WATCH_EMBEDDING] = inputs[fk.WATCH_EMBEDDING]
             outputs[fk.CANDIDATE_EMBEDDING] = inputs[fk.CANDIDATE_EMBEDDING]
         else:

@@ -1,42 +1,16 @@
 """Raw serving tf.Examples: what the export's warm-up, the tests and the gRPC client send.
 
 A request row is (watch item, candidate, history); the SIDs or embeddings the representation needs
-are joined from the SID table and the corpus with the same code as the transform job.
+are joined (from the SID table or the corpus, read by the caller) with the same code as the
+transform job.
 """
-
-import json
-import os
 
 import numpy as np
 from pipeline.core.tf_env import tf
 
-from pipeline.data import data_io
 from pipeline.core import features as fk
 from pipeline.sid.item_join import join_item_features
-from pipeline.core.layout import RunLayout
 from pipeline.core.representation import RepresentationConfig
-
-REPRESENTATION_CARD = "representation.json"
-# Raw serving examples (joined, without labels) the transform job keeps from the last day.
-SERVING_SAMPLE = "serving_sample.tfrecord.gz"
-
-
-def read_representation(directory: str) -> dict:
-    """The representation card (representation.json) of a transform output or an export's assets.extra."""
-    path = os.path.join(directory, REPRESENTATION_CARD)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path}: no representation card; is {directory} a transform output or export?")
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
-
-
-def read_serving_sample(transform_dir: str) -> list[bytes]:
-    """The transform job's sample of raw serving examples (the exports' warm-up requests)."""
-    path = os.path.join(transform_dir, SERVING_SAMPLE)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path}: missing; re-run `sidrec transform`, which writes it")
-    return [r.numpy() for r in tf.data.TFRecordDataset(path, compression_type="GZIP")]
-
 
 class ServingExampleBuilder:
     """Serializes (watch, candidate, history) rows as raw tf.Examples of one representation.
@@ -52,16 +26,6 @@ class ServingExampleBuilder:
         self._sids = sids or {}
         self._embeddings = embeddings or {}
         self.last_missing: dict[str, int] = {}
-
-    @classmethod
-    def for_run(cls, layout: RunLayout, config: RepresentationConfig) -> "ServingExampleBuilder":
-        """A builder with what `config` joins read from a run: its SID table, or the corpus for dense."""
-        if config.kind in ("sid_ngram", "sid_spm"):
-            return cls(config, sids=data_io.read_sid_table(os.path.join(layout.sids, "table")).lookup())
-        if config.kind == "dense":
-            corpus = data_io.read_corpus(layout.data.corpus)
-            return cls(config, embeddings=dict(zip(corpus.item_ids, corpus.embeddings)))
-        return cls(config)
 
     def serialize(self, watch: list[str], candidate: list[str], histories: list[list[str]]) -> list[bytes]:
         """One serialized tf.Example per row; `last_missing` counts the items the join did not find."""

@@ -17,21 +17,21 @@ import shutil
 
 import numpy as np
 from pipeline.core.tf_env import tf
-import tensorflow_transform as tft
+import tensorflow_transform as tft  # noqa: I100  (after the TF set-up)
 
 from models.item_encoder import DenseItemEncoder, PieceItemEncoder
 from models.ranker import MultitaskRanker, ranker_optimizer
 from models.trunks import TRUNKS
 from pipeline.core import features as fk
 from pipeline.core import fingerprint
-from pipeline.core import layout
+from pipeline.core.cards import read_representation, read_serving_sample
+from pipeline.core.layout import TRANSFORMED_SUFFIX, RankerLayout, TransformLayout
+from pipeline.core.representation import RepresentationConfig, is_dense_name
 from pipeline.core.config_flags import flag
+from pipeline.core.contracts import MissingOutputError
 from pipeline.core.metrics import binary_auc, rmse
-from pipeline.sid.serving_examples import read_representation, read_serving_sample
 from serving.export import export_version
 
-METRICS_FILE = "metrics.jsonl"
-TENSORBOARD_DIR = "tensorboard"
 # Bump when a change to the loop changes its metrics for the same inputs (old runs then rebuild).
 RUN_FORMAT = 2
 
@@ -68,7 +68,7 @@ def run_label(representation: str, config: TrainConfig) -> str:
         label += f"_{config.depth_multiplier:g}x"
     if config.trunk != "shared_bottom":
         label += f"_{config.trunk}"
-    if not config.use_history and representation != "dense":
+    if not config.use_history and not is_dense_name(representation):
         label += "_no_history"
     return label
 
@@ -86,7 +86,7 @@ def run_fingerprint(card: dict, config: TrainConfig) -> fingerprint.Fingerprint:
 
 def build_ranker(card: dict, config: TrainConfig) -> MultitaskRanker:
     """The ranker for the representation a transform run describes (its representation.json)."""
-    if card["config"]["kind"] == "dense":
+    if RepresentationConfig(**card["config"]).is_dense:
         encoder = DenseItemEncoder(dim=config.embedding_dim)
     else:
         encoder = PieceItemEncoder(card["table_rows"], config.embedding_dim, config.use_history,
@@ -100,11 +100,12 @@ def transformed_day_files(transform_dir: str, day: int) -> tuple[list[str], str]
 
     Transform outputs written before they became uncompressed are GZIP; both read.
     """
-    prefix = layout.transformed_day_prefix(transform_dir, day)
+    prefix = TransformLayout(transform_dir).day_prefix(day)
     files = sorted(f for f in tf.io.gfile.glob(prefix + "-*")
-                   if f.endswith((layout.TRANSFORMED_SUFFIX, layout.TRANSFORMED_SUFFIX + ".gz")))
+                   if f.endswith((TRANSFORMED_SUFFIX, TRANSFORMED_SUFFIX + ".gz")))
     if not files:
-        raise FileNotFoundError(f"{prefix}-*{layout.TRANSFORMED_SUFFIX}: no transformed examples for day {day}")
+        raise MissingOutputError(f"transformed examples for day {day}", f"{prefix}-*{TRANSFORMED_SUFFIX}",
+                                 "sidrec transform")
     return files, "GZIP" if files[0].endswith(".gz") else ""
 
 
@@ -169,7 +170,9 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
     if os.path.exists(output_dir) and not fingerprint.up_to_date(output_dir, made_from, if_changed, "ranker run", log):
         shutil.rmtree(output_dir)
     made_from.write(output_dir)
-    export_base = export_base or os.path.join(output_dir, "export")
+    run = RankerLayout(output_dir)
+    representation = RepresentationConfig(**card["config"])
+    export_base = export_base or run.export
     warmup = read_serving_sample(transform_dir)
     tf.keras.utils.set_random_seed(config.seed)
     model = build_ranker(card, config)
@@ -177,7 +180,7 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
     model(next(iter(day_dataset(transform_dir, days[0], 2))))  # create the variables before restoring
     done = tf.Variable(0, dtype=tf.int64)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, day=done)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"), max_to_keep=2)
+    manager = tf.train.CheckpointManager(checkpoint, run.checkpoints, max_to_keep=2)
     if manager.latest_checkpoint:
         status = checkpoint.restore(manager.latest_checkpoint)
         status.assert_existing_objects_matched()
@@ -185,9 +188,9 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
         # with no day left never takes that step, so do not warn about them.
         status.expect_partial()
         log(f"resuming after day {int(done.numpy())} from {manager.latest_checkpoint}")
-    metrics_path = os.path.join(output_dir, METRICS_FILE)
+    metrics_path = run.metrics
     history = _read_metrics(metrics_path, int(done.numpy()))
-    tensorboard = os.path.join(output_dir, TENSORBOARD_DIR)
+    tensorboard = run.tensorboard
     evaluation_writer = tf.summary.create_file_writer(os.path.join(tensorboard, "next_day"))
     for step, day in enumerate(days):
         if day <= int(done.numpy()):
@@ -196,7 +199,7 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
         if day >= eval_from:
             log(f"day {day} ({step + 1}/{len(days)}): evaluate on day {day}, unseen, then fit on it")
             entry = {"evaluated_on_day": day, "trained_through_day": days[step - 1], "representation": card["name"],
-                     "use_history": config.use_history and card["config"]["kind"] != "dense",
+                     "use_history": config.use_history and not representation.is_dense,
                      **evaluate_day(model, day_dataset(transform_dir, day, config.batch_size))}
             log(f"day {day}: CTR AUC {entry['ctr_auc']:.4f}, CTR/1D AUC {entry['ctr_1d_auc']:.4f} "
                 f"({entry['cold_start_examples']:,} cold-start impressions), "
@@ -222,6 +225,17 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
         manager.save()
     evaluation_writer.close()
     return history
+
+
+def describe(history: list[dict], output_dir: str, export_base: str | None = None) -> str:
+    """The per-day metrics table, and where the metrics, exports and TensorBoard logs are."""
+    run = RankerLayout(output_dir)
+    lines = [f"{'day':>4} {'CTR AUC':>8} {'CTR/1D AUC':>10} {'engagement RMSE':>15}"]
+    lines += [f"{e['evaluated_on_day']:>4} {e['ctr_auc']:>8.4f} {e['ctr_1d_auc']:>10.4f} {e['engagement_rmse']:>15.4f}"
+              for e in history]
+    lines.append(f"metrics: {run.metrics}\nexports: {export_base or run.export} (one version per day)\n"
+                 f"TensorBoard: tensorboard --logdir {run.tensorboard}")
+    return "\n".join(lines)
 
 
 def _read_metrics(path: str, done_day: int) -> list[dict]:

@@ -15,15 +15,35 @@ import os
 
 import numpy as np
 
-from pipeline.stages import day_loop
+from beam_jobs import transform
 from pipeline.core import fingerprint
-from pipeline.stages import plots
+from pipeline.core.config_flags import flag
 from pipeline.core.features import DEFAULT_MAX_HISTORY
 from pipeline.core.layout import RunLayout
-from pipeline.core.representation import KINDS, representation_name
+from pipeline.core.representation import KINDS, SIZE_FIELD, Kind, is_dense_name, representation_name
+from pipeline.stages import day_loop, plots
 
 DEFAULT_ARMS = "random_hash:8192,dense:1,dense:1.5,dense:2,sid_ngram:1,sid_ngram:2,sid_spm:8192"
-RESULTS_FILE = "experiment.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """The arms and the protocol of one comparison (the ranker's own settings are a day_loop.TrainConfig)."""
+
+    arms: str = flag(DEFAULT_ARMS, "comma-separated KIND[:VALUE]: random_hash:B, dense:DEPTH_MULTIPLIER, "
+                                   "sid_ngram:N, sid_spm:V")
+    baseline: str = flag("", "the arm the %% changes are against, as in --arms (default: the first random_hash arm)")
+    eval_from: int = flag(0, "first evaluation day T+1: vocabularies and analyzers learn from days 1..T only, and "
+                             "each day from T+1 on is evaluated before the model trains on it (default: the "
+                             "second half of the days is evaluated)")
+    max_history: int = flag(DEFAULT_MAX_HISTORY,
+                            "history cap H of the log contract: rows with longer histories are rejected")
+    if_changed: str = flag("rebuild", "when an output exists but was made from other inputs: "
+                                      f"{' or '.join(fingerprint.POLICIES)} (rebuild it, or refuse)")
+
+    def __post_init__(self):
+        if self.if_changed not in fingerprint.POLICIES:
+            raise ValueError(f"--if_changed must be one of {', '.join(fingerprint.POLICIES)}, got {self.if_changed!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +62,7 @@ class Arm:
 
     @property
     def history_settings(self) -> tuple[bool, ...]:
-        return (False,) if self.kind == "dense" else (True, False)
+        return (False,) if is_dense_name(self.kind) else (True, False)
 
     @property
     def label(self) -> str:
@@ -62,11 +82,10 @@ def parse_arms(text: str) -> list[Arm]:
         if kind not in KINDS:
             raise ValueError(f"arm {item!r}: kind must be one of {KINDS}")
         try:
-            if kind == "dense":
+            if Kind(kind) in SIZE_FIELD:
+                arms.append(Arm(kind, **({SIZE_FIELD[Kind(kind)]: int(value)} if value else {})))
+            else:  # dense: the value is the depth multiplier
                 arms.append(Arm(kind, depth_multiplier=float(value or 1)))
-            else:
-                field = {"random_hash": "buckets", "sid_ngram": "ngram", "sid_spm": "vocab_size"}[kind]
-                arms.append(Arm(kind, **({field: int(value)} if value else {})))
         except ValueError:
             raise ValueError(f"arm {item!r}: the value after ':' must be a number") from None
     if not arms:
@@ -86,32 +105,32 @@ def baseline_arm(arms: list[Arm], baseline: str = "") -> Arm:
             raise ValueError(f"baseline {baseline!r} is not one of the arms: add it to --arms")
         return wanted
     for arm in arms:
-        if arm.kind == "random_hash":
+        if arm.kind == Kind.RANDOM_HASH:
             return arm
     raise ValueError("the table is relative to a baseline: add a random_hash arm (e.g. random_hash:8192) "
                      "or name one of the arms with --baseline")
 
 
-def run(layout: RunLayout, arms: list[Arm], config: day_loop.TrainConfig, beam_args=(), log=print,
-        baseline: str = "", eval_from: int = 0, max_history: int = DEFAULT_MAX_HISTORY,
-        if_changed: str = "rebuild") -> dict:
+def run(layout: RunLayout, experiment: ExperimentConfig, config: day_loop.TrainConfig, beam_args=(),
+        log=print) -> dict:
     """Transforms, trains and compares every arm; writes RUN/metrics/experiment.json and a plot.
 
     Args:
-      baseline: the arm the % changes are against (default: the first random_hash arm).
-      eval_from: the first evaluation day (0: the protocol's default, the second half of the days).
-      if_changed: "rebuild" or "refuse" when an output exists but was made from other inputs.
+      experiment: the arms, the baseline (default: the first random_hash arm), the first evaluation day
+        (0: the protocol's default, the second half of the days), H, and the reuse policy.
+      config: the ranker's training settings, shared by every arm.
     """
-    from beam_jobs import transform
-
-    base = baseline_arm(arms, baseline)
+    arms = parse_arms(experiment.arms)
+    base = baseline_arm(arms, experiment.baseline)
+    if_changed = experiment.if_changed
     cards = {}
     for arm in {arm.representation: arm for arm in arms}.values():
-        output = os.path.join(layout.transform, arm.representation)
         log(f"== transform {arm.representation} (TF Transform on Beam)")
-        summary = transform.run(transform.build_argv(layout.data.root, layout.sids, output, arm.kind, arm.buckets,
-                                                     arm.ngram, arm.vocab_size, eval_from, max_history, if_changed,
-                                                     beam_args=list(beam_args)), log=log)
+        summary = transform.run(transform.TransformConfig(
+            data_dir=layout.data.root, sids=layout.sids, output=layout.transform_output(arm.representation),
+            kind=arm.kind, buckets=arm.buckets, ngram=arm.ngram, vocab_size=arm.vocab_size,
+            eval_from=experiment.eval_from, max_history=experiment.max_history, if_changed=if_changed),
+            beam_args, log=log)
         cards[arm.representation] = day_loop.read_protocol_card(summary["output"])
     runs = []
     for arm in arms:
@@ -120,7 +139,7 @@ def run(layout: RunLayout, arms: list[Arm], config: day_loop.TrainConfig, beam_a
             run_dir = os.path.join(layout.ranker, day_loop.run_dir_name(arm.representation, arm_config))
             label = day_loop.run_label(arm.representation, arm_config)
             log(f"== train {label} ({run_dir})")
-            history = day_loop.train(os.path.join(layout.transform, arm.representation), run_dir, arm_config,
+            history = day_loop.train(layout.transform_output(arm.representation), run_dir, arm_config,
                                      log=log, export_every_day=False, if_changed=if_changed)
             runs.append({"label": label, "arm": arm.label, "representation": arm.representation,
                          "use_history": use_history, "depth_multiplier": arm.depth_multiplier,
@@ -137,10 +156,10 @@ def run(layout: RunLayout, arms: list[Arm], config: day_loop.TrainConfig, beam_a
                "train_config": dataclasses.asdict(config),
                "fingerprint": fingerprint.Fingerprint([r["fingerprint"] for r in runs]).value}
     os.makedirs(layout.metrics, exist_ok=True)
-    results["path"] = os.path.join(layout.metrics, RESULTS_FILE)
+    results["path"] = layout.experiment
     with open(results["path"], "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
-    results["plot"] = plots.experiment(results, os.path.join(layout.report, "experiment.png"))
+    results["plot"] = plots.experiment(results, layout.plot("experiment"))
     return results
 
 
@@ -191,3 +210,8 @@ def format_table(results: dict) -> str:
         lines.append(f"{'oracle (true CTR)':<28} {'':>7} {results['oracle']['ctr_auc']:>8.4f} {'':>8} "
                      f"{results['oracle']['ctr_1d_auc']:>10.4f}")
     return "\n".join(lines)
+
+
+def describe(results: dict) -> str:
+    """The table, and where the results and the plot are."""
+    return f"{format_table(results)}\nresults: {results['path']}\nplot:    {results['plot']}"

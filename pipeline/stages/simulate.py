@@ -8,12 +8,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.data import data_io
+from pipeline.data import corpus_io
+from pipeline.data import log_io
 from pipeline.data import log_summary
 from pipeline.stages import plots
 from pipeline.core import features as fk
-from pipeline.data.data_io import Corpus, Impressions
-from pipeline.core.layout import DataLayout
+from pipeline.core.records import Corpus, Impressions
+from pipeline.core.layout import RunLayout
 from pipeline.data.simulator import SimulatedData, SimulatorConfig, simulate
 
 
@@ -45,22 +46,28 @@ def write_truth(path: str, data: SimulatedData) -> None:
     pq.write_table(pa.table(columns), path)
 
 
-def run(config: SimulatorConfig, layout: DataLayout, report_dir: str | None = None) -> dict:
-    """Simulates and writes everything under layout.root (a plot to report_dir); returns the summary."""
+def run(config: SimulatorConfig, run_layout: RunLayout) -> dict:
+    """Simulates and writes everything under the run's data/ (a plot in its report/); returns the summary."""
+    layout = run_layout.data
     logging.info("simulating %d items, %d days x %d impressions (seed %d)", config.num_items,
                  config.num_days, config.impressions_per_day, config.seed)
     data = simulate(config)
     corpus = to_corpus(data)
-    data_io.write_corpus(layout.corpus, corpus)
+    corpus_io.write_corpus(layout.corpus, corpus)
     write_truth(layout.truth, data)
     for day in np.unique(data.day):
-        path = data_io.write_day(layout, int(day), to_impressions(data, data.day == day))
+        path = log_io.write_day(layout, int(day), to_impressions(data, data.day == day))
         logging.info("day %d: wrote %s", day, path)
     summary = log_summary.summarise(to_impressions(data), corpus)
     summary["simulator_config"] = {k: list(v) if isinstance(v, tuple) else v
                                    for k, v in vars(config).items()}
     with open(layout.summary, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
-    if report_dir:
-        summary["plot"] = plots.log_summary(summary, os.path.join(report_dir, "simulated_logs.png"))
+    summary["plot"] = plots.log_summary(summary, run_layout.plot("simulated_logs"))
     return summary
+
+
+def describe(summary: dict, run_layout: RunLayout) -> str:
+    layout = run_layout.data
+    return (log_summary.format_summary(summary) + "\n"
+            f"corpus: {layout.corpus}\nlogs:   {layout.logs}\nsummary: {layout.summary}\nplot:   {summary['plot']}")

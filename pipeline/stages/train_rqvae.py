@@ -11,10 +11,10 @@ from pipeline.core.tf_env import tf
 
 from models import rqvae_savedmodel
 from models.rqvae import RQVAE, RQVAEConfig
-from pipeline.data import data_io
+from pipeline.data import corpus_io
 from pipeline.stages import plots
 from pipeline.sid import sid_quality
-from pipeline.core.layout import RunLayout
+from pipeline.core.layout import RQVAELayout, RunLayout
 
 
 class _EpochProgress(tf.keras.callbacks.Callback):
@@ -93,12 +93,13 @@ def run(layout: RunLayout, config: RQVAEConfig, corpus_path: str | None = None,
     The report covers every item of the corpus: the frozen model also tokenises items it never saw.
     """
     corpus_path = corpus_path or layout.data.corpus
-    corpus = data_io.read_corpus(corpus_path, rejects_path=os.path.join(layout.data.rejects, "rqvae_corpus.jsonl"))
+    stage = RQVAELayout(layout.rqvae)
+    corpus = corpus_io.read_corpus(corpus_path, rejects_path=layout.data.rejects_file("rqvae_corpus"))
     train_rows = np.ones(corpus.size, bool) if max_first_day is None else corpus.first_day <= max_first_day
     if not train_rows.any():
         raise ValueError(f"{corpus_path}: no item with first_day <= {max_first_day} to train on")
     model, history = train(corpus.embeddings[train_rows], config, log)
-    path = rqvae_savedmodel.export(model, os.path.join(layout.rqvae, "export"), metadata={
+    path = rqvae_savedmodel.export(model, stage.export, metadata={
         "config": dataclasses.asdict(config), "corpus": os.path.abspath(corpus_path),
         "trained_items": int(train_rows.sum()), "max_first_day": max_first_day})
     frozen = rqvae_savedmodel.LoadedRQVAE(path)
@@ -108,11 +109,17 @@ def run(layout: RunLayout, config: RQVAEConfig, corpus_path: str | None = None,
     report.update({"rqvae_version": frozen.version, "export": path, "epochs": len(history),
                    "trained_items": int(train_rows.sum())})
     os.makedirs(layout.rqvae, exist_ok=True)
-    with open(os.path.join(layout.rqvae, "sid_quality.json"), "w", encoding="utf-8") as f:
+    with open(stage.sid_quality, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
-    with open(os.path.join(layout.rqvae, "training_history.json"), "w", encoding="utf-8") as f:
+    with open(stage.training_history, "w", encoding="utf-8") as f:
         json.dump(history, f, indent=2)
-    report["plots"] = [plots.rqvae_training(history, os.path.join(layout.report, "rqvae_training.png")),
-                       plots.sid_quality(report, os.path.join(layout.report, "sid_quality.png"))]
+    report["plots"] = [plots.rqvae_training(history, layout.plot("rqvae_training")),
+                       plots.sid_quality(report, layout.plot("sid_quality"))]
     logging.info("exported RQ-VAE %s to %s", frozen.version, path)
     return report
+
+
+def describe(report: dict, layout: RunLayout) -> str:
+    return (sid_quality.format_report(report) + "\n"
+            f"RQ-VAE {report['rqvae_version']} exported to {report['export']}\n"
+            f"report: {RQVAELayout(layout.rqvae).sid_quality}\nplots:  {', '.join(report['plots'])}")

@@ -1,0 +1,29 @@
+"""Reading the JSON cards and samples stages leave for the next stage, with errors that say what makes them."""
+
+import json
+
+from pipeline.core.contracts import MissingOutputError
+from pipeline.core.layout import TransformLayout
+from pipeline.core.tf_env import tf
+
+
+def read_json(path: str, what: str, make_with: str) -> dict:
+    """A JSON artefact; a missing one raises MissingOutputError naming the command that makes it."""
+    if not tf.io.gfile.exists(path):
+        raise MissingOutputError(what, path, make_with)
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def read_representation(transform_dir: str) -> dict:
+    """The representation card (representation.json) of a transform output."""
+    return read_json(TransformLayout(transform_dir).card, "transform output (representation.json)",
+                     "sidrec transform")
+
+
+def read_serving_sample(transform_dir: str) -> list[bytes]:
+    """The transform job's sample of raw serving examples (the exports' warm-up requests)."""
+    path = TransformLayout(transform_dir).serving_sample
+    if not tf.io.gfile.exists(path):
+        raise MissingOutputError("serving sample", path, "sidrec transform")
+    return [r.numpy() for r in tf.data.TFRecordDataset(path, compression_type="GZIP")]

@@ -1,0 +1,109 @@
+"""Versions and atomic outputs: integer version directories, and outputs that appear whole or not at all.
+
+Every stage writes into a staging sibling that replaces the output only on success (a reader, or a
+TF Serving instance polling a base path, never sees half of one). Local paths move by one rename;
+object stores (gs://...) file by file. Version directories are named by integers, as TF Serving
+expects; a staging name is never an integer, so servers and `list_versions` ignore it.
+"""
+
+import contextlib
+import os
+import shutil
+import uuid
+
+from pipeline.core.tf_env import tf
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def staging_path(output: str) -> str:
+    """A fresh sibling of `output` on the same filesystem (so the final move is a rename)."""
+    return f"{output.rstrip('/')}.staging-{uuid.uuid4().hex[:12]}"
+
+
+def publish(staging: str, output: str) -> None:
+    """Replaces `output` (a file or a directory) by `staging`."""
+    if _is_local(output):
+        backup = None
+        if os.path.isdir(output):
+            backup = staging_path(output) + ".old"
+            os.replace(output, backup)
+        os.replace(staging, output)
+        if backup:
+            shutil.rmtree(backup, ignore_errors=True)
+        return
+    if tf.io.gfile.exists(output):
+        _remove(output)
+    if not tf.io.gfile.isdir(staging):
+        tf.io.gfile.rename(staging, output, overwrite=True)
+        return
+    for directory, _, files in tf.io.gfile.walk(staging):
+        target = output + directory[len(staging):]
+        tf.io.gfile.makedirs(target)
+        for name in files:
+            tf.io.gfile.rename(f"{directory.rstrip('/')}/{name}", f"{target.rstrip('/')}/{name}", overwrite=True)
+    _remove(staging)
+
+
+def discard(staging: str) -> None:
+    """Removes a failed run's staging output; the published output is left as it was."""
+    if _is_local(staging):
+        if os.path.isdir(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+        elif os.path.exists(staging):
+            os.remove(staging)
+    elif tf.io.gfile.exists(staging):
+        _remove(staging)
+
+
+def _remove(path: str) -> None:
+    if tf.io.gfile.isdir(path):
+        tf.io.gfile.rmtree(path)
+    else:
+        tf.io.gfile.remove(path)
+
+
+@contextlib.contextmanager
+def published(output: str):
+    """Yields a staging path to write; on success it replaces `output`, on failure it is removed.
+
+      with published(path) as staging:
+          write(staging)
+    """
+    staging = staging_path(output)
+    parent = os.path.dirname(staging)
+    if parent and _is_local(staging):
+        os.makedirs(parent, exist_ok=True)
+    try:
+        yield staging
+    except BaseException:
+        discard(staging)
+        raise
+    publish(staging, output)
+
+
+def list_versions(base: str, marker: str = "saved_model.pb") -> list[int]:
+    """The integer version directories under `base` that hold `marker`, ascending (what TF Serving sees)."""
+    if not tf.io.gfile.isdir(base):
+        return []
+    names = (name.rstrip("/") for name in tf.io.gfile.listdir(base))
+    return sorted(int(name) for name in names
+                  if name.isdigit() and tf.io.gfile.exists(os.path.join(base, name, marker)))
+
+
+def latest_version(path: str, what: str, make_with: str) -> str:
+    """`path` itself if it is a version (holds saved_model.pb), else its newest integer version.
+
+    Raises:
+      MissingOutputError: there is none, naming the command that makes one.
+    """
+    from pipeline.core.contracts import MissingOutputError
+
+    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    found = list_versions(path)
+    if not found:
+        raise MissingOutputError(what, path, make_with)
+    return os.path.join(path, str(found[-1]))

@@ -1,0 +1,133 @@
+"""The impression logs: TFRecord files of tf.Example, one partition per day (logs/day=NNNN/).
+
+Readers check every row with the log contract's rules (`pipeline.core.row_rules`, the same code
+as `sidrec validate` and the transform job): pass `rejects_path` to write unusable rows aside
+(counted, with the reason); without it the first bad row raises.
+"""
+
+import glob
+import os
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.core.tf_env import tf
+from tfx_bsl.coders import example_coder
+
+from pipeline.core import features as fk
+from pipeline.core.arrow_lists import list_array, scalar_list_array
+from pipeline.core.contracts import ContractError, RejectSink
+from pipeline.core.layout import LOG_FILE_PATTERN, DataLayout
+from pipeline.core.publish import published
+from pipeline.core.records import Impressions
+from pipeline.core.row_rules import check_log_batch, log_rejection
+
+_DECODE_BATCH = 8192
+
+
+def encode_examples(impressions: Impressions) -> list[bytes]:
+    """Serialises impressions as tf.Example protos (C++ encoder of tfx_bsl; no per-row Python)."""
+    binary = pa.large_binary()
+    columns = {
+        fk.USER_ID: scalar_list_array(impressions.user_id.astype(bytes), binary),
+        fk.WATCH_ITEM_ID: scalar_list_array(impressions.watch_item_id.astype(bytes), binary),
+        fk.CANDIDATE_ITEM_ID: scalar_list_array(impressions.candidate_item_id.astype(bytes), binary),
+        fk.HISTORY_ITEM_IDS: list_array(impressions.history_values.astype(bytes),
+                                         impressions.history_lengths, binary),
+        fk.CLICK: scalar_list_array(impressions.click.astype(np.int64), pa.int64()),
+        fk.ENGAGEMENT: scalar_list_array(impressions.engagement.astype(np.float32), pa.float32()),
+        fk.DAY: scalar_list_array(impressions.day.astype(np.int64), pa.int64()),
+    }
+    if impressions.true_ctr is not None:
+        columns[fk.TRUE_CTR] = scalar_list_array(impressions.true_ctr.astype(np.float32), pa.float32())
+    batch = pa.RecordBatch.from_arrays(list(columns.values()), list(columns.keys()))
+    return example_coder.RecordBatchToExamples(batch)
+
+
+def write_tfrecord(path: str, records: Iterable[bytes]) -> None:
+    """Writes GZIP TFRecords atomically (a reader never sees a half-written file)."""
+    with published(path) as staging, tf.io.TFRecordWriter(staging, options="GZIP") as writer:
+        for record in records:
+            writer.write(record)
+
+
+def write_day(layout: DataLayout, day: int, impressions: Impressions) -> str:
+    path = layout.day_file(day)
+    write_tfrecord(path, encode_examples(impressions))
+    return path
+
+
+def read_tfrecord_batches(path: str, batch_size: int = _DECODE_BATCH) -> Iterator[list[bytes]]:
+    compression = "GZIP" if path.endswith(".gz") else ""
+    dataset = tf.data.TFRecordDataset(path, compression_type=compression).batch(batch_size)
+    try:
+        for batch in dataset.as_numpy_iterator():
+            yield list(batch)
+    except tf.errors.DataLossError as e:
+        raise ContractError(f"{path}: corrupt or truncated TFRecord file ({e.message})") from e
+
+
+def decode_log_records(decoder, records: list[bytes], source: str, first_row: int) -> pa.RecordBatch:
+    """Serialized tf.Examples -> a RecordBatch (tfx_bsl decoder), or an error naming the file and rows."""
+    try:
+        return decoder.DecodeBatch(records)
+    except Exception as e:  # tfx_bsl raises plain RuntimeError on malformed protos
+        raise ContractError(f"{source}: rows {first_row}..{first_row + len(records) - 1} "
+                            f"are not valid tf.Example records ({e})") from e
+
+
+def _validate_log_batch(batch: pa.RecordBatch, source: str, first_row: int, expected_day: int | None,
+                        max_history: int, sink: RejectSink, serialized: list[bytes]) -> Impressions:
+    checked = check_log_batch(batch, source, expected_day, max_history)
+    for row in sorted(checked.failures):
+        field, reason = checked.failures[row]
+        sink.reject(*log_rejection(source, first_row + row, field, reason, serialized[row]))
+    return checked.impressions
+
+
+def read_log_file(path: str, expected_day: int | None = None, max_history: int = fk.DEFAULT_MAX_HISTORY,
+                  sink: RejectSink | None = None) -> Impressions:
+    """Reads and validates one TFRecord file of tf.Example impressions.
+
+    Raises:
+      ContractError: on a file-level problem, or a bad row when the sink is strict.
+    """
+    sink = sink or RejectSink()
+    if not os.path.exists(path):
+        raise ContractError(f"{path}: no such file")
+    decoder = example_coder.ExamplesToRecordBatchDecoder()
+    parts, first_row = [], 0
+    for serialized in read_tfrecord_batches(path):
+        batch = decode_log_records(decoder, serialized, path, first_row)
+        parts.append(_validate_log_batch(batch, path, first_row, expected_day, max_history, sink, serialized))
+        first_row += len(serialized)
+    if first_row == 0:
+        raise ContractError(f"{path}: file is empty (no impression records)")
+    return Impressions.concatenate(parts)
+
+
+def day_files(layout: DataLayout, day: int) -> list[str]:
+    files = sorted(glob.glob(os.path.join(layout.day_dir(day), LOG_FILE_PATTERN)))
+    if not files:
+        raise ContractError(f"{layout.day_dir(day)}: no files matching {LOG_FILE_PATTERN}")
+    return files
+
+
+def read_logs(layout: DataLayout, days: Iterable[int] | None = None, max_history: int = fk.DEFAULT_MAX_HISTORY,
+              rejects_path: str | None = None) -> Impressions:
+    """Reads and validates the impression logs of the given days (default: every day present).
+
+    Raises:
+      ContractError: if a day has no files, on a file-level problem, or a bad row in strict mode.
+    """
+    present = layout.days()
+    days = present if days is None else list(days)
+    if not days:
+        raise ContractError(f"{layout.logs}: no day partitions (expected directories day=NNNN)")
+    missing = sorted(set(days) - set(present))
+    if missing:
+        raise ContractError(f"{layout.logs}: no partition for days {missing}; present: {present}")
+    with RejectSink(rejects_path) as sink:
+        parts = [read_log_file(path, day, max_history, sink) for day in days for path in day_files(layout, day)]
+    return Impressions.concatenate(parts)

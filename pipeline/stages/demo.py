@@ -1,0 +1,50 @@
+"""`sidrec demo`: the whole pipeline on the built-in simulator, each stage called with its typed config."""
+
+import os
+
+from beam_jobs import materialize_sids, transform
+from models.rqvae import RQVAEConfig
+from pipeline.core.layout import RankerLayout, RQVAELayout, RunLayout
+from pipeline.core.representation import Kind, representation_name
+from pipeline.data.simulator import SimulatorConfig
+from pipeline.stages import day_loop, experiment, lookups, predict, simulate, train_rqvae
+from serving import server
+from serving.servables import ModelConfig
+
+# The demo's small version of the paper's table (the dense depth variants are left to `sidrec experiment`).
+DEMO_ARMS = "random_hash:8192,dense:1,sid_ngram:1,sid_ngram:2,sid_spm:8192"
+SERVED = representation_name(Kind.SID_SPM, vocab_size=8192)
+
+
+def run(layout: RunLayout, simulator: SimulatorConfig, rqvae: RQVAEConfig, log=print) -> dict:
+    """Simulate, train the RQ-VAE, materialise SIDs, transform, count lookups, run the table, serve; returns the table."""
+    log("== 1/4 simulate ==")
+    log(simulate.describe(simulate.run(simulator, layout), layout))
+    log("== 2/4 train the RQ-VAE tokenizer on the day-0 catalogue, freeze it, report SID quality ==")
+    log(train_rqvae.describe(train_rqvae.run(layout, rqvae, max_first_day=0), layout))
+    log("== 3/4 materialise the SIDs of every item with the frozen model (Beam, DirectRunner) ==")
+    log(materialize_sids.describe(materialize_sids.run(materialize_sids.MaterializeConfig(
+        corpus=layout.data.corpus, model=RQVAELayout(layout.rqvae).export, output=layout.sids))))
+    log("== 4/4 TF Transform: SentencePiece pieces of the SIDs, learned on the training window only ==")
+    log(transform.describe(transform.run(transform.TransformConfig(
+        data_dir=layout.data.root, sids=layout.sids, output=layout.transform_output(SERVED), kind=Kind.SID_SPM,
+        vocab_size=8192), log=log)))
+    log("== lookups per item by popularity, per representation (the paper's Figure 4) ==")
+    log(lookups.describe(lookups.run(layout, lookups.LookupsConfig(vocab_sizes=(2048, 8192, 32768)))))
+    log("== the paper's table: each representation trained day by day; each evaluation day evaluated "
+        "before the model trains on it ==")
+    results = experiment.run(layout, experiment.ExperimentConfig(arms=DEMO_ARMS), day_loop.TrainConfig(), log=log)
+    log(experiment.describe(results))
+    log(f"== serve the last {SERVED} export over TF Serving's gRPC API; rank candidates for 3 users ==")
+    export_base = RankerLayout(next(r["run_dir"] for r in results["runs"] if r["label"] == SERVED)).export
+    grpc_server, manager, port = server.start([ModelConfig("ranker", export_base)])
+    log(f"serving {export_base} (version {manager.servable('ranker').version}) on 127.0.0.1:{port}; the same with "
+        f"the stock server: tensorflow_model_server --model_name=ranker --model_base_path={os.path.abspath(export_base)}")
+    try:
+        log(predict.describe(predict.run(layout, predict.PredictConfig(
+            server=f"127.0.0.1:{port}", model_name="ranker", representation=SERVED, users=3))))
+    finally:
+        manager.stop()
+        grpc_server.stop(grace=1).wait()
+    log("server stopped")
+    return results

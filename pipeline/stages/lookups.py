@@ -1,0 +1,60 @@
+"""`sidrec lookups`: embedding lookups per item by popularity bucket (the paper's Figure 4).
+
+For random hashing, every N-gram that divides L and SentencePiece at several table sizes, counted
+on the training window's impressions only (pipeline.core.protocol).
+"""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from pipeline.core.cards import read_json
+from pipeline.core.config_flags import flag
+from pipeline.core.layout import RunLayout, SidTableLayout
+from pipeline.core.protocol import split_days
+from pipeline.data import log_io, sid_table_io
+from pipeline.sid import lookup_stats
+from pipeline.stages import plots
+
+BUCKETS = ("head", "torso", "tail")
+
+
+@dataclasses.dataclass(frozen=True)
+class LookupsConfig:
+    sids: str = flag("", "SID table directory (default: RUN_DIR/sids)")
+    buckets: int = flag(8192, "random_hash buckets B")
+    vocab_sizes: tuple[int, ...] = flag((2048, 8192, 32768, 65536), "SPM table sizes V")
+    eval_from: int = flag(0, "first evaluation day: lookups count the days before it, the training window "
+                             "(default: the second half of the days is evaluated)")
+
+
+def run(layout: RunLayout, config: LookupsConfig) -> dict:
+    """Counts lookups per item; writes RUN/metrics/lookups.json and a plot. Returns {"rows", "path", "plot"}."""
+    sids_dir = SidTableLayout(config.sids or layout.sids)
+    train_days = split_days(layout.data.days(), config.eval_from).train_window
+    table = sid_table_io.read_sid_table(sids_dir.table).lookup()
+    codebook_size = read_json(sids_dir.stats, "SID table statistics", "sidrec materialize")["codebook_size"]
+    logs = log_io.read_logs(layout.data, days=train_days)
+    items, impressions = np.unique(logs.candidate_item_id, return_counts=True)
+    known = np.array([i in table for i in items])
+    rows = lookup_stats.sweep(impressions[known], np.stack([table[i] for i in items[known]]), codebook_size,
+                              config.buckets, list(config.vocab_sizes))
+    os.makedirs(layout.metrics, exist_ok=True)
+    with open(layout.lookups, "w", encoding="utf-8") as f:
+        json.dump(rows, f, indent=2)
+    return {"rows": rows, "path": layout.lookups, "plot": plots.lookups(rows, layout.plot("lookups_per_item"))}
+
+
+def describe(result: dict) -> str:
+    """The lookups table, and where it was written."""
+    lines = [f"{'representation':>20} {'rows':>10} {'head':>6} {'torso':>6} {'tail':>6}"]
+    for r in result["rows"]:
+        if "error" in r:
+            lines.append(f"{r['representation']:>20} {r['table_rows']:>10,}  {r['error']}")
+        else:
+            lines.append(f"{r['representation']:>20} {r['table_rows']:>10,} " + " ".join(
+                f"{r[b]['mean_lookups_per_item']:>6.2f}" for b in BUCKETS))
+    lines.append(f"lookups: {result['path']}\nplot:    {result['plot']}")
+    return "\n".join(lines)
