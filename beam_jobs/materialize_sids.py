@@ -14,7 +14,6 @@ Incremental mode (`--existing_table`): items already in that table keep their SI
 items go through the model (the cold-start path for new items).
 """
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -358,10 +357,7 @@ def describe(summary: dict) -> str:
 
 def main(argv=None) -> dict:
     """`python -m beam_jobs.materialize_sids --corpus ... --model ... --output ... [Beam flags]`."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    config_flags.add_flags(parser, MaterializeConfig)
-    args, beam_args = parser.parse_known_args(argv)
-    return run(config_flags.from_args(MaterializeConfig, args), beam_args)
+    return run(*config_flags.parse_known(MaterializeConfig, argv, __doc__))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from; a rerun with the same inputs reuses it.
       --output runs/demo/transform --kind sid_spm --vocab_size 8192
 """
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -47,7 +46,7 @@ from pipeline.core.layout import LOG_FILE_PATTERN, TRANSFORMED_SUFFIX, DataLayou
 from pipeline.core.protocol import split_days
 from pipeline.core.publish import published
 from pipeline.core.records import Corpus, SidTable
-from pipeline.core.representation import KINDS, RepresentationConfig
+from pipeline.core.representation import KINDS, RepresentationConfig, parse_kind
 from pipeline.data import corpus_io, log_io, sid_table_io
 from pipeline.sid import lookup_stats, spm_vocab
 from pipeline.sid.item_join import join_item_features
@@ -87,8 +86,7 @@ class TransformConfig:
         for name in ("data_dir", "sids", "output"):
             if not getattr(self, name):
                 raise ValueError(f"--{name} is required")
-        if self.kind not in KINDS:
-            raise ValueError(f"--kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        parse_kind(self.kind)
         if self.if_changed not in fingerprint.POLICIES:
             raise ValueError(f"--if_changed must be one of {', '.join(fingerprint.POLICIES)}, got {self.if_changed!r}")
 
@@ -338,7 +336,7 @@ def run(config: TransformConfig, beam_args=(), log=logging.info) -> dict:
       {"output", "config" (the RepresentationConfig), "counters", "reused"}.
     """
     layout = DataLayout(config.data_dir)
-    split = split_days(layout.days(), config.eval_from)
+    split = split_days(layout.logged_days(), config.eval_from)
     days, train_days = list(split.days), split.train_window
     sid_table = sid_table_io.read_sid_table(SidTableLayout(config.sids).table)
     corpus = corpus_io.read_corpus(layout.corpus)
@@ -396,10 +394,7 @@ def describe(summary: dict) -> str:
 
 def main(argv=None) -> dict:
     """`python -m beam_jobs.transform --data_dir ... --sids ... --output ... --kind ... [Beam flags]`."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    config_flags.add_flags(parser, TransformConfig)
-    args, beam_args = parser.parse_known_args(argv)
-    return run(config_flags.from_args(TransformConfig, args), beam_args)
+    return run(*config_flags.parse_known(TransformConfig, argv, __doc__))
 
 
 if __name__ == "__main__":

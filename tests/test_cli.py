@@ -50,3 +50,18 @@ def test_bad_flags_give_a_clear_error(tmp_path, capsys):
     code = cli.main(["validate", "--data_dir", str(tmp_path / "nothing")])
     assert code == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_a_missing_stage_output_is_one_line_naming_the_command_that_makes_it(tmp_path, capsys):
+    run_dir = str(tmp_path / "empty")
+    for argv, command in ((["train"], "`sidrec transform`"), (["materialize"], "`sidrec train-rqvae`"),
+                          (["lookups"], "`sidrec simulate`"), (["train-rqvae"], "`sidrec simulate`")):
+        assert cli.main([*argv, "--run_dir", run_dir]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and command in err and err.startswith(f"sidrec {argv[0]}: error: "), err
+
+
+def test_a_bad_flag_value_is_one_line(tmp_path, capsys):
+    assert cli.main(["transform", "--run_dir", str(tmp_path), "--kind", "sid_trigram"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "kind must be one of random_hash, dense, sid_ngram, sid_spm, got 'sid_trigram'" in err

@@ -16,6 +16,8 @@ from pipeline.data import log_io
 from pipeline.stages import day_loop
 from pipeline.core import features as fk
 from pipeline.core.cards import read_serving_sample
+from pipeline.core.layout import RankerLayout
+from serving import export
 from worlds import IN_MEMORY, copy_world
 
 CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(32,))
@@ -149,3 +151,14 @@ def test_no_look_ahead_an_evaluation_days_logs_change_nothing_learned_or_evaluat
     assert before[0]["ctr_auc"] == pytest.approx(after[0]["ctr_auc"], abs=1e-7)
     assert before[0]["ctr_1d_auc"] == pytest.approx(after[0]["ctr_1d_auc"], abs=1e-7)
     assert before[1]["ctr_auc"] != pytest.approx(after[1]["ctr_auc"], abs=1e-3)  # day 3 itself did change
+
+
+def test_day_loop_exports_one_version_per_day(spm_run, tmp_path):
+    history = day_loop.train(spm_run["output"], str(tmp_path / "run"), CONFIG, str(tmp_path / "export"),
+                             log=lambda *_: None)
+    assert export.versions(str(tmp_path / "export")) == [1, 2, 3]  # trained on every day
+    # Each evaluation day's entry names the version trained through it.
+    assert [e["export"] for e in history] == [str(tmp_path / "export" / "2"), str(tmp_path / "export" / "3")]
+    assert not [n for n in os.listdir(tmp_path / "export") if "staging" in n]
+    events = tf.io.gfile.glob(os.path.join(RankerLayout(str(tmp_path / "run")).tensorboard, "*", "events.out.tfevents.*"))
+    assert {os.path.basename(os.path.dirname(e)) for e in events} >= {"train", "next_day"}

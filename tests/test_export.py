@@ -18,11 +18,7 @@ from models.ranker import ranker_optimizer
 from pipeline.stages import day_loop
 from pipeline.core import features as fk
 from pipeline.sid.preprocessing import serving_feature_spec
-from pipeline.core.representation import RepresentationConfig
 from pipeline.core.cards import read_representation, read_serving_sample
-from pipeline.core.layout import RankerLayout
-from pipeline.sid.serving_examples import ServingExampleBuilder
-from pipeline.stages.predict import builder_for_run
 from serving import export
 
 CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(16,), embedding_dim=8)
@@ -106,38 +102,6 @@ def test_signatures_warmup_and_transform_features(spm_run, tmp_path):
     for key in (fk.WATCH_PIECES, fk.CANDIDATE_PIECES, fk.HISTORY_PIECES):
         np.testing.assert_array_equal(transformed[key].numpy(),
                                       tf.sparse.to_dense(expected[key], default_value=-1).numpy(), err_msg=key)
-
-
-def test_serving_examples_from_the_sid_table_match_the_jobs_join(run_dir, spm_run):
-    """The client's builder joins SIDs exactly as the transform job did for the same logged row."""
-    card = read_representation(spm_run["output"])
-    builder = builder_for_run(run_dir, RepresentationConfig(**card["config"]))
-    spec = serving_feature_spec(tft.TFTransformOutput(spm_run["output"]).raw_feature_spec())
-    for record in read_serving_sample(spm_run["output"])[:10]:
-        logged = tf.io.parse_single_example(record, spec)
-        history = [h.decode() for h in tf.sparse.to_dense(logged[fk.HISTORY_ITEM_IDS]).numpy()]
-        [built] = builder.serialize([logged[fk.WATCH_ITEM_ID].numpy().decode()],
-                                    [logged[fk.CANDIDATE_ITEM_ID].numpy().decode()], [history])
-        rebuilt = tf.io.parse_single_example(built, spec)
-        for key in spec:
-            a, b = logged[key], rebuilt[key]
-            if isinstance(a, tf.SparseTensor):
-                a, b = tf.sparse.to_dense(a), tf.sparse.to_dense(b)
-            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=key)
-    with pytest.raises(ValueError, match="rows disagree"):
-        builder.serialize(["a"], ["b", "c"], [[]])
-
-
-def test_day_loop_exports_one_version_per_day(spm_run, tmp_path):
-    history = day_loop.train(spm_run["output"], str(tmp_path / "run"), CONFIG, str(tmp_path / "export"),
-                             log=lambda *_: None)
-    assert export.versions(str(tmp_path / "export")) == [1, 2, 3]  # trained on every day
-    # Each evaluation day's entry names the version trained through it.
-    assert [e["export"] for e in history] == [str(tmp_path / "export" / "2"), str(tmp_path / "export" / "3")]
-    assert not [n for n in os.listdir(tmp_path / "export") if n.startswith(".staging")]
-    events = tf.io.gfile.glob(os.path.join(RankerLayout(str(tmp_path / "run")).tensorboard, "*", "events.out.tfevents.*"))
-    assert {os.path.basename(os.path.dirname(e)) for e in events} >= {"train", "next_day"}
-
 
 
 def test_the_savedmodel_itself_refuses_out_of_range_and_misshapen_sids(spm_run, tmp_path):

@@ -1,19 +1,22 @@
 """The Beam SID materialisation job against direct calls of the frozen SavedModel."""
 
+import dataclasses
 import glob
 import json
 import os
 
+import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs import materialize_sids
 from beam_jobs.sid_model_handler import Chunk, SidModelHandler
 from models import rqvae_savedmodel
-from models.rqvae import RQVAEConfig
 from pipeline.data import log_io
 from pipeline.data import sid_table_io
 from pipeline.stages import train_rqvae as rqvae_job
@@ -21,11 +24,11 @@ from pipeline.sid import sid_quality
 from pipeline.core import features as fk
 from pipeline.stages.simulate import to_corpus
 from pipeline.data.simulator import SimulatorConfig, simulate
+import worlds
 from worlds import IN_MEMORY
 
 DIM = 32
-TINY = RQVAEConfig(encoder_dims=(32, 8), num_levels=3, codebook_size=16, batch_size=128, max_epochs=4,
-                   patience=2, kmeans_iterations=5)
+TINY = dataclasses.replace(worlds.TINY, num_levels=3, max_epochs=4)
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +214,31 @@ def test_tfrecord_corpus_gives_the_same_table(world, default_run, tmp_path):
     materialize_sids.main(["--corpus", path, "--model", str(world["root"] / "export"),
                           "--output", str(tmp_path / "sids"), *IN_MEMORY])
     assert _table(tmp_path / "sids") == _table(output)
+
+
+def test_validate_to_chunks_alone_keeps_valid_rows_and_rejects_the_rest():
+    """The Validate step on its own (TestPipeline): the corpus row rules, one reject per bad row."""
+    table = pa.table({fk.ITEM_ID: ["a", "b", "", "c"], fk.EMBEDDING: [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0]],
+                      fk.FIRST_DAY: [0, 1, 0, 2]})
+    with BeamTestPipeline() as p:
+        out = (p | beam.Create([table])
+               | beam.ParDo(materialize_sids.ValidateToChunks(2, 10, "corpus.parquet")).with_outputs(
+                   materialize_sids.REJECTED, main="valid"))
+        assert_that(out.valid | "ValidIds" >> beam.FlatMap(lambda chunk: chunk.item_ids.tolist()),
+                    equal_to(["a", "b"]), label="valid")
+        assert_that(out[materialize_sids.REJECTED] | beam.Map(lambda r: (r["field"], r["reason"])),
+                    equal_to([(fk.ITEM_ID, "missing or empty item id"),
+                              (fk.EMBEDDING, "wrong dimension: 1 values, expected 2")]), label="rejected")
+
+
+def test_keep_one_per_id_alone_applies_the_duplicate_rule():
+    """KeepOnePerId on grouped rows (TestPipeline): the earliest first_day is kept, the other rejected."""
+    rows = [("a", (2, "00aa", np.ones(2, np.float32))), ("a", (0, "ffbb", np.zeros(2, np.float32))),
+            ("b", (1, "0123", np.ones(2, np.float32)))]
+    with BeamTestPipeline() as p:
+        out = (p | beam.Create(rows) | beam.GroupByKey()
+               | beam.FlatMap(materialize_sids.keep_one_per_id).with_outputs(materialize_sids.REJECTED, main="kept"))
+        assert_that(out.kept | beam.Map(lambda kv: (kv[0], kv[1][0])), equal_to([("a", 0), ("b", 1)]), label="kept")
+        assert_that(out[materialize_sids.REJECTED] | beam.Map(lambda r: (r["record"][fk.FIRST_DAY], r["reason"])),
+                    equal_to([(2, "duplicate item id 'a': kept the row with first_day 0 and embedding digest ffbb "
+                                  "(earliest first_day, then smallest embedding digest)")]), label="rejected")

@@ -16,9 +16,10 @@ from pipeline.sid import sid_quality
 from pipeline.core.layout import RunLayout
 from pipeline.stages.simulate import to_corpus
 from pipeline.data.simulator import SimulatorConfig, simulate
+import worlds
 
-TINY = RQVAEConfig(encoder_dims=(32, 8), num_levels=3, codebook_size=16, batch_size=128, max_epochs=8,
-                   patience=3, kmeans_iterations=5, reset_interval=5)
+# Three levels and frequent resets, so the reset path runs within a few epochs.
+TINY = dataclasses.replace(worlds.TINY, num_levels=3, max_epochs=8, patience=3, reset_interval=5)
 
 
 @pytest.fixture(scope="module")

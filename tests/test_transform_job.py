@@ -6,12 +6,15 @@ import subprocess
 import sys
 import textwrap
 
+import apache_beam as beam
 import numpy as np
 import pytest
 import sentencepiece as spm
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (SentencePiece ops in the transform graph)
 import tensorflow_transform as tft
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs import transform
 from pipeline.data import log_io
@@ -20,7 +23,10 @@ from pipeline.stages import day_loop
 from pipeline.sid import sid_text
 from pipeline.core import features as fk
 from pipeline.core.layout import TransformLayout
+from pipeline.core.records import Impressions
+from pipeline.core.representation import RepresentationConfig
 from worlds import IN_MEMORY, run_transform
+
 
 def _read_day(output, day, schema_dir):
     tft_output = tft.TFTransformOutput(schema_dir)
@@ -146,20 +152,6 @@ def test_cli_transforms_the_baselines(run_dir, kind, rows, name, capsys):
         assert 0 <= int(day[0][fk.CANDIDATE_PIECES].values[0]) < 8192
 
 
-def test_cli_lookups_sweeps_the_representations(run_dir, capsys):
-    from pipeline import cli
-
-    assert cli.main(["lookups", "--run_dir", run_dir.root, "--vocab_sizes", "100,200,100000"]) == 0
-    out = capsys.readouterr().out
-    assert "sid_1gram" in out and "sid_2gram" in out and "sid_spm_200" in out
-    assert "vocab_size 100000 is more than" in out  # refused with the reason, not dropped
-    with open(os.path.join(run_dir.metrics, "lookups.json")) as f:
-        rows = {r["representation"]: r for r in json.load(f)}
-    assert rows["sid_2gram"]["head"]["mean_lookups_per_item"] == 2
-    assert rows["sid_spm_200"]["head"]["mean_lookups_per_item"] <= rows["sid_spm_200"]["tail"]["mean_lookups_per_item"]
-    assert os.path.getsize(os.path.join(run_dir.report, "lookups_per_item.png")) > 10_000
-
-
 def test_rows_breaking_the_log_rules_are_written_aside_counted_and_never_transformed(run_dir, tmp_path):
     """One bad row of each kind in day 2: exactly those rows rejected, counted, and written aside."""
     from worlds import bad_log_rows, copy_world
@@ -191,3 +183,32 @@ def test_rows_breaking_the_log_rules_are_written_aside_counted_and_never_transfo
     validated = [json.loads(line) for line in rejects.read_text().splitlines()]
     assert [(r["row"], r["field"], r["reason"]) for r in validated] == [(r["row"], r["field"], r["reason"])
                                                                        for r in lines]
+
+
+def _four_rows() -> Impressions:
+    """Four impressions of day 3 (row 2 clicks 2: it breaks the log contract)."""
+    return Impressions(
+        user_id=np.array(["u1", "u1", "u2", "u2"], dtype=object), watch_item_id=np.array(["w"] * 4, dtype=object),
+        candidate_item_id=np.array(["c", "d", "c", "c"], dtype=object),
+        history_values=np.array(["w", "c", "w"], dtype=object), history_lengths=np.array([1, 0, 0, 2]),
+        click=np.array([1, 0, 2, 0]), engagement=np.array([0.5, 0.0, 0.0, 0.0], np.float32), day=np.full(4, 3))
+
+
+def test_check_log_rows_and_join_item_features_alone():
+    """The row-rule and join steps on their own (TestPipeline): rows named by file and number; SIDs joined."""
+    records = log_io.encode_examples(_four_rows())
+    config = RepresentationConfig(kind="sid_ngram", ngram=1, num_levels=2, codebook_size=16)
+    sids = {"w": np.array([1, 2]), "c": np.array([3, 4])}
+    with BeamTestPipeline() as p:
+        checked = (p | beam.Create([(3, "day3.tfrecord.gz", 10, records)])
+                   | beam.ParDo(transform.CheckLogRows(max_history=20)).with_outputs(
+                       transform.CheckLogRows.REJECTED, main="valid"))
+        rejected = checked[transform.CheckLogRows.REJECTED] | beam.Map(json.loads)
+        assert_that(rejected | beam.Map(lambda r: (r["source"], r["row"], r["field"])),
+                    equal_to([("day3.tfrecord.gz", 12, fk.CLICK)]), label="rejected")
+        joined = checked.valid | beam.ParDo(transform.JoinItemFeatures(config), sids, {"c": 3, "d": 1}, {})
+        assert_that(joined | beam.Map(lambda batch: (batch.column(fk.CANDIDATE_SID).to_pylist(),
+                                                     batch.column(fk.HISTORY_SIDS).to_pylist(),
+                                                     batch.column(fk.CANDIDATE_FIRST_DAY).to_pylist())),
+                    equal_to([([[3, 4], [-1, -1], [3, 4]], [[1, 2], [], [3, 4, 1, 2]], [[3], [1], [3]])]),
+                    label="joined")

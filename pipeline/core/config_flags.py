@@ -37,3 +37,15 @@ def from_args(config_cls, args: argparse.Namespace, **overrides):
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls) if hasattr(args, f.name)}
     values.update(overrides)
     return config_cls(**values)
+
+
+def parse_known(config_cls, argv: list[str] | None, description: str):
+    """A job's command line: its own flags into config_cls, the others (Beam's PipelineOptions) as they are.
+
+    Returns:
+      (config, remaining argv).
+    """
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flags(parser, config_cls)
+    args, rest = parser.parse_known_args(argv)
+    return from_args(config_cls, args), rest

@@ -34,7 +34,8 @@ class MissingOutputError(FileNotFoundError):
     """A stage's input that an earlier stage makes is not there; the message names the command that makes it."""
 
     def __init__(self, what: str, path: str, make_with: str):
-        super().__init__(f"{path}: no {what}; make it with `{make_with}`")
+        command = make_with if "`" in make_with else f"`{make_with}`"
+        super().__init__(f"{path}: no {what}; make it with {command}")
         self.path = path
 
 

@@ -19,6 +19,8 @@ LOG_FILE_PATTERN = "impressions-*.tfrecord.gz"
 # training), and with dense content features inflating is its bottleneck while GZIP saves ~20%.
 TRANSFORMED_SUFFIX = ".tfrecord"
 FINGERPRINT_FILE = "fingerprint.json"
+# What a user runs when a data set (corpus and logs) is missing.
+MAKES_DATA = "`sidrec simulate` or `sidrec movielens`, or bring your own (docs/contracts.md)"
 SAVED_MODEL_FILE = "saved_model.pb"
 # TF Serving's side directory of a SavedModel: warm-up requests and our cards.
 ASSETS_EXTRA = "assets.extra"
@@ -67,6 +69,15 @@ class DataLayout:
     @property
     def summary(self) -> str:
         return _join(self.root, "summary.json")
+
+    def logged_days(self) -> list[int]:
+        """The days that have a log partition, sorted; none raises MissingOutputError saying what makes them."""
+        from pipeline.core.contracts import MissingOutputError
+
+        found = self.days()
+        if not found:
+            raise MissingOutputError("impression logs (directories day=NNNN)", self.logs, MAKES_DATA)
+        return found
 
     def days(self) -> list[int]:
         """The days that have a log partition, sorted."""

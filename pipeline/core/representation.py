@@ -24,9 +24,16 @@ KINDS = tuple(kind.value for kind in Kind)
 SIZE_FIELD = {Kind.RANDOM_HASH: "buckets", Kind.SID_NGRAM: "ngram", Kind.SID_SPM: "vocab_size"}
 
 
+def parse_kind(text: str) -> Kind:
+    """A kind from its name; ValueError listing the kinds otherwise."""
+    if text not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {text!r}")
+    return Kind(text)
+
+
 def representation_name(kind: str, buckets: int = 8192, ngram: int = 1, vocab_size: int = 8192) -> str:
     """The name a representation's transform output and ranker runs go by (random_hash_8192, sid_2gram...)."""
-    kind = Kind(kind)
+    kind = parse_kind(kind)
     if kind is Kind.RANDOM_HASH:
         return f"random_hash_{buckets}"
     if kind is Kind.SID_NGRAM:
@@ -63,9 +70,7 @@ class RepresentationConfig:
     max_history: int = DEFAULT_MAX_HISTORY
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        object.__setattr__(self, "kind", Kind(self.kind))
+        object.__setattr__(self, "kind", parse_kind(self.kind))
         if self.kind is Kind.SID_NGRAM and (self.ngram < 1 or self.num_levels % self.ngram):
             raise ValueError(f"ngram must divide the SID length L={self.num_levels}, got {self.ngram}")
         for name in ("buckets", "vocab_size", "num_levels", "codebook_size", "embedding_dim", "max_history"):

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from pipeline.core import features as fk
 from pipeline.core import row_rules
 from pipeline.core.contracts import ContractError, Rejection, RejectSink
+from pipeline.core.layout import MAKES_DATA
 from pipeline.core.publish import published
 from pipeline.core.records import Corpus
 
@@ -61,6 +62,8 @@ def read_corpus(path: str, embedding_dim: int | None = None, rejects_path: str |
     Raises:
       ContractError: on a file-level problem, on a bad row in strict mode, or if no row is valid.
     """
+    if not os.path.exists(path):
+        raise ContractError(f"{path}: no such file; make it with {MAKES_DATA}")
     table = read_parquet(path)
     checked = row_rules.check_corpus_rows(table, path, embedding_dim)
     ok, failures = checked.ok, dict(checked.failures)

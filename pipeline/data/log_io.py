@@ -121,10 +121,8 @@ def read_logs(layout: DataLayout, days: Iterable[int] | None = None, max_history
     Raises:
       ContractError: if a day has no files, on a file-level problem, or a bad row in strict mode.
     """
-    present = layout.days()
+    present = layout.logged_days()
     days = present if days is None else list(days)
-    if not days:
-        raise ContractError(f"{layout.logs}: no day partitions (expected directories day=NNNN)")
     missing = sorted(set(days) - set(present))
     if missing:
         raise ContractError(f"{layout.logs}: no partition for days {missing}; present: {present}")

@@ -47,7 +47,7 @@ def read_sid_table(pattern: str, codebook_size: int | None = None) -> SidTable:
     """
     files = sorted(glob.glob(os.path.join(pattern, "*.parquet") if os.path.isdir(pattern) else pattern))
     if not files:
-        raise ContractError(f"{pattern}: no SID table files")
+        raise ContractError(f"{pattern}: no SID table files; make them with `sidrec materialize`")
     tables = []
     for path in files:
         table = read_parquet(path)

@@ -33,7 +33,7 @@ class LookupsConfig:
 def run(layout: RunLayout, config: LookupsConfig) -> dict:
     """Counts lookups per item; writes RUN/metrics/lookups.json and a plot. Returns {"rows", "path", "plot"}."""
     sids_dir = SidTableLayout(config.sids or layout.sids)
-    train_days = split_days(layout.data.days(), config.eval_from).train_window
+    train_days = split_days(layout.data.logged_days(), config.eval_from).train_window
     table = sid_table_io.read_sid_table(sids_dir.table).lookup()
     codebook_size = read_json(sids_dir.stats, "SID table statistics", "sidrec materialize")["codebook_size"]
     logs = log_io.read_logs(layout.data, days=train_days)

@@ -39,7 +39,7 @@ def run(layout: RunLayout, config: PredictConfig) -> list[dict]:
     """One ranking per user: their last watch and history of the day, with the candidates they were shown."""
     representation = RepresentationConfig(**read_representation(layout.transform_output(config.representation))["config"])
     builder = builder_for_run(layout, representation)
-    day = config.day or layout.data.days()[-1]
+    day = config.day or layout.data.logged_days()[-1]
     logs = log_io.read_logs(layout.data, days=[day])
     users = [config.user] if config.user else list(dict.fromkeys(logs.user_id))[:config.users]
     client = RankerClient(config.server)
