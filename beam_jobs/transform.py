@@ -46,7 +46,7 @@ from pipeline.core.layout import LOG_FILE_PATTERN, TRANSFORMED_SUFFIX, DataLayou
 from pipeline.core.protocol import split_days
 from pipeline.core.publish import published
 from pipeline.core.records import Corpus, SidTable
-from pipeline.core.representation import KINDS, RepresentationConfig, parse_kind
+from pipeline.core.representation import KINDS, Kind, RepresentationConfig, parse_kind
 from pipeline.data import corpus_io, log_io, sid_table_io
 from pipeline.sid import lookup_stats, spm_vocab
 from pipeline.sid.item_join import join_item_features
@@ -70,7 +70,7 @@ class TransformConfig:
     data_dir: str = flag("", "corpus.parquet and logs/day=NNNN/")
     sids: str = flag("", "SID table directory (from `sidrec materialize`)")
     output: str = flag("", "transform output directory (replaced atomically)")
-    kind: str = flag("sid_spm", f"item representation: {', '.join(KINDS)}")
+    kind: str = flag(Kind.SID_SPM.value, f"item representation: {', '.join(KINDS)}")
     buckets: int = flag(8192, "random_hash buckets B")
     ngram: int = flag(2, "sid_ngram N (must divide L)")
     vocab_size: int = flag(8192, "sid_spm table size V")

@@ -25,14 +25,14 @@ from benchmarks.common import emit  # noqa: E402
 from pipeline.data import log_io  # noqa: E402
 from pipeline.core.layout import RunLayout  # noqa: E402
 from pipeline.core.representation import RepresentationConfig  # noqa: E402
-from pipeline.core.cards import read_representation  # noqa: E402
+from pipeline.core.cards import read_export_card  # noqa: E402
 from pipeline.stages.predict import builder_for_run  # noqa: E402
 from serving import export  # noqa: E402
 from serving.client import RankerClient  # noqa: E402
 
 
 def _request(layout: RunLayout, export_dir: str, candidates: int) -> list[bytes]:
-    config = RepresentationConfig(**read_representation(os.path.join(export_dir, export.ASSETS_EXTRA))["config"])
+    config = RepresentationConfig(**read_export_card(export_dir)["config"])
     logs = log_io.read_logs(layout.data, days=[layout.data.days()[-1]])
     items = list(dict.fromkeys(logs.candidate_item_id))[:candidates]
     return builder_for_run(layout, config).rank_request(logs.watch_item_id[0], items, logs.history(0))

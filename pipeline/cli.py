@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     from beam_jobs.transform import TransformConfig
     from models.rqvae import RQVAEConfig
     from pipeline.core.fingerprint import POLICIES
+    from pipeline.core.representation import DEFAULT_SERVED
     from pipeline.data.movielens import MovieLensConfig
     from pipeline.data.simulator import SimulatorConfig
     from pipeline.stages.day_loop import TrainConfig
@@ -197,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     tn = command("train", _train, "train the ranker day by day on RUN_DIR/transform/<name>, evaluating CTR AUC "
                  "and CTR/1D AUC on each evaluation day before fitting on it, into RUN_DIR/ranker/<run>-<config "
                  "hash>; resumes after the last finished day")
-    tn.add_argument("--representation", default="sid_spm_8192",
+    tn.add_argument("--representation", default=DEFAULT_SERVED,
                     help="a transform output under RUN_DIR/transform/ (e.g. random_hash_8192, dense, sid_2gram, "
                          "sid_spm_8192)")
     tn.add_argument("--export_dir", default="",

@@ -24,7 +24,7 @@ from pipeline.core import features as fk
 from pipeline.sid.preprocessing import serving_feature_spec
 from pipeline.core.representation import RepresentationConfig
 from pipeline.core.cards import read_representation
-from pipeline.core.layout import ASSETS_EXTRA, ExportLayout, TransformLayout  # noqa: F401  (ASSETS_EXTRA: for readers)
+from pipeline.core.layout import ExportLayout, TransformLayout
 from pipeline.core.publish import list_versions, published
 
 SERVING_DEFAULT = "serving_default"

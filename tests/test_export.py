@@ -18,7 +18,7 @@ from models.ranker import ranker_optimizer
 from pipeline.stages import day_loop
 from pipeline.core import features as fk
 from pipeline.sid.preprocessing import serving_feature_spec
-from pipeline.core.cards import read_representation, read_serving_sample
+from pipeline.core.cards import read_export_card, read_representation, read_serving_sample
 from serving import export
 
 CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(16,), embedding_dim=8)
@@ -85,7 +85,7 @@ def test_signatures_warmup_and_transform_features(spm_run, tmp_path):
     scores = serve(examples=tf.constant(warmup))[fk.CLICK_PROBABILITY].numpy()
     np.testing.assert_allclose(scores, _in_process_scores(model, spm_run["output"], sample)["click_probability"]
                                .numpy()[:, 0], rtol=1e-5)
-    assert read_representation(os.path.join(path, export.ASSETS_EXTRA))["name"] == "sid_spm_300"
+    assert read_export_card(path)["name"] == "sid_spm_300"
 
     # transform_features reads logged examples (labels and day included) and pads pieces with -1.
     logged = []

@@ -3,7 +3,7 @@
 import json
 
 from pipeline.core.contracts import MissingOutputError
-from pipeline.core.layout import TransformLayout
+from pipeline.core.layout import ExportLayout, TransformLayout
 from pipeline.core.tf_env import tf
 
 
@@ -19,6 +19,11 @@ def read_representation(transform_dir: str) -> dict:
     """The representation card (representation.json) of a transform output."""
     return read_json(TransformLayout(transform_dir).card, "transform output (representation.json)",
                      "sidrec transform")
+
+
+def read_export_card(export_dir: str) -> dict:
+    """The representation card a ranker export carries in its assets.extra (a copy of its transform's)."""
+    return read_json(ExportLayout(export_dir).card, "ranker export card", "sidrec train")
 
 
 def read_serving_sample(transform_dir: str) -> list[bytes]:

@@ -43,6 +43,10 @@ def representation_name(kind: str, buckets: int = 8192, ngram: int = 1, vocab_si
     return kind.value
 
 
+# The representation `sidrec train`, `sidrec predict` and the demo default to.
+DEFAULT_SERVED = f"{Kind.SID_SPM.value}_8192"
+
+
 def is_dense_name(representation: str) -> bool:
     """True for the dense representation's name (it has no table, and never reads the history)."""
     return representation == Kind.DENSE.value

@@ -73,7 +73,7 @@ class SimulatorConfig:
 
 @dataclasses.dataclass
 class SimulatedData:
-    """The simulator's output, as arrays; `data_io` writes it in the documented contracts.
+    """The simulator's output, as arrays; `pipeline.stages.simulate` writes it in the documented contracts.
 
     Item-indexed arrays have num_items rows; impression arrays have one row per impression,
     with item and user columns as indices into item_ids / user_ids (history padded with -1).

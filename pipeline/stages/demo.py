@@ -5,7 +5,7 @@ import os
 from beam_jobs import materialize_sids, transform
 from models.rqvae import RQVAEConfig
 from pipeline.core.layout import RankerLayout, RQVAELayout, RunLayout
-from pipeline.core.representation import Kind, representation_name
+from pipeline.core.representation import DEFAULT_SERVED, Kind
 from pipeline.data.simulator import SimulatorConfig
 from pipeline.stages import day_loop, experiment, lookups, predict, simulate, train_rqvae
 from serving import server
@@ -13,7 +13,7 @@ from serving.servables import ModelConfig
 
 # The demo's small version of the paper's table (the dense depth variants are left to `sidrec experiment`).
 DEMO_ARMS = "random_hash:8192,dense:1,sid_ngram:1,sid_ngram:2,sid_spm:8192"
-SERVED = representation_name(Kind.SID_SPM, vocab_size=8192)
+SERVED = DEFAULT_SERVED
 
 
 def run(layout: RunLayout, simulator: SimulatorConfig, rqvae: RQVAEConfig, log=print) -> dict:

@@ -7,7 +7,7 @@ import numpy as np
 from pipeline.core.cards import read_representation
 from pipeline.core.config_flags import flag
 from pipeline.core.layout import RunLayout, SidTableLayout
-from pipeline.core.representation import RepresentationConfig
+from pipeline.core.representation import DEFAULT_SERVED, RepresentationConfig
 from pipeline.data import corpus_io, log_io, sid_table_io
 from pipeline.sid.serving_examples import ServingExampleBuilder
 from serving.client import RankerClient
@@ -17,7 +17,7 @@ from serving.client import RankerClient
 class PredictConfig:
     server: str = flag("127.0.0.1:8500", "host:port of the server")
     model_name: str = flag("ranker", "model name on the server")
-    representation: str = flag("sid_spm_8192", "the representation the served model was trained on "
+    representation: str = flag(DEFAULT_SERVED, "the representation the served model was trained on "
                                                "(RUN_DIR/transform/<name>)")
     day: int = flag(0, "logged day to take users from (default: the last)")
     users: int = flag(3, "how many users")
