@@ -249,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         args.fn(args)
-    except (ValueError, FileNotFoundError) as e:  # ContractError, StaleOutputError, MissingOutputError among them
+    # ContractError and StaleOutputError are ValueErrors; MissingOutputError is a FileNotFoundError.
+    except (ValueError, FileNotFoundError, ConnectionError) as e:
         print(f"sidrec {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     return 0

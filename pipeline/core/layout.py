@@ -22,6 +22,8 @@ FINGERPRINT_FILE = "fingerprint.json"
 # What a user runs when a data set (corpus and logs) is missing.
 MAKES_DATA = "`sidrec simulate` or `sidrec movielens`, or bring your own (docs/contracts.md)"
 SAVED_MODEL_FILE = "saved_model.pb"
+# The report's pictures (RunLayout.plot), one per stage that draws.
+REPORT_PLOTS = ("simulated_logs", "rqvae_training", "sid_quality", "lookups_per_item", "experiment")
 # TF Serving's side directory of a SavedModel: warm-up requests and our cards.
 ASSETS_EXTRA = "assets.extra"
 
@@ -270,5 +272,7 @@ class RunLayout:
         return _join(self.root, "report")
 
     def plot(self, name: str) -> str:
-        """A picture in the report (name without extension)."""
+        """A picture in the report: one of REPORT_PLOTS."""
+        if name not in REPORT_PLOTS:
+            raise ValueError(f"unknown report plot {name!r}; expected one of {REPORT_PLOTS}")
         return _join(self.report, f"{name}.png")

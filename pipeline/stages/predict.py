@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import grpc
 import numpy as np
 
 from pipeline.core.cards import read_representation
@@ -52,13 +53,24 @@ def run(layout: RunLayout, config: PredictConfig) -> list[dict]:
             last = rows[-1]
             watch, history = logs.watch_item_id[last], logs.history(last)
             candidates = list(config.candidates) or list(dict.fromkeys(logs.candidate_item_id[rows]))
-            ranked = client.rank(config.model_name, builder, watch, candidates, history)
+            ranked = _rank(client, config, builder, watch, candidates, history)
             results.append({"user": user, "day": day, "watch": watch, "history": history, "candidates": candidates,
                             "ranked": ranked, "clicked": set(logs.candidate_item_id[rows][logs.click[rows] == 1]),
                             "missing": {k: v for k, v in builder.last_missing.items() if v}})
     finally:
         client.close()
     return results
+
+
+def _rank(client: RankerClient, config: PredictConfig, builder, watch, candidates, history):
+    """The server's ranking; a server that is not there or refuses the request is a one-line error."""
+    try:
+        return client.rank(config.model_name, builder, watch, candidates, history)
+    except grpc.RpcError as e:
+        if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            raise ConnectionError(f"no server answering at {config.server} ({e.code().name}); start one with "
+                                  "`sidrec serve --model_base_path RUN_DIR/ranker/<run>/export`") from None
+        raise ValueError(f"{config.server} refused the request: {e.code().name}: {e.details()}") from None
 
 
 def describe(results: list[dict]) -> str:
