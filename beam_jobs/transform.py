@@ -79,8 +79,8 @@ class TransformConfig:
                              "second half of the days is evaluated)")
     max_history: int = flag(fk.DEFAULT_MAX_HISTORY,
                             "history cap H of the log contract: rows with longer histories are rejected")
-    if_changed: str = flag("rebuild", "when the output exists but was made from other inputs: "
-                                      f"{' or '.join(fingerprint.POLICIES)} (rebuild it, or refuse)")
+    if_changed: str = flag("rebuild", "when the output exists but was made from other inputs: rebuild it, or refuse "
+                                      f"({' or '.join(fingerprint.POLICIES)})")
 
     def __post_init__(self):
         for name in ("data_dir", "sids", "output"):

@@ -48,4 +48,7 @@ def parse_known(config_cls, argv: list[str] | None, description: str):
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_flags(parser, config_cls)
     args, rest = parser.parse_known_args(argv)
-    return from_args(config_cls, args), rest
+    try:
+        return from_args(config_cls, args), rest
+    except ValueError as e:
+        parser.error(str(e))  # one line and the usage, exit code 2

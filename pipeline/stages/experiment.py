@@ -38,8 +38,8 @@ class ExperimentConfig:
                              "second half of the days is evaluated)")
     max_history: int = flag(DEFAULT_MAX_HISTORY,
                             "history cap H of the log contract: rows with longer histories are rejected")
-    if_changed: str = flag("rebuild", "when an output exists but was made from other inputs: "
-                                      f"{' or '.join(fingerprint.POLICIES)} (rebuild it, or refuse)")
+    if_changed: str = flag("rebuild", "when an output exists but was made from other inputs: rebuild it, or refuse "
+                                      f"({' or '.join(fingerprint.POLICIES)})")
 
     def __post_init__(self):
         if self.if_changed not in fingerprint.POLICIES:
