@@ -96,3 +96,26 @@ def test_experiment_arms_are_parsed_and_refused_clearly():
     for bad, message in (("hashing:8", "kind must be one of"), ("sid_spm:big", "must be a number"), ("", "no arms")):
         with pytest.raises(ValueError, match=message):
             experiment.parse_arms(bad)
+
+
+def test_several_seeds_give_intervals_and_changes_paired_by_seed(run_dir, capsys):
+    argv = ["experiment", "--run_dir", run_dir.root, "--arms", "random_hash:8192,sid_ngram:2", "--seeds", "2",
+            "--batch_size", "256", "--hidden_dims", "16", "--embedding_dim", "8", *IN_MEMORY]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "2 seeds per arm; changes paired by seed against random_hash_8192" in out
+    with open(os.path.join(run_dir.metrics, "experiment.json")) as f:
+        results = json.load(f)
+    assert results["seeds"] == 2 and len(results["runs"]) == 8  # 2 arms x 2 settings x 2 seeds
+    by = {(r["label"], r["seed"]): r for r in results["runs"]}
+    for seed in (0, 1):  # each seed's change is against the baseline of the same seed
+        arm, base = by[("sid_2gram", seed)], by[("random_hash_8192", seed)]
+        assert arm["ctr_auc_change_pct"] == pytest.approx(100 * (arm["ctr_auc"] / base["ctr_auc"] - 1))
+    [row] = [r for r in results["rows"] if r["label"] == "sid_2gram"]
+    changes = [by[("sid_2gram", s)]["ctr_auc_change_pct"] for s in (0, 1)]
+    assert row["seeds"] == [0, 1] and row["ctr_auc_change_pct"]["mean"] == pytest.approx(sum(changes) / 2)
+    half = 12.706 * abs(changes[0] - changes[1]) / 2  # t(1) x sd / sqrt(2), sd = |a - b| / sqrt(2)
+    assert row["ctr_auc_change_pct"]["ci95_high"] - row["ctr_auc_change_pct"]["mean"] == pytest.approx(half)
+    [base_row] = [r for r in results["rows"] if r["label"] == "random_hash_8192"]
+    assert base_row["ctr_auc_change_pct"]["ci95_low"] == base_row["ctr_auc_change_pct"]["ci95_high"] == 0
+    assert f"{row['ctr_auc']['mean']:.4f} [{row['ctr_auc']['ci95_low']:.4f}, " in out

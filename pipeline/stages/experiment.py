@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from beam_jobs import transform
-from pipeline.core import fingerprint
+from pipeline.core import fingerprint, stats
 from pipeline.core.config_flags import flag
 from pipeline.core.features import DEFAULT_MAX_HISTORY
 from pipeline.core.layout import RunLayout
@@ -38,10 +38,14 @@ class ExperimentConfig:
                              "second half of the days is evaluated)")
     max_history: int = flag(DEFAULT_MAX_HISTORY,
                             "history cap H of the log contract: rows with longer histories are rejected")
+    seeds: int = flag(1, "model seeds per arm: each arm and the baseline train with --seed, --seed + 1, ...; the "
+                         "table then gives 95% intervals over the seeds and paired changes (same seed, same days)")
     if_changed: str = flag("rebuild", "when an output exists but was made from other inputs: rebuild it, or refuse "
                                       f"({' or '.join(fingerprint.POLICIES)})")
 
     def __post_init__(self):
+        if self.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {self.seeds}")
         if self.if_changed not in fingerprint.POLICIES:
             raise ValueError(f"--if_changed must be one of {', '.join(fingerprint.POLICIES)}, got {self.if_changed!r}")
 
@@ -133,26 +137,29 @@ def run(layout: RunLayout, experiment: ExperimentConfig, config: day_loop.TrainC
             beam_args, log=log)
         cards[arm.representation] = day_loop.read_protocol_card(summary["output"])
     runs = []
-    for arm in arms:
-        for use_history in arm.history_settings:
-            arm_config = dataclasses.replace(config, use_history=use_history, depth_multiplier=arm.depth_multiplier)
-            run_dir = os.path.join(layout.ranker, day_loop.run_dir_name(arm.representation, arm_config))
-            label = day_loop.run_label(arm.representation, arm_config)
-            log(f"== train {label} ({run_dir})")
-            history = day_loop.train(layout.transform_output(arm.representation), run_dir, arm_config,
-                                     log=log, export_every_day=False, if_changed=if_changed)
-            runs.append({"label": label, "arm": arm.label, "representation": arm.representation,
-                         "use_history": use_history, "depth_multiplier": arm.depth_multiplier,
-                         "is_baseline": arm == base, "run_dir": run_dir,
-                         "fingerprint": fingerprint.read(run_dir)["fingerprint"],
-                         "days": [e["evaluated_on_day"] for e in history],
-                         "per_day": [{k: e[k] for k in ("evaluated_on_day", "ctr_auc", "ctr_1d_auc",
-                                                        "cold_start_examples")} for e in history],
-                         "ctr_auc": mean_over_days(history, "ctr_auc"), "ctr_1d_auc": mean_over_days(history, "ctr_1d_auc"),
-                         "last_day_ctr_auc": history[-1]["ctr_auc"], "last_day_ctr_1d_auc": history[-1]["ctr_1d_auc"]})
+    # One run per arm, history setting and seed.
+    for arm, use_history, seed in ((a, h, config.seed + s) for a in arms for h in a.history_settings
+                                   for s in range(experiment.seeds)):
+        arm_config = dataclasses.replace(config, use_history=use_history, depth_multiplier=arm.depth_multiplier,
+                                         seed=seed)
+        run_dir = os.path.join(layout.ranker, day_loop.run_dir_name(arm.representation, arm_config))
+        label = day_loop.run_label(arm.representation, arm_config)
+        log(f"== train {label} ({run_dir})")
+        history = day_loop.train(layout.transform_output(arm.representation), run_dir, arm_config,
+                                 log=log, export_every_day=False, if_changed=if_changed)
+        runs.append({"label": label, "arm": arm.label, "representation": arm.representation,
+                     "use_history": use_history, "depth_multiplier": arm.depth_multiplier, "seed": seed,
+                     "is_baseline": arm == base, "run_dir": run_dir,
+                     "fingerprint": fingerprint.read(run_dir)["fingerprint"],
+                     "days": [e["evaluated_on_day"] for e in history],
+                     "per_day": [{k: e[k] for k in ("evaluated_on_day", "ctr_auc", "ctr_1d_auc",
+                                                    "cold_start_examples")} for e in history],
+                     "ctr_auc": mean_over_days(history, "ctr_auc"), "ctr_1d_auc": mean_over_days(history, "ctr_1d_auc"),
+                     "last_day_ctr_auc": history[-1]["ctr_auc"], "last_day_ctr_1d_auc": history[-1]["ctr_1d_auc"]})
     card = cards[base.representation]
+    runs = _relative_to_baseline(runs)
     results = {"baseline": base.label, "eval_from": card["eval_from"], "train_days": card["train_days"],
-               "runs": _relative_to_baseline(runs), "oracle": _oracle(layout, runs[0]["days"]),
+               "seeds": experiment.seeds, "rows": summarise(runs), "runs": runs, "oracle": _oracle(layout, runs[0]["days"]),
                "train_config": dataclasses.asdict(config),
                "fingerprint": fingerprint.Fingerprint([r["fingerprint"] for r in runs]).value}
     os.makedirs(layout.metrics, exist_ok=True)
@@ -169,16 +176,40 @@ def mean_over_days(history: list[dict], key: str) -> float:
 
 
 def _relative_to_baseline(runs: list[dict]) -> list[dict]:
-    """Adds the % change against the baseline trained in the same history setting.
+    """Adds the % change against the baseline trained in the same history setting with the same seed.
 
-    A dense baseline has no run with history: arms with history are then compared with its one run.
+    A dense baseline has no run with history: arms with history are then compared with its run of that seed.
     """
-    baseline = {r["use_history"]: r for r in runs if r["is_baseline"]}
+    baseline = {(r["use_history"], r.get("seed", 0)): r for r in runs if r["is_baseline"]}
     for r in runs:
-        base = baseline.get(r["use_history"]) or next(iter(baseline.values()))
+        seed = r.get("seed", 0)
+        base = baseline.get((r["use_history"], seed)) or next(b for (_, s), b in baseline.items() if s == seed)
         for key in ("ctr_auc", "ctr_1d_auc"):
             r[f"{key}_change_pct"] = 100.0 * (r[key] / base[key] - 1.0)
     return runs
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """One row per arm and history setting: each metric and each % change as a mean with its 95% interval.
+
+    The changes are paired: each seed's run against the baseline's run of the same seed.
+    """
+    rows = {}
+    for r in runs:
+        rows.setdefault((r["label"], r["use_history"]), []).append(r)
+    summary = []
+    for group in rows.values():
+        first = group[0]
+        row = {key: first[key] for key in ("label", "arm", "representation", "use_history", "depth_multiplier",
+                                           "is_baseline")}
+        row["seeds"] = [r.get("seed", 0) for r in group]
+        for key in ("ctr_auc", "ctr_1d_auc", "ctr_auc_change_pct", "ctr_1d_auc_change_pct", "last_day_ctr_auc",
+                    "last_day_ctr_1d_auc"):
+            values = [r[key] for r in group]
+            row[key] = (stats.mean_interval(values).as_dict() if np.isfinite(values).all() else
+                        {"mean": float("nan"), "ci95_low": float("nan"), "ci95_high": float("nan"), "n": len(values)})
+        summary.append(row)
+    return summary
 
 
 def _oracle(layout: RunLayout, days: list[int]) -> dict | None:
@@ -196,20 +227,53 @@ def _oracle(layout: RunLayout, days: list[int]) -> dict | None:
 def format_table(results: dict) -> str:
     """The paper's table: per arm and setting, the mean AUCs and the % change against the baseline."""
     days = results["runs"][0]["days"]
-    lines = [f"mean over the evaluation days {days[0]}-{days[-1]}, each evaluated before the model trained on it "
-             f"(and day {days[-1]} alone); vocabularies learned on days before {results['eval_from']} only; "
-             f"% change vs {results['baseline']} in the same setting",
-             f"{'representation':<28} {'history':>7} {'CTR AUC':>8} {'change':>8} {'CTR/1D AUC':>10} {'change':>8}"
+    several = results.get("seeds", 1) > 1
+    lines = [f"mean over the evaluation days {days[0]}-{days[-1]}, each evaluated before the model trained on it"
+             + ("" if several else f" (and day {days[-1]} alone)")
+             + f"; vocabularies learned on days before {results['eval_from']} only; "
+             f"% change vs {results['baseline']} in the same setting"]
+    lines += _table_with_intervals(results) if several else _table_of_one_seed(results)
+    if results["oracle"]:
+        widths = (24, 28, 24) if several else (8, 8, 10)
+        lines.append(f"{'oracle (true CTR)':<28} {'':>7} {results['oracle']['ctr_auc']:>{widths[0]}.4f} "
+                     f"{'':>{widths[1]}} {results['oracle']['ctr_1d_auc']:>{widths[2]}.4f}")
+    return "\n".join(lines)
+
+
+def _table_of_one_seed(results: dict) -> list[str]:
+    lines = [f"{'representation':<28} {'history':>7} {'CTR AUC':>8} {'change':>8} {'CTR/1D AUC':>10} {'change':>8}"
              f" {'last-day CTR AUC':>16} {'last-day CTR/1D':>15}"]
     for setting in (True, False):
         for r in (r for r in results["runs"] if r["use_history"] == setting):
             lines.append(f"{r['label']:<28} {'yes' if setting else 'no':>7} {r['ctr_auc']:>8.4f} "
                          f"{r['ctr_auc_change_pct']:>+7.2f}% {r['ctr_1d_auc']:>10.4f} {r['ctr_1d_auc_change_pct']:>+7.2f}%"
                          f" {r['last_day_ctr_auc']:>16.4f} {r['last_day_ctr_1d_auc']:>15.4f}")
-    if results["oracle"]:
-        lines.append(f"{'oracle (true CTR)':<28} {'':>7} {results['oracle']['ctr_auc']:>8.4f} {'':>8} "
-                     f"{results['oracle']['ctr_1d_auc']:>10.4f}")
-    return "\n".join(lines)
+    return lines
+
+
+def _with_interval(cell: dict, digits: int, percent: bool = False) -> str:
+    """"0.7573 [0.7541, 0.7605]", or for a change "+5.99% [+5.10, +6.88]" with "n.s." when it holds 0."""
+    sign = "+" if percent else ""
+    text = f"{cell['mean']:{sign}.{digits}f}{'%' if percent else ''} [{cell['ci95_low']:{sign}.{digits}f}, " \
+           f"{cell['ci95_high']:{sign}.{digits}f}]"
+    if percent and not stats.Interval(cell["mean"], cell["ci95_low"], cell["ci95_high"], cell["n"]).significant:
+        text += " n.s."
+    return text
+
+
+def _table_with_intervals(results: dict) -> list[str]:
+    """The table's rows when every arm ran with several seeds: means, 95% intervals, paired changes."""
+    lines = [f"{'representation':<28} {'history':>7} {'CTR AUC [95% CI]':>24} {'change [95% CI]':>28} "
+             f"{'CTR/1D AUC [95% CI]':>24} {'change [95% CI]':>28}"]
+    for setting in (True, False):
+        for r in (r for r in results["rows"] if r["use_history"] == setting):
+            changes = [("(baseline)" if r["is_baseline"] else _with_interval(r[key], 2, True))
+                       for key in ("ctr_auc_change_pct", "ctr_1d_auc_change_pct")]
+            lines.append(f"{r['label']:<28} {'yes' if setting else 'no':>7} {_with_interval(r['ctr_auc'], 4):>24} "
+                         f"{changes[0]:>28} {_with_interval(r['ctr_1d_auc'], 4):>24} {changes[1]:>28}")
+    lines.append(f"{results['seeds']} seeds per arm; changes paired by seed against {results['baseline']}; "
+                 "n.s.: the 95% interval holds 0")
+    return lines
 
 
 def describe(results: dict) -> str:

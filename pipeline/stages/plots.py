@@ -96,16 +96,22 @@ def lookups(rows: list[dict], path: str) -> str:
 
 
 def experiment(results: dict, path: str) -> str:
-    """The paper's Figures 2 and 3: % change in CTR AUC and CTR/1D AUC against the baseline, per setting."""
-    settings = [s for s in (False, True) if any(r["use_history"] == s for r in results["runs"])]
+    """The paper's Figures 2 and 3: % change in CTR AUC and CTR/1D AUC against the baseline, per setting.
+
+    With several seeds, each bar carries its 95% interval (paired by seed) as an error bar.
+    """
+    settings = [s for s in (False, True) if any(r["use_history"] == s for r in results["rows"])]
     fig, axes = plt.subplots(1, len(settings), figsize=(6 * len(settings), 4), squeeze=False)
     for ax, setting in zip(axes[0], settings):
-        runs = [r for r in results["runs"] if r["use_history"] == setting]
-        x = range(len(runs))
-        ax.bar([i - 0.2 for i in x], [r["ctr_auc_change_pct"] for r in runs], width=0.4, label="CTR AUC")
-        ax.bar([i + 0.2 for i in x], [r["ctr_1d_auc_change_pct"] for r in runs], width=0.4, label="CTR/1D AUC")
+        rows = [r for r in results["rows"] if r["use_history"] == setting]
+        x = range(len(rows))
+        for offset, key, name in ((-0.2, "ctr_auc_change_pct", "CTR AUC"), (0.2, "ctr_1d_auc_change_pct", "CTR/1D AUC")):
+            cells = [r[key] for r in rows]
+            errors = [[c["mean"] - c["ci95_low"] for c in cells], [c["ci95_high"] - c["mean"] for c in cells]]
+            ax.bar([i + offset for i in x], [c["mean"] for c in cells], width=0.4, label=name,
+                   yerr=errors if all(c["n"] > 1 for c in cells) else None, capsize=3)
         ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_xticks(list(x), [r["label"].replace("_no_history", "") for r in runs], rotation=30, ha="right")
+        ax.set_xticks(list(x), [r["label"].replace("_no_history", "") for r in rows], rotation=30, ha="right")
         ax.set_ylabel(f"% change vs {results['baseline']}")
         ax.set_title("with history" if setting else "without history")
         ax.legend()
