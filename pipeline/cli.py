@@ -115,6 +115,12 @@ def _predict(args) -> None:
     print(predict.describe(predict.run(RunLayout(args.run_dir), config_flags.from_args(predict.PredictConfig, args))))
 
 
+def _browse(args) -> None:
+    from pipeline.stages import browse
+
+    print(browse.describe(browse.run(RunLayout(args.run_dir), config_flags.from_args(browse.BrowseConfig, args))))
+
+
 def _demo(args) -> None:
     from models.rqvae import RQVAEConfig
     from pipeline.data.simulator import SimulatorConfig
@@ -133,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.core.representation import DEFAULT_SERVED
     from pipeline.data.movielens import MovieLensConfig
     from pipeline.data.simulator import SimulatorConfig
+    from pipeline.stages.browse import BrowseConfig
     from pipeline.stages.day_loop import TrainConfig
     from pipeline.stages.experiment import ExperimentConfig
     from pipeline.stages.lookups import LookupsConfig
@@ -222,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr = command("predict", _predict, "rank candidates for a few users through a running server (gRPC): each "
                  "user's last watch and history of a logged day, the candidates they were shown (or --candidates)")
     config_flags.add_flags(pr, PredictConfig)
+
+    bw = command("browse", _browse, "the items under a SID prefix with their titles, and the size of each child "
+                 "(a sub-trie of the SID table, as the paper's Figures 6-7)")
+    config_flags.add_flags(bw, BrowseConfig)
 
     val = command("validate", _validate, "check a corpus and its logs against the data contracts; "
                   "unusable rows are written aside with the reason (or raise with --strict)", run_dir="")

@@ -143,3 +143,25 @@ def test_paper_embedding_dimension_works():
 def test_bad_config_is_refused(change, message):
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(SMALL, **change)
+
+
+def test_world_knob_moves_the_clicks_from_content_to_item_quality():
+    """The named worlds share the draws; only the signals' weights move (balanced is the defaults as given)."""
+    balanced = simulate(SMALL)
+    assert SMALL.world == "balanced" and SMALL.signal_weights == (SMALL.quality_std, SMALL.affinity_weight,
+                                                                  SMALL.relatedness_weight)
+    np.testing.assert_array_equal(simulate(dataclasses.replace(SMALL, world="0.5")).true_ctr, balanced.true_ctr)
+    shares = []
+    for world in ("content", "balanced", "memorisation"):
+        data = simulate(dataclasses.replace(SMALL, world=world))
+        logit = np.log(data.true_ctr / (1 - data.true_ctr))
+        quality = data.quality[data.candidate]
+        # The share of the click logit's variance that the per-item quality explains.
+        shares.append(np.corrcoef(logit, quality)[0, 1] ** 2)
+    assert shares[0] < shares[1] < shares[2] and shares[0] < 0.15 and shares[2] > 0.5, shares
+
+
+@pytest.mark.parametrize("world", ["everything", "1.5", "-0.1"])
+def test_unknown_world_is_refused(world):
+    with pytest.raises(ValueError, match="world must be one of content, balanced, memorisation"):
+        dataclasses.replace(SMALL, world=world)

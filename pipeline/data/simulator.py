@@ -18,6 +18,8 @@ import numpy as np
 from pipeline.core.config_flags import flag
 
 _ID_ALPHABET = np.array(list(string.ascii_letters + string.digits + "-_"))
+# Named balances between the memorisation and the generalisation signals (SimulatorConfig.world).
+WORLDS = {"content": 0.2, "balanced": 0.5, "memorisation": 0.8}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +50,9 @@ class SimulatorConfig:
     affinity_weight: float = flag(3.0, "logit weight of user-topic affinity (generalisation signal)")
     relatedness_weight: float = flag(1.5, "logit weight of watch-candidate content similarity")
     user_bias_std: float = flag(0.3, "std of the per-user click bias logit")
+    world: str = flag("balanced", "balance b of the memorisation signal against the generalisation signals: "
+                                  f"{', '.join(f'{k} ({v})' for k, v in WORLDS.items())} or a number in [0, 1]; "
+                                  "quality_std is scaled by 2b, affinity and relatedness weights by 2(1 - b)")
 
     def __post_init__(self):
         positive = ("num_items", "num_users", "num_days", "impressions_per_day", "embedding_dim",
@@ -67,8 +72,28 @@ class SimulatorConfig:
                 raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
         if self.fresh_share + self.related_share >= 1.0:
             raise ValueError("fresh_share + related_share must leave room for popular candidates")
+        self.balance  # refuses an unknown world early
         if self.num_items * (1 - self.initial_item_fraction) < self.num_days:
             raise ValueError("too few new items: every day needs at least one new item")
+
+
+    @property
+    def balance(self) -> float:
+        """b in [0, 1]: 0 is clicks from content only, 1 from per-item quality only; 0.5 the defaults as given."""
+        try:
+            value = WORLDS[self.world] if self.world in WORLDS else float(self.world)
+        except ValueError:
+            value = -1.0
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"world must be one of {', '.join(WORLDS)} or a number in [0, 1], got {self.world!r}")
+        return value
+
+    @property
+    def signal_weights(self) -> tuple[float, float, float]:
+        """(quality std, affinity weight, relatedness weight) after the world's balance."""
+        memorisation, generalisation = 2.0 * self.balance, 2.0 * (1.0 - self.balance)
+        return (self.quality_std * memorisation, self.affinity_weight * generalisation,
+                self.relatedness_weight * generalisation)
 
 
 @dataclasses.dataclass
@@ -189,7 +214,8 @@ def simulate(config: SimulatorConfig = SimulatorConfig()) -> SimulatedData:
     embeddings = _unit(embeddings).astype(np.float32)
 
     item_ids = random_ids(rng, n_items, 11)
-    quality = rng.normal(0.0, config.quality_std, n_items)
+    quality_std, affinity_weight, relatedness_weight = config.signal_weights
+    quality = rng.normal(0.0, quality_std, n_items)
     popularity = 1.0 / rng.permutation(np.arange(1, n_items + 1)) ** config.zipf_exponent
     n_initial = int(round(config.initial_item_fraction * n_items))
     new_day = np.sort(rng.integers(1, config.num_days + 1, size=n_items - n_initial))
@@ -250,8 +276,8 @@ def simulate(config: SimulatorConfig = SimulatorConfig()) -> SimulatedData:
             affinity = np.einsum("nd,nd->n", taste[users], embeddings[candidate])
             relatedness = np.einsum("nd,nd->n", embeddings[watch], embeddings[candidate])
             logit = (base_logit + quality[candidate] + user_bias[users]
-                     + config.affinity_weight * (affinity - 0.3)
-                     + config.relatedness_weight * (relatedness - 0.3))
+                     + affinity_weight * (affinity - 0.3)
+                     + relatedness_weight * (relatedness - 0.3))
             p = _sigmoid(logit)
             click = (rng.random(n) < p).astype(np.int64)
             # Watch fraction of a click: Beta around a mean that rises with p.

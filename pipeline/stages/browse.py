@@ -1,0 +1,63 @@
+"""`sidrec browse`: the items under a SID prefix and the size of each child (the paper's Figures 6-7).
+
+A prefix of n codes is a node of the SID trie; its children are the codes at level n + 1 that
+follow it. Titles come from the corpus when it has them (MovieLens does; the simulator does not).
+"""
+
+import dataclasses
+
+import numpy as np
+
+from pipeline.core.config_flags import flag
+from pipeline.core.layout import RunLayout, SidTableLayout
+from pipeline.data import corpus_io, sid_table_io
+
+
+@dataclasses.dataclass(frozen=True)
+class BrowseConfig:
+    prefix: tuple[int, ...] = flag((), "SID prefix, comma-separated codes from the first level (e.g. 12,7); "
+                                       "empty: the root")
+    limit: int = flag(20, "items listed (the sub-trie's size is always given)")
+
+    def __post_init__(self):
+        if self.limit < 0:
+            raise ValueError(f"--limit must be >= 0, got {self.limit}")
+
+
+def subtrie(item_ids: np.ndarray, sids: np.ndarray, prefix: tuple[int, ...]) -> dict:
+    """The items whose SID starts with `prefix`, sorted by SID, and {next code: items} of its children."""
+    if len(prefix) > sids.shape[1]:
+        raise ValueError(f"prefix {list(prefix)} is longer than the SIDs (L={sids.shape[1]})")
+    under = np.all(sids[:, :len(prefix)] == np.asarray(prefix, np.int64), axis=1) if prefix else \
+        np.ones(len(sids), bool)
+    rows = np.flatnonzero(under)
+    rows = rows[np.lexsort(sids[rows].T[::-1])] if rows.size else rows
+    children = {}
+    if len(prefix) < sids.shape[1] and rows.size:
+        codes, counts = np.unique(sids[rows, len(prefix)], return_counts=True)
+        children = {int(c): int(n) for c, n in zip(codes, counts)}
+    return {"rows": rows, "children": children}
+
+
+def run(layout: RunLayout, config: BrowseConfig) -> dict:
+    """Reads the run's SID table (and titles from its corpus); returns the sub-trie under the prefix."""
+    table = sid_table_io.read_sid_table(SidTableLayout(layout.sids).table)
+    corpus = corpus_io.read_corpus(layout.data.corpus)
+    titles = dict(zip(corpus.item_ids, corpus.titles)) if corpus.titles is not None else {}
+    found = subtrie(table.item_ids, table.sids, config.prefix)
+    items = [{"item_id": str(table.item_ids[r]), "title": titles.get(table.item_ids[r], ""),
+              "sid": table.sids[r].tolist()} for r in found["rows"][:config.limit]]
+    return {"prefix": list(config.prefix), "items": items, "size": int(len(found["rows"])),
+            "children": found["children"], "rqvae_version": table.rqvae_version}
+
+
+def describe(result: dict) -> str:
+    prefix = ",".join(map(str, result["prefix"])) or "(root)"
+    lines = [f"prefix {prefix}: {result['size']:,} items (RQ-VAE {result['rqvae_version']})"]
+    if result["children"]:
+        lines.append("children (next code: items): " + ", ".join(f"{c}: {n}" for c, n in result["children"].items()))
+    for item in result["items"]:
+        lines.append(f"  {','.join(map(str, item['sid'])):<20} {item['item_id']:<14} {item['title']}")
+    if result["size"] > len(result["items"]):
+        lines.append(f"  ... {result['size'] - len(result['items']):,} more (--limit)")
+    return "\n".join(lines)
