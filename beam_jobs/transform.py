@@ -225,9 +225,11 @@ def tensor_adapter_config(config: RepresentationConfig):
 
 
 def count_step(layout: DataLayout, sid_table: SidTable, train_days, config, options, staging: str):
-    """Pipeline 1: impressions per candidate over the training window, and (sid_spm) the BPE model.
+    """Pipeline 1: impressions per candidate over the training window; then (sid_spm) the BPE model.
 
-    Rows that break the row rules are left out here too; pipeline 2 writes them aside.
+    Rows that break the row rules are left out here too; pipeline 2 writes them aside. The BPE model is
+    trained by the launching process on the collected counts (one model from one list, as a single
+    worker would), so a vocabulary the data cannot support raises VocabularyTooLarge to the caller.
 
     Returns:
       ({item_id: impressions}, SentencePiece model bytes or None).
@@ -243,16 +245,13 @@ def count_step(layout: DataLayout, sid_table: SidTable, train_days, config, opti
             | "Items" >> beam.FlatMap(lambda kv: kv[1].items())
             | "Collect" >> beam.combiners.ToList())
         _ = counts | "WriteCounts" >> beam.Map(lambda c: _write_bytes(json.dumps(dict(c)).encode(), counts_path))
-        if config.uses_spm:
-            (counts
-             | "TrainSentencePiece" >> beam.Map(_train_spm, sid_table.lookup(), config)
-             | "WriteModel" >> beam.Map(_write_bytes, model_path))
     with FileSystems.open(counts_path) as f:
         impressions = json.loads(f.read().decode("utf-8"))
     if not config.uses_spm:
         return impressions, None
-    with FileSystems.open(model_path) as f:
-        return impressions, f.read()
+    model = _train_spm(impressions.items(), sid_table.lookup(), config)
+    _write_bytes(model, model_path)
+    return impressions, model
 
 
 def _train_spm(item_counts, sids: dict, config: RepresentationConfig) -> bytes:

@@ -119,3 +119,28 @@ def test_several_seeds_give_intervals_and_changes_paired_by_seed(run_dir, capsys
     [base_row] = [r for r in results["rows"] if r["label"] == "random_hash_8192"]
     assert base_row["ctr_auc_change_pct"]["ci95_low"] == base_row["ctr_auc_change_pct"]["ci95_high"] == 0
     assert f"{row['ctr_auc']['mean']:.4f} [{row['ctr_auc']['ci95_low']:.4f}, " in out
+
+
+def test_matched_table_sizes_by_hand():
+    # The demo's L=4, K=256: unigram 4 x 256, bigram 2 x 256^2, their geometric mean, twice bigram.
+    assert experiment.matched_table_sizes(4, 256) == [1024, 11585, 131072, 262144]
+    arms = experiment.parse_arms(experiment.matched_arms(4, 16))
+    assert [a.representation for a in arms][:5] == ["dense", "dense", "dense", "sid_1gram", "sid_2gram"]
+    assert [a.buckets for a in arms if a.kind == "random_hash"] == [64, 181, 512, 1024]
+    assert [a.vocab_size for a in arms if a.kind == "sid_spm"] == [64, 181, 512, 1024]
+    assert experiment.baseline_arm(arms).buckets == 64
+    with pytest.raises(ValueError, match="odd"):
+        experiment.matched_table_sizes(3, 16)
+
+
+def test_an_spm_size_the_data_cannot_support_falls_back_to_the_largest_that_works(run_dir, capsys):
+    argv = ["experiment", "--run_dir", run_dir.root, "--arms", "random_hash:8192,sid_spm:100000",
+            "--batch_size", "256", "--hidden_dims", "16", "--embedding_dim", "8", *IN_MEMORY]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "sid_spm_100000: vocab_size 100000 is more than" in out
+    with open(os.path.join(run_dir.metrics, "experiment.json")) as f:
+        results = json.load(f)
+    used = results["substituted"]["sid_spm_100000"]
+    assert used.startswith("sid_spm_") and int(used.rsplit("_", 1)[1]) < 100000
+    assert {r["representation"] for r in results["runs"]} == {"random_hash_8192", used}

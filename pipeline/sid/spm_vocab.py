@@ -30,6 +30,14 @@ def _train(tsv_path: str, vocab_size: int, max_piece_length: int, hard_limit: bo
     return model.getvalue()
 
 
+class VocabularyTooLarge(ValueError):
+    """The SIDs cannot support the table size asked for; `supported` is the largest that works."""
+
+    def __init__(self, message: str, supported: int):
+        super().__init__(message)
+        self.supported = supported
+
+
 def train_sid_spm(sids: np.ndarray, impressions: np.ndarray, codebook_size: int, vocab_size: int) -> bytes:
     """Trains a BPE SentencePiece model on SID strings, each weighted by its impressions.
 
@@ -65,6 +73,7 @@ def train_sid_spm(sids: np.ndarray, impressions: np.ndarray, codebook_size: int,
                 raise
             supported = spm.SentencePieceProcessor(
                 model_proto=_train(path, vocab_size, sids.shape[1], hard_limit=False)).get_piece_size()
-            raise ValueError(f"vocab_size {vocab_size} is more than the {len(sids):,} SIDs of the training days "
-                             f"support: at most {supported} pieces. Ask for a table of at most {supported} "
-                             "rows, or train on more days") from e
+            raise VocabularyTooLarge(
+                f"vocab_size {vocab_size} is more than the {len(sids):,} SIDs of the training days support: at most "
+                f"{supported} pieces. Ask for a table of at most {supported} rows, or train on more days",
+                supported) from e

@@ -11,18 +11,23 @@ probability. Every run records its fingerprint; an unchanged rerun reuses every 
 
 import dataclasses
 import json
+import math
 import os
 
 import numpy as np
 
 from beam_jobs import transform
 from pipeline.core import fingerprint, stats
+from pipeline.core.cards import read_json
 from pipeline.core.config_flags import flag
 from pipeline.core.features import DEFAULT_MAX_HISTORY
-from pipeline.core.layout import RunLayout
+from pipeline.core.layout import RunLayout, SidTableLayout
 from pipeline.core.representation import KINDS, SIZE_FIELD, Kind, is_dense_name, representation_name
+from pipeline.sid.spm_vocab import VocabularyTooLarge
 from pipeline.stages import day_loop, plots
 
+# In --arms, stands for matched_arms: the study's table sizes for the run's L and K.
+MATCHED = "matched"
 DEFAULT_ARMS = "random_hash:8192,dense:1,dense:1.5,dense:2,sid_ngram:1,sid_ngram:2,sid_spm:8192"
 
 
@@ -31,7 +36,8 @@ class ExperimentConfig:
     """The arms and the protocol of one comparison (the ranker's own settings are a day_loop.TrainConfig)."""
 
     arms: str = flag(DEFAULT_ARMS, "comma-separated KIND[:VALUE]: random_hash:B, dense:DEPTH_MULTIPLIER, "
-                                   "sid_ngram:N, sid_spm:V")
+                                   "sid_ngram:N, sid_spm:V; `matched` adds dense 1x/1.5x/2x, unigram, bigram, and "
+                                   "random hashing and SPM at unigram's and bigram's table sizes, one between, one above")
     baseline: str = flag("", "the arm the %% changes are against, as in --arms (default: the first random_hash arm)")
     eval_from: int = flag(0, "first evaluation day T+1: vocabularies and analyzers learn from days 1..T only, and "
                              "each day from T+1 on is evaluated before the model trains on it (default: the "
@@ -72,6 +78,24 @@ class Arm:
     def label(self) -> str:
         """The arm's name in the table (without the history suffix)."""
         return day_loop.run_label(self.representation, day_loop.TrainConfig(depth_multiplier=self.depth_multiplier))
+
+
+def matched_table_sizes(num_levels: int, codebook_size: int) -> list[int]:
+    """The x-axis of the paper's Figures 2-3: unigram's L x K rows, bigram's (L/2) x K^2, one size between
+    (their geometric mean) and one above (twice bigram's)."""
+    if num_levels % 2:
+        raise ValueError(f"matched table sizes need bigram SIDs: L={num_levels} is odd")
+    unigram, bigram = num_levels * codebook_size, (num_levels // 2) * codebook_size ** 2
+    return [unigram, int(round(math.sqrt(unigram * bigram))), bigram, 2 * bigram]
+
+
+def matched_arms(num_levels: int, codebook_size: int) -> str:
+    """The study's arms: dense at depth 1x, 1.5x, 2x; unigram and bigram; random hashing and SPM at each
+    matched table size (random hashing at unigram's size first, so it is the default baseline)."""
+    sizes = matched_table_sizes(num_levels, codebook_size)
+    arms = [f"{Kind.DENSE.value}:{m}" for m in (1, 1.5, 2)] + [f"{Kind.SID_NGRAM.value}:{n}" for n in (1, 2)]
+    arms += [f"{Kind.RANDOM_HASH.value}:{size}" for size in sizes] + [f"{Kind.SID_SPM.value}:{size}" for size in sizes]
+    return ",".join(arms)
 
 
 def parse_arms(text: str) -> list[Arm]:
@@ -124,18 +148,21 @@ def run(layout: RunLayout, experiment: ExperimentConfig, config: day_loop.TrainC
         (0: the protocol's default, the second half of the days), H, and the reuse policy.
       config: the ranker's training settings, shared by every arm.
     """
-    arms = parse_arms(experiment.arms)
+    arms = parse_arms(_expand_matched(layout, experiment.arms))
     base = baseline_arm(arms, experiment.baseline)
     if_changed = experiment.if_changed
-    cards = {}
+    cards, fallbacks = {}, {}
     for arm in {arm.representation: arm for arm in arms}.values():
-        log(f"== transform {arm.representation} (TF Transform on Beam)")
-        summary = transform.run(transform.TransformConfig(
-            data_dir=layout.data.root, sids=layout.sids, output=layout.transform_output(arm.representation),
-            kind=arm.kind, buckets=arm.buckets, ngram=arm.ngram, vocab_size=arm.vocab_size,
-            eval_from=experiment.eval_from, max_history=experiment.max_history, if_changed=if_changed),
-            beam_args, log=log)
-        cards[arm.representation] = day_loop.read_protocol_card(summary["output"])
+        try:
+            cards[arm.representation] = _transform(layout, arm, experiment, beam_args, log)
+        except VocabularyTooLarge as e:  # use the largest vocabulary the training window supports
+            fallback = fallbacks[arm.representation] = dataclasses.replace(arm, vocab_size=e.supported)
+            log(f"== {arm.representation}: {e}; using {fallback.representation} instead")
+            if fallback.representation not in cards:
+                cards[fallback.representation] = _transform(layout, fallback, experiment, beam_args, log)
+    substituted = {name: arm.representation for name, arm in fallbacks.items()}
+    arms = list(dict.fromkeys(fallbacks.get(a.representation, a) for a in arms))
+    base = fallbacks.get(base.representation, base)
     runs = []
     # One run per arm, history setting and seed.
     for arm, use_history, seed in ((a, h, config.seed + s) for a in arms for h in a.history_settings
@@ -159,6 +186,7 @@ def run(layout: RunLayout, experiment: ExperimentConfig, config: day_loop.TrainC
     card = cards[base.representation]
     runs = _relative_to_baseline(runs)
     results = {"baseline": base.label, "eval_from": card["eval_from"], "train_days": card["train_days"],
+               "substituted": substituted,
                "seeds": experiment.seeds, "rows": summarise(runs), "runs": runs, "oracle": _oracle(layout, runs[0]["days"]),
                "train_config": dataclasses.asdict(config),
                "fingerprint": fingerprint.Fingerprint([r["fingerprint"] for r in runs]).value}
@@ -168,6 +196,27 @@ def run(layout: RunLayout, experiment: ExperimentConfig, config: day_loop.TrainC
         json.dump(results, f, indent=2)
     results["plot"] = plots.experiment(results, layout.plot("experiment"))
     return results
+
+
+def _expand_matched(layout: RunLayout, arms: str) -> str:
+    """Replaces the word `matched` in an arm list by matched_arms for the run's SIDs (L and K from stats.json)."""
+    items = [item.strip() for item in arms.split(",")]
+    if MATCHED not in items:
+        return arms
+    stats = read_json(SidTableLayout(layout.sids).stats, "SID table statistics", "sidrec materialize")
+    expanded = matched_arms(int(stats["num_levels"]), int(stats["codebook_size"]))
+    return ",".join(expanded if item == MATCHED else item for item in items)
+
+
+def _transform(layout: RunLayout, arm: Arm, experiment: ExperimentConfig, beam_args, log) -> dict:
+    """Transforms (or reuses) one arm's representation; returns its protocol card."""
+    log(f"== transform {arm.representation} (TF Transform on Beam)")
+    summary = transform.run(transform.TransformConfig(
+        data_dir=layout.data.root, sids=layout.sids, output=layout.transform_output(arm.representation),
+        kind=arm.kind, buckets=arm.buckets, ngram=arm.ngram, vocab_size=arm.vocab_size,
+        eval_from=experiment.eval_from, max_history=experiment.max_history, if_changed=experiment.if_changed),
+        beam_args, log=log)
+    return day_loop.read_protocol_card(summary["output"])
 
 
 def mean_over_days(history: list[dict], key: str) -> float:
