@@ -98,14 +98,18 @@ def test_experiment_arms_are_parsed_and_refused_clearly():
             experiment.parse_arms(bad)
 
 
-def test_several_seeds_give_intervals_and_changes_paired_by_seed(run_dir, capsys):
-    argv = ["experiment", "--run_dir", run_dir.root, "--arms", "random_hash:8192,sid_ngram:2", "--seeds", "2",
-            "--batch_size", "256", "--hidden_dims", "16", "--embedding_dim", "8", *IN_MEMORY]
+def _run_small(run_dir, capsys, arms: str, *flags) -> tuple[str, dict]:
+    """`sidrec experiment` with a tiny ranker on the small world: (what it printed, experiment.json)."""
+    argv = ["experiment", "--run_dir", run_dir.root, "--arms", arms, "--batch_size", "256", "--hidden_dims", "16",
+            "--embedding_dim", "8", *IN_MEMORY, *flags]
     assert cli.main(argv) == 0
-    out = capsys.readouterr().out
-    assert "2 seeds per arm; changes paired by seed against random_hash_8192" in out
     with open(os.path.join(run_dir.metrics, "experiment.json")) as f:
-        results = json.load(f)
+        return capsys.readouterr().out, json.load(f)
+
+
+def test_several_seeds_give_intervals_and_changes_paired_by_seed(run_dir, capsys):
+    out, results = _run_small(run_dir, capsys, "random_hash:8192,sid_ngram:2", "--seeds", "2")
+    assert "2 seeds per arm; changes paired by seed against random_hash_8192" in out
     assert results["seeds"] == 2 and len(results["runs"]) == 8  # 2 arms x 2 settings x 2 seeds
     by = {(r["label"], r["seed"]): r for r in results["runs"]}
     for seed in (0, 1):  # each seed's change is against the baseline of the same seed
@@ -134,13 +138,8 @@ def test_matched_table_sizes_by_hand():
 
 
 def test_an_spm_size_the_data_cannot_support_falls_back_to_the_largest_that_works(run_dir, capsys):
-    argv = ["experiment", "--run_dir", run_dir.root, "--arms", "random_hash:8192,sid_spm:100000",
-            "--batch_size", "256", "--hidden_dims", "16", "--embedding_dim", "8", *IN_MEMORY]
-    assert cli.main(argv) == 0
-    out = capsys.readouterr().out
+    out, results = _run_small(run_dir, capsys, "random_hash:8192,sid_spm:100000")
     assert "sid_spm_100000: vocab_size 100000 is more than" in out
-    with open(os.path.join(run_dir.metrics, "experiment.json")) as f:
-        results = json.load(f)
     used = results["substituted"]["sid_spm_100000"]
     assert used.startswith("sid_spm_") and int(used.rsplit("_", 1)[1]) < 100000
     assert {r["representation"] for r in results["runs"]} == {"random_hash_8192", used}
