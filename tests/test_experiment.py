@@ -123,6 +123,17 @@ def test_several_seeds_give_intervals_and_changes_paired_by_seed(run_dir, capsys
     [base_row] = [r for r in results["rows"] if r["label"] == "random_hash_8192"]
     assert base_row["ctr_auc_change_pct"]["ci95_low"] == base_row["ctr_auc_change_pct"]["ci95_high"] == 0
     assert f"{row['ctr_auc']['mean']:.4f} [{row['ctr_auc']['ci95_low']:.4f}, " in out
+    # The A/A difference of the arm's two seeds, from the predictions each run kept, by hand.
+    import numpy as np
+
+    from pipeline.core.layout import RankerLayout
+
+    runs = [RankerLayout(by[("sid_2gram", s)]["run_dir"]) for s in (0, 1)]
+    p = [np.concatenate([np.load(run.predictions(d))["click_probability"] for d in (2, 3)]) for run in runs]
+    cold = np.concatenate([np.load(runs[0].predictions(d))["cold_start"] for d in (2, 3)])
+    assert row["aa_difference"]["overall"] == pytest.approx(float(np.abs(p[0] - p[1]).mean()))
+    assert row["aa_difference"]["cold_start"] == pytest.approx(float(np.abs(p[0] - p[1])[cold].mean()))
+    assert 0 < row["aa_difference"]["overall"] < 0.5 and "A/A prediction difference" in out
 
 
 def test_matched_table_sizes_by_hand():

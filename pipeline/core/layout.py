@@ -196,6 +196,10 @@ class RankerLayout:
     def tensorboard(self) -> str:
         return _join(self.root, "tensorboard")
 
+    def predictions(self, day: int) -> str:
+        """An evaluation day's click probabilities and cold-start flags, in the day's example order."""
+        return _join(self.root, "predictions", f"day={day:04d}.npz")
+
     @property
     def export(self) -> str:
         """Default base of the daily export versions."""

@@ -30,6 +30,7 @@ from pipeline.core.representation import RepresentationConfig, is_dense_name
 from pipeline.core.config_flags import flag
 from pipeline.core.contracts import MissingOutputError
 from pipeline.core.metrics import binary_auc, rmse
+from pipeline.core.publish import published
 from serving.export import export_version
 
 # Bump when a change to the loop changes its metrics for the same inputs (old runs then rebuild).
@@ -119,8 +120,12 @@ def day_dataset(transform_dir: str, day: int, batch_size: int) -> tf.data.Datase
             .prefetch(tf.data.AUTOTUNE))
 
 
-def evaluate_day(model: MultitaskRanker, dataset: tf.data.Dataset) -> dict:
-    """CTR AUC overall and on cold-start impressions, engagement RMSE, over one day."""
+def evaluate_day(model: MultitaskRanker, dataset: tf.data.Dataset, predictions_path: str | None = None) -> dict:
+    """CTR AUC overall and on cold-start impressions, engagement RMSE, over one day.
+
+    With `predictions_path`, the click probabilities and cold-start flags are kept there (.npz), in the
+    order of the day's examples, for comparisons between runs (the A/A difference).
+    """
     probabilities, engagement, clicks, watched, cold = [], [], [], [], []
     for batch in dataset:
         out = model(batch)
@@ -130,6 +135,10 @@ def evaluate_day(model: MultitaskRanker, dataset: tf.data.Dataset) -> dict:
         watched.append(batch[fk.ENGAGEMENT].numpy().ravel())
         cold.append(batch[fk.COLD_START].numpy().ravel() == 1)
     p, e, y, w, c = (np.concatenate(v) for v in (probabilities, engagement, clicks, watched, cold))
+    if predictions_path:
+        os.makedirs(os.path.dirname(predictions_path), exist_ok=True)
+        with published(predictions_path) as staging, open(staging, "wb") as f:
+            np.savez(f, click_probability=p, cold_start=c)
     return {"examples": int(len(y)), "ctr_auc": binary_auc(y, p),
             "ctr_1d_auc": binary_auc(y[c], p[c]) if c.any() else float("nan"),
             "cold_start_examples": int(c.sum()), "engagement_rmse": rmse(w, e)}
@@ -200,7 +209,7 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
             log(f"day {day} ({step + 1}/{len(days)}): evaluate on day {day}, unseen, then fit on it")
             entry = {"evaluated_on_day": day, "trained_through_day": days[step - 1], "representation": card["name"],
                      "use_history": config.use_history and not representation.is_dense,
-                     **evaluate_day(model, day_dataset(transform_dir, day, config.batch_size))}
+                     **evaluate_day(model, day_dataset(transform_dir, day, config.batch_size), run.predictions(day))}
             log(f"day {day}: CTR AUC {entry['ctr_auc']:.4f}, CTR/1D AUC {entry['ctr_1d_auc']:.4f} "
                 f"({entry['cold_start_examples']:,} cold-start impressions), "
                 f"engagement RMSE {entry['engagement_rmse']:.4f}")

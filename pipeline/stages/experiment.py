@@ -21,7 +21,7 @@ from pipeline.core import fingerprint, stats
 from pipeline.core.cards import read_json
 from pipeline.core.config_flags import flag
 from pipeline.core.features import DEFAULT_MAX_HISTORY
-from pipeline.core.layout import RunLayout, SidTableLayout
+from pipeline.core.layout import RankerLayout, RunLayout, SidTableLayout
 from pipeline.core.representation import KINDS, SIZE_FIELD, Kind, is_dense_name, representation_name
 from pipeline.sid.spm_vocab import VocabularyTooLarge
 from pipeline.stages import day_loop, plots
@@ -187,7 +187,7 @@ def run(layout: RunLayout, experiment: ExperimentConfig, config: day_loop.TrainC
     runs = _relative_to_baseline(runs)
     results = {"baseline": base.label, "eval_from": card["eval_from"], "train_days": card["train_days"],
                "substituted": substituted,
-               "seeds": experiment.seeds, "rows": summarise(runs), "runs": runs, "oracle": _oracle(layout, runs[0]["days"]),
+               "seeds": experiment.seeds, "rows": _with_aa_differences(summarise(runs), runs), "runs": runs, "oracle": _oracle(layout, runs[0]["days"]),
                "train_config": dataclasses.asdict(config),
                "fingerprint": fingerprint.Fingerprint([r["fingerprint"] for r in runs]).value}
     os.makedirs(layout.metrics, exist_ok=True)
@@ -196,6 +196,34 @@ def run(layout: RunLayout, experiment: ExperimentConfig, config: day_loop.TrainC
         json.dump(results, f, indent=2)
     results["plot"] = plots.experiment(results, layout.plot("experiment"))
     return results
+
+
+def aa_difference(run_a: str, run_b: str, days: list[int]) -> dict | None:
+    """The A/A prediction difference of two runs of one arm (other seeds, same transform output): the mean
+    |p_a - p_b| of their click probabilities over the evaluation days' impressions, overall and on
+    cold-start impressions. None when a run kept no predictions (made before they were kept)."""
+    differences, cold = [], []
+    for day in days:
+        paths = [RankerLayout(run).predictions(day) for run in (run_a, run_b)]
+        if not all(os.path.exists(path) for path in paths):
+            return None
+        with np.load(paths[0]) as a, np.load(paths[1]) as b:
+            if a["click_probability"].shape != b["click_probability"].shape:
+                raise ValueError(f"day {day}: {run_a} and {run_b} scored different impressions")
+            differences.append(np.abs(a["click_probability"] - b["click_probability"]))
+            cold.append(a["cold_start"])
+    d, c = np.concatenate(differences), np.concatenate(cold)
+    return {"overall": float(d.mean()), "cold_start": float(d[c].mean()) if c.any() else float("nan"),
+            "impressions": int(d.size), "cold_start_impressions": int(c.sum())}
+
+
+def _with_aa_differences(rows: list[dict], runs: list[dict]) -> list[dict]:
+    """Adds each row's A/A difference between its first two seeds (None with one seed)."""
+    for row in rows:
+        group = [r for r in runs if r["label"] == row["label"] and r["use_history"] == row["use_history"]]
+        row["aa_difference"] = (aa_difference(group[0]["run_dir"], group[1]["run_dir"], group[0]["days"])
+                                if len(group) > 1 else None)
+    return rows
 
 
 def _expand_matched(layout: RunLayout, arms: str) -> str:
@@ -322,6 +350,11 @@ def _table_with_intervals(results: dict) -> list[str]:
                          f"{changes[0]:>28} {_with_interval(r['ctr_1d_auc'], 4):>24} {changes[1]:>28}")
     lines.append(f"{results['seeds']} seeds per arm; changes paired by seed against {results['baseline']}; "
                  "n.s.: the 95% interval holds 0")
+    measured = [r for r in results["rows"] if r.get("aa_difference")]
+    if measured:
+        lines.append("A/A prediction difference, mean |p(seed 1) - p(seed 2)| over the evaluation days: "
+                     + "; ".join(f"{r['label']} {r['aa_difference']['overall']:.4f} (cold start "
+                                 f"{r['aa_difference']['cold_start']:.4f})" for r in measured))
     return lines
 
 
