@@ -134,6 +134,12 @@ def test_several_seeds_give_intervals_and_changes_paired_by_seed(run_dir, capsys
     assert row["aa_difference"]["overall"] == pytest.approx(float(np.abs(p[0] - p[1]).mean()))
     assert row["aa_difference"]["cold_start"] == pytest.approx(float(np.abs(p[0] - p[1])[cold].mean()))
     assert 0 < row["aa_difference"]["overall"] < 0.5 and "A/A prediction difference" in out
+    # The per-day curves: each day's mean over the two seeds, and the plot of them.
+    assert [d["day"] for d in row["per_day"]] == [2, 3]
+    for i, day in enumerate(row["per_day"]):
+        per_seed = [by[("sid_2gram", s)]["per_day"][i]["ctr_auc"] for s in (0, 1)]
+        assert day["ctr_auc"]["mean"] == pytest.approx(sum(per_seed) / 2) and day["ctr_auc"]["n"] == 2
+    assert os.path.getsize(os.path.join(run_dir.report, "per_day.png")) > 10_000
 
 
 def test_matched_table_sizes_by_hand():

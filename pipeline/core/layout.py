@@ -23,7 +23,7 @@ FINGERPRINT_FILE = "fingerprint.json"
 MAKES_DATA = "`sidrec simulate` or `sidrec movielens`, or bring your own (docs/contracts.md)"
 SAVED_MODEL_FILE = "saved_model.pb"
 # The report's pictures (RunLayout.plot), one per stage that draws.
-REPORT_PLOTS = ("simulated_logs", "rqvae_training", "sid_quality", "lookups_per_item", "experiment")
+REPORT_PLOTS = ("simulated_logs", "rqvae_training", "sid_quality", "lookups_per_item", "experiment", "per_day")
 # TF Serving's side directory of a SavedModel: warm-up requests and our cards.
 ASSETS_EXTRA = "assets.extra"
 

@@ -195,6 +195,7 @@ def run(layout: RunLayout, experiment: ExperimentConfig, config: day_loop.TrainC
     with open(results["path"], "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
     results["plot"] = plots.experiment(results, layout.plot("experiment"))
+    results["per_day_plot"] = plots.per_day(results, layout.plot("per_day"))
     return results
 
 
@@ -215,6 +216,13 @@ def aa_difference(run_a: str, run_b: str, days: list[int]) -> dict | None:
     d, c = np.concatenate(differences), np.concatenate(cold)
     return {"overall": float(d.mean()), "cold_start": float(d[c].mean()) if c.any() else float("nan"),
             "impressions": int(d.size), "cold_start_impressions": int(c.sum())}
+
+
+def _interval(values: list[float]) -> dict:
+    """stats.mean_interval as a dict; NaN throughout when a value is NaN (a day without cold start)."""
+    if np.isfinite(values).all():
+        return stats.mean_interval(values).as_dict()
+    return {"mean": float("nan"), "ci95_low": float("nan"), "ci95_high": float("nan"), "n": len(values)}
 
 
 def _with_aa_differences(rows: list[dict], runs: list[dict]) -> list[dict]:
@@ -282,9 +290,11 @@ def summarise(runs: list[dict]) -> list[dict]:
         row["seeds"] = [r.get("seed", 0) for r in group]
         for key in ("ctr_auc", "ctr_1d_auc", "ctr_auc_change_pct", "ctr_1d_auc_change_pct", "last_day_ctr_auc",
                     "last_day_ctr_1d_auc"):
-            values = [r[key] for r in group]
-            row[key] = (stats.mean_interval(values).as_dict() if np.isfinite(values).all() else
-                        {"mean": float("nan"), "ci95_low": float("nan"), "ci95_high": float("nan"), "n": len(values)})
+            row[key] = _interval([r[key] for r in group])
+        if all("per_day" in r for r in group):  # the curves: each evaluation day, over the seeds
+            row["per_day"] = [{"day": entries[0]["evaluated_on_day"],
+                               **{key: _interval([e[key] for e in entries]) for key in ("ctr_auc", "ctr_1d_auc")}}
+                              for entries in zip(*(r["per_day"] for r in group))]
         summary.append(row)
     return summary
 
@@ -360,4 +370,5 @@ def _table_with_intervals(results: dict) -> list[str]:
 
 def describe(results: dict) -> str:
     """The table, and where the results and the plot are."""
-    return f"{format_table(results)}\nresults: {results['path']}\nplot:    {results['plot']}"
+    return (f"{format_table(results)}\nresults: {results['path']}\nplot:    {results['plot']}\n"
+            f"per day: {results['per_day_plot']}")

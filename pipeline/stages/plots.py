@@ -116,3 +116,22 @@ def experiment(results: dict, path: str) -> str:
         ax.set_title("with history" if setting else "without history")
         ax.legend()
     return _save(fig, path)
+
+
+def per_day(results: dict, path: str) -> str:
+    """CTR AUC and CTR/1D AUC by evaluation day, one line per arm and setting; the 95% interval over seeds shaded."""
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4), squeeze=False)
+    for ax, key, name in zip(axes[0], ("ctr_auc", "ctr_1d_auc"), ("CTR AUC", "CTR/1D AUC")):
+        for row in results["rows"]:
+            days = [d["day"] for d in row["per_day"]]
+            cells = [d[key] for d in row["per_day"]]
+            line, = ax.plot(days, [c["mean"] for c in cells], marker="o", label=row["label"])
+            if all(c["n"] > 1 for c in cells):
+                ax.fill_between(days, [c["ci95_low"] for c in cells], [c["ci95_high"] for c in cells],
+                                color=line.get_color(), alpha=0.15)
+        ax.set_xticks(days)
+        ax.set_xlabel("evaluation day (evaluated before the model trains on it)")
+        ax.set_ylabel(name)
+        ax.set_title(f"{name} by day")
+    axes[0][1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
