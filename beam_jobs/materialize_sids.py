@@ -34,7 +34,8 @@ from pipeline.core import config_flags, fingerprint, row_rules
 from pipeline.core import features as fk
 from pipeline.core.config_flags import flag
 from pipeline.core.contracts import to_json_line
-from pipeline.core.layout import SidTableLayout, rqvae_card
+from pipeline.core.cards import read_rqvae_card
+from pipeline.core.layout import SidTableLayout
 from pipeline.core.publish import published
 from pipeline.data import sid_table_io
 from pipeline.sid import sid_quality
@@ -67,11 +68,6 @@ class MaterializeConfig:
 
 
 # ------------------------------------------------------------------------------ model location
-
-def read_model_card(model_path: str) -> dict:
-    with FileSystems.open(rqvae_card(model_path)) as f:
-        return json.loads(f.read().decode("utf-8"))
-
 
 # ------------------------------------------------------------------------------------ reading
 
@@ -333,7 +329,7 @@ def run(config: MaterializeConfig, beam_args=(), save_main_session: bool = False
         # (benchmarks/); multi_threading corrupted this pipeline's elements under Beam 2.77.
         options.view_as(StandardOptions).runner = "DirectRunner"
     model_path = rqvae_savedmodel.latest(config.model)
-    card = read_model_card(model_path)
+    card = read_rqvae_card(model_path)
     logging.info("materialising SIDs of %s with RQ-VAE %s into %s", config.corpus, card["rqvae_version"],
                  config.output)
     with published(config.output) as staging:

@@ -40,7 +40,7 @@ from beam_jobs.counters import job_counters
 from beam_jobs.sid_stats import MergeCountsFn, bucketed_counts
 from pipeline.core import arrow_lists, config_flags, contracts, fingerprint, row_rules
 from pipeline.core import features as fk
-from pipeline.core.cards import read_json, read_representation
+from pipeline.core.cards import read_json, read_representation, read_sid_stats
 from pipeline.core.config_flags import flag
 from pipeline.core.layout import LOG_FILE_PATTERN, TRANSFORMED_SUFFIX, DataLayout, SidTableLayout, TransformLayout
 from pipeline.core.protocol import split_days
@@ -376,8 +376,7 @@ def run(config: TransformConfig, beam_args=(), log=logging.info) -> dict:
 
 def _codebook_size(sids_dir: str) -> int:
     """K of the RQ-VAE that made the table (its stats.json), for the SID alphabet."""
-    stats = read_json(SidTableLayout(sids_dir).stats, "SID table statistics", "sidrec materialize")
-    return int(stats["codebook_size"])
+    return int(read_sid_stats(sids_dir)["codebook_size"])
 
 
 def describe(summary: dict) -> str:

@@ -3,7 +3,7 @@
 import json
 
 from pipeline.core.contracts import MissingOutputError
-from pipeline.core.layout import ExportLayout, TransformLayout
+from pipeline.core.layout import ExportLayout, SidTableLayout, TransformLayout, rqvae_card
 from pipeline.core.tf_env import tf
 
 
@@ -24,6 +24,16 @@ def read_representation(transform_dir: str) -> dict:
 def read_export_card(export_dir: str) -> dict:
     """The representation card a ranker export carries in its assets.extra (a copy of its transform's)."""
     return read_json(ExportLayout(export_dir).card, "ranker export card", "sidrec train")
+
+
+def read_sid_stats(sids_dir: str) -> dict:
+    """The materialisation job's stats.json (num_levels, codebook_size, utilisation, ...)."""
+    return read_json(SidTableLayout(sids_dir).stats, "SID table statistics", "sidrec materialize")
+
+
+def read_rqvae_card(export_dir: str) -> dict:
+    """The frozen RQ-VAE's card (version, K, L, D) of one export version."""
+    return read_json(rqvae_card(export_dir), "RQ-VAE card", "sidrec train-rqvae")
 
 
 def read_serving_sample(transform_dir: str) -> list[bytes]:

@@ -13,6 +13,8 @@ import dataclasses
 import os
 import re
 
+from pipeline.core.contracts import MissingOutputError
+
 _DAY_DIR = re.compile(r"^day=(\d+)$")
 LOG_FILE_PATTERN = "impressions-*.tfrecord.gz"
 # The ranker's input is written uncompressed: the trainer reads every day twice (evaluation, then
@@ -74,8 +76,6 @@ class DataLayout:
 
     def logged_days(self) -> list[int]:
         """The days that have a log partition, sorted; none raises MissingOutputError saying what makes them."""
-        from pipeline.core.contracts import MissingOutputError
-
         found = self.days()
         if not found:
             raise MissingOutputError("impression logs (directories day=NNNN)", self.logs, MAKES_DATA)
@@ -254,10 +254,6 @@ class RunLayout:
     @property
     def ranker(self) -> str:
         return _join(self.root, "ranker")
-
-    @property
-    def export(self) -> str:
-        return _join(self.root, "export")
 
     @property
     def metrics(self) -> str:

@@ -11,6 +11,7 @@ import os
 import shutil
 import uuid
 
+from pipeline.core.contracts import MissingOutputError
 from pipeline.core.tf_env import tf
 
 
@@ -99,8 +100,6 @@ def latest_version(path: str, what: str, make_with: str) -> str:
     Raises:
       MissingOutputError: there is none, naming the command that makes one.
     """
-    from pipeline.core.contracts import MissingOutputError
-
     if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         return path
     found = list_versions(path)

@@ -44,7 +44,7 @@ def representation_name(kind: str, buckets: int = 8192, ngram: int = 1, vocab_si
 
 
 # The representation `sidrec train`, `sidrec predict` and the demo default to.
-DEFAULT_SERVED = f"{Kind.SID_SPM.value}_8192"
+DEFAULT_SERVED = representation_name(Kind.SID_SPM, vocab_size=8192)
 
 
 def is_dense_name(representation: str) -> bool:

@@ -37,10 +37,6 @@ class Interval:
         """For a difference: the interval excludes 0 (one value is never significant)."""
         return self.n >= 2 and (self.low > 0 or self.high < 0)
 
-    @property
-    def half_width(self) -> float:
-        return (self.high - self.low) / 2
-
     def as_dict(self) -> dict:
         return {"mean": self.mean, "ci95_low": self.low, "ci95_high": self.high, "n": self.n}
 

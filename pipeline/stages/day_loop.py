@@ -136,7 +136,6 @@ def evaluate_day(model: MultitaskRanker, dataset: tf.data.Dataset, predictions_p
         cold.append(batch[fk.COLD_START].numpy().ravel() == 1)
     p, e, y, w, c = (np.concatenate(v) for v in (probabilities, engagement, clicks, watched, cold))
     if predictions_path:
-        os.makedirs(os.path.dirname(predictions_path), exist_ok=True)
         with published(predictions_path) as staging, open(staging, "wb") as f:
             np.savez(f, click_probability=p, cold_start=c)
     return {"examples": int(len(y)), "ctr_auc": binary_auc(y, p),

@@ -18,11 +18,11 @@ import numpy as np
 
 from beam_jobs import transform
 from pipeline.core import fingerprint, stats
-from pipeline.core.cards import read_json
+from pipeline.core.cards import read_sid_stats
 from pipeline.core.config_flags import flag
 from pipeline.core.features import DEFAULT_MAX_HISTORY
-from pipeline.core.layout import RankerLayout, RunLayout, SidTableLayout
-from pipeline.core.representation import KINDS, SIZE_FIELD, Kind, is_dense_name, representation_name
+from pipeline.core.layout import RankerLayout, RunLayout
+from pipeline.core.representation import KINDS, SIZE_FIELD, Kind, representation_name
 from pipeline.sid.spm_vocab import VocabularyTooLarge
 from pipeline.stages import day_loop, plots
 
@@ -72,7 +72,7 @@ class Arm:
 
     @property
     def history_settings(self) -> tuple[bool, ...]:
-        return (False,) if is_dense_name(self.kind) else (True, False)
+        return (False,) if Kind(self.kind) is Kind.DENSE else (True, False)
 
     @property
     def label(self) -> str:
@@ -239,7 +239,7 @@ def _expand_matched(layout: RunLayout, arms: str) -> str:
     items = [item.strip() for item in arms.split(",")]
     if MATCHED not in items:
         return arms
-    stats = read_json(SidTableLayout(layout.sids).stats, "SID table statistics", "sidrec materialize")
+    stats = read_sid_stats(layout.sids)
     expanded = matched_arms(int(stats["num_levels"]), int(stats["codebook_size"]))
     return ",".join(expanded if item == MATCHED else item for item in items)
 

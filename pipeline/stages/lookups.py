@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from pipeline.core.cards import read_json
+from pipeline.core.cards import read_sid_stats
 from pipeline.core.config_flags import flag
 from pipeline.core.layout import RunLayout, SidTableLayout
 from pipeline.core.protocol import split_days
@@ -35,7 +35,7 @@ def run(layout: RunLayout, config: LookupsConfig) -> dict:
     sids_dir = SidTableLayout(config.sids or layout.sids)
     train_days = split_days(layout.data.logged_days(), config.eval_from).train_window
     table = sid_table_io.read_sid_table(sids_dir.table).lookup()
-    codebook_size = read_json(sids_dir.stats, "SID table statistics", "sidrec materialize")["codebook_size"]
+    codebook_size = read_sid_stats(sids_dir.root)["codebook_size"]
     logs = log_io.read_logs(layout.data, days=train_days)
     items, impressions = np.unique(logs.candidate_item_id, return_counts=True)
     known = np.array([i in table for i in items])
