@@ -57,7 +57,7 @@ BATCH_ROWS = 4096
 COUNT_BUCKETS = 64
 SERVING_SAMPLE_ROWS = 64
 # Bump when a change to this job changes its output for the same inputs (old outputs then rebuild).
-OUTPUT_FORMAT = 2
+OUTPUT_FORMAT = 3
 # Counter names of items without a SID, per role (the names the job has always reported).
 _MISSING_COUNTERS = {fk.WATCH_SID: "watch_without_sid", fk.CANDIDATE_SID: "candidate_without_sid",
                      fk.HISTORY_SIDS: "history_without_sid"}
@@ -178,6 +178,8 @@ class JoinItemFeatures(beam.DoFn):
             fk.DAY: arrow_lists.scalar_list_array(_scalars(batch, fk.DAY), pa.int64()),
             fk.CANDIDATE_FIRST_DAY: arrow_lists.scalar_list_array(
                 np.array([first_days.get(i, -1) for i in candidate], np.int64), pa.int64()),
+            fk.USER_ID: arrow_lists.scalar_list_array(
+                np.array(_ids(batch, fk.USER_ID), dtype=object).astype(bytes), binary),
         }
         joined = join_item_features(config, sids, embeddings, watch, candidate, history, history_lengths)
         types = {fk.WATCH_EMBEDDING: pa.float32(), fk.CANDIDATE_EMBEDDING: pa.float32()}

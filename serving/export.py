@@ -21,7 +21,7 @@ from pipeline.core.tf_env import load_sentencepiece_ops, tf
 import tensorflow_transform as tft  # noqa: I100  (after the TF set-up)
 
 from pipeline.core import features as fk
-from pipeline.sid.preprocessing import serving_feature_spec
+from pipeline.sid.preprocessing import labelled_feature_spec, serving_feature_spec
 from pipeline.core.representation import RepresentationConfig
 from pipeline.core.cards import read_representation
 from pipeline.core.layout import ExportLayout, TransformLayout
@@ -86,7 +86,7 @@ def make_serving_signatures(model: tf.keras.Model, tft_output: tft.TFTransformOu
     """
     model.transform_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
-    request_spec = serving_feature_spec(raw_spec)
+    request_spec, labelled_spec = serving_feature_spec(raw_spec), labelled_feature_spec(raw_spec)
     examples = tf.TensorSpec([None], tf.string, name=fk.SERVING_INPUT)
 
     @tf.function(input_signature=[examples])
@@ -98,7 +98,7 @@ def make_serving_signatures(model: tf.keras.Model, tft_output: tft.TFTransformOu
 
     @tf.function(input_signature=[examples])
     def transform_features(examples):
-        transformed = model.transform_layer(_checked(tf.io.parse_example(examples, raw_spec), config))
+        transformed = model.transform_layer(_checked(tf.io.parse_example(examples, labelled_spec), config))
         return {key: tf.sparse.to_dense(value, default_value=tf.cast(PIECE_PADDING, value.dtype))
                 if isinstance(value, tf.SparseTensor) else value for key, value in transformed.items()}
 

@@ -35,6 +35,7 @@ def _rows(scores):
         "score": tf.constant(scores, tf.float32),
         fk.CLICK: tf.constant([1, 0, 1, 0, 1, 0], tf.int64),
         fk.COLD_START: tf.constant([1, 1, 1, 0, 0, 0], tf.int64),
+        fk.USER_KEY: tf.constant([7, 7, 8, 8, 9, 9], tf.int64),
         fk.ENGAGEMENT: tf.constant([0.5, 0.0, 0.4, 0.0, 0.9, 0.0], tf.float32),
         "engagement_prediction": tf.constant([0.6, -0.1, 0.5, -0.1, 1.0, -0.1], tf.float32),
     }).batch(4)  # two batches: the metrics are over the whole day, not averaged per batch

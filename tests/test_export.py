@@ -17,7 +17,7 @@ from google.protobuf import text_format
 from models.ranker import ranker_optimizer
 from pipeline.stages import day_loop
 from pipeline.core import features as fk
-from pipeline.sid.preprocessing import serving_feature_spec
+from pipeline.sid.preprocessing import labelled_feature_spec, serving_feature_spec
 from pipeline.core.cards import read_export_card, read_representation, read_serving_sample
 from serving import export
 
@@ -98,7 +98,8 @@ def test_signatures_warmup_and_transform_features(spm_run, tmp_path):
     transformed = loaded.signatures[export.TRANSFORM_FEATURES](examples=tf.constant(logged))
     assert transformed[fk.COLD_START].numpy().tolist() == [1, 1, 1, 1]
     tft_output = tft.TFTransformOutput(spm_run["output"])
-    expected = tft_output.transform_raw_features(tf.io.parse_example(logged, tft_output.raw_feature_spec()))
+    expected = tft_output.transform_raw_features(
+        tf.io.parse_example(logged, labelled_feature_spec(tft_output.raw_feature_spec())))
     for key in (fk.WATCH_PIECES, fk.CANDIDATE_PIECES, fk.HISTORY_PIECES):
         np.testing.assert_array_equal(transformed[key].numpy(),
                                       tf.sparse.to_dense(expected[key], default_value=-1).numpy(), err_msg=key)

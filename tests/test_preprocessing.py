@@ -21,7 +21,7 @@ L, K = 4, 4
 
 def _row(watch, candidate, history, watch_sid, candidate_sid, history_sids, first_day=3, day=3):
     return {fk.WATCH_ITEM_ID: watch, fk.CANDIDATE_ITEM_ID: candidate, fk.HISTORY_ITEM_IDS: history,
-            fk.CLICK: 1, fk.ENGAGEMENT: 0.5, fk.DAY: day, fk.CANDIDATE_FIRST_DAY: first_day,
+            fk.CLICK: 1, fk.ENGAGEMENT: 0.5, fk.DAY: day, fk.CANDIDATE_FIRST_DAY: first_day, fk.USER_ID: "u1",
             fk.WATCH_SID: watch_sid, fk.CANDIDATE_SID: candidate_sid,
             fk.HISTORY_SIDS: [c for sid in history_sids for c in sid]}
 

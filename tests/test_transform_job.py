@@ -77,7 +77,7 @@ def test_transform_output_loads_in_a_fresh_process(run_dir, spm_run, tmp_path):
     table = sid_table_io.read_sid_table(os.path.join(run_dir.sids, "table")).lookup()
     ids = list(table)[:3]
     raw = {fk.WATCH_ITEM_ID: ids[0], fk.CANDIDATE_ITEM_ID: ids[1], fk.HISTORY_ITEM_IDS: [ids[2], ids[0]],
-           fk.CLICK: 1, fk.ENGAGEMENT: 0.25, fk.DAY: 3, fk.CANDIDATE_FIRST_DAY: 3,
+           fk.CLICK: 1, fk.ENGAGEMENT: 0.25, fk.DAY: 3, fk.CANDIDATE_FIRST_DAY: 3, fk.USER_ID: "u1",
            fk.WATCH_SID: table[ids[0]].tolist(), fk.CANDIDATE_SID: table[ids[1]].tolist(),
            fk.HISTORY_SIDS: table[ids[2]].tolist() + table[ids[0]].tolist()}
     example = tf.train.Example()

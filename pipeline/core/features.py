@@ -38,9 +38,11 @@ CANDIDATE_PIECES = "candidate_pieces"
 HISTORY_PIECES = "history_pieces"  # the pieces of every history item (pooled in the model)
 HISTORY_LENGTH = "history_length"  # history items, to turn the pooled sum into a mean
 COLD_START = "cold_start"  # 1 if the candidate was first seen on the impression's day
+USER_KEY = "user_key"  # int64 fingerprint of the user id: evaluation groups impressions by user (bootstrap)
 LABEL_KEYS = (CLICK, ENGAGEMENT)
-# Raw features only training and evaluation read (the cold-start flag); serving requests leave them out.
-EVALUATION_KEYS = (DAY, CANDIDATE_FIRST_DAY)
+# Raw features only training and evaluation read (the cold-start flag, the user of the bootstrap); serving
+# requests leave them out.
+EVALUATION_KEYS = (DAY, CANDIDATE_FIRST_DAY, USER_ID)
 
 # Serving: the input of every signature, and the named outputs of serving_default.
 SERVING_INPUT = "examples"

@@ -22,6 +22,7 @@ def raw_feature_spec(config: RepresentationConfig) -> dict:
         fk.ENGAGEMENT: tf.io.FixedLenFeature([], tf.float32),
         fk.DAY: tf.io.FixedLenFeature([], tf.int64),
         fk.CANDIDATE_FIRST_DAY: tf.io.FixedLenFeature([], tf.int64),
+        fk.USER_ID: tf.io.FixedLenFeature([], tf.string),
     }
     if config.has_sids:
         spec[fk.WATCH_SID] = tf.io.FixedLenFeature([config.num_levels], tf.int64)
@@ -31,6 +32,11 @@ def raw_feature_spec(config: RepresentationConfig) -> dict:
         spec[fk.WATCH_EMBEDDING] = tf.io.FixedLenFeature([config.embedding_dim], tf.float32)
         spec[fk.CANDIDATE_EMBEDDING] = tf.io.FixedLenFeature([config.embedding_dim], tf.float32)
     return spec
+
+
+def labelled_feature_spec(raw_spec: dict) -> dict:
+    """The spec of a logged row checked by `transform_features`: a raw spec without the user (never a model input)."""
+    return {key: spec for key, spec in raw_spec.items() if key != fk.USER_ID}
 
 
 def serving_feature_spec(raw_spec: dict) -> dict:
@@ -104,6 +110,7 @@ def make_preprocessing_fn(config: RepresentationConfig, spm_model: bytes | None 
         outputs = {key: inputs[key] for key in fk.LABEL_KEYS}
         outputs[fk.DAY] = inputs[fk.DAY]
         outputs[fk.COLD_START] = tf.cast(tf.equal(inputs[fk.CANDIDATE_FIRST_DAY], inputs[fk.DAY]), tf.int64)
+        outputs[fk.USER_KEY] = tf.strings.to_hash_bucket_fast(inputs[fk.USER_ID], 2 ** 62)
         history_ids = inputs[fk.HISTORY_ITEM_IDS]
         outputs[fk.HISTORY_LENGTH] = tf.RaggedTensor.from_sparse(history_ids).row_lengths()
         if config.is_random_hash:

@@ -123,10 +123,11 @@ def day_dataset(transform_dir: str, day: int, batch_size: int) -> tf.data.Datase
 def evaluate_day(model: MultitaskRanker, dataset: tf.data.Dataset, predictions_path: str | None = None) -> dict:
     """CTR AUC overall and on cold-start impressions, engagement RMSE, over one day.
 
-    With `predictions_path`, the click probabilities and cold-start flags are kept there (.npz), in the
-    order of the day's examples, for comparisons between runs (the A/A difference).
+    With `predictions_path`, the click probabilities, cold-start flags, clicks and user keys are kept there
+    (.npz), in the order of the day's examples, for comparisons between runs (the A/A difference, the
+    bootstrap over users).
     """
-    probabilities, engagement, clicks, watched, cold = [], [], [], [], []
+    probabilities, engagement, clicks, watched, cold, users = [], [], [], [], [], []
     for batch in dataset:
         out = model(batch)
         probabilities.append(out["click_probability"].numpy().ravel())
@@ -134,10 +135,11 @@ def evaluate_day(model: MultitaskRanker, dataset: tf.data.Dataset, predictions_p
         clicks.append(batch[fk.CLICK].numpy().ravel())
         watched.append(batch[fk.ENGAGEMENT].numpy().ravel())
         cold.append(batch[fk.COLD_START].numpy().ravel() == 1)
-    p, e, y, w, c = (np.concatenate(v) for v in (probabilities, engagement, clicks, watched, cold))
+        users.append(batch[fk.USER_KEY].numpy().ravel())
+    p, e, y, w, c, u = (np.concatenate(v) for v in (probabilities, engagement, clicks, watched, cold, users))
     if predictions_path:
         with published(predictions_path) as staging, open(staging, "wb") as f:
-            np.savez(f, click_probability=p, cold_start=c)
+            np.savez(f, click_probability=p, cold_start=c, click=y, user_key=u)
     return {"examples": int(len(y)), "ctr_auc": binary_auc(y, p),
             "ctr_1d_auc": binary_auc(y[c], p[c]) if c.any() else float("nan"),
             "cold_start_examples": int(c.sum()), "engagement_rmse": rmse(w, e)}
