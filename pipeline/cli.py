@@ -102,6 +102,22 @@ def _experiment(args) -> None:
     print(experiment.describe(results))
 
 
+def _study(args) -> None:
+    from models.rqvae import RQVAEConfig
+    from pipeline.stages import day_loop, study
+
+    # The RQ-VAE keeps its defaults (its flags share names with the ranker's); each unit seeds it.
+    results = study.run(study.StudyLayout(args.run_dir), config_flags.from_args(study.StudyConfig, args),
+                        RQVAEConfig(), config_flags.from_args(day_loop.TrainConfig, args), args.beam_args)
+    print(study.describe(results))
+
+
+def _report(args) -> None:
+    from pipeline.stages import report
+
+    print(report.describe(report.run(RunLayout(args.run_dir), args.output)))
+
+
 def _serve(args) -> None:
     from serving import server
 
@@ -144,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.stages.experiment import ExperimentConfig
     from pipeline.stages.lookups import LookupsConfig
     from pipeline.stages.predict import PredictConfig
+    from pipeline.stages.study import StudyConfig
     from serving.server import add_flags as add_server_flags
 
     parser = argparse.ArgumentParser(
@@ -222,6 +239,19 @@ def build_parser() -> argparse.ArgumentParser:
     config_flags.add_flags(ex, ExperimentConfig)
     config_flags.add_flags(ex, TrainConfig)
 
+    st = command("study", _study, "the paper's findings F1-F7 with seeds: each simulated world (--worlds) drawn "
+                 "with S seeds, the core arms (and the matched table sizes and an RQ-VAE v1 in --matched_world), "
+                 "and MovieLens with S model seeds and a bootstrap over users; every unit is reused when "
+                 "unchanged (RUN_DIR/metrics/study.json). Other flags go to Beam", run_dir=os.path.join("runs", "study"))
+    config_flags.add_flags(st, StudyConfig)
+    config_flags.add_flags(st, TrainConfig, skip=("seed",))
+
+    rp = command("report", _report, "one self-contained HTML page and its Markdown twin from RUN_DIR's study "
+                 "(or its experiment): the table with intervals, the paper's figures, Table 1, per-day curves, "
+                 "worlds, A/A differences and F1-F7 verdicts computed from the results")
+    rp.add_argument("--output", default="", help="directory of REPORT.md, report.html, the figures and "
+                                                 "results.json (default: RUN_DIR/report)")
+
     sv = command("serve", _serve, "serve the daily exports over TF Serving's gRPC API (PredictionService, "
                  "ModelService): the newest version of each model, swapped in as new ones appear", run_dir="")
     add_server_flags(sv)
@@ -245,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-BEAM_COMMANDS = ("materialize", "transform", "experiment")
+BEAM_COMMANDS = ("materialize", "transform", "experiment", "study")
 
 
 def main(argv: list[str] | None = None) -> int:

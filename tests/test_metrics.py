@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.core.metrics import binary_auc, rmse
+from pipeline.core.metrics import WeightedAUC, binary_auc, rmse
 
 
 def test_hand_worked_cases():
@@ -42,3 +42,19 @@ def test_rmse_by_hand_and_refuses_non_finite_values():
     assert rmse([0.0, 1.0], [0.5, 0.5]) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="1 of 2 predictions are not finite"):
         rmse([0.0, 1.0], [np.nan, 0.5])
+
+
+def test_weighted_auc_is_the_auc_of_the_examples_repeated_by_their_weights():
+    labels = np.array([1, 0, 1, 0, 1, 0, 0])
+    scores = np.array([0.9, 0.8, 0.2, 0.2, 0.7, 0.3, 0.9])  # ties across classes count one half
+    auc = WeightedAUC(labels, scores)
+    assert auc(np.ones(7)) == pytest.approx(binary_auc(labels, scores))
+    weights = np.array([2, 0, 1, 3, 1, 1, 2])
+    repeated = np.repeat(np.arange(7), weights)
+    assert auc(weights) == pytest.approx(binary_auc(labels[repeated], scores[repeated]))
+    assert np.isnan(auc(np.array([1, 0, 1, 0, 1, 0, 0])))  # no negative weighted in
+
+
+def test_weighted_auc_refuses_what_binary_auc_refuses():
+    with pytest.raises(ValueError, match="not finite"):
+        WeightedAUC(np.array([1, 0]), np.array([np.nan, 0.1]))

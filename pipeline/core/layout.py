@@ -268,6 +268,10 @@ class RunLayout:
         return _join(self.metrics, "experiment.json")
 
     @property
+    def study(self) -> str:
+        return _join(self.metrics, "study.json")
+
+    @property
     def report(self) -> str:
         return _join(self.root, "report")
 

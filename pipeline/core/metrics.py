@@ -38,6 +38,33 @@ def binary_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives))
 
 
+class WeightedAUC:
+    """Exact ROC AUC of fixed scores under changing per-example weights (bootstrap replicates).
+
+    The scores are sorted once; each call sums, per group of tied scores, the weights of its positives
+    times the weight of the negatives ranked below (ties count one half). With all weights 1 it equals
+    binary_auc; with integer weights, binary_auc of the examples repeated that many times.
+    """
+
+    def __init__(self, labels: np.ndarray, scores: np.ndarray):
+        labels = np.asarray(labels).ravel()
+        binary_auc(labels, scores)  # the same checks on labels and scores
+        _, self._group = np.unique(np.asarray(scores, dtype=np.float64).ravel(), return_inverse=True)
+        self._positive = labels == 1
+        self._groups = int(self._group.max()) + 1 if self._group.size else 0
+
+    def __call__(self, weights: np.ndarray) -> float:
+        """The AUC under `weights` (one non-negative weight per example); NaN when a class has no weight."""
+        weights = np.asarray(weights, dtype=np.float64).ravel()
+        positives = np.bincount(self._group, weights * self._positive, minlength=self._groups)
+        negatives = np.bincount(self._group, weights * ~self._positive, minlength=self._groups)
+        total_positive, total_negative = positives.sum(), negatives.sum()
+        if total_positive == 0 or total_negative == 0:
+            return float("nan")
+        below = np.cumsum(negatives) - negatives
+        return float((positives * (below + 0.5 * negatives)).sum() / (total_positive * total_negative))
+
+
 def rmse(targets: np.ndarray, predictions: np.ndarray) -> float:
     """Root mean squared error.
 

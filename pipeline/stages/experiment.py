@@ -187,7 +187,7 @@ def run(layout: RunLayout, experiment: ExperimentConfig, config: day_loop.TrainC
     runs = _relative_to_baseline(runs)
     results = {"baseline": base.label, "eval_from": card["eval_from"], "train_days": card["train_days"],
                "substituted": substituted,
-               "seeds": experiment.seeds, "rows": _with_aa_differences(summarise(runs), runs), "runs": runs, "oracle": _oracle(layout, runs[0]["days"]),
+               "seeds": experiment.seeds, "rows": with_aa_differences(summarise(runs), runs), "runs": runs, "oracle": _oracle(layout, runs[0]["days"]),
                "train_config": dataclasses.asdict(config),
                "fingerprint": fingerprint.Fingerprint([r["fingerprint"] for r in runs]).value}
     os.makedirs(layout.metrics, exist_ok=True)
@@ -218,20 +218,39 @@ def aa_difference(run_a: str, run_b: str, days: list[int]) -> dict | None:
             "impressions": int(d.size), "cold_start_impressions": int(c.sum())}
 
 
-def _interval(values: list[float]) -> dict:
+def interval(values: list[float]) -> dict:
     """stats.mean_interval as a dict; NaN throughout when a value is NaN (a day without cold start)."""
     if np.isfinite(values).all():
         return stats.mean_interval(values).as_dict()
     return {"mean": float("nan"), "ci95_low": float("nan"), "ci95_high": float("nan"), "n": len(values)}
 
 
-def _with_aa_differences(rows: list[dict], runs: list[dict]) -> list[dict]:
+def with_aa_differences(rows: list[dict], runs: list[dict]) -> list[dict]:
     """Adds each row's A/A difference between its first two seeds (None with one seed)."""
     for row in rows:
         group = [r for r in runs if r["label"] == row["label"] and r["use_history"] == row["use_history"]]
         row["aa_difference"] = (aa_difference(group[0]["run_dir"], group[1]["run_dir"], group[0]["days"])
                                 if len(group) > 1 else None)
     return rows
+
+
+def by_requested_name(runs: list[dict], substituted: dict) -> list[dict]:
+    """`runs` named by the representation each arm asked for: a run of a stand-in SPM vocabulary (see
+    `substituted`, requested -> run) appears once per arm it stood in for, with `ran_as` naming it. Runs of
+    several experiments (seeds of a study) then line up even where their stand-ins differ in size."""
+    stood_in = {}
+    for requested, actual in substituted.items():
+        stood_in.setdefault(actual, []).append(requested)
+    out = []
+    for r in runs:
+        for requested in stood_in.get(r["representation"], [r["representation"]]):
+            if requested == r["representation"]:
+                out.append(r)
+                continue
+            out.append({**r, "representation": requested, "ran_as": r["representation"],
+                        "label": r["label"].replace(r["representation"], requested, 1),
+                        "arm": r["arm"].replace(r["representation"], requested, 1)})
+    return out
 
 
 def _expand_matched(layout: RunLayout, arms: str) -> str:
@@ -290,10 +309,10 @@ def summarise(runs: list[dict]) -> list[dict]:
         row["seeds"] = [r.get("seed", 0) for r in group]
         for key in ("ctr_auc", "ctr_1d_auc", "ctr_auc_change_pct", "ctr_1d_auc_change_pct", "last_day_ctr_auc",
                     "last_day_ctr_1d_auc"):
-            row[key] = _interval([r[key] for r in group])
+            row[key] = interval([r[key] for r in group])
         if all("per_day" in r for r in group):  # the curves: each evaluation day, over the seeds
             row["per_day"] = [{"day": entries[0]["evaluated_on_day"],
-                               **{key: _interval([e[key] for e in entries]) for key in ("ctr_auc", "ctr_1d_auc")}}
+                               **{key: interval([e[key] for e in entries]) for key in ("ctr_auc", "ctr_1d_auc")}}
                               for entries in zip(*(r["per_day"] for r in group))]
         summary.append(row)
     return summary
@@ -319,7 +338,7 @@ def format_table(results: dict) -> str:
              + ("" if several else f" (and day {days[-1]} alone)")
              + f"; vocabularies learned on days before {results['eval_from']} only; "
              f"% change vs {results['baseline']} in the same setting"]
-    lines += _table_with_intervals(results) if several else _table_of_one_seed(results)
+    lines += format_rows(results) if several else _table_of_one_seed(results)
     if results["oracle"]:
         widths = (24, 28, 24) if several else (8, 8, 10)
         lines.append(f"{'oracle (true CTR)':<28} {'':>7} {results['oracle']['ctr_auc']:>{widths[0]}.4f} "
@@ -348,8 +367,11 @@ def _with_interval(cell: dict, digits: int, percent: bool = False) -> str:
     return text
 
 
-def _table_with_intervals(results: dict) -> list[str]:
-    """The table's rows when every arm ran with several seeds: means, 95% intervals, paired changes."""
+def format_rows(results: dict) -> list[str]:
+    """The table's rows when every arm ran with several seeds: means, 95% intervals, paired changes.
+
+    `results` needs rows, seeds and baseline: an experiment's results, or a study's unit.
+    """
     lines = [f"{'representation':<28} {'history':>7} {'CTR AUC [95% CI]':>24} {'change [95% CI]':>28} "
              f"{'CTR/1D AUC [95% CI]':>24} {'change [95% CI]':>28}"]
     for setting in (True, False):

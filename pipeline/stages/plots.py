@@ -1,5 +1,6 @@
 """Pictures for the run report (PNG files under RUN_DIR/report/), drawn with matplotlib's Agg backend."""
 
+import math
 import os
 
 import matplotlib
@@ -134,4 +135,89 @@ def per_day(results: dict, path: str) -> str:
         ax.set_ylabel(name)
         ax.set_title(f"{name} by day")
     axes[0][1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+def _bars_with_errors(ax, positions, cells, width, label, color=None):
+    errors = [[c["mean"] - c["ci95_low"] for c in cells], [c["ci95_high"] - c["mean"] for c in cells]]
+    ax.bar(positions, [c["mean"] for c in cells], width=width, label=label, color=color, capsize=3,
+           yerr=errors if all(c["n"] > 1 and math.isfinite(c["ci95_low"]) for c in cells) else None)
+
+
+def table_sizes(rows: list[dict], sizes: list[int], baseline: str, path: str) -> str:
+    """The paper's Figures 2-3: % change against the baseline per table size, one bar per representation at
+    that size (random hashing, SPM, and unigram or bigram at their own sizes), 95% intervals as error bars.
+
+    Args:
+      rows: {"size", "representation", "ctr_auc_change_pct", "ctr_1d_auc_change_pct"} with history.
+    """
+    kinds = list(dict.fromkeys(r["family"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4), squeeze=False)
+    width = 0.8 / max(1, len(kinds))
+    for ax, key, name in zip(axes[0], ("ctr_auc_change_pct", "ctr_1d_auc_change_pct"), ("CTR AUC", "CTR/1D AUC")):
+        for k, family in enumerate(kinds):
+            at = [(sizes.index(r["size"]), r) for r in rows if r["family"] == family and r["size"] in sizes]
+            _bars_with_errors(ax, [i + (k - (len(kinds) - 1) / 2) * width for i, _ in at], [r[key] for _, r in at],
+                              width, family)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(sizes)), [f"{s:,}" for s in sizes])
+        ax.set_xlabel("embedding table rows")
+        ax.set_ylabel(f"% change vs {baseline}")
+        ax.set_title(f"{name}, with history")
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def lookups_by_size(rows: list[dict], num_levels: int, path: str) -> str:
+    """The paper's Figure 4: SPM's lookups per item against its table size, for head, torso, tail and mean;
+    unigram's L and bigram's L/2 lookups as reference lines."""
+    rows = sorted((r for r in rows if r["representation"].startswith("sid_spm") and "error" not in r),
+                  key=lambda r: r["table_rows"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sizes = [r["table_rows"] for r in rows]
+    for bucket in ("head", "torso", "tail"):
+        ax.plot(sizes, [r[bucket]["mean_lookups_per_item"] for r in rows], marker="o", label=bucket)
+    ax.plot(sizes, [r["mean_lookups_per_item"] for r in rows], marker="s", color="black", label="mean")
+    ax.axhline(num_levels, linestyle="--", color="grey", label=f"unigram ({num_levels})")
+    ax.axhline(num_levels // 2, linestyle=":", color="grey", label=f"bigram ({num_levels // 2})")
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [f"{s:,}" for s in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("SPM table rows")
+    ax.set_ylabel("lookups per item")
+    ax.set_title("SPM lookups per item by popularity")
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def rqvae_versions(rows: list[dict], path: str) -> str:
+    """The paper's Figure 5: CTR AUC and CTR/1D AUC of each SID arm with the SIDs of RQ-VAE v0 and v1."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
+    for ax, key, name in zip(axes[0], ("ctr_auc", "ctr_1d_auc"), ("CTR AUC", "CTR/1D AUC")):
+        for offset, version in ((-0.2, "v0"), (0.2, "v1")):
+            _bars_with_errors(ax, [i + offset for i in range(len(rows))], [r[f"{version}_{key}"] for r in rows], 0.4,
+                              f"RQ-VAE {version}")
+        lows = [r[f"{v}_{key}"]["ci95_low"] for r in rows for v in ("v0", "v1")]
+        low = min(x for x in lows + [r[f"v0_{key}"]["mean"] for r in rows] if math.isfinite(x))
+        ax.set_ylim(max(0.0, low - 0.02), None)
+        ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=20, ha="right")
+        ax.set_title(name)
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def worlds(units: list[dict], labels: list[str], path: str) -> str:
+    """% change of the core arms against each unit's baseline, one group of bars per unit (world or data set)."""
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.6 * len(labels) * len(units) / 2), 7), squeeze=False)
+    width = 0.8 / len(units)
+    for ax, key, name in zip(axes[:, 0], ("ctr_auc_change_pct", "ctr_1d_auc_change_pct"), ("CTR AUC", "CTR/1D AUC")):
+        for k, unit in enumerate(units):
+            by_label = {r["label"]: r for r in unit["rows"]}
+            at = [(i, by_label[label]) for i, label in enumerate(labels) if label in by_label]
+            _bars_with_errors(ax, [i + (k - (len(units) - 1) / 2) * width for i, _ in at], [r[key] for _, r in at],
+                              width, unit["name"])
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
+        ax.set_ylabel(f"% change in {name}")
+        ax.legend(fontsize="small", title="world / data")
     return _save(fig, path)

@@ -1,0 +1,330 @@
+"""`sidrec report`: one self-contained HTML page and a Markdown twin from a study (or one experiment).
+
+The page holds the experiment table with 95% intervals per unit (a simulated world or a real data
+set), the paper's Figures 2-5 (bars of % change per table size, lookups per item against table
+size, RQ-VAE v0 against v1), Table 1 (similarity by shared SID prefix), the per-day curves, the
+worlds side by side, the A/A prediction differences, two SID sub-tries of a titled corpus, and the
+verdicts on F1-F7 (pipeline.stages.findings), computed from the results. results.json beside it
+holds every number the page shows.
+"""
+
+import base64
+import html
+import json
+import os
+
+from pipeline.core.layout import RQVAELayout, RunLayout
+from pipeline.core.representation import Kind
+from pipeline.stages import browse, experiment, findings, plots
+
+MARKDOWN, HTML, RESULTS = "REPORT.md", "report.html", "results.json"
+METRICS = ("ctr_auc", "ctr_1d_auc", "ctr_auc_change_pct", "ctr_1d_auc_change_pct")
+SUBTRIE_ITEMS = 8
+
+
+def load_units(layout: RunLayout) -> tuple[list[dict], str]:
+    """The units of RUN's study (metrics/study.json), else one unit from its experiment; and the source file."""
+    if os.path.exists(layout.study):
+        with open(layout.study, encoding="utf-8") as f:
+            return json.load(f)["units"], layout.study
+    if not os.path.exists(layout.experiment):
+        raise FileNotFoundError(f"{layout.root}: no study (metrics/study.json) or experiment "
+                                "(metrics/experiment.json) to report; make one with `sidrec study` or `sidrec experiment`")
+    with open(layout.experiment, encoding="utf-8") as f:
+        results = json.load(f)
+    substituted = results.get("substituted", {})
+    runs = experiment.by_requested_name(results["runs"], substituted)
+    rows = experiment.with_aa_differences(experiment.summarise(runs), runs) if substituted else results["rows"]
+    unit = {"name": os.path.basename(os.path.normpath(layout.root)), "kind": "simulator" if results["oracle"] else "real",
+            "seeds": results["seeds"], "interval": "t over model seeds, changes paired by seed",
+            "baseline": results["baseline"], "substituted": {k: [v] for k, v in substituted.items()},
+            "eval_from": results["eval_from"], "days": runs[0]["days"], "rows": rows, "runs": runs,
+            "oracle": results["oracle"], "run_dirs": [layout.root]}
+    for key, path in (("lookups", layout.lookups), ("sid_quality", RQVAELayout(layout.rqvae).sid_quality)):
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                unit[key] = json.load(f)
+    return [unit], layout.experiment
+
+
+def run(layout: RunLayout, output: str = "") -> dict:
+    """Writes OUTPUT (default RUN/report)/REPORT.md, report.html, results.json and the figures; returns paths."""
+    units, source = load_units(layout)
+    output = output or layout.report
+    os.makedirs(output, exist_ok=True)
+    for unit in units:
+        unit["findings"] = findings.judge(unit)
+    figures = _figures(units, output)
+    subtries = [s for unit in units for s in _subtries(unit)]
+    results = results_json(units, source)
+    with open(os.path.join(output, RESULTS), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    sections = _sections(units, figures, subtries)
+    with open(os.path.join(output, MARKDOWN), "w", encoding="utf-8") as f:
+        f.write(to_markdown(sections))
+    with open(os.path.join(output, HTML), "w", encoding="utf-8") as f:
+        f.write(to_html(sections, output))
+    return {"markdown": os.path.join(output, MARKDOWN), "html": os.path.join(output, HTML),
+            "results": os.path.join(output, RESULTS), "figures": [path for _, path in figures.values()],
+            "findings": {u["name"]: {f["id"]: f["verdict"] for f in u["findings"]} for u in units}}
+
+
+def describe(result: dict) -> str:
+    lines = ["verdicts: " + "; ".join(f"{unit}: " + ", ".join(f"{k} {v}" for k, v in verdicts.items())
+                                      for unit, verdicts in result["findings"].items())]
+    lines.append(f"report:  {result['html']}\nmarkdown: {result['markdown']}\nresults: {result['results']}")
+    return "\n".join(lines)
+
+
+def table_size(representation: str, num_levels: int, codebook_size: int) -> int | None:
+    """The nominal rows of a representation's table (the OOV row aside); None for dense input."""
+    if representation.startswith(Kind.RANDOM_HASH.value) or representation.startswith(Kind.SID_SPM.value):
+        return int(representation.rsplit("_", 1)[1])
+    if representation.startswith("sid_") and representation.endswith("gram"):
+        n = int(representation[len("sid_"):-len("gram")])
+        return (num_levels // n) * codebook_size ** n
+    return None
+
+
+def results_json(units: list[dict], source: str) -> dict:
+    """Per unit (world or data set), arm and setting: each metric's mean, 95% interval and seeds; the verdicts."""
+    out = {"source": source, "units": {}}
+    for unit in units:
+        levels, codes = _levels_codes(unit)
+        rows = []
+        for row in unit["rows"]:
+            entry = {"arm": row["label"], "representation": row["representation"], "use_history": row["use_history"],
+                     "depth_multiplier": row.get("depth_multiplier", 1.0),
+                     "table_size": table_size(row["representation"], levels, codes) if levels else None,
+                     "seeds": row["seeds"], "is_baseline": row["is_baseline"]}
+            for key in METRICS:
+                cell = row[key]
+                entry[key] = {"mean": cell["mean"], "ci95_low": cell["ci95_low"], "ci95_high": cell["ci95_high"],
+                              "seeds": cell["n"]}
+            entry["aa_difference"] = row.get("aa_difference")
+            rows.append(entry)
+        out["units"][unit["name"]] = {
+            "kind": unit["kind"], "balance": unit.get("balance"), "interval": unit["interval"],
+            "baseline": unit["baseline"], "substituted": unit.get("substituted", {}), "oracle": unit.get("oracle"),
+            "rows": rows, "f7": unit.get("f7"),
+            "findings": [{k: f[k] for k in ("id", "claim", "verdict", "evidence")} for f in unit["findings"]]}
+    return out
+
+
+def _levels_codes(unit: dict) -> tuple[int, int]:
+    quality = unit.get("sid_quality") or {}
+    return int(quality.get("num_levels", 0)), int(quality.get("codebook_size", 0))
+
+
+def _figures(units: list[dict], output: str) -> dict:
+    """{key: (caption, path)} of every figure, drawn into OUTPUT."""
+    figures = {}
+
+    def add(key, caption, draw):
+        path = os.path.join(output, f"{key}.png")
+        draw(path)
+        figures[key] = (caption, path)
+
+    if len(units) > 1:
+        add("worlds", "% change against random hashing of the core arms in each world and data set (95% intervals)",
+            lambda p: plots.worlds(units, _core_labels(units), p))
+    for unit in units:
+        name = unit["name"]
+        sized = _sized_rows(unit)
+        if sized:
+            add(f"fig2_3_{name}", f"{name}: % change against {unit['baseline']} per table size, with history "
+                                  "(the paper's Figures 2-3)",
+                lambda p, u=unit, s=sized: plots.table_sizes(s, sorted({r['size'] for r in s}), u["baseline"], p))
+        else:
+            add(f"fig2_3_{name}", f"{name}: % change against {unit['baseline']} per arm (the paper's Figures 2-3)",
+                lambda p, u=unit: plots.experiment(u, p))
+        if unit.get("lookups") and unit.get("sid_quality"):
+            add(f"fig4_{name}", f"{name}: SPM lookups per item against table size (the paper's Figure 4)",
+                lambda p, u=unit: plots.lookups_by_size(u["lookups"], _levels_codes(u)[0], p))
+        if unit.get("f7"):
+            add(f"fig5_{name}", f"{name}: ranking with the SIDs of RQ-VAE v0 and v1 (the paper's Figure 5)",
+                lambda p, u=unit: plots.rqvae_versions(u["f7"], p))
+        if all(r.get("per_day") for r in unit["rows"]):
+            add(f"per_day_{name}", f"{name}: CTR AUC and CTR/1D AUC by evaluation day (95% interval shaded)",
+                lambda p, u=unit: plots.per_day(u, p))
+    return figures
+
+
+def _core_labels(units: list[dict]) -> list[str]:
+    """The labels every unit has, in the first unit's order (its baseline left out: 0 by definition)."""
+    common = set.intersection(*({r["label"] for r in u["rows"]} for u in units))
+    return [r["label"] for r in units[0]["rows"] if r["label"] in common and not r["is_baseline"]]
+
+
+def _sized_rows(unit: dict) -> list[dict]:
+    """The with-history rows of table-sized representations, at the sizes where SPM or random hashing ran
+    besides the baseline; empty unless the unit ran more than one size of them."""
+    levels, codes = _levels_codes(unit)
+    if not levels:
+        return []
+    rows = []
+    for row in unit["rows"]:
+        if not row["use_history"] or row["representation"] == Kind.DENSE.value:
+            continue
+        size = table_size(row["representation"], levels, codes)
+        family = row["representation"].rsplit("_", 1)[0] if not row["representation"].endswith("gram") \
+            else "sid_ngram (its own size)"
+        rows.append({"size": size, "family": family, "representation": row["representation"],
+                     **{key: row[key] for key in METRICS}})
+    sizes = {r["size"] for r in rows if r["family"] == Kind.SID_SPM.value}
+    return rows if len(sizes) > 1 else []
+
+
+def _subtries(unit: dict) -> list[dict]:
+    """Two sub-tries of a titled corpus: under the two most populous level-1 codes, their largest child."""
+    if unit["kind"] != "real":
+        return []
+    layout = RunLayout(unit["run_dirs"][0])
+    root = browse.run(layout, browse.BrowseConfig(prefix=(), limit=0))
+    shown = []
+    for code, _ in sorted(root["children"].items(), key=lambda kv: -kv[1])[:2]:
+        first = browse.run(layout, browse.BrowseConfig(prefix=(code,), limit=0))
+        child = max(first["children"], key=first["children"].get)
+        found = browse.run(layout, browse.BrowseConfig(prefix=(code, child), limit=SUBTRIE_ITEMS))
+        shown.append({"unit": unit["name"], "parent_size": first["size"], "parent_children": first["children"],
+                      **found})
+    return shown
+
+
+# ---- the page: sections of (kind, payload), written as Markdown and as HTML ----
+
+def _cell(cell: dict, digits: int = 4, percent: bool = False) -> str:
+    if cell["mean"] != cell["mean"]:
+        return "n/a"
+    sign, unit = ("+", "%") if percent else ("", "")
+    text = f"{cell['mean']:{sign}.{digits}f}{unit}"
+    if cell["n"] > 1 and cell["ci95_low"] == cell["ci95_low"]:
+        text += f" [{cell['ci95_low']:{sign}.{digits}f}, {cell['ci95_high']:{sign}.{digits}f}]"
+        if percent and not (cell["ci95_low"] > 0 or cell["ci95_high"] < 0):
+            text += " n.s."
+    return text
+
+
+def experiment_table(unit: dict) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of a unit's table (what the report shows, also what the test compares with JSON)."""
+    header = ["arm", "history", "CTR AUC [95% CI]", "change", "CTR/1D AUC [95% CI]", "change"]
+    rows = []
+    for setting in (True, False):
+        for r in (r for r in unit["rows"] if r["use_history"] == setting):
+            changes = ["(baseline)" if r["is_baseline"] else _cell(r[key], 2, True)
+                       for key in ("ctr_auc_change_pct", "ctr_1d_auc_change_pct")]
+            rows.append([r["label"], "yes" if setting else "no", _cell(r["ctr_auc"]), changes[0],
+                         _cell(r["ctr_1d_auc"]), changes[1]])
+    if unit.get("oracle"):
+        rows.append(["oracle (true CTR)", "", f"{unit['oracle']['ctr_auc']:.4f}", "",
+                     f"{unit['oracle']['ctr_1d_auc']:.4f}", ""])
+    return header, rows
+
+
+def _sections(units: list[dict], figures: dict, subtries: list[dict]) -> list[tuple[str, object]]:
+    s = [("h1", "Semantic IDs in ranking: the paper's findings, with intervals"),
+         ("p", "Every number below is computed from the runs listed in results.json; each verdict follows a fixed "
+               "rule (pipeline/stages/findings.py): a change is significant when its 95% interval excludes 0, and "
+               f"two results are comparable when their difference lies within +-{findings.EQUIVALENCE_PCT:g}%.")]
+    s.append(("h2", "Verdicts"))
+    s.append(("table", (["finding", "claim"] + [u["name"] for u in units],
+                        [[f["id"], f["claim"]] + [u["findings"][i]["verdict"] for u in units]
+                         for i, f in enumerate(units[0]["findings"])])))
+    if "worlds" in figures:
+        s += [("h2", "Worlds"), ("p", "Balance b of each simulated world: the share of the click logit's weight on "
+                                      "the memorisation signal (per-item quality) against the generalisation signals "
+                                      "(topic affinity, watch-candidate similarity). " + "; ".join(
+                                          f"{u['name']}: b = {u['balance']}" for u in units if u.get("balance") is not None)),
+              ("figure", figures["worlds"])]
+    for unit in units:
+        name = unit["name"]
+        s.append(("h2", f"{name} ({unit['kind']})"))
+        days = unit["days"]
+        s.append(("p", f"Mean over the evaluation days {days[0]}-{days[-1]}, each evaluated before the model trained "
+                       f"on it; vocabularies learned on the days before {unit['eval_from']} only. {unit['seeds']} "
+                       f"seeds; intervals: {unit['interval']}. % change against {unit['baseline']} in the same setting."))
+        if unit.get("substituted"):
+            s.append(("p", "The training window's SIDs could not support some SPM sizes; the largest vocabulary "
+                           "that works ran in their place (per seed): " + "; ".join(
+                               f"{a}: {', '.join(b)}" for a, b in unit["substituted"].items()) + "."))
+        s.append(("table", experiment_table(unit)))
+        s.append(("h3", "Findings"))
+        s.append(("table", (["finding", "verdict", "evidence"],
+                            [[f["id"], f["verdict"], f["evidence"]] for f in unit["findings"]])))
+        for key in (f"fig2_3_{name}", f"fig4_{name}", f"fig5_{name}", f"per_day_{name}"):
+            if key in figures:
+                s.append(("figure", figures[key]))
+        if unit.get("sid_quality"):
+            s.append(("h3", "Table 1: similarity of items sharing a SID prefix"))
+            s.append(("table", (["shared prefix length", "item pairs", "mean cosine", "sub-trie size p25-p75"],
+                                [[str(r["prefix_length"]), f"{r['pairs']:,}",
+                                  "n/a" if r["mean_cosine"] is None else f"{r['mean_cosine']:.2f}",
+                                  f"{r['subtrie_size_p25']:g}-{r['subtrie_size_p75']:g}"]
+                                 for r in unit["sid_quality"]["prefix_similarity"]])))
+        measured = [r for r in unit["rows"] if r.get("aa_difference")]
+        if measured:
+            s.append(("h3", "A/A prediction difference"))
+            s.append(("p", "Two runs of the same arm on the same data with different model seeds: mean |p1 - p2| "
+                           "over the evaluation days' impressions. Content-derived IDs should shrink it against "
+                           "random hashing, most on cold-start items."))
+            s.append(("table", (["arm", "history", "overall", "cold start", "impressions"],
+                                [[r["label"], "yes" if r["use_history"] else "no",
+                                  f"{r['aa_difference']['overall']:.4f}", f"{r['aa_difference']['cold_start']:.4f}",
+                                  f"{r['aa_difference']['impressions']:,}"] for r in measured])))
+    if subtries:
+        s.append(("h2", "SID sub-tries (the paper's Figures 6-7)"))
+        for trie in subtries:
+            prefix = ",".join(map(str, trie["prefix"]))
+            s.append(("p", f"{trie['unit']}: prefix {prefix} holds {trie['size']:,} items (its parent "
+                           f"{trie['prefix'][0]} holds {trie['parent_size']:,} in {len(trie['parent_children'])} "
+                           "children)."))
+            s.append(("table", (["SID", "item", "title"], [[",".join(map(str, i["sid"])), i["item_id"], i["title"]]
+                                                          for i in trie["items"]])))
+    return s
+
+
+def _md_row(cells) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def to_markdown(sections: list) -> str:
+    lines = []
+    for kind, payload in sections:
+        if kind in ("h1", "h2", "h3"):
+            lines += ["#" * int(kind[1]) + " " + payload, ""]
+        elif kind == "p":
+            lines += [payload, ""]
+        elif kind == "table":
+            header, rows = payload
+            lines += [_md_row(header), _md_row(["---"] * len(header))] + [_md_row(r) for r in rows] + [""]
+        elif kind == "figure":
+            caption, path = payload
+            lines += [f"![{caption}]({os.path.basename(path)})", "", f"*{caption}*", ""]
+    return "\n".join(lines)
+
+
+def to_html(sections: list, output: str) -> str:
+    """The page with every figure embedded (base64 PNG), so the one file is the whole report."""
+    body = []
+    for kind, payload in sections:
+        if kind in ("h1", "h2", "h3"):
+            body.append(f"<{kind}>{html.escape(payload)}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{html.escape(payload)}</p>")
+        elif kind == "table":
+            header, rows = payload
+            body.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead>"
+                        "<tbody>" + "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+                                            for row in rows) + "</tbody></table>")
+        elif kind == "figure":
+            caption, path = payload
+            with open(path, "rb") as f:
+                data = base64.b64encode(f.read()).decode("ascii")
+            body.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}"
+             "th,td{border:1px solid #ccc;padding:0.25em 0.5em;text-align:left}th{background:#f3f3f3}"
+             "img{max-width:100%}figcaption{font-style:italic;color:#555}")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Semantic IDs in ranking: report"
+            f"</title><style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

@@ -1,0 +1,249 @@
+"""`sidrec study`: the paper's findings tested with seeds in several simulated worlds and on MovieLens.
+
+The study is a set of units, each a run directory that an unchanged rerun does not recompute (its
+set-up is fingerprinted; every transform output and ranker run carries its own fingerprint):
+
+- a simulated world (`--worlds`) and world seed s (0..S-1): RUN/worlds/<world>/seed<s>/ holds the
+  world drawn with seed s, its RQ-VAE v0 (trained on the items before day 1), SIDs, lookups per item
+  and the experiment with model seed s. World seed 0 also trains model seed 1: two runs of each arm
+  on the same data, for the A/A prediction difference. Intervals are over the S (world, model) seeds,
+  each change paired with the baseline of the same seed.
+- F7, in the matched world: an RQ-VAE v1 trained on the items up to day T (the last training day),
+  its own SID table and transforms under RUN/worlds/<world>/seed<s>/rqvae_v1/, the SID arms trained on
+  it with the same seeds.
+- MovieLens (`--movielens_dir`, skipped when `none`): RUN/movielens/, one data set (it cannot be drawn
+  again), model seeds 0..S-1; its intervals come from a bootstrap over users and seeds, paired across
+  arms (pipeline.stages.bootstrap).
+
+RUN/metrics/study.json gathers every unit's table; `sidrec report --run_dir RUN` turns it into the report.
+"""
+
+import dataclasses
+import json
+import os
+
+from beam_jobs import materialize_sids
+from models.rqvae import RQVAEConfig
+from pipeline.core import fingerprint
+from pipeline.core.config_flags import flag
+from pipeline.core.layout import RQVAELayout, RunLayout
+from pipeline.core.protocol import split_days
+from pipeline.data import movielens
+from pipeline.data.simulator import WORLDS, SimulatorConfig
+from pipeline.stages import bootstrap, day_loop, experiment, lookups, simulate, train_rqvae
+
+CORE_ARMS = experiment.DEFAULT_ARMS
+# v1 is compared with v0 arm by arm, so the table's baseline (the first arm) only satisfies the experiment.
+F7_ARMS = "sid_ngram:2,sid_spm:8192"
+LOOKUP_SIZES = (1024, 2048, 8192, 11585, 32768)
+SKIP = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    worlds: tuple[str, ...] = flag(tuple(WORLDS), "simulated worlds, by name or balance in [0, 1] "
+                                                  f"({', '.join(f'{k}={v}' for k, v in WORLDS.items())})")
+    seeds: int = flag(3, "seeds per arm: world seed and model seed s = 0..S-1 in each world (model seeds on MovieLens)")
+    matched_world: str = flag("balanced", "the world that also runs the matched table sizes (Figures 2-3) and F7")
+    num_items: int = flag(6_000, "items per simulated world")
+    num_users: int = flag(1_500, "users per simulated world")
+    num_days: int = flag(8, "days per simulated world")
+    impressions_per_day: int = flag(15_000, "impressions per simulated day")
+    content_dim: int = flag(64, "content embedding dimension D of the simulated worlds")
+    movielens_dir: str = flag("", f"MovieLens files (default: ${movielens.ENV_VAR}, else ../shared/data/...); "
+                                  f"`{SKIP}` leaves MovieLens out")
+    bootstrap_replicates: int = flag(200, "bootstrap replicates over users and seeds (MovieLens)")
+
+    def __post_init__(self):
+        if self.seeds < 2:
+            raise ValueError(f"--seeds must be >= 2 for intervals, got {self.seeds}")
+        if self.matched_world and self.matched_world not in self.worlds:
+            raise ValueError(f"--matched_world {self.matched_world!r} is not one of --worlds {list(self.worlds)}")
+        for world in self.worlds:  # fails early on a bad world name
+            SimulatorConfig(world=world)
+
+    def simulator(self, world: str, seed: int) -> SimulatorConfig:
+        return SimulatorConfig(seed=seed, world=world, num_items=self.num_items, num_users=self.num_users,
+                               num_days=self.num_days, impressions_per_day=self.impressions_per_day,
+                               embedding_dim=self.content_dim)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyLayout:
+    """Where each unit of a study lives."""
+
+    root: str
+
+    def world(self, world: str, seed: int) -> RunLayout:
+        return RunLayout(os.path.join(self.root, "worlds", world, f"seed{seed}"))
+
+    def rqvae_v1(self, world: str, seed: int) -> RunLayout:
+        return RunLayout(os.path.join(self.world(world, seed).root, "rqvae_v1"))
+
+    @property
+    def movielens(self) -> RunLayout:
+        return RunLayout(os.path.join(self.root, "movielens"))
+
+    @property
+    def results(self) -> str:
+        return RunLayout(self.root).study
+
+
+def run(layout: StudyLayout, config: StudyConfig, rqvae: RQVAEConfig = RQVAEConfig(),
+        train: day_loop.TrainConfig = day_loop.TrainConfig(), beam_args=(), log=print) -> dict:
+    """Runs (or reuses) every unit; writes RUN/metrics/study.json. Returns it."""
+    units = []
+    for world in config.worlds:
+        matched = world == config.matched_world
+        arms = CORE_ARMS + (f",{experiment.MATCHED}" if matched else "")
+        per_seed, f7 = [], []
+        for seed in range(config.seeds):
+            log(f"==== world {world}, seed {seed} ====")
+            world_layout = layout.world(world, seed)
+            _set_up_world(world_layout, config.simulator(world, seed), dataclasses.replace(rqvae, seed=seed), log)
+            per_seed.append(experiment.run(
+                world_layout, experiment.ExperimentConfig(arms=arms, seeds=2 if seed == 0 else 1),
+                dataclasses.replace(train, seed=seed), beam_args, log=log))
+            if matched:
+                f7.append(_rqvae_v1(layout.rqvae_v1(world, seed), world_layout, dataclasses.replace(rqvae, seed=seed),
+                                    dataclasses.replace(train, seed=seed), beam_args, log))
+        units.append(_world_unit(world, layout, config, per_seed, f7))
+    if config.movielens_dir != SKIP:
+        units.append(_movielens_unit(layout.movielens, config, rqvae, train, beam_args, log))
+    results = {"config": dataclasses.asdict(config), "rqvae_config": dataclasses.asdict(rqvae),
+               "train_config": dataclasses.asdict(train), "units": units,
+               "fingerprint": fingerprint.Fingerprint([u["fingerprint"] for u in units]).value}
+    os.makedirs(os.path.dirname(layout.results), exist_ok=True)
+    with open(layout.results, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    results["path"] = layout.results
+    return results
+
+
+def _set_up_world(layout: RunLayout, simulator: SimulatorConfig, rqvae: RQVAEConfig, log) -> None:
+    """Simulate, RQ-VAE v0 on the day-0 catalogue, SIDs, lookups: skipped when done with the same configs."""
+    _set_up(layout, {"simulator": dataclasses.asdict(simulator), "rqvae": dataclasses.asdict(rqvae)}, log, lambda: (
+        simulate.run(simulator, layout), train_rqvae.run(layout, rqvae, max_first_day=0, log=lambda *_: None)))
+
+
+def _set_up(layout: RunLayout, inputs: dict, log, make_data) -> None:
+    """Makes a unit's data, RQ-VAE, SID table and lookups unless its fingerprint says they are there."""
+    done = fingerprint.Fingerprint({"stage": "study_unit", **inputs})
+    existing = fingerprint.read(layout.root)
+    if existing and existing["fingerprint"] == done.value:
+        log(f"== {layout.root}: data, RQ-VAE and SIDs reused (same configs)")
+        return
+    make_data()
+    materialize_sids.run(materialize_sids.MaterializeConfig(
+        corpus=layout.data.corpus, model=RQVAELayout(layout.rqvae).export, output=layout.sids))
+    lookups.run(layout, lookups.LookupsConfig(vocab_sizes=LOOKUP_SIZES))
+    done.write(layout.root)
+
+
+def _rqvae_v1(layout: RunLayout, world: RunLayout, rqvae: RQVAEConfig, train: day_loop.TrainConfig, beam_args,
+              log) -> dict:
+    """F7: an RQ-VAE trained on the items up to day T, its SIDs, and the SID arms trained on them."""
+    last_train_day = split_days(world.data.logged_days()).train_window[-1]
+    os.makedirs(layout.root, exist_ok=True)
+    if not os.path.lexists(layout.data.root):  # the same data as v0's: only the SIDs differ
+        os.symlink(os.path.relpath(world.data.root, layout.root), layout.data.root)
+    _set_up(layout, {"rqvae": dataclasses.asdict(rqvae), "max_first_day": last_train_day,
+                     "data": fingerprint.read(world.root)["fingerprint"]}, log,
+            lambda: train_rqvae.run(layout, rqvae, max_first_day=last_train_day, log=lambda *_: None))
+    log(f"== F7: SIDs of an RQ-VAE v1 trained on the items up to day {last_train_day}")
+    return experiment.run(layout, experiment.ExperimentConfig(arms=F7_ARMS, baseline=F7_ARMS.split(",")[0]), train, beam_args, log=log)
+
+
+def _world_unit(world: str, layout: StudyLayout, config: StudyConfig, per_seed: list[dict], f7: list[dict]) -> dict:
+    """One world's table over its seeds: each seed's run of model seed = world seed (paired with the baseline
+    of that seed), the A/A difference from world seed 0, the oracle averaged over the seeds."""
+    named = [experiment.by_requested_name(results["runs"], results["substituted"]) for results in per_seed]
+    runs = [r for seed, seed_runs in enumerate(named) for r in seed_runs if r["seed"] == seed]
+    rows = experiment.with_aa_differences(experiment.summarise(runs), named[0])
+    first = layout.world(world, 0)
+    unit = {"name": world, "kind": "simulator", "balance": SimulatorConfig(world=world).balance,
+            "seeds": config.seeds, "interval": "t over seeds (world seed = model seed), changes paired by seed",
+            "baseline": per_seed[0]["baseline"], "substituted": _substitutions(per_seed),
+            "eval_from": per_seed[0]["eval_from"], "days": runs[0]["days"], "rows": rows, "runs": runs,
+            "oracle": _mean_oracle([r["oracle"] for r in per_seed]),
+            "run_dirs": [layout.world(world, s).root for s in range(config.seeds)],
+            "lookups": _read_json(first.lookups), "sid_quality": _read_json(RQVAELayout(first.rqvae).sid_quality),
+            "fingerprint": fingerprint.Fingerprint([r["fingerprint"] for r in per_seed + f7]).value}
+    if f7:
+        v1 = [experiment.by_requested_name(results["runs"], results["substituted"]) for results in f7]
+        unit["f7"] = f7_comparison(runs, [r for seed, seed_runs in enumerate(v1) for r in seed_runs if r["seed"] == seed])
+    return unit
+
+
+def _substitutions(per_seed: list[dict]) -> dict:
+    """{requested SPM arm: [the vocabulary that stood in, per seed]} over the experiments of a unit."""
+    out = {}
+    for results in per_seed:
+        for requested, actual in results["substituted"].items():
+            out.setdefault(requested, []).append(actual)
+    return out
+
+
+def f7_comparison(v0_runs: list[dict], v1_runs: list[dict]) -> list[dict]:
+    """Per SID arm and setting: CTR AUC and CTR/1D AUC with v0's and v1's SIDs, and the paired % change v1/v0."""
+    v0 = {(r["label"], r["use_history"], r["seed"]): r for r in v0_runs}
+    rows = {}
+    for r in v1_runs:
+        base = v0.get((r["label"], r["use_history"], r["seed"]))
+        if base is not None:
+            rows.setdefault((r["label"], r["use_history"]), []).append((base, r))
+    out = []
+    for (label, use_history), pairs in rows.items():
+        row = {"label": label, "use_history": use_history, "seeds": [b["seed"] for b, _ in pairs]}
+        for key in ("ctr_auc", "ctr_1d_auc"):
+            row[f"v0_{key}"] = experiment.interval([b[key] for b, _ in pairs])
+            row[f"v1_{key}"] = experiment.interval([v[key] for _, v in pairs])
+            row[f"{key}_change_pct"] = experiment.interval([100.0 * (v[key] / b[key] - 1.0) for b, v in pairs])
+        out.append(row)
+    return out
+
+
+def _movielens_unit(layout: RunLayout, config: StudyConfig, rqvae: RQVAEConfig, train: day_loop.TrainConfig,
+                    beam_args, log) -> dict:
+    """MovieLens with model seeds; the RQ-VAE learns from the movies first rated in the training window."""
+    log("==== MovieLens ====")
+    ml_config = movielens.MovieLensConfig(data_dir=config.movielens_dir)
+
+    def make_data():
+        movielens.run(ml_config, layout.data)
+        last_train_day = split_days(layout.data.logged_days()).train_window[-1]
+        train_rqvae.run(layout, rqvae, max_first_day=last_train_day, log=lambda *_: None)
+
+    _set_up(layout, {"movielens": dataclasses.asdict(ml_config), "rqvae": dataclasses.asdict(rqvae)}, log, make_data)
+    results = experiment.run(layout, experiment.ExperimentConfig(arms=f"{CORE_ARMS},{experiment.MATCHED}",
+                                                                 seeds=config.seeds), train, beam_args, log=log)
+    runs = experiment.by_requested_name(results["runs"], results["substituted"])
+    rows = experiment.with_aa_differences(experiment.summarise(runs), runs)
+    rows = bootstrap.with_user_bootstrap(rows, runs, runs[0]["days"], config.bootstrap_replicates)
+    return {"name": "movielens", "kind": "real", "seeds": config.seeds,
+            "interval": f"percentile bootstrap over users and seeds ({config.bootstrap_replicates} replicates), "
+                        "paired across arms",
+            "baseline": results["baseline"], "substituted": _substitutions([results]), "eval_from": results["eval_from"],
+            "days": runs[0]["days"], "rows": rows, "runs": runs, "oracle": None,
+            "run_dirs": [layout.root], "lookups": _read_json(layout.lookups),
+            "sid_quality": _read_json(RQVAELayout(layout.rqvae).sid_quality), "fingerprint": results["fingerprint"]}
+
+
+def _mean_oracle(oracles: list[dict | None]) -> dict | None:
+    if not oracles or any(o is None for o in oracles):
+        return None
+    return {key: sum(o[key] for o in oracles) / len(oracles) for key in oracles[0]}
+
+
+def _read_json(path: str):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def describe(results: dict) -> str:
+    lines = []
+    for unit in results["units"]:
+        lines.append(f"== {unit['name']} ({unit['interval']})")
+        lines += experiment.format_rows(unit)
+    lines.append(f"results: {results['path']}\nreport:  sidrec report --run_dir {os.path.dirname(os.path.dirname(results['path']))}")
+    return "\n".join(lines)
