@@ -1,0 +1,123 @@
+"""`sidrec report` on a real two-seed experiment: the page parses, every figure is in it, rows match the JSON."""
+
+import base64
+import json
+import os
+from html.parser import HTMLParser
+
+import pytest
+
+from pipeline import cli
+from pipeline.core.layout import RunLayout
+from pipeline.stages import findings, report
+from worlds import IN_MEMORY, copy_world
+
+VOID = {"meta", "img", "br", "hr", "link"}
+
+
+class _Page(HTMLParser):
+    """Collects the images and the table rows of a page and checks that every tag is closed in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.open, self.images, self.rows, self._row, self._cell = [], [], [], None, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in VOID:
+            self.open.append(tag)
+        if tag == "img":
+            self.images.append(dict(attrs))
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = ""
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open.pop() == tag, f"</{tag}> closes another tag"
+        if tag in ("td", "th"):
+            self._row.append(self._cell)
+            self._cell = None
+        elif tag == "tr":
+            self.rows.append(self._row)
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+
+@pytest.fixture(scope="module")
+def experiment_run(run_dir, tmp_path_factory):
+    world = copy_world(run_dir, str(tmp_path_factory.mktemp("report") / "run"))
+    argv = ["experiment", "--run_dir", world.root, "--arms", "random_hash:8192,sid_ngram:2", "--seeds", "2",
+            "--batch_size", "256", "--hidden_dims", "16", "--embedding_dim", "8", *IN_MEMORY]
+    assert cli.main(argv) == 0
+    return world
+
+
+def _parse(path: str) -> _Page:
+    page = _Page()
+    with open(path, encoding="utf-8") as f:
+        page.feed(f.read())
+    page.close()
+    assert page.open == [], f"unclosed tags {page.open}"
+    return page
+
+
+def _fmt(cell):
+    return f"{cell['mean']:.4f} [{cell['ci95_low']:.4f}, {cell['ci95_high']:.4f}]"
+
+
+def test_the_report_of_an_experiment(experiment_run, capsys):
+    assert cli.main(["report", "--run_dir", experiment_run.root]) == 0
+    out = capsys.readouterr().out
+    html_path, md_path = (os.path.join(experiment_run.report, name) for name in (report.HTML, report.MARKDOWN))
+    assert f"report:  {html_path}" in out and "F1 " in out
+
+    page = _parse(html_path)
+    figures = [f for f in os.listdir(experiment_run.report) if f.startswith(("fig", "per_day_"))]
+    assert {"fig2_3_run.png", "per_day_run.png"} <= set(figures)
+    assert len(page.images) == len(figures)  # every figure drawn is in the page, embedded
+    for image in page.images:
+        assert image["src"].startswith("data:image/png;base64,") and image["alt"]
+        assert base64.b64decode(image["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+
+    with open(os.path.join(experiment_run.report, report.RESULTS)) as f:
+        results = json.load(f)
+    [row] = [r for r in results["units"]["run"]["rows"] if r["arm"] == "sid_2gram"]
+    assert row["seeds"] == [0, 1] and row["ctr_auc"]["seeds"] == 2 and row["table_size"] is None  # no L, K here
+    [shown] = [r for r in page.rows if r[:2] == ["sid_2gram", "yes"] and len(r) == 6]  # the experiment table
+    assert shown[2] == _fmt(row["ctr_auc"]) and shown[4] == _fmt(row["ctr_1d_auc"])
+    change = row["ctr_auc_change_pct"]
+    assert shown[3].startswith(f"{change['mean']:+.2f}% [{change['ci95_low']:+.2f}, {change['ci95_high']:+.2f}]")
+    # The verdict table: F1-F7, each with a verdict computed from the results (here most were not measured).
+    verdicts = {r[0]: r[1] for r in page.rows if len(r) == 3 and r[0] in CLAIM_IDS and r[1] in findings.VERDICTS}
+    assert list(verdicts) == CLAIM_IDS and set(verdicts.values()) <= set(findings.VERDICTS)
+    assert [f["verdict"] for f in results["units"]["run"]["findings"]] == list(verdicts.values())
+
+    with open(md_path) as f:
+        markdown = f.read()
+    assert f"| sid_2gram | yes | {_fmt(row['ctr_auc'])} |" in markdown
+    for figure in figures:
+        assert f"]({figure})" in markdown
+
+
+CLAIM_IDS = [f"F{i}" for i in range(1, 8)]
+
+
+def test_a_study_of_two_units_compares_them_in_one_figure(experiment_run, tmp_path):
+    units, _ = report.load_units(RunLayout(experiment_run.root))
+    study = RunLayout(str(tmp_path / "study"))
+    os.makedirs(study.metrics)
+    with open(study.study, "w") as f:
+        json.dump({"units": [{**units[0], "name": name} for name in ("content", "memorisation")]}, f)
+    result = report.run(study, str(tmp_path / "out"))
+    assert os.path.basename(result["figures"][0]) == "worlds.png"
+    page = _parse(result["html"])
+    assert len(page.images) == len(result["figures"]) == 5  # worlds, and figures 2-3 and per-day for each
+    header = next(r for r in page.rows if r[:2] == ["finding", "claim"])
+    assert header[2:] == ["content", "memorisation"]
+
+
+def test_a_run_without_results_is_told_what_makes_them(tmp_path, capsys):
+    assert cli.main(["report", "--run_dir", str(tmp_path)]) == 2
+    assert "make one with `sidrec study` or `sidrec experiment`" in capsys.readouterr().err
