@@ -179,8 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--run_dir", default=run_dir, help="run directory")
         return sub
 
-    demo = command("demo", _demo, "run the whole pipeline on the built-in simulator (writes runs/demo)")
-    config_flags.add_flags(demo, SimulatorConfig)
+    from pipeline.stages.demo import DEMO_WORLD
+
+    demo = command("demo", _demo, "run the whole pipeline on the built-in simulator, a small study with two "
+                   "seeds and its report (writes runs/demo)")
+    config_flags.add_flags(demo, SimulatorConfig, defaults=DEMO_WORLD)
     config_flags.add_flags(demo, RQVAEConfig, skip=("seed",))
 
     sim = command("simulate", _simulate, "generate a corpus and day-partitioned impression logs "

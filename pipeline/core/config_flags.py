@@ -20,13 +20,14 @@ def _parser_for(annotation):
     return annotation
 
 
-def add_flags(parser: argparse.ArgumentParser, config_cls, skip: tuple[str, ...] = ()) -> None:
-    """Adds one --flag per field of config_cls, with its default and help."""
+def add_flags(parser: argparse.ArgumentParser, config_cls, skip: tuple[str, ...] = (),
+              defaults: dict | None = None) -> None:
+    """Adds one --flag per field of config_cls, with its default (or the one in `defaults`) and help."""
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
         if field.name in skip:
             continue
-        default = field.default
+        default = (defaults or {}).get(field.name, field.default)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         parser.add_argument(f"--{field.name}", type=_parser_for(hints[field.name]), default=default,
                             help=f"{field.metadata.get('help', '')} (default: {shown})")

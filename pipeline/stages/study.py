@@ -41,6 +41,8 @@ SKIP = "none"
 
 @dataclasses.dataclass(frozen=True)
 class StudyConfig:
+    arms: str = flag(CORE_ARMS, "the arms of every unit, as `sidrec experiment --arms` (the matched world and "
+                                "MovieLens add the matched table sizes)")
     worlds: tuple[str, ...] = flag(tuple(WORLDS), "simulated worlds, by name or balance in [0, 1] "
                                                   f"({', '.join(f'{k}={v}' for k, v in WORLDS.items())})")
     seeds: int = flag(3, "seeds per arm: world seed and model seed s = 0..S-1 in each world (model seeds on MovieLens)")
@@ -95,12 +97,13 @@ def run(layout: StudyLayout, config: StudyConfig, rqvae: RQVAEConfig = RQVAEConf
     units = []
     for world in config.worlds:
         matched = world == config.matched_world
-        arms = CORE_ARMS + (f",{experiment.MATCHED}" if matched else "")
+        arms = config.arms + (f",{experiment.MATCHED}" if matched else "")
         per_seed, f7 = [], []
         for seed in range(config.seeds):
             log(f"==== world {world}, seed {seed} ====")
             world_layout = layout.world(world, seed)
-            _set_up_world(world_layout, config.simulator(world, seed), dataclasses.replace(rqvae, seed=seed), log)
+            _set_up_world(world_layout, config.simulator(world, seed), dataclasses.replace(rqvae, seed=seed), beam_args,
+                          log)
             per_seed.append(experiment.run(
                 world_layout, experiment.ExperimentConfig(arms=arms, seeds=2 if seed == 0 else 1),
                 dataclasses.replace(train, seed=seed), beam_args, log=log))
@@ -120,13 +123,14 @@ def run(layout: StudyLayout, config: StudyConfig, rqvae: RQVAEConfig = RQVAEConf
     return results
 
 
-def _set_up_world(layout: RunLayout, simulator: SimulatorConfig, rqvae: RQVAEConfig, log) -> None:
+def _set_up_world(layout: RunLayout, simulator: SimulatorConfig, rqvae: RQVAEConfig, beam_args, log) -> None:
     """Simulate, RQ-VAE v0 on the day-0 catalogue, SIDs, lookups: skipped when done with the same configs."""
-    _set_up(layout, {"simulator": dataclasses.asdict(simulator), "rqvae": dataclasses.asdict(rqvae)}, log, lambda: (
-        simulate.run(simulator, layout), train_rqvae.run(layout, rqvae, max_first_day=0, log=lambda *_: None)))
+    _set_up(layout, {"simulator": dataclasses.asdict(simulator), "rqvae": dataclasses.asdict(rqvae)}, beam_args, log,
+            lambda: (simulate.run(simulator, layout),
+                     train_rqvae.run(layout, rqvae, max_first_day=0, log=lambda *_: None)))
 
 
-def _set_up(layout: RunLayout, inputs: dict, log, make_data) -> None:
+def _set_up(layout: RunLayout, inputs: dict, beam_args, log, make_data) -> None:
     """Makes a unit's data, RQ-VAE, SID table and lookups unless its fingerprint says they are there."""
     done = fingerprint.Fingerprint({"stage": "study_unit", **inputs})
     existing = fingerprint.read(layout.root)
@@ -135,7 +139,7 @@ def _set_up(layout: RunLayout, inputs: dict, log, make_data) -> None:
         return
     make_data()
     materialize_sids.run(materialize_sids.MaterializeConfig(
-        corpus=layout.data.corpus, model=RQVAELayout(layout.rqvae).export, output=layout.sids))
+        corpus=layout.data.corpus, model=RQVAELayout(layout.rqvae).export, output=layout.sids), beam_args)
     lookups.run(layout, lookups.LookupsConfig(vocab_sizes=LOOKUP_SIZES))
     done.write(layout.root)
 
@@ -148,7 +152,7 @@ def _rqvae_v1(layout: RunLayout, world: RunLayout, rqvae: RQVAEConfig, train: da
     if not os.path.lexists(layout.data.root):  # the same data as v0's: only the SIDs differ
         os.symlink(os.path.relpath(world.data.root, layout.root), layout.data.root)
     _set_up(layout, {"rqvae": dataclasses.asdict(rqvae), "max_first_day": last_train_day,
-                     "data": fingerprint.read(world.root)["fingerprint"]}, log,
+                     "data": fingerprint.read(world.root)["fingerprint"]}, beam_args, log,
             lambda: train_rqvae.run(layout, rqvae, max_first_day=last_train_day, log=lambda *_: None))
     log(f"== F7: SIDs of an RQ-VAE v1 trained on the items up to day {last_train_day}")
     return experiment.run(layout, experiment.ExperimentConfig(arms=F7_ARMS, baseline=F7_ARMS.split(",")[0]), train, beam_args, log=log)
@@ -214,8 +218,9 @@ def _movielens_unit(layout: RunLayout, config: StudyConfig, rqvae: RQVAEConfig, 
         last_train_day = split_days(layout.data.logged_days()).train_window[-1]
         train_rqvae.run(layout, rqvae, max_first_day=last_train_day, log=lambda *_: None)
 
-    _set_up(layout, {"movielens": dataclasses.asdict(ml_config), "rqvae": dataclasses.asdict(rqvae)}, log, make_data)
-    results = experiment.run(layout, experiment.ExperimentConfig(arms=f"{CORE_ARMS},{experiment.MATCHED}",
+    _set_up(layout, {"movielens": dataclasses.asdict(ml_config), "rqvae": dataclasses.asdict(rqvae)}, beam_args, log,
+            make_data)
+    results = experiment.run(layout, experiment.ExperimentConfig(arms=f"{config.arms},{experiment.MATCHED}",
                                                                  seeds=config.seeds), train, beam_args, log=log)
     runs = experiment.by_requested_name(results["runs"], results["substituted"])
     rows = experiment.with_aa_differences(experiment.summarise(runs), runs)
