@@ -5,7 +5,7 @@
               sids/        table/*.parquet, tfrecord/, rejected/, stats.json          (SidTableLayout)
               transform/<representation>/  transform_fn, transformed/day=NNNN/, ... (TransformLayout)
               ranker/<label>-<config hash>/ checkpoints, metrics.jsonl, export/<day>/ (RankerLayout)
-              metrics/, report/
+              metrics/ (experiment.json, lookups.json; study.json in a study), report/
 Every stage output also holds fingerprint.json (pipeline.core.fingerprint).
 """
 
