@@ -231,7 +231,7 @@ def count_step(layout: DataLayout, sid_table: SidTable, train_days, config, opti
 
     Rows that break the row rules are left out here too; pipeline 2 writes them aside. The BPE model is
     trained by the launching process on the collected counts (one model from one list, as a single
-    worker would), so a vocabulary the data cannot support raises VocabularyTooLarge to the caller.
+    worker would), so a vocabulary the data cannot support raises VocabularyUnsupported to the caller.
 
     Returns:
       ({item_id: impressions}, SentencePiece model bytes or None).

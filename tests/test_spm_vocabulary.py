@@ -40,14 +40,18 @@ def test_vocabulary_reaches_the_requested_size(demo_sids):
         assert spm.SentencePieceProcessor(model_proto=model).get_piece_size() == vocab_size
 
 
-def test_a_vocabulary_the_data_cannot_support_is_refused_with_the_largest_that_works(demo_sids):
+def test_a_vocabulary_the_data_cannot_support_is_refused_with_the_nearest_that_works(demo_sids):
     uniq, counts = _per_sid(*demo_sids)
     with pytest.raises(ValueError, match=r"vocab_size 262144 is more than .* at most (\d+) pieces") as err:
         spm_vocab.train_sid_spm(uniq, counts, 256, 262_144)
     supported = int(str(err.value).split("at most ")[1].split(" ")[0])
     assert 8192 < supported < 262_144
-    with pytest.raises(ValueError, match=r"vocab_size 1000 is too small: the SIDs use 10\d\d \(level, code\) symbols"):
+    assert err.value.supported == supported and isinstance(err.value, spm_vocab.VocabularyTooLarge)
+    with pytest.raises(spm_vocab.VocabularyTooSmall,
+                       match=r"vocab_size 1000 is too small: the SIDs use 10\d\d \(level, code\) symbols") as err:
         spm_vocab.train_sid_spm(uniq, counts, 256, 1000)
+    symbols = sum(len(np.unique(uniq[:, level])) for level in range(uniq.shape[1]))
+    assert err.value.supported == symbols + 1  # the smallest vocabulary that works
 
 
 def test_head_items_get_fewer_pieces_than_tail_items(demo_sids):

@@ -30,12 +30,20 @@ def _train(tsv_path: str, vocab_size: int, max_piece_length: int, hard_limit: bo
     return model.getvalue()
 
 
-class VocabularyTooLarge(ValueError):
-    """The SIDs cannot support the table size asked for; `supported` is the largest that works."""
+class VocabularyUnsupported(ValueError):
+    """The SIDs cannot support the table size asked for; `supported` is the nearest size that works."""
 
     def __init__(self, message: str, supported: int):
         super().__init__(message)
         self.supported = supported
+
+
+class VocabularyTooLarge(VocabularyUnsupported):
+    """More pieces than the SIDs can make; `supported` is the largest that works."""
+
+
+class VocabularyTooSmall(VocabularyUnsupported):
+    """Fewer pieces than the SIDs' (level, code) symbols plus <unk>; `supported` is the smallest that works."""
 
 
 def train_sid_spm(sids: np.ndarray, impressions: np.ndarray, codebook_size: int, vocab_size: int) -> bytes:
@@ -59,8 +67,9 @@ def train_sid_spm(sids: np.ndarray, impressions: np.ndarray, codebook_size: int,
         raise ValueError(f"need one impression count per SID, got {len(sids)} SIDs, {len(impressions)} counts")
     symbols = sum(len(np.unique(sids[:, level])) for level in range(sids.shape[1]))
     if vocab_size <= symbols:
-        raise ValueError(f"vocab_size {vocab_size} is too small: the SIDs use {symbols} (level, code) symbols, "
-                         f"each a piece of its own, plus <unk>; ask for at least {symbols + 1}")
+        raise VocabularyTooSmall(f"vocab_size {vocab_size} is too small: the SIDs use {symbols} (level, code) "
+                                 f"symbols, each a piece of its own, plus <unk>; ask for at least {symbols + 1}",
+                                 symbols + 1)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "sids.tsv")
         with open(path, "w", encoding="utf-8") as f:

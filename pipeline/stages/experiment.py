@@ -23,7 +23,7 @@ from pipeline.core.config_flags import flag
 from pipeline.core.features import DEFAULT_MAX_HISTORY
 from pipeline.core.layout import RankerLayout, RunLayout
 from pipeline.core.representation import KINDS, SIZE_FIELD, Kind, representation_name
-from pipeline.sid.spm_vocab import VocabularyTooLarge
+from pipeline.sid.spm_vocab import VocabularyUnsupported
 from pipeline.stages import day_loop, plots
 
 # In --arms, stands for matched_arms: the study's table sizes for the run's L and K.
@@ -155,7 +155,7 @@ def run(layout: RunLayout, experiment: ExperimentConfig, config: day_loop.TrainC
     for arm in {arm.representation: arm for arm in arms}.values():
         try:
             cards[arm.representation] = _transform(layout, arm, experiment, beam_args, log)
-        except VocabularyTooLarge as e:  # use the largest vocabulary the training window supports
+        except VocabularyUnsupported as e:  # use the nearest vocabulary the training window supports
             fallback = fallbacks[arm.representation] = dataclasses.replace(arm, vocab_size=e.supported)
             log(f"== {arm.representation}: {e}; using {fallback.representation} instead")
             if fallback.representation not in cards:

@@ -244,7 +244,7 @@ def _sections(units: list[dict], figures: dict, subtries: list[dict]) -> list[tu
                        f"on it; vocabularies learned on the days before {unit['eval_from']} only. {unit['seeds']} "
                        f"seeds; intervals: {unit['interval']}. % change against {unit['baseline']} in the same setting."))
         if unit.get("substituted"):
-            s.append(("p", "The training window's SIDs could not support some SPM sizes; the largest vocabulary "
+            s.append(("p", "The training window's SIDs could not support some SPM sizes; the nearest vocabulary "
                            "that works ran in their place (per seed): " + "; ".join(
                                f"{a}: {', '.join(b)}" for a, b in unit["substituted"].items()) + "."))
         s.append(("table", experiment_table(unit)))
