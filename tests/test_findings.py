@@ -94,8 +94,8 @@ def test_f5_wants_similarity_rising_with_the_prefix_length():
 
 
 def test_f6_wants_fewer_head_lookups_and_a_mean_within_unigram_s():
-    def lookups(head, tail, mean):
-        return {"representation": "sid_spm_1024", "table_rows": 1024, "mean_lookups_per_item": mean,
+    def lookups(head, tail, mean, rows=2048):
+        return {"representation": f"sid_spm_{rows}", "table_rows": rows, "mean_lookups_per_item": mean,
                 "head": {"mean_lookups_per_item": head}, "tail": {"mean_lookups_per_item": tail}}
 
     quality = {"num_levels": 4}
@@ -103,6 +103,10 @@ def test_f6_wants_fewer_head_lookups_and_a_mean_within_unigram_s():
     assert _verdict(findings.f6, _unit([], lookups=[lookups(2.5, 1.2, 1.4)], sid_quality=quality)) == NOT_REPRODUCED
     assert _verdict(findings.f6, _unit([], lookups=[lookups(1.2, 2.5, 4.5)], sid_quality=quality)) == NOT_REPRODUCED
     assert _verdict(findings.f6, _unit([], lookups=[], sid_quality=quality)) == INCONCLUSIVE
+    # A vocabulary of single codes (mean L) has nothing to merge: it neither counts for nor against.
+    no_merges = lookups(4.0, 4.0, 4.0, rows=1025)
+    assert _verdict(findings.f6, _unit([], lookups=[no_merges, lookups(1.2, 2.5, 2.3)], sid_quality=quality)) == REPRODUCED
+    assert _verdict(findings.f6, _unit([], lookups=[no_merges], sid_quality=quality)) == INCONCLUSIVE
 
 
 def test_f7_is_an_equivalence_test_within_one_percent():

@@ -208,7 +208,7 @@ def rqvae_versions(rows: list[dict], path: str) -> str:
 
 def worlds(units: list[dict], labels: list[str], path: str) -> str:
     """% change of the core arms against each unit's baseline, one group of bars per unit (world or data set)."""
-    fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.6 * len(labels) * len(units) / 2), 7), squeeze=False)
+    fig, axes = plt.subplots(2, 1, figsize=(min(16, max(8, 1.4 * len(labels))), 7), squeeze=False)
     width = 0.8 / len(units)
     for ax, key, name in zip(axes[:, 0], ("ctr_auc_change_pct", "ctr_1d_auc_change_pct"), ("CTR AUC", "CTR/1D AUC")):
         for k, unit in enumerate(units):

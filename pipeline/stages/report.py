@@ -132,8 +132,11 @@ def _figures(units: list[dict], output: str) -> dict:
         name = unit["name"]
         sized = _sized_rows(unit)
         if sized:
+            stand_ins = "; SPM sizes the data could not support show the vocabulary that stood in (" + ", ".join(
+                f"{a}: {', '.join(sorted(set(b)))}" for a, b in unit["substituted"].items()) + ")" \
+                if unit.get("substituted") else ""
             add(f"fig2_3_{name}", f"{name}: % change against {unit['baseline']} per table size, with history "
-                                  "(the paper's Figures 2-3)",
+                                  f"(the paper's Figures 2-3){stand_ins}",
                 lambda p, u=unit, s=sized: plots.table_sizes(s, sorted({r['size'] for r in s}), u["baseline"], p))
         else:
             add(f"fig2_3_{name}", f"{name}: % change against {unit['baseline']} per arm (the paper's Figures 2-3)",
