@@ -107,6 +107,9 @@ def test_f6_wants_fewer_head_lookups_and_a_mean_within_unigram_s():
     no_merges = lookups(4.0, 4.0, 4.0, rows=1025)
     assert _verdict(findings.f6, _unit([], lookups=[no_merges, lookups(1.2, 2.5, 2.3)], sid_quality=quality)) == REPRODUCED
     assert _verdict(findings.f6, _unit([], lookups=[no_merges], sid_quality=quality)) == INCONCLUSIVE
+    every_item_whole = lookups(1.0, 1.0, 1.0, rows=32768)  # the other end: one piece per item
+    assert _verdict(findings.f6, _unit([], lookups=[lookups(1.2, 2.5, 2.3), every_item_whole],
+                                       sid_quality=quality)) == REPRODUCED
 
 
 def test_f7_is_an_equivalence_test_within_one_percent():

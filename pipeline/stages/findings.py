@@ -13,8 +13,8 @@ two things are "comparable" when the interval of their difference lies within +-
 - F4 at large tables (bigram's (L/2) x K^2 rows) SPM beats bigram on CTR/1D, by more than on CTR AUC;
   at small tables (unigram's L x K) unigram is ahead of SPM (means).
 - F5 items sharing a longer SID prefix are more similar: mean cosine increases with the prefix length.
-- F6 SPM needs fewer lookups for head items than for tail items (at every size where it merges codes
-  into longer pieces, and never more elsewhere), with a mean at most unigram's L.
+- F6 SPM needs fewer lookups for head items than for tail items (at every size where the count varies,
+  1 < mean < L, and never more elsewhere), with a mean at most unigram's L.
 - F7 SIDs of an RQ-VAE v1 (items up to day T) rank comparably to v0's: each SID arm's v1/v0 CTR AUC
   change within +-EQUIVALENCE_PCT.
 """
@@ -193,8 +193,9 @@ def f6(unit: dict) -> dict:
     def lookups(row, bucket):
         return row[bucket]["mean_lookups_per_item"]
 
-    # A vocabulary with no room to merge (every piece one code, mean L) cannot favour anyone: judged on the rest.
-    merging = [r for r in rows if r["mean_lookups_per_item"] < levels]
+    # A vocabulary with no room to merge (every piece one code, mean L) or one that holds every item whole
+    # (mean 1) gives every item the same count and cannot favour anyone: judged on the sizes in between.
+    merging = [r for r in rows if 1 < r["mean_lookups_per_item"] < levels]
     head_fewer = bool(merging) and all(lookups(r, "head") < lookups(r, "tail") for r in merging) and \
         all(lookups(r, "head") <= lookups(r, "tail") for r in rows)
     comparable = all(r["mean_lookups_per_item"] <= levels for r in rows)
