@@ -58,7 +58,8 @@ def test_f3_wants_n_grams_below_without_history_and_above_with_it():
     below, above, unclear = (-2.0, -3.0, -1.0), (2.0, 1.0, 3.0), (0.5, -1.0, 2.0)
 
     def unit(without, with_history):
-        return _unit([_row(r, h, c) for r in ("sid_1gram", "sid_2gram") for h, c in ((False, without), (True, with_history))])
+        return _unit([_row(r, h, c) for r in ("sid_1gram", "sid_2gram")
+                      for h, c in ((False, without), (True, with_history))])
 
     assert _verdict(findings.f3, unit(below, above)) == REPRODUCED
     assert _verdict(findings.f3, unit(above, above)) == NOT_REPRODUCED
@@ -72,7 +73,8 @@ def test_f4_reads_spm_against_n_grams_at_matched_sizes_with_substitutions():
         rows = [_row("sid_1gram", True), _row("sid_2gram", True), _row("sid_spm_64", True), _row("sid_spm_512", True)]
         runs = (_runs(rows[0], [0.70] * 3, [0.6] * 3) + _runs(rows[1], [0.70] * 3, [0.6] * 3)
                 + _runs(rows[2], spm_small_ctr, [0.6] * 3) + _runs(rows[3], [0.701, 0.702, 0.7015], spm_large_1d))
-        return _unit(rows, runs, sid_quality=quality, substituted={"sid_spm_512": ["sid_spm_400", "sid_spm_410"]} if substituted else {})
+        stand_ins = {"sid_spm_512": ["sid_spm_400", "sid_spm_410"]} if substituted else {}
+        return _unit(rows, runs, sid_quality=quality, substituted=stand_ins)
 
     assert _verdict(findings.f4, unit([0.63, 0.64, 0.635], [0.69] * 3)) == REPRODUCED
     assert _verdict(findings.f4, unit([0.57, 0.56, 0.565], [0.69] * 3)) == NOT_REPRODUCED

@@ -187,7 +187,8 @@ def run(layout: RunLayout, experiment: ExperimentConfig, config: day_loop.TrainC
     runs = _relative_to_baseline(runs)
     results = {"baseline": base.label, "eval_from": card["eval_from"], "train_days": card["train_days"],
                "substituted": substituted,
-               "seeds": experiment.seeds, "rows": with_aa_differences(summarise(runs), runs), "runs": runs, "oracle": _oracle(layout, runs[0]["days"]),
+               "seeds": experiment.seeds, "rows": with_aa_differences(summarise(runs), runs), "runs": runs,
+               "oracle": _oracle(layout, runs[0]["days"]),
                "train_config": dataclasses.asdict(config),
                "fingerprint": fingerprint.Fingerprint([r["fingerprint"] for r in runs]).value}
     os.makedirs(layout.metrics, exist_ok=True)

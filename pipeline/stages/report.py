@@ -234,10 +234,10 @@ def _sections(units: list[dict], figures: dict, subtries: list[dict]) -> list[tu
                         [[f["id"], f["claim"]] + [u["findings"][i]["verdict"] for u in units]
                          for i, f in enumerate(units[0]["findings"])])))
     if "worlds" in figures:
+        balances = "; ".join(f"{u['name']}: b = {u['balance']}" for u in units if u.get("balance") is not None)
         s += [("h2", "Worlds"), ("p", "Balance b of each simulated world: the share of the click logit's weight on "
                                       "the memorisation signal (per-item quality) against the generalisation signals "
-                                      "(topic affinity, watch-candidate similarity). " + "; ".join(
-                                          f"{u['name']}: b = {u['balance']}" for u in units if u.get("balance") is not None)),
+                                      f"(topic affinity, watch-candidate similarity). {balances}"),
               ("figure", figures["worlds"])]
     for unit in units:
         name = unit["name"]

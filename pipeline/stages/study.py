@@ -155,7 +155,8 @@ def _rqvae_v1(layout: RunLayout, world: RunLayout, rqvae: RQVAEConfig, train: da
                      "data": fingerprint.read(world.root)["fingerprint"]}, beam_args, log,
             lambda: train_rqvae.run(layout, rqvae, max_first_day=last_train_day, log=lambda *_: None))
     log(f"== F7: SIDs of an RQ-VAE v1 trained on the items up to day {last_train_day}")
-    return experiment.run(layout, experiment.ExperimentConfig(arms=F7_ARMS, baseline=F7_ARMS.split(",")[0]), train, beam_args, log=log)
+    return experiment.run(layout, experiment.ExperimentConfig(arms=F7_ARMS, baseline=F7_ARMS.split(",")[0]), train,
+                          beam_args, log=log)
 
 
 def _world_unit(world: str, layout: StudyLayout, config: StudyConfig, per_seed: list[dict], f7: list[dict]) -> dict:
@@ -250,5 +251,6 @@ def describe(results: dict) -> str:
     for unit in results["units"]:
         lines.append(f"== {unit['name']} ({unit['interval']})")
         lines += experiment.format_rows(unit)
-    lines.append(f"results: {results['path']}\nreport:  sidrec report --run_dir {os.path.dirname(os.path.dirname(results['path']))}")
+    run_dir = os.path.dirname(os.path.dirname(results["path"]))
+    lines.append(f"results: {results['path']}\nreport:  sidrec report --run_dir {run_dir}")
     return "\n".join(lines)
