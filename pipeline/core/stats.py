@@ -59,3 +59,30 @@ def paired_change(arm, baseline) -> Interval:
     if arm.shape != baseline.shape:
         raise ValueError(f"paired values disagree in number: {arm.size} against {baseline.size}")
     return mean_interval(100.0 * (arm / baseline - 1.0))
+
+
+def interval(values) -> dict:
+    """mean_interval as a dict ({mean, ci95_low, ci95_high, n}); NaN throughout when a value is NaN (a day
+    without cold-start impressions)."""
+    if np.isfinite(np.asarray(values, dtype=np.float64)).all():
+        return mean_interval(values).as_dict()
+    return {"mean": math.nan, "ci95_low": math.nan, "ci95_high": math.nan, "n": len(values)}
+
+
+def is_significant(cell: dict) -> bool:
+    """Interval.significant for an interval dict."""
+    return Interval(cell["mean"], cell["ci95_low"], cell["ci95_high"], cell["n"]).significant
+
+
+def format_interval(cell: dict, digits: int = 4, percent: bool = False) -> str:
+    """"0.7573 [0.7541, 0.7605]", or for a change "+5.99% [+5.10, +6.88]", with "n.s." when it holds 0;
+    the mean alone without an interval (one value), "n/a" without a mean."""
+    if not math.isfinite(cell["mean"]):
+        return "n/a"
+    sign, unit = ("+", "%") if percent else ("", "")
+    text = f"{cell['mean']:{sign}.{digits}f}{unit}"
+    if cell["n"] > 1 and math.isfinite(cell["ci95_low"]):
+        text += f" [{cell['ci95_low']:{sign}.{digits}f}, {cell['ci95_high']:{sign}.{digits}f}]"
+        if percent and not is_significant(cell):
+            text += " n.s."
+    return text

@@ -12,21 +12,33 @@ import numpy as np
 
 from pipeline.core.layout import RankerLayout
 from pipeline.core.metrics import WeightedAUC
+from pipeline.stages.experiment import baseline_for, baseline_runs
 
 KEYS = ("ctr_auc", "ctr_1d_auc")
 
 
-class _RunScores:
-    """One run's kept predictions per evaluation day, ready for weighted AUCs."""
+def _kept(run_dir: str, days: list[int]) -> list[dict]:
+    """A run's kept predictions per evaluation day (clicks, probabilities, cold-start flags, user keys)."""
+    out = []
+    for day in days:
+        path = RankerLayout(run_dir).predictions(day)
+        with np.load(path) as kept:
+            if "user_key" not in kept:
+                raise ValueError(f"{path} keeps no user keys (made before they were kept): train the run again")
+            out.append({key: kept[key] for key in ("click", "click_probability", "cold_start", "user_key")})
+    return out
 
-    def __init__(self, run_dir: str, days: list[int], user_index: dict):
+
+class _RunScores:
+    """One run's evaluation days, ready for weighted AUCs: each day's AUCs and each impression's user."""
+
+    def __init__(self, days: list[dict], users: np.ndarray):
         self.days = []
-        for day in days:
-            with np.load(RankerLayout(run_dir).predictions(day)) as kept:
-                y, p, cold = kept["click"], kept["click_probability"], kept["cold_start"]
-                users = np.array([user_index[u] for u in kept["user_key"].tolist()])
+        for kept in days:
+            y, p, cold = kept["click"], kept["click_probability"], kept["cold_start"]
+            user = np.searchsorted(users, kept["user_key"])  # index into the replicate's user weights
             self.days.append((WeightedAUC(y, p), WeightedAUC(y[cold], p[cold]) if cold.any() else None,
-                              users, users[cold]))
+                              user, user[cold]))
 
     def metrics(self, user_weights: np.ndarray) -> dict:
         overall = [auc(user_weights[users]) for auc, _, users, _ in self.days]
@@ -41,18 +53,6 @@ def _mean(values: list[float]) -> float:
     return float(values.mean()) if values.size else float("nan")
 
 
-def _user_keys(run_dirs: list[str], days: list[int]) -> dict:
-    keys = set()
-    for run_dir in run_dirs:
-        for day in days:
-            path = RankerLayout(run_dir).predictions(day)
-            with np.load(path) as kept:
-                if "user_key" not in kept:
-                    raise ValueError(f"{path} keeps no user keys (made before they were kept): train the run again")
-                keys.update(kept["user_key"].tolist())
-    return {key: i for i, key in enumerate(sorted(keys))}
-
-
 def with_user_bootstrap(rows: list[dict], runs: list[dict], days: list[int], replicates: int = 200,
                         seed: int = 0) -> list[dict]:
     """`rows` (experiment.summarise) with each AUC's and each change's interval from the bootstrap.
@@ -61,45 +61,35 @@ def with_user_bootstrap(rows: list[dict], runs: list[dict], days: list[int], rep
       runs: the experiment's runs (each with run_dir, label, use_history, seed, is_baseline).
       days: the evaluation days.
     """
-    user_index = _user_keys([r["run_dir"] for r in runs], days)
-    scores = {r["run_dir"]: _RunScores(r["run_dir"], days, user_index) for r in runs}
-    baselines = {(r["use_history"], r["seed"]): r for r in runs if r["is_baseline"]}
+    kept = {r["run_dir"]: _kept(r["run_dir"], days) for r in runs}
+    users = np.unique(np.concatenate([day["user_key"] for run in kept.values() for day in run]))
+    scores = {run_dir: _RunScores(run_kept, users) for run_dir, run_kept in kept.items()}
+    baselines = baseline_runs(runs)
     seeds = sorted({r["seed"] for r in runs})
+    # Per row: its run and its baseline's run of each seed.
+    pairs = {(row["label"], row["use_history"]): {
+        r["seed"]: (r, baseline_for(baselines, r["use_history"], r["seed"])) for r in runs
+        if (r["label"], r["use_history"]) == (row["label"], row["use_history"])} for row in rows}
+    draws = {name: {key: [] for key in KEYS + tuple(f"{k}_change_pct" for k in KEYS)} for name in pairs}
     rng = np.random.default_rng(seed)
-    draws = {key: {row["label"] + str(row["use_history"]): [] for row in rows}
-             for key in KEYS + tuple(f"{k}_change_pct" for k in KEYS)}
     for _ in range(replicates):
-        weights = rng.poisson(1.0, len(user_index)).astype(np.float64)
+        weights = rng.poisson(1.0, users.size).astype(np.float64)
         drawn = rng.choice(seeds, size=len(seeds), replace=True)
-        cache = {}
-
-        def metrics(run):
-            if run["run_dir"] not in cache:
-                cache[run["run_dir"]] = scores[run["run_dir"]].metrics(weights)
-            return cache[run["run_dir"]]
-
-        for row in rows:
-            by_seed = {r["seed"]: r for r in runs if r["label"] == row["label"] and r["use_history"] == row["use_history"]}
-            name = row["label"] + str(row["use_history"])
+        metrics = {run_dir: run_scores.metrics(weights) for run_dir, run_scores in scores.items()}
+        for name, by_seed in pairs.items():
             for key in KEYS:
-                values = [metrics(by_seed[s])[key] for s in drawn]
-                base = [metrics(_baseline(baselines, row["use_history"], s))[key] for s in drawn]
-                draws[key][name].append(np.mean(values))
-                draws[f"{key}_change_pct"][name].append(np.mean([100.0 * (v / b - 1.0) for v, b in zip(values, base)]))
+                values = [metrics[by_seed[s][0]["run_dir"]][key] for s in drawn]
+                base = [metrics[by_seed[s][1]["run_dir"]][key] for s in drawn]
+                draws[name][key].append(np.mean(values))
+                draws[name][f"{key}_change_pct"].append(np.mean([100.0 * (v / b - 1.0) for v, b in zip(values, base)]))
     out = []
     for row in rows:
         row = dict(row)
-        name = row["label"] + str(row["use_history"])
-        for key, per_row in draws.items():
-            values = np.asarray(per_row[name], dtype=np.float64)
+        for key, replicate_values in draws[(row["label"], row["use_history"])].items():
+            values = np.asarray(replicate_values, dtype=np.float64)
             values = values[np.isfinite(values)]
             low, high = np.percentile(values, [2.5, 97.5]) if values.size else (np.nan, np.nan)
             row[key] = {**row[key], "ci95_low": float(low), "ci95_high": float(high), "n": len(seeds),
                         "replicates": int(values.size)}
         out.append(row)
     return out
-
-
-def _baseline(baselines: dict, use_history: bool, seed: int) -> dict:
-    """The baseline run of the same setting and seed (a dense baseline has only the setting without history)."""
-    return baselines.get((use_history, seed)) or next(b for (_, s), b in baselines.items() if s == seed)

@@ -10,6 +10,7 @@ import numpy as np
 
 from pipeline.core.config_flags import flag
 from pipeline.core.layout import RunLayout, SidTableLayout
+from pipeline.core.records import SidTable
 from pipeline.data import corpus_io, sid_table_io
 
 
@@ -39,16 +40,34 @@ def subtrie(item_ids: np.ndarray, sids: np.ndarray, prefix: tuple[int, ...]) -> 
     return {"rows": rows, "children": children}
 
 
-def run(layout: RunLayout, config: BrowseConfig) -> dict:
-    """Reads the run's SID table (and titles from its corpus); returns the sub-trie under the prefix."""
+@dataclasses.dataclass(frozen=True)
+class Catalogue:
+    """A run's SID table with the titles of its items (empty without titles), read once for many prefixes."""
+
+    table: SidTable
+    titles: dict
+
+
+def load(layout: RunLayout) -> Catalogue:
+    """Reads the run's SID table and the titles from its corpus."""
     table = sid_table_io.read_sid_table(SidTableLayout(layout.sids).table)
     corpus = corpus_io.read_corpus(layout.data.corpus)
-    titles = dict(zip(corpus.item_ids, corpus.titles)) if corpus.titles is not None else {}
+    return Catalogue(table, dict(zip(corpus.item_ids, corpus.titles)) if corpus.titles is not None else {})
+
+
+def under(catalogue: Catalogue, config: BrowseConfig) -> dict:
+    """The sub-trie under the prefix: its first items (with titles), its size and the size of each child."""
+    table = catalogue.table
     found = subtrie(table.item_ids, table.sids, config.prefix)
-    items = [{"item_id": str(table.item_ids[r]), "title": titles.get(table.item_ids[r], ""),
+    items = [{"item_id": str(table.item_ids[r]), "title": catalogue.titles.get(table.item_ids[r], ""),
               "sid": table.sids[r].tolist()} for r in found["rows"][:config.limit]]
     return {"prefix": list(config.prefix), "items": items, "size": int(len(found["rows"])),
             "children": found["children"], "rqvae_version": table.rqvae_version}
+
+
+def run(layout: RunLayout, config: BrowseConfig) -> dict:
+    """Reads the run's SID table (and titles from its corpus); returns the sub-trie under the prefix."""
+    return under(load(layout), config)
 
 
 def describe(result: dict) -> str:

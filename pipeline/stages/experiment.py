@@ -219,13 +219,6 @@ def aa_difference(run_a: str, run_b: str, days: list[int]) -> dict | None:
             "impressions": int(d.size), "cold_start_impressions": int(c.sum())}
 
 
-def interval(values: list[float]) -> dict:
-    """stats.mean_interval as a dict; NaN throughout when a value is NaN (a day without cold start)."""
-    if np.isfinite(values).all():
-        return stats.mean_interval(values).as_dict()
-    return {"mean": float("nan"), "ci95_low": float("nan"), "ci95_high": float("nan"), "n": len(values)}
-
-
 def with_aa_differences(rows: list[dict], runs: list[dict]) -> list[dict]:
     """Adds each row's A/A difference between its first two seeds (None with one seed)."""
     for row in rows:
@@ -280,15 +273,22 @@ def mean_over_days(history: list[dict], key: str) -> float:
     return float(np.nanmean([e[key] for e in history]))
 
 
-def _relative_to_baseline(runs: list[dict]) -> list[dict]:
-    """Adds the % change against the baseline trained in the same history setting with the same seed.
+def baseline_runs(runs: list[dict]) -> dict:
+    """{(use_history, seed): the baseline's run} of an experiment's runs."""
+    return {(r["use_history"], r.get("seed", 0)): r for r in runs if r["is_baseline"]}
 
-    A dense baseline has no run with history: arms with history are then compared with its run of that seed.
-    """
-    baseline = {(r["use_history"], r.get("seed", 0)): r for r in runs if r["is_baseline"]}
+
+def baseline_for(baselines: dict, use_history: bool, seed: int) -> dict:
+    """The baseline run an arm is compared with: the same history setting and seed. A dense baseline has no
+    run with history: arms with history are then compared with its run of that seed."""
+    return baselines.get((use_history, seed)) or next(b for (_, s), b in baselines.items() if s == seed)
+
+
+def _relative_to_baseline(runs: list[dict]) -> list[dict]:
+    """Adds the % change against the baseline run of the same history setting and seed (baseline_for)."""
+    baselines = baseline_runs(runs)
     for r in runs:
-        seed = r.get("seed", 0)
-        base = baseline.get((r["use_history"], seed)) or next(b for (_, s), b in baseline.items() if s == seed)
+        base = baseline_for(baselines, r["use_history"], r.get("seed", 0))
         for key in ("ctr_auc", "ctr_1d_auc"):
             r[f"{key}_change_pct"] = 100.0 * (r[key] / base[key] - 1.0)
     return runs
@@ -310,10 +310,10 @@ def summarise(runs: list[dict]) -> list[dict]:
         row["seeds"] = [r.get("seed", 0) for r in group]
         for key in ("ctr_auc", "ctr_1d_auc", "ctr_auc_change_pct", "ctr_1d_auc_change_pct", "last_day_ctr_auc",
                     "last_day_ctr_1d_auc"):
-            row[key] = interval([r[key] for r in group])
+            row[key] = stats.interval([r[key] for r in group])
         if all("per_day" in r for r in group):  # the curves: each evaluation day, over the seeds
             row["per_day"] = [{"day": entries[0]["evaluated_on_day"],
-                               **{key: interval([e[key] for e in entries]) for key in ("ctr_auc", "ctr_1d_auc")}}
+                               **{key: stats.interval([e[key] for e in entries]) for key in ("ctr_auc", "ctr_1d_auc")}}
                               for entries in zip(*(r["per_day"] for r in group))]
         summary.append(row)
     return summary
@@ -358,16 +358,6 @@ def _table_of_one_seed(results: dict) -> list[str]:
     return lines
 
 
-def _with_interval(cell: dict, digits: int, percent: bool = False) -> str:
-    """"0.7573 [0.7541, 0.7605]", or for a change "+5.99% [+5.10, +6.88]" with "n.s." when it holds 0."""
-    sign = "+" if percent else ""
-    text = f"{cell['mean']:{sign}.{digits}f}{'%' if percent else ''} [{cell['ci95_low']:{sign}.{digits}f}, " \
-           f"{cell['ci95_high']:{sign}.{digits}f}]"
-    if percent and not stats.Interval(cell["mean"], cell["ci95_low"], cell["ci95_high"], cell["n"]).significant:
-        text += " n.s."
-    return text
-
-
 def format_rows(results: dict) -> list[str]:
     """The table's rows when every arm ran with several seeds: means, 95% intervals, paired changes.
 
@@ -377,10 +367,10 @@ def format_rows(results: dict) -> list[str]:
              f"{'CTR/1D AUC [95% CI]':>24} {'change [95% CI]':>28}"]
     for setting in (True, False):
         for r in (r for r in results["rows"] if r["use_history"] == setting):
-            changes = [("(baseline)" if r["is_baseline"] else _with_interval(r[key], 2, True))
+            changes = [("(baseline)" if r["is_baseline"] else stats.format_interval(r[key], 2, True))
                        for key in ("ctr_auc_change_pct", "ctr_1d_auc_change_pct")]
-            lines.append(f"{r['label']:<28} {'yes' if setting else 'no':>7} {_with_interval(r['ctr_auc'], 4):>24} "
-                         f"{changes[0]:>28} {_with_interval(r['ctr_1d_auc'], 4):>24} {changes[1]:>28}")
+            lines.append(f"{r['label']:<28} {'yes' if setting else 'no':>7} {stats.format_interval(r['ctr_auc'], 4):>24} "
+                         f"{changes[0]:>28} {stats.format_interval(r['ctr_1d_auc'], 4):>24} {changes[1]:>28}")
     lines.append(f"{results['seeds']} seeds per arm; changes paired by seed against {results['baseline']}; "
                  "n.s.: the 95% interval holds 0")
     measured = [r for r in results["rows"] if r.get("aa_difference")]

@@ -48,12 +48,11 @@ def judge(unit: dict) -> list[dict]:
 
 def _direction(cell: dict) -> int:
     """+1 or -1 when the 95% interval excludes 0 on that side, else 0."""
-    interval = stats.Interval(cell["mean"], cell["ci95_low"], cell["ci95_high"], cell["n"])
-    return 0 if not interval.significant else (1 if cell["mean"] > 0 else -1)
+    return 0 if not stats.is_significant(cell) else (1 if cell["mean"] > 0 else -1)
 
 
 def _pct(cell: dict) -> str:
-    return f"{cell['mean']:+.2f}% [{cell['ci95_low']:+.2f}, {cell['ci95_high']:+.2f}]"
+    return stats.format_interval(cell, 2, percent=True)
 
 
 def _verdict(verdict: str, evidence: str) -> dict:
@@ -82,10 +81,7 @@ def _paired(unit: dict, arm: dict, other: dict, key: str) -> dict:
     seeds = sorted(set(a) & set(b))
     if not seeds:
         raise ValueError(f"{arm['label']} and {other['label']} share no seed")
-    values = [100.0 * (a[s] / b[s] - 1.0) for s in seeds]
-    if not np.isfinite(values).all():
-        return {"mean": float("nan"), "ci95_low": float("nan"), "ci95_high": float("nan"), "n": len(values)}
-    return stats.mean_interval(values).as_dict()
+    return stats.interval([100.0 * (a[s] / b[s] - 1.0) for s in seeds])
 
 
 def f1(unit: dict) -> dict:

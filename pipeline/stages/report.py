@@ -13,6 +13,7 @@ import html
 import json
 import os
 
+from pipeline.core import stats
 from pipeline.core.layout import RQVAELayout, RunLayout
 from pipeline.core.representation import Kind
 from pipeline.stages import browse, experiment, findings, plots
@@ -182,13 +183,13 @@ def _subtries(unit: dict) -> list[dict]:
     """Two sub-tries of a titled corpus: under the two most populous level-1 codes, their largest child."""
     if unit["kind"] != "real":
         return []
-    layout = RunLayout(unit["run_dirs"][0])
-    root = browse.run(layout, browse.BrowseConfig(prefix=(), limit=0))
+    catalogue = browse.load(RunLayout(unit["run_dirs"][0]))
+    root = browse.under(catalogue, browse.BrowseConfig(prefix=(), limit=0))
     shown = []
     for code, _ in sorted(root["children"].items(), key=lambda kv: -kv[1])[:2]:
-        first = browse.run(layout, browse.BrowseConfig(prefix=(code,), limit=0))
+        first = browse.under(catalogue, browse.BrowseConfig(prefix=(code,), limit=0))
         child = max(first["children"], key=first["children"].get)
-        found = browse.run(layout, browse.BrowseConfig(prefix=(code, child), limit=SUBTRIE_ITEMS))
+        found = browse.under(catalogue, browse.BrowseConfig(prefix=(code, child), limit=SUBTRIE_ITEMS))
         shown.append({"unit": unit["name"], "parent_size": first["size"], "parent_children": first["children"],
                       **found})
     return shown
@@ -196,28 +197,16 @@ def _subtries(unit: dict) -> list[dict]:
 
 # ---- the page: sections of (kind, payload), written as Markdown and as HTML ----
 
-def _cell(cell: dict, digits: int = 4, percent: bool = False) -> str:
-    if cell["mean"] != cell["mean"]:
-        return "n/a"
-    sign, unit = ("+", "%") if percent else ("", "")
-    text = f"{cell['mean']:{sign}.{digits}f}{unit}"
-    if cell["n"] > 1 and cell["ci95_low"] == cell["ci95_low"]:
-        text += f" [{cell['ci95_low']:{sign}.{digits}f}, {cell['ci95_high']:{sign}.{digits}f}]"
-        if percent and not (cell["ci95_low"] > 0 or cell["ci95_high"] < 0):
-            text += " n.s."
-    return text
-
-
 def experiment_table(unit: dict) -> tuple[list[str], list[list[str]]]:
     """The header and rows of a unit's table (what the report shows, also what the test compares with JSON)."""
     header = ["arm", "history", "CTR AUC [95% CI]", "change", "CTR/1D AUC [95% CI]", "change"]
     rows = []
     for setting in (True, False):
         for r in (r for r in unit["rows"] if r["use_history"] == setting):
-            changes = ["(baseline)" if r["is_baseline"] else _cell(r[key], 2, True)
+            changes = ["(baseline)" if r["is_baseline"] else stats.format_interval(r[key], 2, True)
                        for key in ("ctr_auc_change_pct", "ctr_1d_auc_change_pct")]
-            rows.append([r["label"], "yes" if setting else "no", _cell(r["ctr_auc"]), changes[0],
-                         _cell(r["ctr_1d_auc"]), changes[1]])
+            rows.append([r["label"], "yes" if setting else "no", stats.format_interval(r["ctr_auc"]), changes[0],
+                         stats.format_interval(r["ctr_1d_auc"]), changes[1]])
     if unit.get("oracle"):
         rows.append(["oracle (true CTR)", "", f"{unit['oracle']['ctr_auc']:.4f}", "",
                      f"{unit['oracle']['ctr_1d_auc']:.4f}", ""])

@@ -24,7 +24,7 @@ import os
 
 from beam_jobs import materialize_sids
 from models.rqvae import RQVAEConfig
-from pipeline.core import fingerprint
+from pipeline.core import fingerprint, stats
 from pipeline.core.config_flags import flag
 from pipeline.core.layout import RQVAELayout, RunLayout
 from pipeline.core.protocol import split_days
@@ -201,9 +201,9 @@ def f7_comparison(v0_runs: list[dict], v1_runs: list[dict]) -> list[dict]:
     for (label, use_history), pairs in rows.items():
         row = {"label": label, "use_history": use_history, "seeds": [b["seed"] for b, _ in pairs]}
         for key in ("ctr_auc", "ctr_1d_auc"):
-            row[f"v0_{key}"] = experiment.interval([b[key] for b, _ in pairs])
-            row[f"v1_{key}"] = experiment.interval([v[key] for _, v in pairs])
-            row[f"{key}_change_pct"] = experiment.interval([100.0 * (v[key] / b[key] - 1.0) for b, v in pairs])
+            row[f"v0_{key}"] = stats.interval([b[key] for b, _ in pairs])
+            row[f"v1_{key}"] = stats.interval([v[key] for _, v in pairs])
+            row[f"{key}_change_pct"] = stats.interval([100.0 * (v[key] / b[key] - 1.0) for b, v in pairs])
         out.append(row)
     return out
 
