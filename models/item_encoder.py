@@ -8,6 +8,7 @@ sum of its pieces' rows; the history is the mean of its items' vectors.
 from pipeline.core.tf_env import tf
 import tensorflow_recommenders as tfrs
 
+from models.lazy_adam import LazyAdam
 from pipeline.core import features as fk
 
 PIECE_KEYS = (fk.WATCH_PIECES, fk.CANDIDATE_PIECES, fk.HISTORY_PIECES)
@@ -21,7 +22,9 @@ class PieceItemEncoder(tf.keras.layers.Layer):
       table_rows: rows of the shared item table (RepresentationConfig.table_rows).
       dim: embedding dimension.
       use_history: False drops the history feature (the paper's setting without history).
-      learning_rate: of the table's own Adam (legacy: TPUEmbedding refuses the new Keras optimizers).
+      learning_rate: of the table's own lazy Adam: on TPU TPUEmbedding applies
+        `tf.tpu.experimental.embedding.Adam(lazy_adam=True)`; elsewhere the ranker's composite optimizer
+        applies `LazyAdam`, the same update, so rows not looked up in a step keep their values and moments.
     """
 
     def __init__(self, table_rows: int, dim: int = 32, use_history: bool = True, learning_rate: float = 0.02,
@@ -34,12 +37,13 @@ class PieceItemEncoder(tf.keras.layers.Layer):
             vocabulary_size=table_rows, dim=dim, combiner="sum", name="items",
             initializer=tf.keras.initializers.TruncatedNormal(stddev=1.0 / dim ** 0.5))
         keys = PIECE_KEYS if use_history else PIECE_KEYS[:2]
-        # The table's own optimizer: TPUEmbedding applies it on TPU; on CPU the ranker's composite
-        # optimizer applies it to the table (see models.ranker.ranker_optimizer).
-        self.table_optimizer = tf.keras.optimizers.legacy.Adam(learning_rate)
+        # The table's own optimizer, lazy on every device: TPUEmbedding applies the mid-level one on
+        # TPU; on CPU/GPU the ranker's composite optimizer applies LazyAdam to the table
+        # (models.ranker.ranker_optimizer).
+        self.table_optimizer = LazyAdam(learning_rate)
         self.embedding = tfrs.layers.embedding.TPUEmbedding(
             {key: tf.tpu.experimental.embedding.FeatureConfig(table=table, name=key) for key in keys},
-            self.table_optimizer)
+            tf.tpu.experimental.embedding.Adam(learning_rate, lazy_adam=True))
 
     def call(self, features):
         keys = PIECE_KEYS if self.use_history else PIECE_KEYS[:2]

@@ -34,7 +34,7 @@ from pipeline.core.publish import published
 from serving.export import export_version
 
 # Bump when a change to the loop changes its metrics for the same inputs (old runs then rebuild).
-RUN_FORMAT = 2
+RUN_FORMAT = 3  # 3: lazy Adam on the item table
 
 
 @dataclasses.dataclass(frozen=True)
