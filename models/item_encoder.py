@@ -14,6 +14,21 @@ from pipeline.core import features as fk
 PIECE_KEYS = (fk.WATCH_PIECES, fk.CANDIDATE_PIECES, fk.HISTORY_PIECES)
 
 
+def _string_variables_stay_local(next_creator, **kwargs):
+    """Off TPU, TPUEmbedding keeps a string variable for SparseCore layouts (empty, dropped once built).
+
+    MultiWorkerMirroredStrategy broadcasts every variable's initial value, and its collectives refuse
+    strings, so that one is made as a plain local variable; every other variable is the strategy's.
+    """
+    if kwargs.get("dtype") != tf.string or not isinstance(tf.distribute.get_strategy(),
+                                                          tf.distribute.MultiWorkerMirroredStrategy):
+        return next_creator(**kwargs)
+    from tensorflow.python.ops import resource_variable_ops  # a creator that skips the strategy's
+
+    return resource_variable_ops.ResourceVariable(
+        initial_value=kwargs["initial_value"], name=kwargs.get("name"), dtype=tf.string, trainable=False)
+
+
 @tf.keras.utils.register_keras_serializable(package="sidrec")
 class PieceItemEncoder(tf.keras.layers.Layer):
     """random_hash / sid_ngram / sid_spm pieces -> {"watch", "candidate", "history"} vectors [B, dim].
@@ -47,7 +62,8 @@ class PieceItemEncoder(tf.keras.layers.Layer):
 
     def call(self, features):
         keys = PIECE_KEYS if self.use_history else PIECE_KEYS[:2]
-        vectors = self.embedding({key: features[key] for key in keys})
+        with tf.variable_creator_scope(_string_variables_stay_local):  # the tables are made on the first call
+            vectors = self.embedding({key: features[key] for key in keys})
         out = {"watch": vectors[fk.WATCH_PIECES], "candidate": vectors[fk.CANDIDATE_PIECES]}
         if self.use_history:
             length = tf.cast(tf.reshape(features[fk.HISTORY_LENGTH], [-1, 1]), tf.float32)

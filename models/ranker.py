@@ -47,11 +47,14 @@ class MultitaskRanker(tfrs.Model):
         self.trunk = build_trunk(trunk, self.hidden_dims, num_experts)
         self.click_head = tf.keras.layers.Dense(1, name="click_logit")
         self.engagement_head = tf.keras.layers.Dense(1, activation="sigmoid", name="engagement")
+        # Summed per replica and divided by the global batch in compute_loss: the mean over the global
+        # batch under any tf.distribute strategy (Keras refuses batch-mean losses under one).
+        sum_reduction = tf.keras.losses.Reduction.SUM
         self.click_task = tfrs.tasks.Ranking(
-            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True, reduction=sum_reduction),
             metrics=[tf.keras.metrics.AUC(from_logits=True, name="click_auc")])
         self.engagement_task = tfrs.tasks.Ranking(
-            loss=tf.keras.losses.MeanSquaredError(),
+            loss=tf.keras.losses.MeanSquaredError(reduction=sum_reduction),
             metrics=[tf.keras.metrics.RootMeanSquaredError(name="engagement_rmse")])
 
     def call(self, features):
@@ -77,9 +80,11 @@ class MultitaskRanker(tfrs.Model):
         outputs = self(inputs)
         click = tf.reshape(tf.cast(inputs[fk.CLICK], tf.float32), [-1, 1])
         engagement = tf.reshape(tf.cast(inputs[fk.ENGAGEMENT], tf.float32), [-1, 1])
-        return (self.click_task(labels=click, predictions=outputs["click_logit"], training=training)
-                + self.engagement_weight * self.engagement_task(
-                    labels=engagement, predictions=outputs["engagement"], training=training))
+        global_batch = tf.cast(tf.shape(click)[0] * tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
+        summed = (self.click_task(labels=click, predictions=outputs["click_logit"], training=training)
+                  + self.engagement_weight * self.engagement_task(
+                      labels=engagement, predictions=outputs["engagement"], training=training))
+        return tf.math.divide_no_nan(summed, global_batch)  # a replica's share of a last batch can be empty
 
 
 def ranker_optimizer(model: MultitaskRanker, learning_rate: float) -> tf.keras.optimizers.legacy.Optimizer:

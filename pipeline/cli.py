@@ -84,14 +84,17 @@ def _lookups(args) -> None:
 
 
 def _train(args) -> None:
+    from models import distribution
     from pipeline.stages import day_loop
 
     config = config_flags.from_args(day_loop.TrainConfig, args)
+    strategy = distribution.make_strategy(config_flags.from_args(distribution.DistributionConfig, args))
     layout = RunLayout(args.run_dir)
     output = os.path.join(layout.ranker, day_loop.run_dir_name(args.representation, config))
     history = day_loop.train(layout.transform_output(args.representation), output, config, args.export_dir or None,
-                             args.model_name, if_changed=args.if_changed)
-    print(day_loop.describe(history, output, args.export_dir or None))
+                             args.model_name, if_changed=args.if_changed, strategy=strategy)
+    if distribution.is_chief(strategy):
+        print(day_loop.describe(history, output, args.export_dir or None))
 
 
 def _experiment(args) -> None:
@@ -150,6 +153,7 @@ def _demo(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from beam_jobs.materialize_sids import MaterializeConfig
     from beam_jobs.transform import TransformConfig
+    from models.distribution import DistributionConfig
     from models.rqvae import RQVAEConfig
     from pipeline.core.fingerprint import POLICIES
     from pipeline.core.representation import DEFAULT_SERVED
@@ -234,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--if_changed", choices=POLICIES, default="rebuild",
                     help="when the run directory holds a run made from other inputs: rebuild it, or refuse")
     config_flags.add_flags(tn, TrainConfig)
+    config_flags.add_flags(tn, DistributionConfig)
 
     ex = command("experiment", _experiment, "the paper's table: transform (or reuse) and train every arm day by "
                  "day with and without history on the same data, then print the %% change in CTR AUC and CTR/1D "

@@ -8,17 +8,25 @@ day: TensorBoard scalars, a line in metrics.jsonl (evaluation days), an export E
 TF Serving and a checkpoint. Run again after a crash, it resumes after the last completed day and
 ends with the same metrics. The run directory's fingerprint.json records the transform output and
 config it was trained from; a run made from other inputs is rebuilt (or refused), never resumed.
+
+Under a tf.distribute strategy (models.distribution) the model is built in its scope and `fit`
+splits each global batch over the replicas; under multi_worker each worker reads its share of the
+day's batches, every worker evaluates the whole day alike, and only the chief writes the run
+directory and the exports (the others write to a scratch directory they remove at the end, and
+resume from the chief's checkpoint).
 """
 
 import dataclasses
 import json
 import os
 import shutil
+import tempfile
 
 import numpy as np
 from pipeline.core.tf_env import tf
 import tensorflow_transform as tft  # noqa: I100  (after the TF set-up)
 
+from models import distribution
 from models.item_encoder import DenseItemEncoder, PieceItemEncoder
 from models.ranker import MultitaskRanker, ranker_optimizer
 from models.trunks import TRUNKS
@@ -160,7 +168,7 @@ def read_protocol_card(transform_dir: str) -> dict:
 
 def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base: str | None = None,
           model_name: str = "ranker", log=print, export_every_day: bool = True,
-          if_changed: str = "rebuild") -> list[dict]:
+          if_changed: str = "rebuild", strategy: tf.distribute.Strategy | None = None) -> list[dict]:
     """Trains on every day, evaluating the evaluation days first (resuming after the last checkpointed day).
 
     Args:
@@ -170,34 +178,53 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
       model_name: the model name in the exports' warm-up requests.
       export_every_day: False exports only after the last day (experiments that compare many runs).
       if_changed: "rebuild" or "refuse" when output_dir holds a run made from other inputs.
+      strategy: a tf.distribute strategy (models.distribution.make_strategy); default: the current one.
 
     Returns:
       One entry per evaluation day: the day, the AUCs, the engagement RMSE (and the export, if any).
     """
+    strategy = strategy or tf.distribute.get_strategy()
     card = read_protocol_card(transform_dir)
-    days, eval_from = card["days"], card["eval_from"]
     made_from = run_fingerprint(card, config)
+    if not distribution.is_chief(strategy):
+        scratch = tempfile.mkdtemp(prefix="sidrec-worker-")
+        try:
+            return _train(transform_dir, card, RankerLayout(output_dir).checkpoints, scratch, config,
+                          os.path.join(scratch, "export"), model_name, log, export_every_day, strategy)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     if os.path.exists(output_dir) and not fingerprint.up_to_date(output_dir, made_from, if_changed, "ranker run", log):
         shutil.rmtree(output_dir)
     made_from.write(output_dir)
+    return _train(transform_dir, card, RankerLayout(output_dir).checkpoints, output_dir, config,
+                  export_base or RankerLayout(output_dir).export, model_name, log, export_every_day, strategy)
+
+
+def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, config: TrainConfig,
+           export_base: str, model_name: str, log, export_every_day: bool,
+           strategy: tf.distribute.Strategy) -> list[dict]:
+    """The day loop; every worker runs it alike (collective ops need them all), writing to output_dir."""
+    days, eval_from = card["days"], card["eval_from"]
     run = RankerLayout(output_dir)
     representation = RepresentationConfig(**card["config"])
-    export_base = export_base or run.export
     warmup = read_serving_sample(transform_dir)
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     tf.keras.utils.set_random_seed(config.seed)
-    model = build_ranker(card, config)
-    model.compile(optimizer=ranker_optimizer(model, config.learning_rate))
-    model(next(iter(day_dataset(transform_dir, days[0], 2))))  # create the variables before restoring
-    done = tf.Variable(0, dtype=tf.int64)
+    with strategy.scope():
+        model = build_ranker(card, config)
+        model.compile(optimizer=ranker_optimizer(model, config.learning_rate))
+        model(next(iter(day_dataset(transform_dir, days[0], 2))))  # create the variables before restoring
+        done = tf.Variable(0, dtype=tf.int64)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, day=done)
     manager = tf.train.CheckpointManager(checkpoint, run.checkpoints, max_to_keep=2)
-    if manager.latest_checkpoint:
-        status = checkpoint.restore(manager.latest_checkpoint)
+    latest = tf.train.latest_checkpoint(restore_from)
+    if latest:
+        status = checkpoint.restore(latest)
         status.assert_existing_objects_matched()
         # The legacy optimizers create their slots on the first step, which restores them then; a run
         # with no day left never takes that step, so do not warn about them.
         status.expect_partial()
-        log(f"resuming after day {int(done.numpy())} from {manager.latest_checkpoint}")
+        log(f"resuming after day {int(done.numpy())} from {latest}")
     metrics_path = run.metrics
     history = _read_metrics(metrics_path, int(done.numpy()))
     tensorboard = run.tensorboard
@@ -219,8 +246,11 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
                     tf.summary.scalar(name, entry[name])
         else:
             log(f"day {day} ({step + 1}/{len(days)}): fit on day {day} (training window, days before {eval_from})")
+        training = day_dataset(transform_dir, day, config.batch_size)
+        if multi_worker:
+            training = distribution.shard_per_worker(training)
         # Keras counts epochs across the days, so TensorBoard's epoch axis is the training day's index.
-        model.fit(day_dataset(transform_dir, day, config.batch_size), initial_epoch=step, epochs=step + 1,
+        model.fit(training, initial_epoch=step, epochs=step + 1,
                   verbose=2, callbacks=[tf.keras.callbacks.TensorBoard(tensorboard, write_graph=False)])
         if export_every_day or day == days[-1]:
             exported = export_version(model, transform_dir, export_base, day, warmup, model_name)
