@@ -34,12 +34,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.core.tf_env import tf
 import tensorflow_transform as tft  # noqa: I100  (after the TF set-up)
 import tensorflow_transform.beam as tft_beam
-from tfx_bsl.coders import example_coder
 
 from beam_jobs.counters import job_counters
+from beam_jobs.item_features_join import (NAMESPACE, ItemFeatureRows, JoinItemFeatures, JoinItemFeaturesByKey,
+                                          ids)
 from beam_jobs.sid_stats import MergeCountsFn, bucketed_counts
-from pipeline.core import arrow_lists, config_flags, contracts, fingerprint, row_rules
+from pipeline.core import config_flags, contracts, fingerprint, row_rules
 from pipeline.core import features as fk
+from pipeline.core.examples import to_examples
 from pipeline.core.cards import read_json, read_representation, read_sid_stats
 from pipeline.core.config_flags import flag
 from pipeline.core.layout import LOG_FILE_PATTERN, TRANSFORMED_SUFFIX, DataLayout, SidTableLayout, TransformLayout
@@ -49,18 +51,13 @@ from pipeline.core.records import Corpus, SidTable
 from pipeline.core.representation import KINDS, Kind, RepresentationConfig, parse_kind
 from pipeline.data import corpus_io, log_io, sid_table_io
 from pipeline.sid import lookup_stats, spm_vocab
-from pipeline.sid.item_join import join_item_features
 from pipeline.sid.preprocessing import make_preprocessing_fn, raw_feature_spec, serving_feature_spec
 
-NAMESPACE = "sidrec_transform"
 BATCH_ROWS = 4096
 COUNT_BUCKETS = 64
 SERVING_SAMPLE_ROWS = 64
 # Bump when a change to this job changes its output for the same inputs (old outputs then rebuild).
 OUTPUT_FORMAT = 3
-# Counter names of items without a SID, per role (the names the job has always reported).
-_MISSING_COUNTERS = {fk.WATCH_SID: "watch_without_sid", fk.CANDIDATE_SID: "candidate_without_sid",
-                     fk.HISTORY_SIDS: "history_without_sid"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +78,9 @@ class TransformConfig:
                             "history cap H of the log contract: rows with longer histories are rejected")
     if_changed: str = flag("rebuild", "when the output exists but was made from other inputs: rebuild it, or refuse "
                                       f"({' or '.join(fingerprint.POLICIES)})")
+    shuffle_join_above: int = flag(5_000_000, "items (SID table or corpus rows) above which the item features are "
+                                              "joined by key (CoGroupByKey) instead of a side input every worker "
+                                              "holds whole; the output is the same")
 
     def __post_init__(self):
         for name in ("data_dir", "sids", "output"):
@@ -150,67 +150,17 @@ def ReadCheckedLogs(pcoll, layout: DataLayout, day: int, max_history: int):  # n
             | "Check" >> beam.ParDo(CheckLogRows(max_history)).with_outputs(CheckLogRows.REJECTED, main="valid"))
 
 
-class JoinItemFeatures(beam.DoFn):
-    """(day, valid log rows) -> one Arrow RecordBatch with SIDs, first day (and embeddings) joined.
-
-    Items without a SID get codes of -1 (the OOV row) and are counted per role. Works on batches,
-    so the joins are vectorised rather than per row.
-    """
-
-    def __init__(self, config: RepresentationConfig):
-        self._config = config
-
-    def process(self, element, sids, first_days, embeddings):
-        _, batch = element
-        config = self._config
-        n = batch.num_rows
-        watch, candidate = (_ids(batch, key) for key in (fk.WATCH_ITEM_ID, fk.CANDIDATE_ITEM_ID))
-        history_values, history_lengths, _ = arrow_lists.list_column(batch.column(fk.HISTORY_ITEM_IDS))
-        history = [v.decode("utf-8") for v in history_values]
-        binary = pa.large_binary()
-        columns = {
-            fk.WATCH_ITEM_ID: arrow_lists.scalar_list_array(np.array(watch, dtype=object).astype(bytes), binary),
-            fk.CANDIDATE_ITEM_ID: arrow_lists.scalar_list_array(np.array(candidate, dtype=object).astype(bytes), binary),
-            fk.HISTORY_ITEM_IDS: arrow_lists.list_array(np.array(history, dtype=object).astype(bytes),
-                                                   history_lengths, binary),
-            fk.CLICK: arrow_lists.scalar_list_array(_scalars(batch, fk.CLICK), pa.int64()),
-            fk.ENGAGEMENT: arrow_lists.scalar_list_array(_scalars(batch, fk.ENGAGEMENT), pa.float32()),
-            fk.DAY: arrow_lists.scalar_list_array(_scalars(batch, fk.DAY), pa.int64()),
-            fk.CANDIDATE_FIRST_DAY: arrow_lists.scalar_list_array(
-                np.array([first_days.get(i, -1) for i in candidate], np.int64), pa.int64()),
-            fk.USER_ID: arrow_lists.scalar_list_array(
-                np.array(_ids(batch, fk.USER_ID), dtype=object).astype(bytes), binary),
-        }
-        joined = join_item_features(config, sids, embeddings, watch, candidate, history, history_lengths)
-        types = {fk.WATCH_EMBEDDING: pa.float32(), fk.CANDIDATE_EMBEDDING: pa.float32()}
-        for key, (values, lengths) in joined.columns.items():
-            columns[key] = arrow_lists.list_array(values, lengths, types.get(key, pa.int64()))
-            Metrics.counter(NAMESPACE, _MISSING_COUNTERS.get(key, f"{key}_missing")).inc(joined.missing[key])
-        Metrics.counter(NAMESPACE, "rows_joined").inc(n)
-        yield pa.RecordBatch.from_arrays(list(columns.values()), list(columns.keys()))
-
-
 def _serving_sample(batches: list[pa.RecordBatch], config: RepresentationConfig) -> list[bytes]:
     """Up to SERVING_SAMPLE_ROWS rows as serving requests: the labels and evaluation keys dropped."""
     keys = list(serving_feature_spec(raw_feature_spec(config)))
     sample = batches[0].select(keys).slice(0, SERVING_SAMPLE_ROWS)
-    return example_coder.RecordBatchToExamples(sample)
-
-
-def _ids(batch: pa.RecordBatch, key: str) -> list[str]:
-    return [v.decode("utf-8") for v in _scalars(batch, key)]
-
-
-def _scalars(batch: pa.RecordBatch, key: str) -> np.ndarray:
-    """One value per row of a batch that passed the row rules (so exactly one is there)."""
-    values, _, _ = arrow_lists.list_column(batch.column(key))
-    return values
+    return to_examples(sample)
 
 
 def _candidate_counts(element) -> list:
     """Impressions per candidate in one batch of valid rows, pre-aggregated per hash bucket."""
     _, batch = element
-    return list(bucketed_counts(_ids(batch, fk.CANDIDATE_ITEM_ID), COUNT_BUCKETS))
+    return list(bucketed_counts(ids(batch, fk.CANDIDATE_ITEM_ID), COUNT_BUCKETS))
 
 
 def tensor_adapter_config(config: RepresentationConfig):
@@ -272,22 +222,45 @@ def _write_bytes(data: bytes, path: str) -> None:
         f.write(data)
 
 
+def join_step(p, valid: dict, config: RepresentationConfig, sid_table: SidTable | None, corpus: Corpus | None,
+              sids_dir: str, corpus_path: str) -> dict:
+    """Each day's valid log rows with their item features: {day: PCollection of RecordBatch}.
+
+    With the tables in memory (sid_table and corpus given), as side inputs; else by key
+    (beam_jobs.item_features_join.JoinItemFeaturesByKey), with Beam reading the tables' Parquet files.
+    """
+    if sid_table is not None and corpus is not None:
+        sids = sid_table.lookup()
+        first_days = {i: int(d) for i, d in zip(corpus.item_ids, corpus.first_day)}
+        embeddings = dict(zip(corpus.item_ids, corpus.embeddings)) if config.is_dense else {}
+        return {day: rows | f"JoinDay{day}" >> beam.ParDo(JoinItemFeatures(config), sids, first_days, embeddings)
+                for day, rows in valid.items()}
+    days = sorted(valid)
+    item_rows = p | "ItemTables" >> ItemFeatureRows(FileSystems.join(SidTableLayout(sids_dir).table, "*.parquet"),
+                                                    corpus_path, config)
+    joined = (list(valid.values())
+              | "AllDays" >> beam.Flatten()
+              | "JoinByKey" >> JoinItemFeaturesByKey(item_rows, config)
+              | "SplitDays" >> beam.Partition(lambda element, _: days.index(element[0]), len(days)))
+    return {day: joined[i] | f"BatchesOfDay{day}" >> beam.Map(lambda element: element[1])
+            for i, day in enumerate(days)}
+
+
 def transform_step(layout: DataLayout, days, train_days, config: RepresentationConfig, spm_model,
-                   sid_table: SidTable, corpus: Corpus, options, staging: str) -> dict:
+                   sid_table: SidTable, corpus: Corpus, options, staging: str, sids_dir: str,
+                   shuffle_join: bool) -> dict:
     """Pipeline 2: join, analyse the training days, transform every day; returns the counters."""
-    sids = sid_table.lookup()
-    first_days = {i: int(d) for i, d in zip(corpus.item_ids, corpus.first_day)}
-    embeddings = dict(zip(corpus.item_ids, corpus.embeddings)) if config.is_dense else {}
     metadata = tft.DatasetMetadata.from_feature_spec(raw_feature_spec(config))
     adapter = tensor_adapter_config(config)
     out = TransformLayout(staging)
     with beam.Pipeline(options=options) as p, tft_beam.Context(temp_dir=out.tmp):
-        joined, rejected = {}, []
+        valid, rejected = {}, []
         for day in days:
             logs = p | f"ReadDay{day}" >> ReadCheckedLogs(layout, day, config.max_history)
             rejected.append(logs.rejected)
-            joined[day] = logs.valid | f"JoinDay{day}" >> beam.ParDo(JoinItemFeatures(config), sids, first_days,
-                                                                     embeddings)
+            valid[day] = logs.valid
+        tables = (None, None) if shuffle_join else (sid_table, corpus)
+        joined = join_step(p, valid, config, *tables, sids_dir, layout.corpus)
         _ = (rejected
              | "AllRejected" >> beam.Flatten()
              | "WriteRejected" >> beam.io.WriteToText(FileSystems.join(out.rejected, "part"),
@@ -306,7 +279,7 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
             transformed, _ = ((joined[day], adapter), transform_fn) | f"TransformDay{day}" >> \
                 tft_beam.TransformDataset(output_record_batches=True)
             (transformed
-             | f"EncodeDay{day}" >> beam.FlatMap(lambda batch: example_coder.RecordBatchToExamples(batch[0]))
+             | f"EncodeDay{day}" >> beam.FlatMap(lambda batch: to_examples(batch[0]))
              | f"WriteDay{day}" >> beam.io.WriteToTFRecord(
                  out.day_prefix(day), file_name_suffix=TRANSFORMED_SUFFIX))
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging)
@@ -355,8 +328,11 @@ def run(config: TransformConfig, beam_args=(), log=logging.info) -> dict:
     with published(output) as staging:
         out = TransformLayout(staging)
         impressions, spm_model = count_step(layout, sid_table, train_days, representation, options, staging)
+        shuffle_join = max(len(sid_table.item_ids), corpus.size) > config.shuffle_join_above
+        log(f"joining item features {'by key (CoGroupByKey)' if shuffle_join else 'as side inputs'}: "
+            f"{max(len(sid_table.item_ids), corpus.size):,} items, threshold {config.shuffle_join_above:,}")
         counters = transform_step(layout, days, train_days, representation, spm_model, sid_table, corpus, options,
-                                  staging)
+                                  staging, config.sids, shuffle_join)
         card = {"config": representation.card(), "name": representation.name, "table_rows": representation.table_rows,
                 "train_days": train_days, "eval_from": split.eval_from, "eval_days": split.eval_days,
                 "days": days, "counters": counters, "fingerprint": made_from.value}

@@ -17,6 +17,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs import transform
+from beam_jobs.item_features_join import JoinItemFeatures
 from pipeline.data import log_io
 from pipeline.data import sid_table_io
 from pipeline.stages import day_loop
@@ -206,7 +207,7 @@ def test_check_log_rows_and_join_item_features_alone():
         rejected = checked[transform.CheckLogRows.REJECTED] | beam.Map(json.loads)
         assert_that(rejected | beam.Map(lambda r: (r["source"], r["row"], r["field"])),
                     equal_to([("day3.tfrecord.gz", 12, fk.CLICK)]), label="rejected")
-        joined = checked.valid | beam.ParDo(transform.JoinItemFeatures(config), sids, {"c": 3, "d": 1}, {})
+        joined = checked.valid | beam.ParDo(JoinItemFeatures(config), sids, {"c": 3, "d": 1}, {})
         assert_that(joined | beam.Map(lambda batch: (batch.column(fk.CANDIDATE_SID).to_pylist(),
                                                      batch.column(fk.HISTORY_SIDS).to_pylist(),
                                                      batch.column(fk.CANDIDATE_FIRST_DAY).to_pylist())),

@@ -17,6 +17,7 @@ from tfx_bsl.coders import example_coder
 
 from pipeline.core import features as fk
 from pipeline.core.arrow_lists import list_array, scalar_list_array
+from pipeline.core.examples import to_examples
 from pipeline.core.contracts import ContractError, RejectSink
 from pipeline.core.layout import LOG_FILE_PATTERN, DataLayout
 from pipeline.core.publish import published
@@ -42,7 +43,7 @@ def encode_examples(impressions: Impressions) -> list[bytes]:
     if impressions.true_ctr is not None:
         columns[fk.TRUE_CTR] = scalar_list_array(impressions.true_ctr.astype(np.float32), pa.float32())
     batch = pa.RecordBatch.from_arrays(list(columns.values()), list(columns.keys()))
-    return example_coder.RecordBatchToExamples(batch)
+    return to_examples(batch)
 
 
 def write_tfrecord(path: str, records: Iterable[bytes]) -> None:

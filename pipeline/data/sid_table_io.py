@@ -6,12 +6,10 @@ import os
 import numpy as np
 import pyarrow as pa
 
-from pipeline.core import tf_env  # noqa: F401  (before tfx_bsl, which imports TensorFlow)
-from tfx_bsl.coders import example_coder  # noqa: I100
-
 from pipeline.core import features as fk
 from pipeline.core.arrow_lists import list_array, list_column, scalar_list_array
 from pipeline.core.contracts import ContractError, check_columns
+from pipeline.core.examples import to_examples
 from pipeline.core.records import SidTable
 from pipeline.core.row_rules import string_column
 from pipeline.data.corpus_io import read_parquet
@@ -35,7 +33,7 @@ def encode_sid_examples(item_ids: np.ndarray, sids: np.ndarray, rqvae_version: s
         list_array(sids.astype(np.int64).ravel(), np.full(n, width, np.int64), pa.int64()),
         scalar_list_array(np.full(n, rqvae_version.encode()), binary),
     ], [fk.ITEM_ID, fk.SID, fk.RQVAE_VERSION])
-    return example_coder.RecordBatchToExamples(batch)
+    return to_examples(batch)
 
 
 def read_sid_table(pattern: str, codebook_size: int | None = None) -> SidTable:

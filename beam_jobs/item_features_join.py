@@ -1,0 +1,198 @@
+"""Beam steps that join item features (SID, first day, content embedding) onto batches of log rows.
+
+Two ways, one result (the same `join_batch` builds every output batch, so their outputs are the same
+examples):
+  - side input (`JoinItemFeatures`): the item tables as dicts held whole by every worker; fastest, and
+    fine up to tens of millions of items;
+  - keyed join (`JoinItemFeaturesByKey`): no worker holds a whole table. Each batch asks for its
+    distinct items; a CoGroupByKey by item id meets the requests with the SID table and corpus rows
+    (read from their Parquet shards by Beam), and a second CoGroupByKey by batch brings each batch
+    exactly the items it needs.
+Items without a SID get codes of -1 (the OOV row) and are counted per role.
+"""
+
+import hashlib
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.metrics import Metrics
+
+from pipeline.core import arrow_lists, row_rules
+from pipeline.core import features as fk
+from pipeline.core.representation import RepresentationConfig
+from pipeline.sid.item_join import join_item_features
+
+NAMESPACE = "sidrec_transform"
+# Counter names of items without a SID, per role (the names the job has always reported).
+_MISSING_COUNTERS = {fk.WATCH_SID: "watch_without_sid", fk.CANDIDATE_SID: "candidate_without_sid",
+                     fk.HISTORY_SIDS: "history_without_sid"}
+
+
+def ids(batch: pa.RecordBatch, key: str) -> list[str]:
+    return [v.decode("utf-8") for v in scalars(batch, key)]
+
+
+def scalars(batch: pa.RecordBatch, key: str) -> np.ndarray:
+    """One value per row of a batch that passed the row rules (so exactly one is there)."""
+    values, _, _ = arrow_lists.list_column(batch.column(key))
+    return values
+
+
+def history_ids(batch: pa.RecordBatch) -> tuple[list[str], np.ndarray]:
+    """Every row's history item ids, one row after another, and the history length per row."""
+    values, lengths, _ = arrow_lists.list_column(batch.column(fk.HISTORY_ITEM_IDS))
+    return [v.decode("utf-8") for v in values], lengths
+
+
+def join_batch(config: RepresentationConfig, batch: pa.RecordBatch, sids: dict, first_days: dict,
+               embeddings: dict) -> pa.RecordBatch:
+    """Valid log rows -> one Arrow RecordBatch with SIDs, the candidate's first day (and embeddings)."""
+    n = batch.num_rows
+    watch, candidate = (ids(batch, key) for key in (fk.WATCH_ITEM_ID, fk.CANDIDATE_ITEM_ID))
+    history, history_lengths = history_ids(batch)
+    binary = pa.large_binary()
+    columns = {
+        fk.WATCH_ITEM_ID: arrow_lists.scalar_list_array(np.array(watch, dtype=object).astype(bytes), binary),
+        fk.CANDIDATE_ITEM_ID: arrow_lists.scalar_list_array(np.array(candidate, dtype=object).astype(bytes), binary),
+        fk.HISTORY_ITEM_IDS: arrow_lists.list_array(np.array(history, dtype=object).astype(bytes),
+                                                    history_lengths, binary),
+        fk.CLICK: arrow_lists.scalar_list_array(scalars(batch, fk.CLICK), pa.int64()),
+        fk.ENGAGEMENT: arrow_lists.scalar_list_array(scalars(batch, fk.ENGAGEMENT), pa.float32()),
+        fk.DAY: arrow_lists.scalar_list_array(scalars(batch, fk.DAY), pa.int64()),
+        fk.CANDIDATE_FIRST_DAY: arrow_lists.scalar_list_array(
+            np.array([first_days.get(i, -1) for i in candidate], np.int64), pa.int64()),
+        fk.USER_ID: arrow_lists.scalar_list_array(
+            np.array(ids(batch, fk.USER_ID), dtype=object).astype(bytes), binary),
+    }
+    joined = join_item_features(config, sids, embeddings, watch, candidate, history, history_lengths)
+    types = {fk.WATCH_EMBEDDING: pa.float32(), fk.CANDIDATE_EMBEDDING: pa.float32()}
+    for key, (values, lengths) in joined.columns.items():
+        columns[key] = arrow_lists.list_array(values, lengths, types.get(key, pa.int64()))
+        Metrics.counter(NAMESPACE, _MISSING_COUNTERS.get(key, f"{key}_missing")).inc(joined.missing[key])
+    Metrics.counter(NAMESPACE, "rows_joined").inc(n)
+    return pa.RecordBatch.from_arrays(list(columns.values()), list(columns.keys()))
+
+
+class JoinItemFeatures(beam.DoFn):
+    """(day, valid log rows) -> joined RecordBatch, from item tables passed whole as side inputs."""
+
+    def __init__(self, config: RepresentationConfig):
+        self._config = config
+
+    def process(self, element, sids, first_days, embeddings):
+        _, batch = element
+        yield join_batch(self._config, batch, sids, first_days, embeddings)
+
+
+# ------------------------------------------------------------------------------------ keyed join
+
+def batch_key(element) -> tuple[int, str]:
+    """A key for one batch of log rows: its day and a digest of its rows.
+
+    Batches with identical rows share a key; the join handles every batch of a key alike, so a shared
+    key only groups work, it never mixes features up.
+    """
+    day, batch = element
+    digest = hashlib.sha1()
+    for key in (fk.USER_ID, fk.WATCH_ITEM_ID, fk.CANDIDATE_ITEM_ID, fk.HISTORY_ITEM_IDS):
+        for buffer in batch.column(key).flatten().buffers():
+            if buffer is not None:
+                digest.update(buffer)
+    return int(day), digest.hexdigest()
+
+
+def _requests(keyed):
+    """(batch key, (day, batch)) -> (item id, batch key) for each distinct item the batch names."""
+    key, (_, batch) = keyed
+    items = set(ids(batch, fk.WATCH_ITEM_ID)) | set(ids(batch, fk.CANDIDATE_ITEM_ID)) | set(history_ids(batch)[0])
+    for item_id in sorted(items):
+        yield item_id, key
+
+
+class SidRows(beam.DoFn):
+    """SID table Parquet batches -> (item_id, int64 [L] codes)."""
+
+    def process(self, table: pa.Table):
+        values, lengths, _ = arrow_lists.list_column(table.column(fk.SID))
+        codes = values.astype(np.int64).reshape(len(lengths), -1) if len(lengths) else values
+        yield from zip(row_rules.string_column(table, fk.ITEM_ID), codes)
+
+
+class CorpusRows(beam.DoFn):
+    """Corpus Parquet batches -> (item_id, (first_day, duplicate digest, embedding or None)) of valid rows.
+
+    The corpus contract's row rules leave out the rows the launcher's reader rejected too; the
+    duplicate-id rule is applied per item after the grouping.
+    """
+
+    def __init__(self, source: str, embedding_dim: int, with_embeddings: bool):
+        self._source, self._dim, self._with_embeddings = source, embedding_dim, with_embeddings
+
+    def process(self, table: pa.Table):
+        checked = row_rules.check_corpus_rows(table, self._source, self._dim)
+        for row in np.flatnonzero(checked.ok):
+            first_day, digest = row_rules.duplicate_key(checked.first_day[row], checked.embeddings[row])
+            yield checked.item_ids[row], (first_day, digest, checked.embeddings[row] if self._with_embeddings else None)
+
+
+def _to_batches(grouped):
+    """(item id, {requests, sid, corpus}) -> (batch key, (item id, sid, first day, embedding)) per request."""
+    item_id, parts = grouped
+    requests = list(parts["requests"])
+    if not requests:
+        return
+    sid = next(iter(parts["sid"]), None)
+    rows = list(parts["corpus"])
+    first_day, embedding = None, None
+    if rows:
+        kept, _ = row_rules.resolve_duplicates(item_id, [(r[0], r[1]) for r in rows])
+        first_day, _, embedding = rows[kept]
+    for key in requests:
+        yield key, (item_id, sid, first_day, embedding)
+
+
+class JoinGroupedBatch(beam.DoFn):
+    """(batch key, {batch: [(day, batch)], items: [features]}) -> (day, joined RecordBatch)."""
+
+    def __init__(self, config: RepresentationConfig):
+        self._config = config
+
+    def process(self, grouped):
+        _, parts = grouped
+        sids, first_days, embeddings = {}, {}, {}
+        for item_id, sid, first_day, embedding in parts["items"]:
+            if sid is not None:
+                sids[item_id] = sid
+            if first_day is not None:
+                first_days[item_id] = first_day
+            if embedding is not None:
+                embeddings[item_id] = embedding
+        for day, batch in parts["batch"]:
+            yield day, join_batch(self._config, batch, sids, first_days, embeddings)
+
+
+@beam.ptransform_fn
+def ItemFeatureRows(pcoll, sid_pattern: str, corpus_path: str, config: RepresentationConfig):  # noqa: N802
+    """The keyed item tables, read by Beam: {"sid": (item_id, codes), "corpus": (item_id, row)}."""
+    p = pcoll.pipeline
+    sid_rows = (p | "ReadSidTable" >> beam.io.ReadFromParquetBatched(sid_pattern)
+                | "SidRows" >> beam.ParDo(SidRows())) if config.has_sids else p | "NoSids" >> beam.Create([])
+    corpus_rows = (p | "ReadCorpus" >> beam.io.ReadFromParquetBatched(corpus_path)
+                   | "CorpusRows" >> beam.ParDo(CorpusRows(corpus_path, config.embedding_dim, config.is_dense)))
+    return {"sid": sid_rows, "corpus": corpus_rows}
+
+
+@beam.ptransform_fn
+def JoinItemFeaturesByKey(batches, item_rows: dict, config: RepresentationConfig):  # noqa: N802 (Beam composite)
+    """(day, valid log rows) of any days -> (day, joined RecordBatch), by two keyed joins (no table held whole).
+
+    Join every day at once: the item tables then go through the shuffle once, not once a day.
+    """
+    keyed = batches | "KeyBatches" >> beam.Map(lambda element: (batch_key(element), element))
+    per_batch = ({"requests": keyed | "ItemsPerBatch" >> beam.FlatMap(_requests), **item_rows}
+                 | "ByItem" >> beam.CoGroupByKey()
+                 | "ItemsToBatches" >> beam.FlatMap(_to_batches))
+    return ({"batch": keyed, "items": per_batch}
+            | "ByBatch" >> beam.CoGroupByKey()
+            | "Join" >> beam.ParDo(JoinGroupedBatch(config)))
