@@ -28,7 +28,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from beam_jobs.counters import job_counters
 from beam_jobs.sid_model_handler import Chunk, SidModelHandler
-from beam_jobs.sid_stats import MergeCountsFn, SidChunk, SidStatistics, bucketed_counts
+from beam_jobs.sid_stats import (SAMPLE_MARGIN, MergeCountsFn, SidChunk, SidStatistics, SmallestFingerprintsFn,
+                                 bucketed_counts, local_sample)
 from models import rqvae_savedmodel
 from pipeline.core import config_flags, fingerprint, row_rules
 from pipeline.core import features as fk
@@ -220,6 +221,24 @@ def _materialised(result) -> SidChunk:
     return SidChunk(chunk.item_ids, np.asarray(result.inference, np.int64), chunk.embeddings)
 
 
+class DropEmbeddings(beam.DoFn):
+    """SidChunks with embeddings -> the same without them, and the chunk's part of the statistics sample.
+
+    The embeddings are most of a row's bytes (8 KB at D=2048); nothing after the model needs them but
+    the prefix-similarity sample, so they leave the stream as soon as the SIDs exist.
+    """
+
+    SAMPLE = "sample"
+
+    def __init__(self, sample_size: int):
+        self._sample_size = sample_size
+
+    def process(self, chunk: SidChunk, max_fingerprint: int):
+        for part in local_sample(chunk, self._sample_size, max_fingerprint):
+            yield beam.pvalue.TaggedOutput(self.SAMPLE, part)
+        yield SidChunk(chunk.item_ids, chunk.sids, None)
+
+
 class _WriteJson(beam.DoFn):
     def __init__(self, path: str):
         self._path = path
@@ -231,8 +250,30 @@ class _WriteJson(beam.DoFn):
 
 # ----------------------------------------------------------------------------------- pipeline
 
+def _read_rows(p: beam.Pipeline, corpus: str, label: str, columns=None, chunk_rows: int = 2048):
+    """The corpus as Arrow tables (Parquet: only `columns`, if given; TFRecord: parsed tf.Examples)."""
+    if corpus.endswith(".parquet"):
+        return p | f"Read{label}" >> beam.io.ReadFromParquetBatched(corpus, columns=columns)
+    return (p | f"Read{label}" >> beam.io.ReadFromTFRecord(corpus)
+            | f"Parse{label}" >> beam.ParDo(ParseExample())
+            | f"Batch{label}" >> beam.BatchElements(min_batch_size=1, max_batch_size=chunk_rows)
+            | f"{label}ToTables" >> beam.Map(rows_to_table))
+
+
+def _present_ids(table: pa.Table) -> list[str]:
+    """The non-empty ids of a batch (rows without one are rejected by the row rules, not counted)."""
+    return [i for i in row_rules.string_column(table, fk.ITEM_ID) if isinstance(i, str) and i]
+
+
 def build_pipeline(p: beam.Pipeline, config: MaterializeConfig, model_path: str, card: dict, staging: str) -> None:
-    """Adds every step of the job to p, writing under staging."""
+    """Adds every step of the job to p, writing under staging.
+
+    The embeddings stream from the reader through validation and the model without a shuffle or a
+    materialised Flatten (each would serialise every embedding once more): duplicated ids are found
+    on a second read of the id column alone, and only their rows leave the stream for the per-id
+    rule; after the model, the embeddings are dropped but for the statistics sample, whose candidates
+    (ids under the sample's fingerprint threshold) are known from the same id read.
+    """
     version = card["rqvae_version"]
     num_levels, codebook_size, dim = card["num_levels"], card["codebook_size"], card["input_dim"]
     out = SidTableLayout(staging)
@@ -240,33 +281,30 @@ def build_pipeline(p: beam.Pipeline, config: MaterializeConfig, model_path: str,
     def rechunk(label: str):
         return label >> beam.BatchElements(min_batch_size=1, max_batch_size=config.chunk_rows)
 
-    if config.corpus.endswith(".parquet"):
-        tables = p | "ReadCorpus" >> beam.io.ReadFromParquetBatched(config.corpus)
-    else:
-        tables = (p | "ReadCorpus" >> beam.io.ReadFromTFRecord(config.corpus)
-                  | "ParseExamples" >> beam.ParDo(ParseExample())
-                  | rechunk("BatchRows")
-                  | "ToTables" >> beam.Map(rows_to_table))
-    checked = tables | "Validate" >> beam.ParDo(ValidateToChunks(dim, config.chunk_rows, config.corpus)).with_outputs(
-        REJECTED, main="valid")
-    chunks = checked.valid | "Spread" >> beam.Reshuffle()
-
     # Dedupe: count ids on a light stream; only rows of duplicated ids go through the per-row rule.
-    duplicated = (chunks
-                  | "Ids" >> beam.FlatMap(lambda c: bucketed_counts(c.item_ids, config.buckets))
+    ids = _read_rows(p, config.corpus, "Ids", [fk.ITEM_ID], config.chunk_rows) | "PresentIds" >> beam.Map(_present_ids)
+    max_fingerprint = ids | "SampleThreshold" >> beam.CombineGlobally(
+        SmallestFingerprintsFn(int(SAMPLE_MARGIN * config.sample_size)))
+    duplicated = (ids
+                  | "Ids" >> beam.FlatMap(lambda batch: bucketed_counts(batch, config.buckets))
                   | "CountIds" >> beam.CombinePerKey(MergeCountsFn())
                   | "Duplicated" >> beam.FlatMap(lambda kv: ((i, c) for i, c in kv[1].items() if c > 1)))
-    split = chunks | "SplitDuplicated" >> beam.ParDo(
+    checked = (_read_rows(p, config.corpus, "Corpus", None, config.chunk_rows)
+               | "Validate" >> beam.ParDo(ValidateToChunks(dim, config.chunk_rows, config.corpus)).with_outputs(
+                   REJECTED, main="valid"))
+    # No Reshuffle: the readers split the input already (Parquet row groups, TFRecord byte ranges).
+    split = checked.valid | "SplitDuplicated" >> beam.ParDo(
         SplitDuplicated(), duplicated=beam.pvalue.AsDict(duplicated)).with_outputs(
         SplitDuplicated.DUPLICATED, main="unique")
     resolved = (split[SplitDuplicated.DUPLICATED]
                 | "GroupDuplicates" >> beam.GroupByKey()
                 | "KeepOnePerId" >> beam.FlatMap(keep_one_per_id).with_outputs(REJECTED, main="kept"))
     kept_chunks = resolved.kept | rechunk("BatchKept") | "KeptToChunks" >> beam.Map(rows_to_chunk)
-    unique = (split.unique, kept_chunks) | "UniqueChunks" >> beam.Flatten()
 
-    to_infer, known = unique, None
+    # Two model applications, so the large stream never meets the small one before the model.
+    inputs, known = {"Unique": split.unique, "Kept": kept_chunks}, None
     if config.existing_table:
+        unique = [split.unique, kept_chunks] | "UniqueChunks" >> beam.Flatten()
         table = (p | "ReadExistingTable" >> beam.io.ReadFromParquet(
                      FileSystems.join(SidTableLayout(config.existing_table).table, "*.parquet"))
                  | "KeyExisting" >> beam.Map(lambda r: (r[fk.ITEM_ID], (r[fk.SID], r[fk.RQVAE_VERSION]))))
@@ -274,13 +312,27 @@ def build_pipeline(p: beam.Pipeline, config: MaterializeConfig, model_path: str,
                   | "JoinExisting" >> beam.CoGroupByKey()
                   | "SplitKnown" >> beam.ParDo(SplitKnownItems(version)).with_outputs(
                       SplitKnownItems.KNOWN, main="new"))
-        to_infer = joined.new | rechunk("BatchNew") | "NewToChunks" >> beam.Map(rows_to_chunk)
+        inputs = {"New": joined.new | rechunk("BatchNew") | "NewToChunks" >> beam.Map(rows_to_chunk)}
         known = joined[SplitKnownItems.KNOWN] | rechunk("BatchKnown") | "KnownToChunks" >> beam.Map(known_to_sid_chunk)
 
-    inferred, failures = (to_infer
-                          | "RunInference" >> RunInference(SidModelHandler(model_path)).with_exception_handling())
-    new_chunks = inferred | "ToSidChunks" >> beam.Map(_materialised)
-    sid_chunks = (new_chunks, known) | "AllSidChunks" >> beam.Flatten() if known is not None else new_chunks
+    drop_embeddings = DropEmbeddings(config.sample_size)
+    threshold = beam.pvalue.AsSingleton(max_fingerprint)
+    sid_parts, samples, failed = [], [], []
+    for name, chunks in inputs.items():
+        inferred, failures = (chunks | f"RunInference{name}" >> RunInference(
+            SidModelHandler(model_path)).with_exception_handling())
+        failed.append(failures.failed_inferences | f"FailedInference{name}" >> beam.FlatMap(_failed_inference))
+        parts = (inferred | f"ToSidChunks{name}" >> beam.Map(_materialised)
+                 | f"DropEmbeddings{name}" >> beam.ParDo(drop_embeddings, threshold)
+                 .with_outputs(DropEmbeddings.SAMPLE, main="sids"))
+        sid_parts.append(parts.sids)
+        samples.append(parts[DropEmbeddings.SAMPLE])
+    if known is not None:
+        parts = known | "DropEmbeddingsKnown" >> beam.ParDo(drop_embeddings, threshold).with_outputs(
+            DropEmbeddings.SAMPLE, main="sids")
+        sid_parts.append(parts.sids)
+        samples.append(parts[DropEmbeddings.SAMPLE])
+    sid_chunks = sid_parts | "AllSidChunks" >> beam.Flatten()
 
     shards = {"num_shards": config.num_shards} if config.num_shards else {}
     (sid_chunks
@@ -291,14 +343,14 @@ def build_pipeline(p: beam.Pipeline, config: MaterializeConfig, model_path: str,
      | "ToExamples" >> beam.FlatMap(_examples, version)
      | "WriteTFRecord" >> beam.io.WriteToTFRecord(FileSystems.join(out.tfrecord, "part"),
                                                   file_name_suffix=".tfrecord.gz", **shards))
-    failed = failures.failed_inferences | "FailedInference" >> beam.FlatMap(_failed_inference)
-    ((checked[REJECTED], resolved[REJECTED], failed)
+    ((checked[REJECTED], resolved[REJECTED], *failed)
      | "AllRejected" >> beam.Flatten()
      | "RejectedToJson" >> beam.Map(to_json_line)
      | "WriteRejected" >> beam.io.WriteToText(FileSystems.join(out.rejected, "part"),
                                               file_name_suffix=".jsonl", num_shards=1))
     (sid_chunks
-     | "Statistics" >> SidStatistics(num_levels, codebook_size, config.sample_size, config.buckets)
+     | "Statistics" >> SidStatistics(samples | "AllSamples" >> beam.Flatten(), num_levels, codebook_size,
+                                     config.sample_size, config.buckets)
      | "AddVersion" >> beam.Map(lambda r: dict(r, rqvae_version=version, model=model_path))
      | "WriteStats" >> beam.ParDo(_WriteJson(out.stats)))
 

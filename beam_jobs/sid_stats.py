@@ -109,11 +109,22 @@ def bucketed_counts(keys, buckets: int):
 
 
 def _prefix_counts(chunk: SidChunk, buckets: int):
-    """((prefix length, bucket), {prefix bytes: items}) for the chunk's prefixes of every length."""
-    for n in range(1, chunk.sids.shape[1] + 1):
-        prefixes = np.ascontiguousarray(chunk.sids[:, :n])
-        for bucket, counts in bucketed_counts((p.tobytes() for p in prefixes), buckets):
-            yield (n, bucket), counts
+    """((prefix length, bucket), {prefix bytes: items}) for the chunk's prefixes of every length.
+
+    Vectorised: each length's distinct prefixes and their counts come from one np.unique, and a
+    prefix's bucket is its first code mod `buckets` spread by the later codes (any fixed rule works:
+    every worker buckets a prefix alike).
+    """
+    sids = np.ascontiguousarray(chunk.sids, dtype=np.int64)
+    spread = np.zeros(len(sids), np.uint64)
+    for n in range(1, sids.shape[1] + 1):
+        spread = spread * np.uint64(0x9E3779B97F4A7C15) + sids[:, n - 1].astype(np.uint64)
+        keys = np.ascontiguousarray(sids[:, :n]).view(np.dtype((np.void, 8 * n))).ravel()
+        unique, first, counts = np.unique(keys, return_index=True, return_counts=True)
+        bucket = (spread[first] % np.uint64(buckets)).astype(np.int64)
+        for b in np.unique(bucket):
+            mine = bucket == b
+            yield (n, int(b)), dict(zip((k.tobytes() for k in unique[mine]), counts[mine].tolist()))
 
 
 def _size_histogram(kv):
@@ -125,12 +136,52 @@ def _size_histogram(kv):
     return [((n, size), count) for size, count in sizes.items()]
 
 
-def _local_sample(chunk: SidChunk, k: int):
+# Sample candidates per sample item wanted: the k-th smallest id fingerprint of the whole corpus
+# (valid or not) bounds the candidates, with room for rows the row rules reject.
+SAMPLE_MARGIN = 1.25
+
+
+class SmallestFingerprintsFn(beam.CombineFn):
+    """The `n` smallest distinct id fingerprints over batches of ids -> the largest of them (the threshold).
+
+    Every item of the final bottom-k sample has a fingerprint at most this, so only rows under it
+    need to keep their embeddings after the model. No ids: the largest fingerprint (no limit).
+    """
+
+    def __init__(self, n: int):
+        self._n = n
+
+    def create_accumulator(self):
+        return np.zeros(0, np.int64)
+
+    def _keep(self, fps):
+        fps = np.unique(fps)
+        return fps[:self._n]
+
+    def add_input(self, acc, item_ids):
+        return self._keep(np.concatenate([acc, [sid_quality.fingerprint(i) for i in item_ids]]).astype(np.int64))
+
+    def merge_accumulators(self, accs):
+        return self._keep(np.concatenate(list(accs)))
+
+    def extract_output(self, acc):
+        return int(acc[-1]) if len(acc) == self._n else 2 ** 63 - 1
+
+
+def local_sample(chunk: SidChunk, k: int, max_fingerprint: int = 2 ** 63 - 1):
+    """The chunk's part of the bottom-k sample: (fingerprints, sids, embeddings) of its candidates.
+
+    Candidates are the chunk's rows with fingerprints up to `max_fingerprint` (SmallestFingerprintsFn),
+    at most its k smallest: every item of the global bottom k is among them, so the other rows'
+    embeddings can leave the stream here.
+    """
     if chunk.embeddings is None:
         return
     fps = np.array([sid_quality.fingerprint(i) for i in chunk.item_ids], dtype=np.int64)
     order = np.argsort(fps, kind="stable")[:k]
-    yield fps[order], chunk.sids[order], chunk.embeddings[order]
+    order = order[fps[order] <= max_fingerprint]
+    if order.size:
+        yield fps[order], chunk.sids[order], chunk.embeddings[order]
 
 
 def _finish(_, counts, size_counts, sample):
@@ -145,9 +196,9 @@ def _finish(_, counts, size_counts, sample):
 
 
 @beam.ptransform_fn
-def SidStatistics(chunks, num_levels: int, codebook_size: int,
+def SidStatistics(chunks, samples, num_levels: int, codebook_size: int,
                   sample_size: int = sid_quality.DEFAULT_SAMPLE_SIZE, buckets: int = 64):
-    """SidChunks -> one report dict.
+    """SidChunks (embeddings not needed) and their `local_sample` parts -> one report dict.
 
     Codebook use and sub-trie sizes count every row; the prefix-similarity cosines use the
     bottom-k sample of item-id fingerprints among rows that carry an embedding. Prefix counts
@@ -163,9 +214,7 @@ def SidStatistics(chunks, num_levels: int, codebook_size: int,
         | "SizesPerBucket" >> beam.FlatMap(_size_histogram)
         | "PrefixesPerSize" >> beam.CombinePerKey(sum)
         | "CollectSizes" >> beam.combiners.ToList())
-    sample = (chunks
-              | "LocalBottomK" >> beam.FlatMap(_local_sample, sample_size)
-              | "BottomK" >> beam.CombineGlobally(BottomKFn(sample_size)))
+    sample = samples | "BottomK" >> beam.CombineGlobally(BottomKFn(sample_size))
     return (
         chunks.pipeline
         | "One" >> beam.Create([None])

@@ -80,8 +80,10 @@ def check_corpus_rows(table: pa.Table, source: str, embedding_dim: int | None = 
     present = lengths[~emb_null]
     dim = embedding_dim or (int(np.bincount(present).argmax()) if present.size else 0)
     right_len = ~emb_null & (lengths == dim)
-    embeddings = np.zeros((n, dim), np.float32)
-    if right_len.any():
+    if right_len.all():  # the usual case: D values per row, back to back (a view, no gather)
+        embeddings = values.reshape(n, dim)
+    else:
+        embeddings = np.zeros((n, dim), np.float32)
         embeddings[right_len] = values[offsets[right_len, None] + np.arange(dim)]
     first_day, day_null = _int_column(table, fk.FIRST_DAY)
     missing_id = np.array([not isinstance(v, str) or v == "" for v in item_ids], dtype=bool)
