@@ -58,6 +58,14 @@ class Impressions:
         picked["history_values"] = self.history_values[np.repeat(rows, self.history_lengths)]
         return Impressions(**picked)
 
+    def slice(self, start: int, stop: int) -> "Impressions":
+        """Rows start..stop-1 (views, no copy)."""
+        picked = {f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[start:stop])
+                  for f in dataclasses.fields(self) if f.name != "history_values"}
+        offsets = np.concatenate([[0], np.cumsum(self.history_lengths)])
+        picked["history_values"] = self.history_values[offsets[start]:offsets[min(stop, self.size)]]
+        return Impressions(**picked)
+
     @classmethod
     def concatenate(cls, parts: list["Impressions"]) -> "Impressions":
         if not parts:

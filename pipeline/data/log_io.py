@@ -53,9 +53,12 @@ def write_tfrecord(path: str, records: Iterable[bytes]) -> None:
             writer.write(record)
 
 
-def write_day(layout: DataLayout, day: int, impressions: Impressions) -> str:
+def write_day(layout: DataLayout, day: int, impressions: Impressions, batch_rows: int = _DECODE_BATCH) -> str:
+    """Writes one day's impressions, encoded `batch_rows` at a time (never the whole day as records)."""
     path = layout.day_file(day)
-    write_tfrecord(path, encode_examples(impressions))
+    batches = (encode_examples(impressions.slice(start, start + batch_rows))
+               for start in range(0, impressions.size, batch_rows))
+    write_tfrecord(path, (record for batch in batches for record in batch))
     return path
 
 
