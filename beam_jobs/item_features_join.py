@@ -46,8 +46,11 @@ def history_ids(batch: pa.RecordBatch) -> tuple[list[str], np.ndarray]:
 
 
 def join_batch(config: RepresentationConfig, batch: pa.RecordBatch, sids: dict, first_days: dict,
-               embeddings: dict) -> pa.RecordBatch:
-    """Valid log rows -> one Arrow RecordBatch with SIDs, the candidate's first day (and embeddings)."""
+               embeddings: dict, namespace: str = NAMESPACE) -> pa.RecordBatch:
+    """Valid log rows -> one Arrow RecordBatch with SIDs, the candidate's first day (and embeddings).
+
+    Items without a SID are counted per role in the `namespace` counters.
+    """
     n = batch.num_rows
     watch, candidate = (ids(batch, key) for key in (fk.WATCH_ITEM_ID, fk.CANDIDATE_ITEM_ID))
     history, history_lengths = history_ids(batch)
@@ -69,20 +72,20 @@ def join_batch(config: RepresentationConfig, batch: pa.RecordBatch, sids: dict, 
     types = {fk.WATCH_EMBEDDING: pa.float32(), fk.CANDIDATE_EMBEDDING: pa.float32()}
     for key, (values, lengths) in joined.columns.items():
         columns[key] = arrow_lists.list_array(values, lengths, types.get(key, pa.int64()))
-        Metrics.counter(NAMESPACE, _MISSING_COUNTERS.get(key, f"{key}_missing")).inc(joined.missing[key])
-    Metrics.counter(NAMESPACE, "rows_joined").inc(n)
+        Metrics.counter(namespace, _MISSING_COUNTERS.get(key, f"{key}_missing")).inc(joined.missing[key])
+    Metrics.counter(namespace, "rows_joined").inc(n)
     return pa.RecordBatch.from_arrays(list(columns.values()), list(columns.keys()))
 
 
 class JoinItemFeatures(beam.DoFn):
     """(day, valid log rows) -> joined RecordBatch, from item tables passed whole as side inputs."""
 
-    def __init__(self, config: RepresentationConfig):
-        self._config = config
+    def __init__(self, config: RepresentationConfig, namespace: str = NAMESPACE):
+        self._config, self._namespace = config, namespace
 
     def process(self, element, sids, first_days, embeddings):
         _, batch = element
-        yield join_batch(self._config, batch, sids, first_days, embeddings)
+        yield join_batch(self._config, batch, sids, first_days, embeddings, self._namespace)
 
 
 # ------------------------------------------------------------------------------------ keyed join

@@ -56,6 +56,7 @@ from pipeline.sid.preprocessing import make_preprocessing_fn, raw_feature_spec, 
 BATCH_ROWS = 4096
 COUNT_BUCKETS = 64
 SERVING_SAMPLE_ROWS = 64
+ANALYSIS_NAMESPACE = NAMESPACE + "_analysis"  # the analysis pass's second read: not the job's counters
 # Bump when a change to this job changes its output for the same inputs (old outputs then rebuild).
 OUTPUT_FORMAT = 3
 
@@ -115,8 +116,8 @@ class CheckLogRows(beam.DoFn):
 
     REJECTED = "rejected"
 
-    def __init__(self, max_history: int):
-        self._max_history = max_history
+    def __init__(self, max_history: int, namespace: str = NAMESPACE):
+        self._max_history, self._namespace = max_history, namespace
 
     def setup(self):
         from tfx_bsl.coders import example_coder
@@ -127,10 +128,10 @@ class CheckLogRows(beam.DoFn):
         day, path, first_row, records = element
         batch = log_io.decode_log_records(self._decoder, records, path, first_row)
         checked = row_rules.check_log_batch(batch, path, day, self._max_history)
-        Metrics.counter(NAMESPACE, "rows_read").inc(len(records))
-        Metrics.counter(NAMESPACE, "rows_rejected").inc(len(checked.failures))  # reported even when 0
+        Metrics.counter(self._namespace, "rows_read").inc(len(records))
+        Metrics.counter(self._namespace, "rows_rejected").inc(len(checked.failures))  # reported even when 0
         for row, (field, reason) in sorted(checked.failures.items()):
-            Metrics.counter(NAMESPACE, f"rejected_{field}").inc()
+            Metrics.counter(self._namespace, f"rejected_{field}").inc()
             rejection, record = row_rules.log_rejection(path, first_row + row, field, reason, records[row])
             yield beam.pvalue.TaggedOutput(self.REJECTED, contracts.rejection_json(rejection, record))
         if checked.ok.any():
@@ -138,7 +139,8 @@ class CheckLogRows(beam.DoFn):
 
 
 @beam.ptransform_fn
-def ReadCheckedLogs(pcoll, layout: DataLayout, day: int, max_history: int):  # noqa: N802 (Beam composite)
+def ReadCheckedLogs(pcoll, layout: DataLayout, day: int, max_history: int,  # noqa: N802 (Beam composite)
+                    namespace: str = NAMESPACE):
     """One day's log files -> DoOutputsTuple(valid=(day, RecordBatch), rejected=JSON lines)."""
     pattern = layout.day_pattern(day)
     files = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
@@ -147,7 +149,8 @@ def ReadCheckedLogs(pcoll, layout: DataLayout, day: int, max_history: int):  # n
     return (pcoll.pipeline
             | "Files" >> beam.Create([(day, f) for f in files])
             | "Read" >> beam.ParDo(ReadNumberedBatches())
-            | "Check" >> beam.ParDo(CheckLogRows(max_history)).with_outputs(CheckLogRows.REJECTED, main="valid"))
+            | "Check" >> beam.ParDo(CheckLogRows(max_history, namespace)).with_outputs(CheckLogRows.REJECTED,
+                                                                                     main="valid"))
 
 
 def _serving_sample(batches: list[pa.RecordBatch], config: RepresentationConfig) -> list[bytes]:
@@ -223,7 +226,7 @@ def _write_bytes(data: bytes, path: str) -> None:
 
 
 def join_step(p, valid: dict, config: RepresentationConfig, sid_table: SidTable | None, corpus: Corpus | None,
-              sids_dir: str, corpus_path: str) -> dict:
+              sids_dir: str, corpus_path: str, prefix: str = "", namespace: str = NAMESPACE) -> dict:
     """Each day's valid log rows with their item features: {day: PCollection of RecordBatch}.
 
     With the tables in memory (sid_table and corpus given), as side inputs; else by key
@@ -233,7 +236,8 @@ def join_step(p, valid: dict, config: RepresentationConfig, sid_table: SidTable 
         sids = sid_table.lookup()
         first_days = {i: int(d) for i, d in zip(corpus.item_ids, corpus.first_day)}
         embeddings = dict(zip(corpus.item_ids, corpus.embeddings)) if config.is_dense else {}
-        return {day: rows | f"JoinDay{day}" >> beam.ParDo(JoinItemFeatures(config), sids, first_days, embeddings)
+        return {day: rows | f"{prefix}JoinDay{day}" >> beam.ParDo(JoinItemFeatures(config, namespace), sids,
+                                                                    first_days, embeddings)
                 for day, rows in valid.items()}
     days = sorted(valid)
     item_rows = p | "ItemTables" >> ItemFeatureRows(FileSystems.join(SidTableLayout(sids_dir).table, "*.parquet"),
@@ -261,18 +265,27 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
             valid[day] = logs.valid
         tables = (None, None) if shuffle_join else (sid_table, corpus)
         joined = join_step(p, valid, config, *tables, sids_dir, layout.corpus)
+        analysed = joined
+        if not shuffle_join:
+            # The analysis reads the training days a second time (uncounted), so the transform of a
+            # day streams from read to write while the analysis runs, instead of every day waiting,
+            # whole, for the transform graph (what a local runner would hold in memory).
+            again = {day: (p | f"AnalysisReadDay{day}" >> ReadCheckedLogs(layout, day, config.max_history,
+                                                                           ANALYSIS_NAMESPACE)).valid
+                     for day in train_days}
+            analysed = join_step(p, again, config, *tables, sids_dir, layout.corpus, "Analysis", ANALYSIS_NAMESPACE)
         _ = (rejected
              | "AllRejected" >> beam.Flatten()
              | "WriteRejected" >> beam.io.WriteToText(FileSystems.join(out.rejected, "part"),
                                                       file_name_suffix=".jsonl"))
         # The warm-up requests come from the training window too: nothing in the output but the
         # evaluation days' own examples depends on an evaluation day.
-        _ = (joined[train_days[-1]]
+        _ = (analysed[train_days[-1]]
              | "LargestBatchOfLastTrainingDay" >> beam.combiners.Top.Of(1, key=lambda batch: batch.num_rows)
              | "ServingSample" >> beam.FlatMap(_serving_sample, config)
              | "WriteServingSample" >> beam.io.WriteToTFRecord(out.serving_sample,
                                                                shard_name_template=""))
-        training = [joined[d] for d in train_days] | "TrainingDays" >> beam.Flatten()
+        training = [analysed[d] for d in train_days] | "TrainingDays" >> beam.Flatten()
         transform_fn = (training, adapter) | "Analyze" >> tft_beam.AnalyzeDataset(
             make_preprocessing_fn(config, spm_model))
         for day in days:
