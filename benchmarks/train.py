@@ -4,7 +4,10 @@ For each transform output under RUN_DIR/transform/ (made by `make demo` or `sidr
 in one process: the input pipeline alone (read, parse and batch one day of transformed examples),
 training on that day held in memory (the step alone), and `model.fit` on the real pipeline. The
 input must not be the bottleneck: input examples/s over in-memory training examples/s should be
-well above 1, and fit on the real pipeline close to fit from memory.
+well above 1, and fit on the real pipeline close to fit from memory. Each representation's training
+rate is also given as a ratio to random hashing's: with lazy table updates a step costs the rows
+looked up, not the table's size, so bigram's 131,072-row table should train at about random
+hashing's rate (at least 0.8 of it).
 
   python benchmarks/train.py --run_dir runs/demo --out benchmarks/results/train.json
 """
@@ -69,6 +72,12 @@ def main(argv=None) -> dict:
         raise SystemExit(f"{root}: no transform outputs; run `make demo` (or `sidrec experiment`) first")
     config = day_loop.TrainConfig(batch_size=args.batch_size)
     rows = [measure(os.path.join(root, d), args.day, config, args.repeats) for d in outputs]
+    # Each representation's training rate against random hashing's, measured in the same run.
+    baseline = next((r for r in rows if r["representation"].startswith("random_hash")), None)
+    for row in rows:
+        if baseline:
+            row["training_to_random_hash"] = round(row["training_from_memory_examples_per_s"]
+                                                   / baseline["training_from_memory_examples_per_s"], 3)
     for row in rows:
         print(f"{row['representation']:>18}: input {row['input_pipeline_examples_per_s']:>8,}/s, training "
               f"{row['training_from_memory_examples_per_s']:>7,}/s (input/training "
