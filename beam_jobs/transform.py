@@ -182,14 +182,15 @@ def tensor_adapter_config(config: RepresentationConfig):
 def count_step(layout: DataLayout, sid_table: SidTable, train_days, config, options, staging: str):
     """Pipeline 1: impressions per candidate over the training window; then (sid_spm) the BPE model.
 
-    Rows that break the row rules are left out here too; pipeline 2 writes them aside. The BPE model is
-    trained by the launching process on the collected counts (one model from one list, as a single
-    worker would), so a vocabulary the data cannot support raises VocabularyUnsupported to the caller.
+    Rows that break the row rules are left out here too; pipeline 2 writes them aside. The counts are
+    written as sharded JSON lines (no worker gathers them), then the launching process reads them and
+    trains the BPE model (one model from one list, as a single worker would), so a vocabulary the data
+    cannot support raises VocabularyUnsupported to the caller.
 
     Returns:
       ({item_id: impressions}, SentencePiece model bytes or None).
     """
-    counts_path = TransformLayout(staging).item_impressions
+    counts_prefix = TransformLayout(staging).item_impressions
     model_path = TransformLayout(staging).spm_model
     with beam.Pipeline(options=options) as p:
         counts = (
@@ -197,11 +198,14 @@ def count_step(layout: DataLayout, sid_table: SidTable, train_days, config, opti
             | "AllTrainingDays" >> beam.Flatten()
             | "CandidatesPerBucket" >> beam.FlatMap(_candidate_counts)
             | "ImpressionsPerItem" >> beam.CombinePerKey(MergeCountsFn())
-            | "Items" >> beam.FlatMap(lambda kv: kv[1].items())
-            | "Collect" >> beam.combiners.ToList())
-        _ = counts | "WriteCounts" >> beam.Map(lambda c: _write_bytes(json.dumps(dict(c)).encode(), counts_path))
-    with FileSystems.open(counts_path) as f:
-        impressions = json.loads(f.read().decode("utf-8"))
+            | "Items" >> beam.FlatMap(lambda kv: kv[1].items()))
+        _ = (counts
+             | "ToJson" >> beam.Map(json.dumps)
+             | "WriteCounts" >> beam.io.WriteToText(counts_prefix, file_name_suffix=".jsonl"))
+    impressions = {}
+    for shard in FileSystems.match([counts_prefix + "*"])[0].metadata_list:
+        with FileSystems.open(shard.path) as f:
+            impressions.update(json.loads(line) for line in f.read().decode("utf-8").splitlines())
     if not config.uses_spm:
         return impressions, None
     model = _train_spm(impressions.items(), sid_table.lookup(), config)
@@ -240,13 +244,13 @@ def join_step(p, valid: dict, config: RepresentationConfig, sid_table: SidTable 
                                                                     first_days, embeddings)
                 for day, rows in valid.items()}
     days = sorted(valid)
-    item_rows = p | "ItemTables" >> ItemFeatureRows(FileSystems.join(SidTableLayout(sids_dir).table, "*.parquet"),
-                                                    corpus_path, config)
+    item_rows = p | f"{prefix}ItemTables" >> ItemFeatureRows(
+        FileSystems.join(SidTableLayout(sids_dir).table, "*.parquet"), corpus_path, config)
     joined = (list(valid.values())
-              | "AllDays" >> beam.Flatten()
-              | "JoinByKey" >> JoinItemFeaturesByKey(item_rows, config)
-              | "SplitDays" >> beam.Partition(lambda element, _: days.index(element[0]), len(days)))
-    return {day: joined[i] | f"BatchesOfDay{day}" >> beam.Map(lambda element: element[1])
+              | f"{prefix}AllDays" >> beam.Flatten()
+              | f"{prefix}JoinByKey" >> JoinItemFeaturesByKey(item_rows, config)
+              | f"{prefix}SplitDays" >> beam.Partition(lambda element, _: days.index(element[0]), len(days)))
+    return {day: joined[i] | f"{prefix}BatchesOfDay{day}" >> beam.Map(lambda element: element[1])
             for i, day in enumerate(days)}
 
 

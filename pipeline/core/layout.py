@@ -159,7 +159,8 @@ class TransformLayout:
 
     @property
     def item_impressions(self) -> str:
-        return _join(self.root, "item_impressions.json")
+        """Prefix of the JSON-lines shards of [item_id, impressions in the training window]."""
+        return _join(self.root, "item_impressions", "part")
 
     @property
     def lookups(self) -> str:

@@ -1,5 +1,7 @@
 """Per-day summary of impression logs: volume, CTR, cold-start share and the oracle AUC."""
 
+from typing import Iterable
+
 import numpy as np
 import pandas as pd
 
@@ -21,6 +23,28 @@ def cold_start_mask(impressions: Impressions, corpus: Corpus) -> tuple[np.ndarra
 
 def summarise(impressions: Impressions, corpus: Corpus) -> dict:
     """Summary per day; the oracle AUC (AUC of the true click probability) needs `true_ctr`."""
+    return summarise_parts([impressions], corpus)
+
+
+def summarise_parts(parts: Iterable[Impressions], corpus: Corpus) -> dict:
+    """`summarise` over impressions that arrive in parts (a day at a time), holding one part at a time."""
+    per_day, users, total = [], set(), 0
+    for impressions in parts:
+        per_day += _per_day(impressions, corpus)
+        users.update(np.unique(impressions.user_id).tolist())
+        total += impressions.size
+    return {
+        "items": corpus.size,
+        "embedding_dim": corpus.dim,
+        "new_items_per_day": {int(d): int(c) for d, c in zip(*np.unique(corpus.first_day, return_counts=True))},
+        "users": len(users),
+        "impressions": total,
+        "days": len(per_day),
+        "per_day": sorted(per_day, key=lambda entry: entry["day"]),
+    }
+
+
+def _per_day(impressions: Impressions, corpus: Corpus) -> list[dict]:
     cold, unknown = cold_start_mask(impressions, corpus)
     per_day = []
     for day in np.unique(impressions.day):
@@ -38,15 +62,7 @@ def summarise(impressions: Impressions, corpus: Corpus) -> dict:
             entry["oracle_auc"] = binary_auc(click, truth)
             entry["oracle_auc_cold_start"] = binary_auc(click[cold[rows]], truth[cold[rows]])
         per_day.append(entry)
-    return {
-        "items": corpus.size,
-        "embedding_dim": corpus.dim,
-        "new_items_per_day": {int(d): int(c) for d, c in zip(*np.unique(corpus.first_day, return_counts=True))},
-        "users": int(np.unique(impressions.user_id).size),
-        "impressions": impressions.size,
-        "days": len(per_day),
-        "per_day": per_day,
-    }
+    return per_day
 
 
 def format_summary(summary: dict) -> str:

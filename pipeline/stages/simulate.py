@@ -55,10 +55,15 @@ def run(config: SimulatorConfig, run_layout: RunLayout) -> dict:
     corpus = to_corpus(data)
     corpus_io.write_corpus(layout.corpus, corpus)
     write_truth(layout.truth, data)
-    for day in np.unique(data.day):
-        path = log_io.write_day(layout, int(day), to_impressions(data, data.day == day))
-        logging.info("day %d: wrote %s", day, path)
-    summary = log_summary.summarise(to_impressions(data), corpus)
+
+    def written_days():  # one day's impressions (with their id strings) in memory at a time
+        for day in np.unique(data.day):
+            impressions = to_impressions(data, data.day == day)
+            path = log_io.write_day(layout, int(day), impressions)
+            logging.info("day %d: wrote %s", day, path)
+            yield impressions
+
+    summary = log_summary.summarise_parts(written_days(), corpus)
     summary["simulator_config"] = {k: list(v) if isinstance(v, tuple) else v
                                    for k, v in vars(config).items()}
     with open(layout.summary, "w", encoding="utf-8") as f:
