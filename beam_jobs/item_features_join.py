@@ -2,8 +2,10 @@
 
 Two ways, one result (the same `join_batch` builds every output batch, so their outputs are the same
 examples):
-  - side input (`JoinItemFeatures`): the item tables as dicts held whole by every worker; fastest, and
-    fine up to tens of millions of items;
+  - in memory (`JoinItemFeatures`): every worker process loads the item tables once (`ItemTables`,
+    shared by all its DoFns through `apache_beam.utils.shared`) from their files; fastest, and fine
+    up to tens of millions of items. (Passed as DoFn arguments instead, the tables would be pickled
+    and bz2-compressed into the pipeline once per day: most of the dense transform's time.)
   - keyed join (`JoinItemFeaturesByKey`): no worker holds a whole table. Each batch asks for its
     distinct items; a CoGroupByKey by item id meets the requests with the SID table and corpus rows
     (read from their Parquet shards by Beam), and a second CoGroupByKey by batch brings each batch
@@ -77,15 +79,54 @@ def join_batch(config: RepresentationConfig, batch: pa.RecordBatch, sids: dict, 
     return pa.RecordBatch.from_arrays(list(columns.values()), list(columns.keys()))
 
 
+class ItemTables:
+    """The item tables a join reads: {item_id: SID}, {item_id: first day}, {item_id: embedding}."""
+
+    def __init__(self, sids: dict, first_days: dict, embeddings: dict):
+        self.sids, self.first_days, self.embeddings = sids, first_days, embeddings
+
+
+class ItemTablesFromFiles:
+    """Loads ItemTables from a SID table directory and a corpus file (called on the worker)."""
+
+    def __init__(self, sids_dir: str, corpus_path: str, with_sids: bool, with_embeddings: bool):
+        self._sids_dir, self._corpus_path = sids_dir, corpus_path
+        self._with_sids, self._with_embeddings = with_sids, with_embeddings
+
+    def __call__(self) -> ItemTables:
+        from pipeline.core.layout import SidTableLayout
+        from pipeline.data import corpus_io, sid_table_io
+
+        corpus = corpus_io.read_corpus(self._corpus_path)
+        sids = sid_table_io.read_sid_table(SidTableLayout(self._sids_dir).table).lookup() if self._with_sids else {}
+        return ItemTables(sids, {i: int(d) for i, d in zip(corpus.item_ids, corpus.first_day)},
+                          dict(zip(corpus.item_ids, corpus.embeddings)) if self._with_embeddings else {})
+
+    def tag(self) -> str:
+        return f"{self._sids_dir}|{self._corpus_path}|{self._with_sids}|{self._with_embeddings}"
+
+
 class JoinItemFeatures(beam.DoFn):
-    """(day, valid log rows) -> joined RecordBatch, from item tables passed whole as side inputs."""
+    """(day, valid log rows) -> joined RecordBatch, from item tables each worker process loads once.
 
-    def __init__(self, config: RepresentationConfig, namespace: str = NAMESPACE):
-        self._config, self._namespace = config, namespace
+    Args:
+      config: the representation.
+      load_tables: a picklable callable returning ItemTables (ItemTablesFromFiles in the job), with
+        a `tag()` naming what it loads.
+      shared: one `apache_beam.utils.shared.Shared` for every JoinItemFeatures of a pipeline, so the
+        DoFns of all days share one copy of the tables per process.
+    """
 
-    def process(self, element, sids, first_days, embeddings):
+    def __init__(self, config: RepresentationConfig, load_tables, shared, namespace: str = NAMESPACE):
+        self._config, self._load_tables, self._shared, self._namespace = config, load_tables, shared, namespace
+
+    def setup(self):
+        self._tables = self._shared.acquire(self._load_tables, tag=self._load_tables.tag())
+
+    def process(self, element):
         _, batch = element
-        yield join_batch(self._config, batch, sids, first_days, embeddings, self._namespace)
+        tables = self._tables
+        yield join_batch(self._config, batch, tables.sids, tables.first_days, tables.embeddings, self._namespace)
 
 
 # ------------------------------------------------------------------------------------ keyed join

@@ -30,14 +30,15 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.utils.shared import Shared
 
 from pipeline.core.tf_env import tf
 import tensorflow_transform as tft  # noqa: I100  (after the TF set-up)
 import tensorflow_transform.beam as tft_beam
 
 from beam_jobs.counters import job_counters
-from beam_jobs.item_features_join import (NAMESPACE, ItemFeatureRows, JoinItemFeatures, JoinItemFeaturesByKey,
-                                          ids)
+from beam_jobs.item_features_join import (NAMESPACE, ItemFeatureRows, ItemTablesFromFiles, JoinItemFeatures,
+                                          JoinItemFeaturesByKey, ids)
 from beam_jobs.sid_stats import MergeCountsFn, bucketed_counts
 from pipeline.core import config_flags, contracts, fingerprint, row_rules
 from pipeline.core import features as fk
@@ -47,7 +48,7 @@ from pipeline.core.config_flags import flag
 from pipeline.core.layout import LOG_FILE_PATTERN, TRANSFORMED_SUFFIX, DataLayout, SidTableLayout, TransformLayout
 from pipeline.core.protocol import split_days
 from pipeline.core.publish import published
-from pipeline.core.records import Corpus, SidTable
+from pipeline.core.records import SidTable
 from pipeline.core.representation import KINDS, Kind, RepresentationConfig, parse_kind
 from pipeline.data import corpus_io, log_io, sid_table_io
 from pipeline.sid import lookup_stats, spm_vocab
@@ -229,19 +230,16 @@ def _write_bytes(data: bytes, path: str) -> None:
         f.write(data)
 
 
-def join_step(p, valid: dict, config: RepresentationConfig, sid_table: SidTable | None, corpus: Corpus | None,
-              sids_dir: str, corpus_path: str, prefix: str = "", namespace: str = NAMESPACE) -> dict:
+def join_step(p, valid: dict, config: RepresentationConfig, shuffle_join: bool, sids_dir: str, corpus_path: str,
+              shared: Shared, prefix: str = "", namespace: str = NAMESPACE) -> dict:
     """Each day's valid log rows with their item features: {day: PCollection of RecordBatch}.
 
-    With the tables in memory (sid_table and corpus given), as side inputs; else by key
+    In memory (each worker process loads the tables once, shared by every day's DoFn), or by key
     (beam_jobs.item_features_join.JoinItemFeaturesByKey), with Beam reading the tables' Parquet files.
     """
-    if sid_table is not None and corpus is not None:
-        sids = sid_table.lookup()
-        first_days = {i: int(d) for i, d in zip(corpus.item_ids, corpus.first_day)}
-        embeddings = dict(zip(corpus.item_ids, corpus.embeddings)) if config.is_dense else {}
-        return {day: rows | f"{prefix}JoinDay{day}" >> beam.ParDo(JoinItemFeatures(config, namespace), sids,
-                                                                    first_days, embeddings)
+    if not shuffle_join:
+        tables = ItemTablesFromFiles(sids_dir, corpus_path, config.has_sids, config.is_dense)
+        return {day: rows | f"{prefix}JoinDay{day}" >> beam.ParDo(JoinItemFeatures(config, tables, shared, namespace))
                 for day, rows in valid.items()}
     days = sorted(valid)
     item_rows = p | f"{prefix}ItemTables" >> ItemFeatureRows(
@@ -254,9 +252,8 @@ def join_step(p, valid: dict, config: RepresentationConfig, sid_table: SidTable 
             for i, day in enumerate(days)}
 
 
-def transform_step(layout: DataLayout, days, train_days, config: RepresentationConfig, spm_model,
-                   sid_table: SidTable, corpus: Corpus, options, staging: str, sids_dir: str,
-                   shuffle_join: bool) -> dict:
+def transform_step(layout: DataLayout, days, train_days, config: RepresentationConfig, spm_model, options,
+                   staging: str, sids_dir: str, shuffle_join: bool) -> dict:
     """Pipeline 2: join, analyse the training days, transform every day; returns the counters."""
     metadata = tft.DatasetMetadata.from_feature_spec(raw_feature_spec(config))
     adapter = tensor_adapter_config(config)
@@ -267,8 +264,8 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
             logs = p | f"ReadDay{day}" >> ReadCheckedLogs(layout, day, config.max_history)
             rejected.append(logs.rejected)
             valid[day] = logs.valid
-        tables = (None, None) if shuffle_join else (sid_table, corpus)
-        joined = join_step(p, valid, config, *tables, sids_dir, layout.corpus)
+        shared = Shared()
+        joined = join_step(p, valid, config, shuffle_join, sids_dir, layout.corpus, shared)
         analysed = joined
         if not shuffle_join:
             # The analysis reads the training days a second time (uncounted), so the transform of a
@@ -277,7 +274,8 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
             again = {day: (p | f"AnalysisReadDay{day}" >> ReadCheckedLogs(layout, day, config.max_history,
                                                                            ANALYSIS_NAMESPACE)).valid
                      for day in train_days}
-            analysed = join_step(p, again, config, *tables, sids_dir, layout.corpus, "Analysis", ANALYSIS_NAMESPACE)
+            analysed = join_step(p, again, config, shuffle_join, sids_dir, layout.corpus, shared, "Analysis",
+                                 ANALYSIS_NAMESPACE)
         _ = (rejected
              | "AllRejected" >> beam.Flatten()
              | "WriteRejected" >> beam.io.WriteToText(FileSystems.join(out.rejected, "part"),
@@ -348,8 +346,8 @@ def run(config: TransformConfig, beam_args=(), log=logging.info) -> dict:
         shuffle_join = max(len(sid_table.item_ids), corpus.size) > config.shuffle_join_above
         log(f"joining item features {'by key (CoGroupByKey)' if shuffle_join else 'as side inputs'}: "
             f"{max(len(sid_table.item_ids), corpus.size):,} items, threshold {config.shuffle_join_above:,}")
-        counters = transform_step(layout, days, train_days, representation, spm_model, sid_table, corpus, options,
-                                  staging, config.sids, shuffle_join)
+        counters = transform_step(layout, days, train_days, representation, spm_model, options, staging,
+                                  config.sids, shuffle_join)
         card = {"config": representation.card(), "name": representation.name, "table_rows": representation.table_rows,
                 "train_days": train_days, "eval_from": split.eval_from, "eval_days": split.eval_days,
                 "days": days, "counters": counters, "fingerprint": made_from.value}

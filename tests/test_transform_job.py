@@ -15,9 +15,11 @@ import tensorflow_text  # noqa: F401  (SentencePiece ops in the transform graph)
 import tensorflow_transform as tft
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.utils.shared import Shared
 
 from beam_jobs import transform
-from beam_jobs.item_features_join import JoinItemFeatures
+
+from beam_jobs.item_features_join import ItemTables, JoinItemFeatures
 from pipeline.data import log_io
 from pipeline.data import sid_table_io
 from pipeline.stages import day_loop
@@ -195,6 +197,19 @@ def _four_rows() -> Impressions:
         click=np.array([1, 0, 2, 0]), engagement=np.array([0.5, 0.0, 0.0, 0.0], np.float32), day=np.full(4, 3))
 
 
+class _Tables:
+    """Item tables given by hand, in the loader form JoinItemFeatures takes."""
+
+    def __init__(self, tables: ItemTables):
+        self._tables = tables
+
+    def __call__(self) -> ItemTables:
+        return self._tables
+
+    def tag(self) -> str:
+        return "by hand"
+
+
 def test_check_log_rows_and_join_item_features_alone():
     """The row-rule and join steps on their own (TestPipeline): rows named by file and number; SIDs joined."""
     records = log_io.encode_examples(_four_rows())
@@ -207,7 +222,8 @@ def test_check_log_rows_and_join_item_features_alone():
         rejected = checked[transform.CheckLogRows.REJECTED] | beam.Map(json.loads)
         assert_that(rejected | beam.Map(lambda r: (r["source"], r["row"], r["field"])),
                     equal_to([("day3.tfrecord.gz", 12, fk.CLICK)]), label="rejected")
-        joined = checked.valid | beam.ParDo(JoinItemFeatures(config), sids, {"c": 3, "d": 1}, {})
+        tables = _Tables(ItemTables(sids, {"c": 3, "d": 1}, {}))
+        joined = checked.valid | beam.ParDo(JoinItemFeatures(config, tables, Shared()))
         assert_that(joined | beam.Map(lambda batch: (batch.column(fk.CANDIDATE_SID).to_pylist(),
                                                      batch.column(fk.HISTORY_SIDS).to_pylist(),
                                                      batch.column(fk.CANDIDATE_FIRST_DAY).to_pylist())),
