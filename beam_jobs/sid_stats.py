@@ -112,8 +112,8 @@ def _prefix_counts(chunk: SidChunk, buckets: int):
     """((prefix length, bucket), {prefix bytes: items}) for the chunk's prefixes of every length.
 
     Vectorised: each length's distinct prefixes and their counts come from one np.unique, and a
-    prefix's bucket is its first code mod `buckets` spread by the later codes (any fixed rule works:
-    every worker buckets a prefix alike).
+    prefix's bucket is a polynomial hash of its codes mod `buckets` (any fixed rule works: every
+    worker buckets a prefix alike).
     """
     sids = np.ascontiguousarray(chunk.sids, dtype=np.int64)
     spread = np.zeros(len(sids), np.uint64)

@@ -81,8 +81,8 @@ class TransformConfig:
     if_changed: str = flag("rebuild", "when the output exists but was made from other inputs: rebuild it, or refuse "
                                       f"({' or '.join(fingerprint.POLICIES)})")
     shuffle_join_above: int = flag(5_000_000, "items (SID table or corpus rows) above which the item features are "
-                                              "joined by key (CoGroupByKey) instead of a side input every worker "
-                                              "holds whole; the output is the same")
+                                              "joined by key (CoGroupByKey) instead of tables every worker process "
+                                              "loads whole; the output is the same")
 
     def __post_init__(self):
         for name in ("data_dir", "sids", "output"):
@@ -344,7 +344,7 @@ def run(config: TransformConfig, beam_args=(), log=logging.info) -> dict:
         out = TransformLayout(staging)
         impressions, spm_model = count_step(layout, sid_table, train_days, representation, options, staging)
         shuffle_join = max(len(sid_table.item_ids), corpus.size) > config.shuffle_join_above
-        log(f"joining item features {'by key (CoGroupByKey)' if shuffle_join else 'as side inputs'}: "
+        log(f"joining item features {'by key (CoGroupByKey)' if shuffle_join else 'from tables loaded once per worker process'}: "
             f"{max(len(sid_table.item_ids), corpus.size):,} items, threshold {config.shuffle_join_above:,}")
         counters = transform_step(layout, days, train_days, representation, spm_model, options, staging,
                                   config.sids, shuffle_join)
