@@ -23,6 +23,7 @@ transform_dir, output_dir, strategy = sys.argv[1:4]
 strategy = distribution.make_strategy(distribution.DistributionConfig(strategy=strategy))
 config = day_loop.TrainConfig(batch_size=256, hidden_dims=(32,))
 history = day_loop.train(transform_dir, output_dir, config, log=lambda *_: None, strategy=strategy)
+print("REPLICAS " + str(strategy.num_replicas_in_sync), flush=True)
 print("HISTORY " + json.dumps(history if distribution.is_chief(strategy) else []), flush=True)
 """
 
@@ -34,9 +35,11 @@ def _train(transform_dir: str, output_dir: str, strategy: str, env=None, wait=Tr
     return _history(process) if wait else process
 
 
-def _history(process) -> list[dict]:
+def _history(process, replicas: int = 2) -> list[dict]:
+    """The run's history, once the process has said it trained over `replicas` replicas."""
     out, err = process.communicate(timeout=600)
     assert process.returncode == 0, err[-3000:]
+    assert f"REPLICAS {replicas}\n" in out, "the strategy did not replicate the model"
     return json.loads(out.split("HISTORY ", 1)[1])
 
 
