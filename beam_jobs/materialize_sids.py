@@ -37,7 +37,7 @@ from pipeline.core.config_flags import flag
 from pipeline.core.contracts import to_json_line
 from pipeline.core.cards import read_rqvae_card
 from pipeline.core.layout import SidTableLayout
-from pipeline.core.publish import published
+from pipeline.core.publish import absolute_path, published
 from pipeline.data import sid_table_io
 from pipeline.sid import sid_quality
 
@@ -380,7 +380,7 @@ def run(config: MaterializeConfig, beam_args=(), save_main_session: bool = False
         # Beam's in-memory DirectRunner: measured faster here than multi_processing on 2 cores
         # (benchmarks/); multi_threading corrupted this pipeline's elements under Beam 2.77.
         options.view_as(StandardOptions).runner = "DirectRunner"
-    model_path = rqvae_savedmodel.latest(config.model)
+    model_path = absolute_path(rqvae_savedmodel.latest(config.model))  # stats.json records it; transforms read it
     card = read_rqvae_card(model_path)
     logging.info("materialising SIDs of %s with RQ-VAE %s into %s", config.corpus, card["rqvae_version"],
                  config.output)

@@ -47,7 +47,7 @@ from pipeline.core.cards import read_json, read_representation, read_sid_stats
 from pipeline.core.config_flags import flag
 from pipeline.core.layout import LOG_FILE_PATTERN, TRANSFORMED_SUFFIX, DataLayout, SidTableLayout, TransformLayout
 from pipeline.core.protocol import split_days
-from pipeline.core.publish import published
+from pipeline.core.publish import absolute_path, published
 from pipeline.core.records import SidTable
 from pipeline.core.representation import KINDS, Kind, RepresentationConfig, parse_kind
 from pipeline.data import corpus_io, log_io, sid_table_io
@@ -59,7 +59,7 @@ COUNT_BUCKETS = 64
 SERVING_SAMPLE_ROWS = 64
 ANALYSIS_NAMESPACE = NAMESPACE + "_analysis"  # the analysis pass's second read: not the job's counters
 # Bump when a change to this job changes its output for the same inputs (old outputs then rebuild).
-OUTPUT_FORMAT = 3
+OUTPUT_FORMAT = 4  # 4: the card records the RQ-VAE that made the SID table (instant cold start)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -351,6 +351,8 @@ def run(config: TransformConfig, beam_args=(), log=logging.info) -> dict:
         card = {"config": representation.card(), "name": representation.name, "table_rows": representation.table_rows,
                 "train_days": train_days, "eval_from": split.eval_from, "eval_days": split.eval_days,
                 "days": days, "counters": counters, "fingerprint": made_from.value}
+        if representation.has_sids:
+            card["rqvae"] = sid_table_rqvae(config.sids, sid_table)
         _write_bytes(json.dumps(card, indent=2).encode("utf-8"), out.card)
         sids = sid_table.lookup()
         impressed = [i for i in impressions if i in sids or not representation.has_sids]
@@ -365,6 +367,16 @@ def run(config: TransformConfig, beam_args=(), log=logging.info) -> dict:
         log(f"{counters['rows_rejected']:,} log rows rejected, written to {TransformLayout(output).rejected}")
     logging.info("transformed %d days with %s into %s", len(days), representation.name, output)
     return {"output": output, "config": representation, "counters": counters, "reused": False}
+
+
+def sid_table_rqvae(sids_dir: str, sid_table: SidTable) -> dict:
+    """The RQ-VAE that made the SID table: its version and export directory (the exports hold it)."""
+    stats = read_sid_stats(sids_dir)
+    if stats.get("rqvae_version") != sid_table.rqvae_version:
+        raise contracts.ContractError(f"{SidTableLayout(sids_dir).stats}: statistics of RQ-VAE "
+                                      f"{stats.get('rqvae_version')}, but the table holds SIDs of "
+                                      f"{sid_table.rqvae_version}: materialise the table again")
+    return {"version": sid_table.rqvae_version, "export": absolute_path(stats["model"])}
 
 
 def _codebook_size(sids_dir: str) -> int:

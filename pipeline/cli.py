@@ -92,7 +92,7 @@ def _train(args) -> None:
     layout = RunLayout(args.run_dir)
     output = os.path.join(layout.ranker, day_loop.run_dir_name(args.representation, config))
     history = day_loop.train(layout.transform_output(args.representation), output, config, args.export_dir or None,
-                             args.model_name, if_changed=args.if_changed, strategy=strategy)
+                             args.model_name, if_changed=args.if_changed, strategy=strategy, rqvae_export=args.rqvae)
     if distribution.is_chief(strategy):
         print(day_loop.describe(history, output, args.export_dir or None))
 
@@ -235,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--export_dir", default="",
                     help="export base: one SavedModel per day as <day>/ (default: RUN_DIR/ranker/<run>/export)")
     tn.add_argument("--model_name", default="ranker", help="model name in the exports' warm-up requests")
+    tn.add_argument("--rqvae", default="",
+                    help="SID representations: the export version directory of the RQ-VAE that made the SID table, "
+                         "if it moved from where the transform output records it (every export holds it, to "
+                         "compute SIDs from content embeddings)")
     tn.add_argument("--if_changed", choices=POLICIES, default="rebuild",
                     help="when the run directory holds a run made from other inputs: rebuild it, or refuse")
     config_flags.add_flags(tn, TrainConfig)

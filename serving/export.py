@@ -10,22 +10,30 @@ base path never sees half of one.
 
 Requests are checked in the graph, so the stock TF Serving answers as `sidrec serve` does: a SID
 of the wrong length, a code outside [0, K) (an all -1 SID is the "no SID" marker: the OOV row), a
-history of more than H items (the log contract's cap; training rejects such rows too) or a
-non-finite content embedding fail with INVALID_ARGUMENT naming the feature.
+history of more than H items (the log contract's cap; training rejects such rows too), or a content
+embedding of the wrong length or with a non-finite value fail with INVALID_ARGUMENT naming the feature.
+
+The export of a SID representation also holds the frozen RQ-VAE that made its SID table, so a request
+may carry an item's content embedding instead of its SID (serving.cold_start); assets.extra/rqvae.json
+is that RQ-VAE's card, its version the one the transform card records for the SID table.
 """
 
+import contextlib
 import os
 import shutil
 
 from pipeline.core.tf_env import load_sentencepiece_ops, tf
 import tensorflow_transform as tft  # noqa: I100  (after the TF set-up)
 
+from models.sid_tokenizer import SidTokenizer
 from pipeline.core import features as fk
 from pipeline.sid.preprocessing import labelled_feature_spec, serving_feature_spec
 from pipeline.core.representation import RepresentationConfig
 from pipeline.core.cards import read_representation
-from pipeline.core.layout import ExportLayout, TransformLayout
+from pipeline.core.contracts import MissingOutputError
+from pipeline.core.layout import ExportLayout, TransformLayout, rqvae_card
 from pipeline.core.publish import list_versions, published
+from serving import cold_start
 
 SERVING_DEFAULT = "serving_default"
 TRANSFORM_FEATURES = "transform_features"
@@ -57,12 +65,15 @@ def request_checks(features: dict, config: RepresentationConfig) -> list[tf.Oper
         for key in (fk.WATCH_SID, fk.CANDIDATE_SID):
             checks.append(_valid_sids(features[key], key, config.codebook_size))
         history = tf.RaggedTensor.from_sparse(features[fk.HISTORY_SIDS])
-        length_check = tf.debugging.Assert(tf.reduce_all(tf.equal(history.row_lengths(), history_items * levels)), [
+        given = history.row_lengths()  # none at all: no history item has a SID
+        length_check = tf.debugging.Assert(tf.reduce_all(tf.equal(given, history_items * levels) | tf.equal(given, 0)), [
             f"{fk.HISTORY_SIDS}: expected {levels} codes per item of {fk.HISTORY_ITEM_IDS}; got codes",
-            history.row_lengths()[:8], "for items", history_items[:8]], name="check_history_sids_length")
+            given[:8], "for items", history_items[:8]], name="check_history_sids_length")
         with tf.control_dependencies([length_check]):
             codes = tf.reshape(tf.identity(history.flat_values), [-1, levels])
         checks += [length_check, _valid_sids(codes, fk.HISTORY_SIDS, config.codebook_size)]
+        if fk.HISTORY_EMBEDDINGS in features:  # an export that computes missing SIDs from embeddings
+            checks += cold_start.embedding_checks(features, config)
     if config.is_dense:
         for key in (fk.WATCH_EMBEDDING, fk.CANDIDATE_EMBEDDING):
             checks.append(tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(features[key])), [
@@ -78,35 +89,86 @@ def _checked(features: dict, config: RepresentationConfig) -> dict:
 
 
 def make_serving_signatures(model: tf.keras.Model, tft_output: tft.TFTransformOutput,
-                            config: RepresentationConfig) -> dict:
+                            config: RepresentationConfig, tokenizer: SidTokenizer | None = None) -> dict:
     """`serving_default` and `transform_features`, both on a [None] string input named `examples`.
 
     The transform layer is assigned to the model so Keras tracks it and saves it with the model.
-    Both check their requests first (`request_checks`).
+    Both check their requests first (`request_checks`); with a tokenizer (SID representations), both
+    take content embeddings where SIDs are missing (serving.cold_start).
     """
     model.transform_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
     request_spec, labelled_spec = serving_feature_spec(raw_spec), labelled_feature_spec(raw_spec)
+    if tokenizer is not None:
+        request_spec, labelled_spec = (cold_start.request_spec(spec, config) for spec in (request_spec, labelled_spec))
     examples = tf.TensorSpec([None], tf.string, name=fk.SERVING_INPUT)
+
+    def parsed(examples, spec):
+        features = _checked(tf.io.parse_example(examples, spec), config)
+        return features if tokenizer is None else cold_start.resolve_sids(features, config, tokenizer)
 
     @tf.function(input_signature=[examples])
     def serve(examples):
-        features = _checked(tf.io.parse_example(examples, request_spec), config)
-        outputs = model(model.transform_layer(features))
+        outputs = model(model.transform_layer(parsed(examples, request_spec)))
         return {fk.CLICK_PROBABILITY: tf.reshape(outputs["click_probability"], [-1]),
                 fk.ENGAGEMENT_PREDICTION: tf.reshape(outputs["engagement"], [-1])}
 
     @tf.function(input_signature=[examples])
     def transform_features(examples):
-        transformed = model.transform_layer(_checked(tf.io.parse_example(examples, labelled_spec), config))
+        transformed = model.transform_layer(parsed(examples, labelled_spec))
         return {key: tf.sparse.to_dense(value, default_value=tf.cast(PIECE_PADDING, value.dtype))
                 if isinstance(value, tf.SparseTensor) else value for key, value in transformed.items()}
 
     return {SERVING_DEFAULT: serve.get_concrete_function(), TRANSFORM_FEATURES: transform_features.get_concrete_function()}
 
 
+def sid_tokenizer_for(transform_dir: str, rqvae_export: str = "") -> SidTokenizer | None:
+    """The frozen RQ-VAE that made the SID table a transform output joined (None for other representations).
+
+    Args:
+      rqvae_export: its export version directory, where the one the transform card records has moved.
+
+    Raises:
+      MissingOutputError: no RQ-VAE export there.
+      ValueError: the transform output records no RQ-VAE, or the export is another version than the
+        one that made the SID table.
+    """
+    card = read_representation(transform_dir)
+    if not RepresentationConfig(**card["config"]).has_sids:
+        return None
+    recorded = card.get("rqvae")
+    if not recorded:
+        raise ValueError(f"{transform_dir}: its representation.json records no RQ-VAE (made before instant cold "
+                         "start): run `sidrec transform` again")
+    path = rqvae_export or recorded["export"]
+    if not tf.io.gfile.exists(rqvae_card(path)):
+        raise MissingOutputError(f"RQ-VAE export {recorded['version']} (the one that made the SID table)", path,
+                                 "sidrec train-rqvae, or pass its export version directory with --rqvae")
+    tokenizer = SidTokenizer(path)
+    if tokenizer.version != recorded["version"]:
+        raise ValueError(f"{path} is RQ-VAE {tokenizer.version}, but the SID table {transform_dir} was made from holds "
+                         f"SIDs of RQ-VAE {recorded['version']}: give that version's export")
+    return tokenizer
+
+
+@contextlib.contextmanager
+def _tracked_while_saved(model: tf.keras.Model, name: str, module: tf.Module | None):
+    """`module` tracked by the model while it is saved (the signatures use its variables), and only then:
+    the training checkpoints stay the ranker's alone."""
+    if module is None:
+        yield
+        return
+    setattr(model, name, module)
+    try:
+        yield
+    finally:
+        delattr(model, name)
+        model._delete_tracking(name)  # Keras's delattr leaves the checkpoint dependency (as Keras does for optimizers)
+
+
 def export_version(model: tf.keras.Model, transform_dir: str, export_base: str, version: int,
-                   warmup_examples: list[bytes], model_name: str = "ranker") -> str:
+                   warmup_examples: list[bytes], model_name: str = "ranker",
+                   tokenizer: SidTokenizer | None = None) -> str:
     """Writes EXPORT_BASE/<version>/ (replacing it) and returns its path.
 
     Args:
@@ -115,6 +177,8 @@ def export_version(model: tf.keras.Model, transform_dir: str, export_base: str, 
       version: a positive integer (TF Serving serves the highest).
       warmup_examples: serialized raw tf.Examples for the warm-up requests (at least one).
       model_name: the model name in the warm-up requests.
+      tokenizer: for SID representations, the frozen RQ-VAE that made the SID table (`sid_tokenizer_for`):
+        the export then computes SIDs from content embeddings where a request has none. None: SIDs only.
     """
     if version < 1:
         raise ValueError(f"version must be a positive integer, got {version}")
@@ -124,12 +188,16 @@ def export_version(model: tf.keras.Model, transform_dir: str, export_base: str, 
     tft_output = tft.TFTransformOutput(transform_dir)
     final = os.path.join(export_base, str(version))
     config = RepresentationConfig(**read_representation(transform_dir)["config"])
-    with published(final) as staging:  # the staging name is not an integer: servers ignore it
-        model.save(staging, save_format="tf", signatures=make_serving_signatures(model, tft_output, config),
-                   include_optimizer=False)
+    if tokenizer is not None and not config.has_sids:
+        raise ValueError(f"{config.name} has no SIDs: its export takes no RQ-VAE")
+    with published(final) as staging, _tracked_while_saved(model, "sid_tokenizer", tokenizer):
+        model.save(staging, save_format="tf", include_optimizer=False,
+                   signatures=make_serving_signatures(model, tft_output, config, tokenizer))
         export_layout = ExportLayout(staging)
         os.makedirs(export_layout.assets_extra, exist_ok=True)
         shutil.copy(TransformLayout(transform_dir).card, export_layout.card)
+        if tokenizer is not None:
+            tf.io.gfile.copy(rqvae_card(tokenizer.export_dir), export_layout.rqvae_card, overwrite=True)
         write_warmup(export_layout.warmup, warmup_examples, model_name)
     return final
 

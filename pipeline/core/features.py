@@ -31,6 +31,9 @@ HISTORY_SIDS = "history_sids"  # int64 [H * L], the history items' SIDs one afte
 WATCH_EMBEDDING = "watch_embedding"  # float32 [D] (dense representation only)
 CANDIDATE_EMBEDDING = "candidate_embedding"
 CANDIDATE_FIRST_DAY = "candidate_first_day"
+# Serving requests of SID representations may carry content embeddings instead of SIDs (serving.cold_start):
+# WATCH_EMBEDDING and CANDIDATE_EMBEDDING (float32 [D]) and the history's, one after another (float32 [H * D]).
+HISTORY_EMBEDDINGS = "history_embeddings"
 
 # Outputs of preprocessing_fn: what the ranker reads. Pieces index one shared item table.
 WATCH_PIECES = "watch_pieces"

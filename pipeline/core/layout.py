@@ -226,6 +226,11 @@ class ExportLayout:
         """The representation card the model was trained on (a copy of the transform's)."""
         return _join(self.assets_extra, "representation.json")
 
+    @property
+    def rqvae_card(self) -> str:
+        """SID representations: the card of the frozen RQ-VAE the export holds (a copy of its export's)."""
+        return rqvae_card(self.root)
+
 
 @dataclasses.dataclass(frozen=True)
 class RunLayout:

@@ -19,6 +19,11 @@ def _is_local(path: str) -> bool:
     return "://" not in path
 
 
+def absolute_path(path: str) -> str:
+    """A local path made absolute (a card that records it stays valid from any working directory); URLs as given."""
+    return os.path.abspath(path) if _is_local(path) else path
+
+
 def staging_path(output: str) -> str:
     """A fresh sibling of `output` on the same filesystem (so the final move is a rename)."""
     return f"{output.rstrip('/')}.staging-{uuid.uuid4().hex[:12]}"

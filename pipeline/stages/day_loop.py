@@ -39,7 +39,7 @@ from pipeline.core.config_flags import flag
 from pipeline.core.contracts import MissingOutputError
 from pipeline.core.metrics import binary_auc, rmse
 from pipeline.core.publish import published
-from serving.export import export_version
+from serving.export import export_version, sid_tokenizer_for
 
 # Bump when a change to the loop changes its metrics for the same inputs (old runs then rebuild).
 RUN_FORMAT = 3  # 3: lazy Adam on the item table
@@ -168,7 +168,8 @@ def read_protocol_card(transform_dir: str) -> dict:
 
 def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base: str | None = None,
           model_name: str = "ranker", log=print, export_every_day: bool = True,
-          if_changed: str = "rebuild", strategy: tf.distribute.Strategy | None = None) -> list[dict]:
+          if_changed: str = "rebuild", strategy: tf.distribute.Strategy | None = None,
+          rqvae_export: str = "") -> list[dict]:
     """Trains on every day, evaluating the evaluation days first (resuming after the last checkpointed day).
 
     Args:
@@ -179,6 +180,8 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
       export_every_day: False exports only after the last day (experiments that compare many runs).
       if_changed: "rebuild" or "refuse" when output_dir holds a run made from other inputs.
       strategy: a tf.distribute strategy (models.distribution.make_strategy); default: the current one.
+      rqvae_export: SID representations: the export version directory of the RQ-VAE that made the SID
+        table, where it is not where the transform card records it (the exports hold it).
 
     Returns:
       One entry per evaluation day: the day, the AUCs, the engagement RMSE (and the export, if any).
@@ -186,23 +189,25 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
     strategy = strategy or tf.distribute.get_strategy()
     card = read_protocol_card(transform_dir)
     made_from = run_fingerprint(card, config)
+    tokenizer = sid_tokenizer_for(transform_dir, rqvae_export)  # before training: a missing RQ-VAE fails now
     if not distribution.is_chief(strategy):
         scratch = tempfile.mkdtemp(prefix="sidrec-worker-")
         try:
             return _train(transform_dir, card, RankerLayout(output_dir).checkpoints, scratch, config,
-                          os.path.join(scratch, "export"), model_name, log, export_every_day, strategy)
+                          os.path.join(scratch, "export"), model_name, log, export_every_day, strategy, tokenizer)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     if os.path.exists(output_dir) and not fingerprint.up_to_date(output_dir, made_from, if_changed, "ranker run", log):
         shutil.rmtree(output_dir)
     made_from.write(output_dir)
     return _train(transform_dir, card, RankerLayout(output_dir).checkpoints, output_dir, config,
-                  export_base or RankerLayout(output_dir).export, model_name, log, export_every_day, strategy)
+                  export_base or RankerLayout(output_dir).export, model_name, log, export_every_day, strategy,
+                  tokenizer)
 
 
 def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, config: TrainConfig,
            export_base: str, model_name: str, log, export_every_day: bool,
-           strategy: tf.distribute.Strategy) -> list[dict]:
+           strategy: tf.distribute.Strategy, tokenizer) -> list[dict]:
     """The day loop; every worker runs it alike (collective ops need them all), writing to output_dir."""
     days, eval_from = card["days"], card["eval_from"]
     run = RankerLayout(output_dir)
@@ -253,7 +258,7 @@ def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, c
         model.fit(training, initial_epoch=step, epochs=step + 1,
                   verbose=2, callbacks=[tf.keras.callbacks.TensorBoard(tensorboard, write_graph=False)])
         if export_every_day or day == days[-1]:
-            exported = export_version(model, transform_dir, export_base, day, warmup, model_name)
+            exported = export_version(model, transform_dir, export_base, day, warmup, model_name, tokenizer)
             log(f"exported {exported}")
             if entry:
                 entry["export"] = exported
