@@ -13,7 +13,6 @@ about 2 for the memory of the streaming stages (materialise, transform, train) i
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys

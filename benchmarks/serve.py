@@ -24,7 +24,6 @@ from pipeline.core.tf_env import tf  # noqa: E402
 from benchmarks.common import emit  # noqa: E402
 from pipeline.data import log_io  # noqa: E402
 from pipeline.core.layout import RunLayout  # noqa: E402
-from pipeline.core.representation import RepresentationConfig  # noqa: E402
 from pipeline.core.cards import read_export_card  # noqa: E402
 from pipeline.stages.predict import builder_for_run  # noqa: E402
 from serving import export  # noqa: E402
@@ -32,10 +31,10 @@ from serving.client import RankerClient  # noqa: E402
 
 
 def _request(layout: RunLayout, export_dir: str, candidates: int) -> list[bytes]:
-    config = RepresentationConfig(**read_export_card(export_dir)["config"])
     logs = log_io.read_logs(layout.data, days=[layout.data.days()[-1]])
     items = list(dict.fromkeys(logs.candidate_item_id))[:candidates]
-    return builder_for_run(layout, config).rank_request(logs.watch_item_id[0], items, logs.history(0))
+    return builder_for_run(layout, read_export_card(export_dir)).rank_request(logs.watch_item_id[0], items,
+                                                                              logs.history(0))
 
 
 def _measure(call, requests: int, concurrency: int) -> dict:

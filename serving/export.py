@@ -29,7 +29,7 @@ from models.sid_tokenizer import SidTokenizer
 from pipeline.core import features as fk
 from pipeline.sid.preprocessing import labelled_feature_spec, serving_feature_spec
 from pipeline.core.representation import RepresentationConfig
-from pipeline.core.cards import read_representation
+from pipeline.core.cards import read_export_card, read_representation, read_rqvae_card
 from pipeline.core.contracts import MissingOutputError
 from pipeline.core.layout import ExportLayout, TransformLayout, rqvae_card
 from pipeline.core.publish import list_versions, published
@@ -200,6 +200,23 @@ def export_version(model: tf.keras.Model, transform_dir: str, export_base: str, 
             tf.io.gfile.copy(rqvae_card(tokenizer.export_dir), export_layout.rqvae_card, overwrite=True)
         write_warmup(export_layout.warmup, warmup_examples, model_name)
     return final
+
+
+def check_rqvae_version(export_dir: str) -> str | None:
+    """The version of the RQ-VAE an export holds (None: it holds none), checked against its SID table's.
+
+    Raises:
+      ValueError: the export's RQ-VAE is not the one that made the SID table its ranker was trained on.
+    """
+    layout = ExportLayout(export_dir)
+    if not tf.io.gfile.exists(layout.rqvae_card):
+        return None
+    held = read_rqvae_card(export_dir)["rqvae_version"]
+    recorded = (read_export_card(export_dir).get("rqvae") or {}).get("version")
+    if held != recorded:
+        raise ValueError(f"{export_dir}: holds RQ-VAE {held}, but its ranker was trained on SIDs of RQ-VAE "
+                         f"{recorded} (assets.extra/representation.json): SIDs it computes would not be the table's")
+    return held
 
 
 def write_warmup(path: str, examples: list[bytes], model_name: str) -> None:

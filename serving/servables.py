@@ -37,6 +37,7 @@ class Servable:
 
     def __init__(self, name: str, version: int, path: str):
         self.name, self.version, self.path = name, version, path
+        self.rqvae_version = export.check_rqvae_version(path)  # refuse an export whose RQ-VAE is not its table's
         load_sentencepiece_ops()  # sid_spm exports hold SentencePiece ops
         self._model = tf.saved_model.load(path)
         with open(os.path.join(path, SAVED_MODEL_FILE), "rb") as f:
@@ -177,8 +178,9 @@ class ModelManager:
                 self._loading.pop(name, None)
             with self._lock:
                 self._served[name] = servable  # requests holding the old version finish on it
-            log.info("model %s: serving version %d (warm-up requests: %d)%s", name, newest, warmed,
-                     f", unloaded version {current.version}" if current else "")
+            log.info("model %s: serving version %d (warm-up requests: %d%s)%s", name, newest, warmed,
+                     f"; SIDs from content embeddings by RQ-VAE {servable.rqvae_version}" if servable.rqvae_version
+                     else "", f", unloaded version {current.version}" if current else "")
 
     def start_polling(self, interval_seconds: float) -> threading.Thread:
         def loop():

@@ -36,3 +36,15 @@ def spm_run(run_dir):
     from worlds import run_transform
 
     return run_transform(run_dir, "sid_spm", vocab_size=300)
+
+
+@pytest.fixture(scope="session")
+def spm_ranker(spm_run, tmp_path_factory):
+    """A small sid_spm ranker trained day by day on `spm_run`: {"run": its directory, "export": its export base
+    (one version a day), "history": what `day_loop.train` returned}."""
+    from pipeline.stages import day_loop
+
+    root = tmp_path_factory.mktemp("spm_ranker")
+    config = day_loop.TrainConfig(batch_size=256, hidden_dims=(16,), embedding_dim=8)
+    history = day_loop.train(spm_run["output"], str(root / "run"), config, str(root / "export"), log=lambda *_: None)
+    return {"run": str(root / "run"), "export": str(root / "export"), "history": history}

@@ -154,12 +154,11 @@ def test_no_look_ahead_an_evaluation_days_logs_change_nothing_learned_or_evaluat
     assert before[1]["ctr_auc"] != pytest.approx(after[1]["ctr_auc"], abs=1e-3)  # day 3 itself did change
 
 
-def test_day_loop_exports_one_version_per_day(spm_run, tmp_path):
-    history = day_loop.train(spm_run["output"], str(tmp_path / "run"), CONFIG, str(tmp_path / "export"),
-                             log=lambda *_: None)
-    assert export.versions(str(tmp_path / "export")) == [1, 2, 3]  # trained on every day
+def test_day_loop_exports_one_version_per_day(spm_ranker):
+    base = spm_ranker["export"]
+    assert export.versions(base) == [1, 2, 3]  # trained on every day
     # Each evaluation day's entry names the version trained through it.
-    assert [e["export"] for e in history] == [str(tmp_path / "export" / "2"), str(tmp_path / "export" / "3")]
-    assert not [n for n in os.listdir(tmp_path / "export") if "staging" in n]
-    events = tf.io.gfile.glob(os.path.join(RankerLayout(str(tmp_path / "run")).tensorboard, "*", "events.out.tfevents.*"))
+    assert [e["export"] for e in spm_ranker["history"]] == [os.path.join(base, "2"), os.path.join(base, "3")]
+    assert not [n for n in os.listdir(base) if "staging" in n]
+    events = tf.io.gfile.glob(os.path.join(RankerLayout(spm_ranker["run"]).tensorboard, "*", "events.out.tfevents.*"))
     assert {os.path.basename(os.path.dirname(e)) for e in events} >= {"train", "next_day"}

@@ -15,23 +15,23 @@ import tensorflow_text  # noqa: F401  (SentencePiece ops in the export)
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
-from pipeline.stages import day_loop
 from pipeline.core import features as fk
-from pipeline.core.cards import read_serving_sample
+from pipeline.core.cards import read_export_card, read_serving_sample
+from pipeline.core.representation import RepresentationConfig
+from pipeline.data import corpus_io, log_io, sid_table_io
+from pipeline.sid.serving_examples import ServingExampleBuilder
 from serving import export
 from serving.batching import Batcher, BatchingParameters
 from serving.client import RankerClient
 from serving.servables import Servable, ServingError
-from worlds import bad_sid_requests
-
-CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(16,), embedding_dim=8)
+from worlds import SMALL_WORLD, bad_embedding_requests, bad_sid_requests
 
 
 @pytest.fixture(scope="module")
-def exports(spm_run, tmp_path_factory):
+def exports(spm_run, spm_ranker, tmp_path_factory):
     """Two daily versions (1, 2) of a small sid_spm ranker, under two model names."""
     root = tmp_path_factory.mktemp("serving")
-    day_loop.train(spm_run["output"], str(root / "run"), CONFIG, str(root / "ranker"), log=lambda *_: None)
+    shutil.copytree(spm_ranker["export"], root / "ranker")
     shutil.rmtree(root / "ranker" / "3")  # the hot-swap test publishes a version 3 itself
     shutil.copytree(root / "ranker", root / "other")
     config = root / "models.config"
@@ -90,6 +90,26 @@ def test_scores_equal_the_in_process_savedmodel(exports, server):
             np.testing.assert_allclose(outputs[key], expected[key].numpy(), rtol=1e-6)
 
 
+def test_embeddings_instead_of_sids_score_alike_through_grpc(exports, server, run_dir):
+    """Logged rows sent with only content embeddings (no SIDs) get the scores of the same rows with SIDs."""
+    root, _, _ = exports
+    config = RepresentationConfig(**read_export_card(str(root / "ranker" / "2"))["config"])
+    sids = sid_table_io.read_sid_table(run_dir.sids + "/table").lookup()
+    corpus = corpus_io.read_corpus(run_dir.data.corpus)
+    logs = log_io.read_logs(run_dir.data, days=[3])
+    rows = ([logs.watch_item_id[r] for r in range(50)], [logs.candidate_item_id[r] for r in range(50)],
+            [logs.history(r) for r in range(50)])
+    by_sid = ServingExampleBuilder(config, sids=sids).serialize(*rows)
+    by_embedding = ServingExampleBuilder(config, embeddings=dict(zip(corpus.item_ids, corpus.embeddings))).serialize(*rows)
+    client = RankerClient(server)
+    expected, _ = client.predict("ranker", by_sid)
+    found, _ = client.predict("ranker", by_embedding)
+    local = tf.saved_model.load(str(root / "ranker" / "2")).signatures["serving_default"](examples=tf.constant(by_embedding))
+    for key in (fk.CLICK_PROBABILITY, fk.ENGAGEMENT_PREDICTION):
+        np.testing.assert_allclose(found[key], expected[key], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(found[key], local[key].numpy(), rtol=1e-6)
+
+
 def test_metadata_and_status(server):
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
     request.model_spec.name = "ranker"
@@ -125,7 +145,7 @@ def _malformed(sample):
         ("unknown output", bad_filter, grpc.StatusCode.INVALID_ARGUMENT, "score"),
         ("over the size limit", _request(sample * 20), grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
     ] + [(case, _request([sample[1], record]), grpc.StatusCode.INVALID_ARGUMENT, feature)
-         for case, record, feature in bad_sid_requests(sample[0])]
+         for case, record, feature in bad_sid_requests(sample[0]) + bad_embedding_requests(sample[0], SMALL_WORLD.embedding_dim)]
 
 
 def test_malformed_requests_get_tf_servings_status_codes_and_the_server_stays_up(exports, server):

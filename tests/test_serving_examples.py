@@ -7,7 +7,6 @@ import tensorflow_transform as tft
 
 from pipeline.core import features as fk
 from pipeline.core.cards import read_representation, read_serving_sample
-from pipeline.core.representation import RepresentationConfig
 from pipeline.sid.preprocessing import serving_feature_spec
 from pipeline.stages.predict import builder_for_run
 
@@ -15,7 +14,7 @@ from pipeline.stages.predict import builder_for_run
 def test_serving_examples_from_the_sid_table_match_the_jobs_join(run_dir, spm_run):
     """The client's builder joins SIDs exactly as the transform job did for the same logged row."""
     card = read_representation(spm_run["output"])
-    builder = builder_for_run(run_dir, RepresentationConfig(**card["config"]))
+    builder = builder_for_run(run_dir, card)
     spec = serving_feature_spec(tft.TFTransformOutput(spm_run["output"]).raw_feature_spec())
     for record in read_serving_sample(spm_run["output"])[:10]:
         logged = tf.io.parse_single_example(record, spec)

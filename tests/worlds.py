@@ -4,10 +4,12 @@ import os
 
 from models.rqvae import RQVAEConfig
 from pipeline.core.layout import RunLayout
+from pipeline.data.simulator import SimulatorConfig
 
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 TINY = RQVAEConfig(encoder_dims=(32, 8), num_levels=4, codebook_size=16, batch_size=128, max_epochs=6,
                    patience=2, kmeans_iterations=5)
+SMALL_WORLD = SimulatorConfig(num_items=1500, num_users=200, num_days=3, impressions_per_day=1500, embedding_dim=32)
 
 
 def small_run(root: str) -> RunLayout:
@@ -17,11 +19,9 @@ def small_run(root: str) -> RunLayout:
     from pipeline.data import corpus_io
     from pipeline.stages import train_rqvae as rqvae_job
     from pipeline.stages.simulate import run as simulate_run
-    from pipeline.data.simulator import SimulatorConfig
 
     layout = RunLayout(root)
-    simulate_run(SimulatorConfig(num_items=1500, num_users=200, num_days=3, impressions_per_day=1500,
-                                 embedding_dim=32), layout)
+    simulate_run(SMALL_WORLD, layout)
     corpus = corpus_io.read_corpus(layout.data.corpus)
     model, _ = rqvae_job.train(corpus.embeddings, TINY, lambda *_: None)
     export = rqvae_savedmodel.export(model, os.path.join(layout.rqvae, "export"))
@@ -106,3 +106,24 @@ def bad_sid_requests(record: bytes, num_levels: int = TINY.num_levels) -> list[t
         ("history longer than H", edited_example(record, history_item_ids=[history[0].decode()] * 21,
                                                  history_sids=[1] * (num_levels * 21)), fk.HISTORY_ITEM_IDS),
     ]
+
+
+def bad_embedding_requests(record: bytes, dim: int) -> list[tuple[str, bytes, str]]:
+    """(case, serialized request row, the feature its error must name) for embeddings a server must refuse."""
+    import tensorflow as tf
+
+    from pipeline.core import features as fk
+
+    example = tf.train.Example.FromString(record)
+    history_items = len(example.features.feature[fk.HISTORY_ITEM_IDS].bytes_list.value)
+
+    def edited(key, values):
+        copy = tf.train.Example.FromString(record)
+        copy.features.feature[key].float_list.value.extend(values)
+        return copy.SerializeToString()
+
+    return [("watch embedding of the wrong length", edited(fk.WATCH_EMBEDDING, [0.1] * (dim - 1)), fk.WATCH_EMBEDDING),
+            ("candidate embedding with a NaN", edited(fk.CANDIDATE_EMBEDDING, [float("nan")] + [0.1] * (dim - 1)),
+             fk.CANDIDATE_EMBEDDING),
+            ("history embeddings of the wrong length", edited(fk.HISTORY_EMBEDDINGS, [0.1] * (dim * history_items + 1)),
+             fk.HISTORY_EMBEDDINGS)]

@@ -74,6 +74,11 @@ class DataLayout:
     def summary(self) -> str:
         return _join(self.root, "summary.json")
 
+    @property
+    def arrivals(self) -> str:
+        """A corpus file of items that arrived after the last SID materialisation (the demo ranks them)."""
+        return _join(self.root, "arrivals.parquet")
+
     def logged_days(self) -> list[int]:
         """The days that have a log partition, sorted; none raises MissingOutputError saying what makes them."""
         found = self.days()

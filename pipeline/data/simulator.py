@@ -147,6 +147,28 @@ def _topic_vectors(rng, config):
     return [_unit(rng.standard_normal((n, config.embedding_dim))) for n in sizes]
 
 
+def _content(rng, config, topic_vectors, leaf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Items' topic paths [N, levels] and unit content embeddings [N, D]: the path's vectors plus noise."""
+    levels = len(config.topic_branching)
+    topic_path = np.stack([leaf // int(np.prod(config.topic_branching[l + 1:])) for l in range(levels)], 1)
+    embeddings = sum(w * vecs[topic_path[:, l]]
+                     for l, (w, vecs) in enumerate(zip(config.topic_weights, topic_vectors)))
+    embeddings = embeddings + config.noise_weight * _unit(rng.standard_normal((leaf.size, config.embedding_dim)))
+    return topic_path, _unit(embeddings).astype(np.float32)
+
+
+def arrivals(config: SimulatorConfig, count: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """`count` items of the world `config` simulates that arrive after its last day: ids ("new-...") and
+    embeddings. Their content is drawn as the corpus's (a leaf topic each, uniformly), from the world's
+    own topic vectors, so an RQ-VAE trained on the corpus gives them meaningful SIDs."""
+    topic_vectors = _topic_vectors(np.random.default_rng(config.seed), config)  # simulate()'s first draw
+    rng = np.random.default_rng([config.seed, seed])
+    leaf = rng.integers(0, topic_vectors[-1].shape[0], size=count)
+    _, embeddings = _content(rng, config, topic_vectors, leaf)
+    ids = np.array([f"new-{suffix}" for suffix in random_ids(rng, count, 8)], dtype=object)
+    return ids, embeddings
+
+
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -200,18 +222,13 @@ def _push_clicks(history, users, items):
 def simulate(config: SimulatorConfig = SimulatorConfig()) -> SimulatedData:
     """Generates a corpus and day-by-day impression logs, deterministically for config.seed."""
     rng = np.random.default_rng(config.seed)
-    levels = len(config.topic_branching)
     n_items = config.num_items
 
     # Items: a leaf topic each (leaves of uneven size), embedding from the topic path.
     topic_vectors = _topic_vectors(rng, config)
     n_leaves = topic_vectors[-1].shape[0]
     leaf = rng.choice(n_leaves, size=n_items, p=rng.dirichlet(np.full(n_leaves, 2.0)))
-    topic_path = np.stack([leaf // int(np.prod(config.topic_branching[l + 1:])) for l in range(levels)], 1)
-    embeddings = sum(w * vecs[topic_path[:, l]]
-                     for l, (w, vecs) in enumerate(zip(config.topic_weights, topic_vectors)))
-    embeddings = embeddings + config.noise_weight * _unit(rng.standard_normal((n_items, config.embedding_dim)))
-    embeddings = _unit(embeddings).astype(np.float32)
+    topic_path, embeddings = _content(rng, config, topic_vectors, leaf)
 
     item_ids = random_ids(rng, n_items, 11)
     quality_std, affinity_weight, relatedness_weight = config.signal_weights

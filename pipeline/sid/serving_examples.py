@@ -23,8 +23,9 @@ class ServingExampleBuilder:
         `embeddings` has them.
       embeddings: {item_id: float32 [D]}: dense, every item's; SID kinds, those of items without a SID.
 
-    After `serialize`: `last_missing` counts, per feature, the items the SID (or embedding) join did
-    not find; `last_embedded` lists the items sent as content embeddings instead of SIDs.
+    After `serialize`: `last_missing` counts, per feature, the items served the OOV row (neither a SID
+    nor, where it would be sent, an embedding); `last_embedded` lists the items sent as content
+    embeddings instead of SIDs.
     """
 
     def __init__(self, config: RepresentationConfig, sids: dict | None = None, embeddings: dict | None = None):
@@ -66,6 +67,10 @@ class ServingExampleBuilder:
                                 tf.train.Feature(int64_list=tf.train.Int64List(value=values)))
             records.append(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
         self.last_embedded = list(embedded)
+        if self.config.has_sids and embedded:  # the SID join's misses less the items sent as embeddings
+            self.last_missing = {key: sum(i not in self._sids and i not in self._embeddings for i in items)
+                                 for key, items in ((fk.WATCH_SID, watch), (fk.CANDIDATE_SID, candidate),
+                                                    (fk.HISTORY_SIDS, [i for h in histories for i in h]))}
         return records
 
     def _embeddings_of_items_without_sids(self, items: list[str], embedded: dict) -> np.ndarray | None:

@@ -19,6 +19,8 @@ DEMO_SEEDS = 2
 # The demo's world: the simulator's, over 8 days of 20,000 impressions, so that two seeds fit in 10 minutes.
 DEMO_WORLD = {"num_days": 8, "impressions_per_day": 20_000}
 SERVED = DEFAULT_SERVED
+# Items that arrive after the last SID materialisation: the demo ranks them from their content embeddings.
+ARRIVALS = 2
 
 
 def run(layout: RunLayout, simulator: SimulatorConfig, rqvae: RQVAEConfig, log=print) -> dict:
@@ -42,14 +44,19 @@ def run(layout: RunLayout, simulator: SimulatorConfig, rqvae: RQVAEConfig, log=p
     results = experiment.run(layout, experiment.ExperimentConfig(arms=DEMO_ARMS, seeds=DEMO_SEEDS),
                              day_loop.TrainConfig(), log=log)
     log(experiment.describe(results))
-    log(f"== serve the last {SERVED} export over TF Serving's gRPC API; rank candidates for 3 users ==")
+    log(f"== serve the last {SERVED} export over TF Serving's gRPC API; rank candidates for 3 users, with "
+        f"{ARRIVALS} items that arrived after the last SID materialisation among them (sent as content embeddings) ==")
     export_base = RankerLayout(next(r["run_dir"] for r in results["runs"] if r["label"] == SERVED)).export
     grpc_server, manager, port = server.start([ModelConfig("ranker", export_base)])
     log(f"serving {export_base} (version {manager.servable('ranker').version}) on 127.0.0.1:{port}; the same with "
         f"the stock server: tensorflow_model_server --model_name=ranker --model_base_path={os.path.abspath(export_base)}")
+    arrived = simulate.write_arrivals(simulator, layout, ARRIVALS)
+    log(f"{ARRIVALS} new items arrived after the SID table was made ({layout.data.arrivals}): "
+        f"{', '.join(arrived.item_ids)}; none is in {layout.sids}")
     try:
         log(predict.describe(predict.run(layout, predict.PredictConfig(
-            server=f"127.0.0.1:{port}", model_name="ranker", representation=SERVED, users=3))))
+            server=f"127.0.0.1:{port}", model_name="ranker", representation=SERVED, users=3,
+            also_rank=tuple(arrived.item_ids), corpus=layout.data.arrivals))))
     finally:
         manager.stop()
         grpc_server.stop(grace=1).wait()

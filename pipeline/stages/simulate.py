@@ -15,7 +15,7 @@ from pipeline.stages import plots
 from pipeline.core import features as fk
 from pipeline.core.records import Corpus, Impressions
 from pipeline.core.layout import RunLayout
-from pipeline.data.simulator import SimulatedData, SimulatorConfig, simulate
+from pipeline.data.simulator import SimulatedData, SimulatorConfig, arrivals, simulate
 
 
 def to_corpus(data: SimulatedData) -> Corpus:
@@ -70,6 +70,14 @@ def run(config: SimulatorConfig, run_layout: RunLayout) -> dict:
         json.dump(summary, f, indent=2)
     summary["plot"] = plots.log_summary(summary, run_layout.plot("simulated_logs"))
     return summary
+
+
+def write_arrivals(config: SimulatorConfig, run_layout: RunLayout, count: int) -> Corpus:
+    """Writes `count` items of the world that arrive the day after its logs end (data/arrivals.parquet)."""
+    item_ids, embeddings = arrivals(config, count)
+    corpus = Corpus(item_ids=item_ids, embeddings=embeddings, first_day=np.full(count, config.num_days + 1, np.int64))
+    corpus_io.write_corpus(run_layout.data.arrivals, corpus)
+    return corpus
 
 
 def describe(summary: dict, run_layout: RunLayout) -> str:
