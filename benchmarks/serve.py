@@ -1,40 +1,77 @@
-"""Serving latency and throughput: the gRPC server against the in-process SavedModel, same requests.
+"""Serving latency and throughput: SIDs against content embeddings, gRPC against in-process, one run.
 
-One request ranks 100 candidates for one user (raw tf.Examples built from the SID table, as the
-client does). At concurrency 1 and 8: p50 and p99 latency and requests/s through `sidrec serve`
-(a subprocess, called with the official stub), without and with --enable_batching, and through
-the SavedModel's `serving_default` called in this process; the ratios say what the server's gRPC
-and protobuf work costs and what batching concurrent requests gains.
+One request ranks 100 candidates for one user (raw tf.Examples built as the client builds them). Two
+forms of the same request: every item by its SID (from the SID table), and every item by its content
+embedding only (the instant cold-start path: the export's frozen RQ-VAE computes the SIDs), the
+worst case of a request about items the SID table has not caught up with. At concurrency 1 and 8:
+p50 and p99 latency and requests/s through `sidrec serve` (a subprocess, called with the official
+stub; SID requests also with --enable_batching) and through the SavedModel's `serving_default` in
+this process. The ranker is exported twice from its checkpoint, with and without the RQ-VAE, for
+the export's size and for what holding the RQ-VAE costs a SID request.
 
   python benchmarks/serve.py --run_dir runs/demo --out benchmarks/results/serve.json
 """
 
 import argparse
+import dataclasses
+import glob
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent import futures
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-from pipeline.core.tf_env import tf  # noqa: E402
+from pipeline.core.tf_env import load_sentencepiece_ops, tf  # noqa: E402
 
 from benchmarks.common import emit  # noqa: E402
-from pipeline.data import log_io  # noqa: E402
-from pipeline.core.layout import RunLayout  # noqa: E402
-from pipeline.core.cards import read_export_card  # noqa: E402
-from pipeline.stages.predict import builder_for_run  # noqa: E402
+from pipeline.core import features as fk  # noqa: E402
+from pipeline.core import fingerprint  # noqa: E402
+from pipeline.core.cards import read_export_card, read_serving_sample  # noqa: E402
+from pipeline.core.layout import RankerLayout, RunLayout  # noqa: E402
+from pipeline.core.representation import RepresentationConfig  # noqa: E402
+from pipeline.data import corpus_io, log_io, sid_table_io  # noqa: E402
+from pipeline.sid.serving_examples import ServingExampleBuilder  # noqa: E402
+from pipeline.stages import day_loop  # noqa: E402
 from serving import export  # noqa: E402
 from serving.client import RankerClient  # noqa: E402
 
 
-def _request(layout: RunLayout, export_dir: str, candidates: int) -> list[bytes]:
+def _requests(layout: RunLayout, export_dir: str, candidates: int) -> dict[str, list[bytes]]:
+    """The same ranking request with every item by SID, and with every item by content embedding."""
+    config = RepresentationConfig(**read_export_card(export_dir)["config"])
     logs = log_io.read_logs(layout.data, days=[layout.data.days()[-1]])
     items = list(dict.fromkeys(logs.candidate_item_id))[:candidates]
-    return builder_for_run(layout, read_export_card(export_dir)).rank_request(logs.watch_item_id[0], items,
-                                                                              logs.history(0))
+    row = (logs.watch_item_id[0], items, logs.history(0))
+    sids = sid_table_io.read_sid_table(os.path.join(layout.sids, "table")).lookup()
+    corpus = corpus_io.read_corpus(layout.data.corpus)
+    return {"sids": ServingExampleBuilder(config, sids=sids).rank_request(*row),
+            "embeddings": ServingExampleBuilder(config, embeddings=dict(zip(corpus.item_ids, corpus.embeddings)))
+            .rank_request(*row)}
+
+
+def _export_both_ways(run_dir: str, export_dir: str, layout: RunLayout, out_dir: str) -> dict[str, str]:
+    """The run's ranker (from its checkpoint) exported with and without the RQ-VAE; {form: export dir}."""
+    card = read_export_card(export_dir)
+    transform_dir = layout.transform_output(card["name"])
+    recorded = fingerprint.read(run_dir)["inputs"]["train_config"]
+    config = day_loop.TrainConfig(**{f.name: tuple(recorded[f.name]) if isinstance(recorded[f.name], list)
+                                     else recorded[f.name] for f in dataclasses.fields(day_loop.TrainConfig)})
+    model = day_loop.build_ranker(card, config)
+    model(next(iter(day_loop.day_dataset(transform_dir, card["days"][0], 2))))
+    tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(RankerLayout(run_dir).checkpoints)).expect_partial()
+    warmup = read_serving_sample(transform_dir)
+    return {"with_rqvae": export.export_version(model, transform_dir, os.path.join(out_dir, "with"), 1, warmup,
+                                                tokenizer=export.sid_tokenizer_for(transform_dir)),
+            "without_rqvae": export.export_version(model, transform_dir, os.path.join(out_dir, "without"), 1, warmup)}
+
+
+def _size_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
 def _measure(call, requests: int, concurrency: int) -> dict:
@@ -56,53 +93,74 @@ def _measure(call, requests: int, concurrency: int) -> dict:
             "requests_per_s": round(requests / elapsed, 1)}
 
 
+def _through_server(base: str, flags: list[str], calls: dict, requests: int) -> dict:
+    """{form: {concurrency: measurement}} through `sidrec serve` on `base`."""
+    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--model_base_path", base, "--port", "0",
+                               *flags], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        target = next(line.split()[-1] for line in server.stdout if line.startswith("listening on "))
+        client = RankerClient(target)
+        return {form: {c: _measure(lambda r=request: client.predict("ranker", r), requests, c) for c in (1, 8)}
+                for form, request in calls.items()}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run_dir", default=os.path.join("runs", "demo"))
-    parser.add_argument("--export_base", default="", help="default: the newest RUN_DIR/ranker/sid_spm_8192-*/export")
+    parser.add_argument("--ranker_run", default="", help="default: the newest RUN_DIR/ranker/sid_spm_8192-*")
     parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
     layout = RunLayout(args.run_dir)
-    import glob
-
-    runs = sorted(glob.glob(os.path.join(layout.ranker, "sid_spm_8192-*", "export")), key=os.path.getmtime)
-    if not (args.export_base or runs):
-        raise SystemExit(f"no sid_spm_8192 run with exports under {layout.ranker}: run `make demo`, or give --export_base")
-    base = args.export_base or runs[-1]
-    found = export.versions(base)
+    runs = sorted(glob.glob(os.path.join(layout.ranker, "sid_spm_8192-*")), key=os.path.getmtime)
+    run_dir = args.ranker_run or (runs[-1] if runs else "")
+    found = export.versions(RankerLayout(run_dir).export) if run_dir else []
     if not found:
-        raise SystemExit(f"{base}: no export; run `make demo` first")
-    export_dir = os.path.join(base, str(found[-1]))
-    request = _request(layout, export_dir, args.candidates)
-    serve = tf.saved_model.load(export_dir).signatures[export.SERVING_DEFAULT]
-    in_process = lambda: serve(examples=tf.constant(request))  # noqa: E731
+        raise SystemExit(f"no sid_spm_8192 run with exports under {layout.ranker}: run `make demo`, or give --ranker_run")
+    load_sentencepiece_ops()
+    export_dir = os.path.join(RankerLayout(run_dir).export, str(found[-1]))
+    requests = _requests(layout, export_dir, args.candidates)
+    scratch = tempfile.mkdtemp(prefix="sidrec-serve-bench-")
+    exports = _export_both_ways(run_dir, export_dir, layout, scratch)
+    signatures = {form: tf.saved_model.load(path).signatures[export.SERVING_DEFAULT] for form, path in exports.items()}
+    calls = {"sids": lambda: signatures["with_rqvae"](examples=tf.constant(requests["sids"])),
+             "embeddings": lambda: signatures["with_rqvae"](examples=tf.constant(requests["embeddings"])),
+             "sids_export_without_rqvae": lambda: signatures["without_rqvae"](examples=tf.constant(requests["sids"]))}
+    scores = {form: call()[fk.CLICK_PROBABILITY].numpy() for form, call in calls.items()}
 
-    results = {"export": export_dir, "candidates_per_request": args.candidates, "requests": args.requests,
-               "cpus": os.cpu_count()}
-    measured = {}
-    for setting, flags in (("in_process", None), ("grpc", []), ("grpc_batching", ["--enable_batching"])):
-        if flags is None:
-            measured[setting] = {c: _measure(in_process, args.requests, c) for c in (1, 8)}
-            continue
-        server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--model_base_path", base,
-                                   "--port", "0", *flags], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            target = next(line.split()[-1] for line in server.stdout if line.startswith("listening on "))
-            client = RankerClient(target)
-            measured[setting] = {c: _measure(lambda: client.predict("ranker", request), args.requests, c)
-                                 for c in (1, 8)}
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    measured = {"in_process": {form: {c: _measure(call, args.requests, c) for c in (1, 8)}
+                               for form, call in calls.items()}}
+    base = os.path.dirname(exports["with_rqvae"])
+    measured["grpc"] = _through_server(base, [], requests, args.requests)
+    measured["grpc_batching"] = _through_server(base, ["--enable_batching"], {"sids": requests["sids"]}, args.requests)
+
+    results = {"ranker_run": run_dir, "candidates_per_request": args.candidates, "requests": args.requests,
+               "cpus": os.cpu_count(),
+               "request_bytes": {form: sum(map(len, request)) for form, request in requests.items()},
+               "max_score_difference_embeddings_vs_sids": float(np.abs(scores["embeddings"] - scores["sids"]).max()),
+               "export_bytes": {form: _size_bytes(path) for form, path in exports.items()}}
+    shutil.rmtree(scratch, ignore_errors=True)
+    results["export_bytes"]["rqvae_share"] = round(
+        1 - results["export_bytes"]["without_rqvae"] / results["export_bytes"]["with_rqvae"], 3)
     for c in (1, 8):
-        local, remote, batched = (measured[s][c] for s in ("in_process", "grpc", "grpc_batching"))
+        local, remote, batched = (measured[s] for s in ("in_process", "grpc", "grpc_batching"))
         results[f"concurrency_{c}"] = {
-            "grpc": remote, "grpc_batching": batched, "in_process": local,
-            "grpc_to_in_process_p50_latency": round(remote["p50_ms"] / local["p50_ms"], 2),
-            "grpc_to_in_process_throughput": round(remote["requests_per_s"] / local["requests_per_s"], 3),
-            "batching_to_grpc_throughput": round(batched["requests_per_s"] / remote["requests_per_s"], 3)}
+            "in_process": {form: local[form][c] for form in local},
+            "grpc": {form: remote[form][c] for form in remote},
+            "grpc_batching": {"sids": batched["sids"][c]},
+            "embeddings_to_sids_p50_latency_grpc": round(remote["embeddings"][c]["p50_ms"] / remote["sids"][c]["p50_ms"], 2),
+            "embeddings_to_sids_throughput_grpc": round(
+                remote["embeddings"][c]["requests_per_s"] / remote["sids"][c]["requests_per_s"], 3),
+            "embeddings_to_sids_throughput_in_process": round(
+                local["embeddings"][c]["requests_per_s"] / local["sids"][c]["requests_per_s"], 3),
+            "rqvae_in_export_sid_throughput_in_process": round(
+                local["sids"][c]["requests_per_s"] / local["sids_export_without_rqvae"][c]["requests_per_s"], 3),
+            "grpc_to_in_process_throughput": round(remote["sids"][c]["requests_per_s"] / local["sids"][c]["requests_per_s"], 3),
+            "batching_to_grpc_throughput": round(batched["sids"][c]["requests_per_s"] / remote["sids"][c]["requests_per_s"], 3)}
     return emit(results, args.out)
 
 
