@@ -7,7 +7,8 @@ worst case of a request about items the SID table has not caught up with. At con
 p50 and p99 latency and requests/s through `sidrec serve` (a subprocess, called with the official
 stub; SID requests also with --enable_batching) and through the SavedModel's `serving_default` in
 this process. The ranker is exported twice from its checkpoint, with and without the RQ-VAE, for
-the export's size and for what holding the RQ-VAE costs a SID request.
+the export's size and for what holding the RQ-VAE costs a SID request; the RQ-VAE's share of an
+export at the paper's configuration (D=2048, L=8, K=2048) is counted from a built, untrained model.
 
   python benchmarks/serve.py --run_dir runs/demo --out benchmarks/results/serve.json
 """
@@ -68,6 +69,19 @@ def _export_both_ways(run_dir: str, export_dir: str, layout: RunLayout, out_dir:
     return {"with_rqvae": export.export_version(model, transform_dir, os.path.join(out_dir, "with"), 1, warmup,
                                                 tokenizer=export.sid_tokenizer_for(transform_dir)),
             "without_rqvae": export.export_version(model, transform_dir, os.path.join(out_dir, "without"), 1, warmup)}
+
+
+def _paper_rqvae_bytes() -> dict:
+    """Bytes of what an export holds of the RQ-VAE (encoder, codebooks, usage) at the paper's D, L and K."""
+    from models.rqvae import RQVAE
+
+    sizes = {}
+    for name, encoder_dims in (("latent_32", (256, 32)), ("latent_256", (256,))):
+        model = RQVAE(2048, encoder_dims, num_levels=8, codebook_size=2048)
+        model.build((None, 2048))
+        held = model.encoder.weights + model.quantizer.weights
+        sizes[name] = int(sum(np.prod(w.shape) * w.dtype.size for w in held))
+    return sizes
 
 
 def _size_bytes(path: str) -> int:
@@ -143,6 +157,7 @@ def main(argv=None) -> dict:
                "request_bytes": {form: sum(map(len, request)) for form, request in requests.items()},
                "max_score_difference_embeddings_vs_sids": float(np.abs(scores["embeddings"] - scores["sids"]).max()),
                "export_bytes": {form: _size_bytes(path) for form, path in exports.items()}}
+    results["rqvae_bytes_at_paper_config"] = _paper_rqvae_bytes()  # D=2048, L=8, K=2048; built, not trained
     shutil.rmtree(scratch, ignore_errors=True)
     results["export_bytes"]["rqvae_share"] = round(
         1 - results["export_bytes"]["without_rqvae"] / results["export_bytes"]["with_rqvae"], 3)
