@@ -49,7 +49,7 @@ from pipeline.core.layout import LOG_FILE_PATTERN, TRANSFORMED_SUFFIX, DataLayou
 from pipeline.core.protocol import split_days
 from pipeline.core.publish import absolute_path, published
 from pipeline.core.records import SidTable
-from pipeline.core.representation import KINDS, Kind, RepresentationConfig, parse_kind
+from pipeline.core.representation import KINDS, Kind, RepresentationConfig, parse_kind, split_kind
 from pipeline.data import corpus_io, log_io, sid_table_io
 from pipeline.sid import lookup_stats, spm_vocab
 from pipeline.sid.preprocessing import make_preprocessing_fn, raw_feature_spec, serving_feature_spec
@@ -69,10 +69,14 @@ class TransformConfig:
     data_dir: str = flag("", "corpus.parquet and logs/day=NNNN/")
     sids: str = flag("", "SID table directory (from `sidrec materialize`)")
     output: str = flag("", "transform output directory (replaced atomically)")
-    kind: str = flag(Kind.SID_SPM.value, f"item representation: {', '.join(KINDS)}")
-    buckets: int = flag(8192, "random_hash buckets B")
+    kind: str = flag(Kind.SID_SPM.value, f"item representation: {', '.join(KINDS)} (KIND+id: the SID pieces plus "
+                                         "a random-hash ID piece of --id_buckets rows)")
+    buckets: int = flag(8192, "random_hash and sid_prefix buckets B")
     ngram: int = flag(2, "sid_ngram N (must divide L)")
     vocab_size: int = flag(8192, "sid_spm table size V")
+    prefix_lengths: tuple[int, ...] = flag((), "sid_prefix: the prefix lengths that make an item's pieces "
+                                                "(default: 1..L)")
+    id_buckets: int = flag(1024, "KIND+id: rows of the ID table added to the SID pieces")
     eval_from: int = flag(0, "first evaluation day T+1: vocabularies and analyzers learn from days 1..T only, and "
                              "each day from T+1 on is evaluated before the model trains on it (default: the "
                              "second half of the days is evaluated)")
@@ -304,6 +308,16 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
     return job_counters(p.result, NAMESPACE)
 
 
+def representation_config(config: TransformConfig, num_levels: int, codebook_size: int,
+                          embedding_dim: int) -> RepresentationConfig:
+    """The representation the flags ask for, on SIDs of L levels and K codes and embeddings of D."""
+    kind, hybrid = split_kind(config.kind)
+    return RepresentationConfig(kind=kind, buckets=config.buckets, ngram=config.ngram, vocab_size=config.vocab_size,
+                                num_levels=num_levels, codebook_size=codebook_size, embedding_dim=embedding_dim,
+                                max_history=config.max_history, prefix_lengths=config.prefix_lengths,
+                                id_buckets=config.id_buckets if hybrid else 0)
+
+
 def input_fingerprint(layout: DataLayout, sids_dir: str, config: RepresentationConfig,
                       eval_from: int) -> fingerprint.Fingerprint:
     """What a transform output is made from: logs and corpus bytes, the SID table, the config, T."""
@@ -329,10 +343,8 @@ def run(config: TransformConfig, beam_args=(), log=logging.info) -> dict:
     days, train_days = list(split.days), split.train_window
     sid_table = sid_table_io.read_sid_table(SidTableLayout(config.sids).table)
     corpus = corpus_io.read_corpus(layout.corpus)
-    representation = RepresentationConfig(kind=config.kind, buckets=config.buckets, ngram=config.ngram,
-                                          vocab_size=config.vocab_size, num_levels=sid_table.sids.shape[1],
-                                          codebook_size=_codebook_size(config.sids), embedding_dim=corpus.dim,
-                                          max_history=config.max_history)
+    representation = representation_config(config, num_levels=sid_table.sids.shape[1],
+                                           codebook_size=_codebook_size(config.sids), embedding_dim=corpus.dim)
     made_from = input_fingerprint(layout, config.sids, representation, split.eval_from)
     output = config.output
     if fingerprint.up_to_date(output, made_from, config.if_changed, "transform output", log):

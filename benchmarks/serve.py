@@ -14,7 +14,6 @@ export at the paper's configuration (D=2048, L=8, K=2048) is counted from a buil
 """
 
 import argparse
-import dataclasses
 import glob
 import os
 import shutil
@@ -60,8 +59,8 @@ def _export_both_ways(run_dir: str, export_dir: str, layout: RunLayout, out_dir:
     card = read_export_card(export_dir)
     transform_dir = layout.transform_output(card["name"])
     recorded = fingerprint.read(run_dir)["inputs"]["train_config"]
-    config = day_loop.TrainConfig(**{f.name: tuple(recorded[f.name]) if isinstance(recorded[f.name], list)
-                                     else recorded[f.name] for f in dataclasses.fields(day_loop.TrainConfig)})
+    config = day_loop.TrainConfig(**{name: tuple(value) if isinstance(value, list) else value
+                                     for name, value in recorded.items()})
     model = day_loop.build_ranker(card, config)
     model(next(iter(day_loop.day_dataset(transform_dir, card["days"][0], 2))))
     tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(RankerLayout(run_dir).checkpoints)).expect_partial()

@@ -71,7 +71,8 @@ def _transform(args) -> None:
     from pipeline.core.representation import representation_name
 
     layout = RunLayout(args.run_dir)
-    name = representation_name(args.kind, args.buckets, args.ngram, args.vocab_size)
+    name = representation_name(args.kind, args.buckets, args.ngram, args.vocab_size, tuple(args.prefix_lengths),
+                               args.id_buckets)
     config = config_flags.from_args(transform.TransformConfig, args, data_dir=args.data_dir or layout.data.root,
                                     sids=args.sids or layout.sids, output=args.output or layout.transform_output(name))
     print(transform.describe(transform.run(config, args.beam_args, log=print)))

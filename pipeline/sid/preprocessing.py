@@ -1,8 +1,9 @@
 """preprocessing_fn: the SID adaptation baked into the input graph (TF Transform; no Beam, no Keras).
 
 Every representation turns the watch item, the candidate and each history item into pieces of one
-shared item table (random_hash, sid_ngram, sid_spm), or passes the content embeddings through
-(dense). Items without a SID (codes of -1) get the table's out-of-vocabulary row.
+shared item table (random_hash, sid_ngram, sid_spm, sid_prefix), or passes the content embeddings
+through (dense). Items without a SID (codes of -1) get the table's out-of-vocabulary row. A hybrid
+(`KIND+id`) adds to every item's SID pieces one random-hash ID piece, after the SID rows.
 """
 
 from pipeline.core.tf_env import tf
@@ -71,6 +72,39 @@ def spm_pieces(sids: tf.Tensor, config: RepresentationConfig, spm_model: bytes) 
     return _oov_where(tf.reduce_any(sids < 0, axis=-1), pieces, config.oov_piece)
 
 
+# sid_prefix's fingerprint (numpy-free, so a plain-Python reference can recompute it): a running
+# polynomial of the codes (each + 1, so a 0 code still moves it), then splitmix64's finaliser of it
+# XOR the prefix length, whose bits all depend on every code; the piece is that mod `buckets`.
+PREFIX_MULTIPLIER = 0x9E3779B97F4A7C15
+SPLITMIX = (30, 0xBF58476D1CE4E5B9, 27, 0x94D049BB133111EB, 31)
+
+
+def _splitmix64(z: tf.Tensor) -> tf.Tensor:
+    shift1, mul1, shift2, mul2, shift3 = SPLITMIX
+    z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(shift1, tf.uint64))) * tf.constant(mul1, tf.uint64)
+    z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(shift2, tf.uint64))) * tf.constant(mul2, tf.uint64)
+    return tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(shift3, tf.uint64)))
+
+
+def prefix_pieces(sids: tf.Tensor, config: RepresentationConfig) -> tf.RaggedTensor:
+    """int64 [B, L] -> int64 [B, (P)]: one piece per prefix length of `config.lengths` (OOV row without a SID)."""
+    codes = tf.cast(tf.maximum(sids, 0) + 1, tf.uint64)
+    spread = tf.zeros_like(codes[:, 0])
+    pieces = []
+    for length in range(1, config.num_levels + 1):
+        spread = spread * tf.constant(PREFIX_MULTIPLIER, tf.uint64) + codes[:, length - 1]
+        if length in config.lengths:
+            key = _splitmix64(tf.bitwise.bitwise_xor(spread, tf.constant(length, tf.uint64)))
+            pieces.append(tf.cast(tf.math.floormod(key, tf.constant(config.buckets, tf.uint64)), tf.int64))
+    pieces = tf.RaggedTensor.from_tensor(tf.stack(pieces, axis=1))
+    return _oov_where(tf.reduce_any(sids < 0, axis=-1), pieces, config.oov_piece)
+
+
+def id_pieces(item_ids: tf.Tensor, config: RepresentationConfig) -> tf.Tensor:
+    """The hybrid's ID piece of each item id: the row after the SID rows, hash(item_id) mod id_buckets."""
+    return config.sid_rows + tf.strings.to_hash_bucket_fast(item_ids, config.id_buckets)
+
+
 def _oov_where(missing: tf.Tensor, pieces: tf.RaggedTensor, oov_piece: int) -> tf.RaggedTensor:
     """Rows where `missing` is true become the single OOV piece."""
     batch = tf.shape(missing, out_type=tf.int64)[0]
@@ -79,17 +113,26 @@ def _oov_where(missing: tf.Tensor, pieces: tf.RaggedTensor, oov_piece: int) -> t
     return tf.gather(tf.concat([pieces, oov], axis=0), tf.where(missing, rows + batch, rows))
 
 
-def _item_pieces(sids: tf.Tensor, config: RepresentationConfig, spm_model: bytes | None) -> tf.RaggedTensor:
+def item_pieces(sids: tf.Tensor, item_ids: tf.Tensor, config: RepresentationConfig,
+                spm_model: bytes | None) -> tf.RaggedTensor:
+    """int64 SIDs [B, L] and their items' ids [B] -> each item's pieces [B, (pieces)] (SID kinds)."""
     if config.is_ngram:
-        return tf.RaggedTensor.from_tensor(ngram_pieces(sids, config))
-    return spm_pieces(sids, config, spm_model)
+        pieces = tf.RaggedTensor.from_tensor(ngram_pieces(sids, config))
+    elif config.is_prefix:
+        pieces = prefix_pieces(sids, config)
+    else:
+        pieces = spm_pieces(sids, config, spm_model)
+    if config.is_hybrid:
+        pieces = tf.concat([pieces, id_pieces(item_ids, config)[:, None]], axis=1)
+    return pieces
 
 
-def _history_pieces(history_sids: tf.SparseTensor, config, spm_model) -> tf.SparseTensor:
+def _history_pieces(history_sids: tf.SparseTensor, history_ids: tf.SparseTensor, config, spm_model) -> tf.SparseTensor:
     """Flattened history SIDs [B, (H*L)] -> the pieces of every history item, per row [B, (P)]."""
     codes = tf.RaggedTensor.from_sparse(history_sids)
     items_per_row = codes.row_lengths() // config.num_levels
-    per_item = _item_pieces(tf.reshape(codes.flat_values, [-1, config.num_levels]), config, spm_model)
+    per_item = item_pieces(tf.reshape(codes.flat_values, [-1, config.num_levels]), history_ids.values, config,
+                           spm_model)
     return tf.RaggedTensor.from_row_lengths(per_item, items_per_row).merge_dims(1, 2).to_sparse()
 
 
@@ -125,9 +168,10 @@ def make_preprocessing_fn(config: RepresentationConfig, spm_model: bytes | None 
             outputs[fk.WATCH_EMBEDDING] = inputs[fk.WATCH_EMBEDDING]
             outputs[fk.CANDIDATE_EMBEDDING] = inputs[fk.CANDIDATE_EMBEDDING]
         else:
-            for raw, out in ((fk.WATCH_SID, fk.WATCH_PIECES), (fk.CANDIDATE_SID, fk.CANDIDATE_PIECES)):
-                outputs[out] = _item_pieces(inputs[raw], config, spm_model).to_sparse()
-            outputs[fk.HISTORY_PIECES] = _history_pieces(inputs[fk.HISTORY_SIDS], config, spm_model)
+            for raw, ids, out in ((fk.WATCH_SID, fk.WATCH_ITEM_ID, fk.WATCH_PIECES),
+                                  (fk.CANDIDATE_SID, fk.CANDIDATE_ITEM_ID, fk.CANDIDATE_PIECES)):
+                outputs[out] = item_pieces(inputs[raw], inputs[ids], config, spm_model).to_sparse()
+            outputs[fk.HISTORY_PIECES] = _history_pieces(inputs[fk.HISTORY_SIDS], history_ids, config, spm_model)
         return outputs
 
     return preprocessing_fn

@@ -39,6 +39,7 @@ from pipeline.core.config_flags import flag
 from pipeline.core.contracts import MissingOutputError
 from pipeline.core.metrics import binary_auc, rmse
 from pipeline.core.publish import published
+from pipeline.sid.spm_dropout import dropout_fn
 from serving.export import export_version, sid_tokenizer_for
 
 # Bump when a change to the loop changes its metrics for the same inputs (old runs then rebuild).
@@ -59,12 +60,27 @@ class TrainConfig:
     trunk: str = flag("shared_bottom", f"multitask trunk: {' or '.join(TRUNKS)}")
     num_experts: int = flag(4, "experts of the mmoe trunk")
     seed: int = flag(0, "random seed")
+    spm_dropout: float = flag(0.0, "sid_spm only: in training, each piece is replaced by its split into shorter "
+                                   "vocabulary pieces with this probability (BPE-dropout style, deterministic per "
+                                   "--seed), so the pieces new items fall back to are trained; evaluation and "
+                                   "serving use the plain pieces")
 
     def __post_init__(self):
         if self.batch_size < 1 or self.embedding_dim < 1:
             raise ValueError("batch_size and embedding_dim must be >= 1")
         if self.trunk not in TRUNKS:
             raise ValueError(f"trunk must be one of {TRUNKS}, got {self.trunk!r}")
+        if not 0.0 <= self.spm_dropout <= 1.0:
+            raise ValueError(f"spm_dropout must be in [0, 1], got {self.spm_dropout}")
+
+
+def config_fields(config: TrainConfig) -> dict:
+    """The config as the run's name and fingerprint record it: spm_dropout only when set, so runs made
+    before it existed keep their names."""
+    fields = dataclasses.asdict(config)
+    if not fields["spm_dropout"]:
+        del fields["spm_dropout"]
+    return fields
 
 
 def run_label(representation: str, config: TrainConfig) -> str:
@@ -77,6 +93,8 @@ def run_label(representation: str, config: TrainConfig) -> str:
         label += f"_{config.depth_multiplier:g}x"
     if config.trunk != "shared_bottom":
         label += f"_{config.trunk}"
+    if config.spm_dropout:
+        label += f"_dropout{config.spm_dropout:g}"
     if not config.use_history and not is_dense_name(representation):
         label += "_no_history"
     return label
@@ -84,13 +102,13 @@ def run_label(representation: str, config: TrainConfig) -> str:
 
 def run_dir_name(representation: str, config: TrainConfig) -> str:
     """The run's directory: its label and a hash of the whole config, so two configs never share one."""
-    return f"{run_label(representation, config)}-{fingerprint.Fingerprint(dataclasses.asdict(config)).value[:8]}"
+    return f"{run_label(representation, config)}-{fingerprint.Fingerprint(config_fields(config)).value[:8]}"
 
 
 def run_fingerprint(card: dict, config: TrainConfig) -> fingerprint.Fingerprint:
     """What a ranker run is made from: its transform output's fingerprint and the training config."""
     return fingerprint.Fingerprint({"stage": "ranker", "format": RUN_FORMAT, "transform": card["fingerprint"],
-                                    "representation": card["name"], "train_config": dataclasses.asdict(config)})
+                                    "representation": card["name"], "train_config": config_fields(config)})
 
 
 def build_ranker(card: dict, config: TrainConfig) -> MultitaskRanker:
@@ -102,6 +120,16 @@ def build_ranker(card: dict, config: TrainConfig) -> MultitaskRanker:
                                    config.table_learning_rate)
     return MultitaskRanker(encoder, config.hidden_dims, config.depth_multiplier, config.engagement_weight,
                            config.trunk, config.num_experts)
+
+
+def read_spm_model(transform_dir: str) -> bytes:
+    """The SentencePiece model a sid_spm transform output learned (spm/sid_spm.model)."""
+    path = TransformLayout(transform_dir).spm_model
+    if not tf.io.gfile.exists(path):
+        raise MissingOutputError("SentencePiece model (spm_dropout needs a sid_spm transform output)", path,
+                                 "sidrec transform --kind sid_spm")
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return f.read()
 
 
 def transformed_day_files(transform_dir: str, day: int) -> tuple[list[str], str]:
@@ -189,6 +217,8 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
     strategy = strategy or tf.distribute.get_strategy()
     card = read_protocol_card(transform_dir)
     made_from = run_fingerprint(card, config)
+    if config.spm_dropout and not RepresentationConfig(**card["config"]).uses_spm:
+        raise ValueError(f"--spm_dropout splits sid_spm pieces; {card['name']} has none")
     tokenizer = sid_tokenizer_for(transform_dir, rqvae_export)  # before training: a missing RQ-VAE fails now
     if not distribution.is_chief(strategy):
         scratch = tempfile.mkdtemp(prefix="sidrec-worker-")
@@ -213,6 +243,7 @@ def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, c
     run = RankerLayout(output_dir)
     representation = RepresentationConfig(**card["config"])
     warmup = read_serving_sample(transform_dir)
+    spm_model = read_spm_model(transform_dir) if config.spm_dropout else None
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     tf.keras.utils.set_random_seed(config.seed)
     with strategy.scope():
@@ -252,6 +283,9 @@ def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, c
         else:
             log(f"day {day} ({step + 1}/{len(days)}): fit on day {day} (training window, days before {eval_from})")
         training = day_dataset(transform_dir, day, config.batch_size)
+        if config.spm_dropout:
+            training = training.enumerate().map(dropout_fn(representation, spm_model, config.spm_dropout,
+                                                            config.seed, day))
         if multi_worker:
             training = distribution.shard_per_worker(training)
         # Keras counts epochs across the days, so TensorBoard's epoch axis is the training day's index.

@@ -22,7 +22,7 @@ from pipeline.core.cards import read_sid_stats
 from pipeline.core.config_flags import flag
 from pipeline.core.features import DEFAULT_MAX_HISTORY
 from pipeline.core.layout import RankerLayout, RunLayout
-from pipeline.core.representation import KINDS, SIZE_FIELD, Kind, representation_name
+from pipeline.core.representation import KINDS, SIZE_FIELD, Kind, parse_kind, representation_name, split_kind
 from pipeline.sid.spm_vocab import VocabularyUnsupported
 from pipeline.stages import day_loop, plots
 
@@ -35,9 +35,13 @@ DEFAULT_ARMS = "random_hash:8192,dense:1,dense:1.5,dense:2,sid_ngram:1,sid_ngram
 class ExperimentConfig:
     """The arms and the protocol of one comparison (the ranker's own settings are a day_loop.TrainConfig)."""
 
-    arms: str = flag(DEFAULT_ARMS, "comma-separated KIND[:VALUE]: random_hash:B, dense:DEPTH_MULTIPLIER, "
-                                   "sid_ngram:N, sid_spm:V; `matched` adds dense 1x/1.5x/2x, unigram, bigram, and "
-                                   "random hashing and SPM at unigram's and bigram's table sizes, one between, one above")
+    arms: str = flag(DEFAULT_ARMS, "comma-separated KIND[:VALUE][:OPTION=X...]: random_hash:B, dense:DEPTH_MULTIPLIER, "
+                                   "sid_ngram:N, sid_spm:V, sid_prefix:B, and any SID kind as KIND+id (plus an ID "
+                                   "table); options dropout=P (sid_spm: BPE-dropout-style splits in training), "
+                                   "lengths=1-2-4 (sid_prefix's prefix lengths), ids=ROWS (the hybrid's ID table); "
+                                   "`matched` adds dense 1x/1.5x/2x, unigram, bigram, and random hashing and SPM at "
+                                   "unigram's and bigram's table sizes, one between, one above")
+    id_buckets: int = flag(1024, "rows of the hybrids' (KIND+id) ID table, unless an arm says ids=ROWS")
     baseline: str = flag("", "the arm the %% changes are against, as in --arms (default: the first random_hash arm)")
     eval_from: int = flag(0, "first evaluation day T+1: vocabularies and analyzers learn from days 1..T only, and "
                              "each day from T+1 on is evaluated before the model trains on it (default: the "
@@ -60,24 +64,32 @@ class ExperimentConfig:
 class Arm:
     """One row of the table: a representation (and, for dense, the depth multiplier of the trunk)."""
 
-    kind: str
+    kind: str  # a name of KINDS (a hybrid's with +id)
     buckets: int = 8192
     ngram: int = 1
     vocab_size: int = 8192
     depth_multiplier: float = 1.0
+    spm_dropout: float = 0.0
+    prefix_lengths: tuple[int, ...] = ()
+    id_buckets: int = 0
 
     @property
     def representation(self) -> str:
-        return representation_name(self.kind, self.buckets, self.ngram, self.vocab_size)
+        return representation_name(self.kind, self.buckets, self.ngram, self.vocab_size, self.prefix_lengths,
+                                   self.id_buckets)
 
     @property
     def history_settings(self) -> tuple[bool, ...]:
-        return (False,) if Kind(self.kind) is Kind.DENSE else (True, False)
+        return (False,) if parse_kind(self.kind) is Kind.DENSE else (True, False)
+
+    def train_config(self, config: day_loop.TrainConfig) -> day_loop.TrainConfig:
+        """The training settings of this arm: `config` with the arm's trunk depth and SPM dropout."""
+        return dataclasses.replace(config, depth_multiplier=self.depth_multiplier, spm_dropout=self.spm_dropout)
 
     @property
     def label(self) -> str:
         """The arm's name in the table (without the history suffix)."""
-        return day_loop.run_label(self.representation, day_loop.TrainConfig(depth_multiplier=self.depth_multiplier))
+        return day_loop.run_label(self.representation, self.train_config(day_loop.TrainConfig()))
 
 
 def matched_table_sizes(num_levels: int, codebook_size: int) -> list[int]:
@@ -98,37 +110,58 @@ def matched_arms(num_levels: int, codebook_size: int) -> str:
     return ",".join(arms)
 
 
-def parse_arms(text: str) -> list[Arm]:
-    """"random_hash:8192,dense:1.5,sid_ngram:2,sid_spm:8192" -> arms (the value is B, M, N or V).
+ARM_OPTIONS = {"dropout": (Kind.SID_SPM, "spm_dropout", float),
+               "lengths": (Kind.SID_PREFIX, "prefix_lengths", lambda text: tuple(int(n) for n in text.split("-"))),
+               "ids": (None, "id_buckets", int)}
+
+
+def parse_arms(text: str, id_buckets: int = 1024) -> list[Arm]:
+    """"random_hash:8192,dense:1.5,sid_ngram:2,sid_spm:8192:dropout=0.1,sid_prefix+id:8192" -> arms.
+
+    The value is B, M, N or V; options follow as `:NAME=X` (ARM_OPTIONS); a hybrid's ID table has
+    `id_buckets` rows unless it says `ids=`.
 
     Raises:
-      ValueError: naming the item that is not KIND[:VALUE] with a known kind and a number.
+      ValueError: naming the item that is not KIND[:VALUE][:OPTION=X...] with a known kind, numbers,
+        and options of its kind.
     """
     arms = []
     for item in filter(None, (part.strip() for part in text.split(","))):
-        kind, _, value = item.partition(":")
-        if kind not in KINDS:
+        kind_text, _, rest = item.partition(":")
+        value, *options = rest.split(":") if rest else [""]
+        if kind_text not in KINDS:
             raise ValueError(f"arm {item!r}: kind must be one of {KINDS}")
+        kind, hybrid = split_kind(kind_text)
+        fields = {"id_buckets": id_buckets} if hybrid else {}
         try:
-            if Kind(kind) in SIZE_FIELD:
-                arms.append(Arm(kind, **({SIZE_FIELD[Kind(kind)]: int(value)} if value else {})))
+            if kind in SIZE_FIELD:
+                fields.update({SIZE_FIELD[kind]: int(value)} if value else {})
             else:  # dense: the value is the depth multiplier
-                arms.append(Arm(kind, depth_multiplier=float(value or 1)))
+                fields["depth_multiplier"] = float(value or 1)
+            for option in options:
+                name, _, number = option.partition("=")
+                if name not in ARM_OPTIONS or ARM_OPTIONS[name][0] not in (None, kind) or (name == "ids" and not hybrid):
+                    raise KeyError(name)
+                fields[ARM_OPTIONS[name][1]] = ARM_OPTIONS[name][2](number)
+        except KeyError as e:
+            raise ValueError(f"arm {item!r}: {e.args[0]!r} is not an option of {kind_text} (options: dropout= for "
+                             "sid_spm, lengths= for sid_prefix, ids= for KIND+id)") from None
         except ValueError:
-            raise ValueError(f"arm {item!r}: the value after ':' must be a number") from None
+            raise ValueError(f"arm {item!r}: the value after ':' (and each option's) must be a number") from None
+        arms.append(Arm(kind_text, **fields))
     if not arms:
         raise ValueError("no arms given")
     return arms
 
 
-def baseline_arm(arms: list[Arm], baseline: str = "") -> Arm:
+def baseline_arm(arms: list[Arm], baseline: str = "", id_buckets: int = 1024) -> Arm:
     """The arm the table is relative to: `baseline` (KIND[:VALUE], one of the arms), else the first random_hash.
 
     Raises:
       ValueError: the named baseline is not an arm, or no baseline is named and no arm is random_hash.
     """
     if baseline:
-        [wanted] = parse_arms(baseline)
+        [wanted] = parse_arms(baseline, id_buckets)
         if wanted not in arms:
             raise ValueError(f"baseline {baseline!r} is not one of the arms: add it to --arms")
         return wanted
@@ -148,8 +181,8 @@ def run(layout: RunLayout, experiment: ExperimentConfig, config: day_loop.TrainC
         (0: the protocol's default, the second half of the days), H, and the reuse policy.
       config: the ranker's training settings, shared by every arm.
     """
-    arms = parse_arms(_expand_matched(layout, experiment.arms))
-    base = baseline_arm(arms, experiment.baseline)
+    arms = parse_arms(_expand_matched(layout, experiment.arms), experiment.id_buckets)
+    base = baseline_arm(arms, experiment.baseline, experiment.id_buckets)
     if_changed = experiment.if_changed
     cards, fallbacks = {}, {}
     for arm in {arm.representation: arm for arm in arms}.values():
@@ -167,15 +200,15 @@ def run(layout: RunLayout, experiment: ExperimentConfig, config: day_loop.TrainC
     # One run per arm, history setting and seed.
     for arm, use_history, seed in ((a, h, config.seed + s) for a in arms for h in a.history_settings
                                    for s in range(experiment.seeds)):
-        arm_config = dataclasses.replace(config, use_history=use_history, depth_multiplier=arm.depth_multiplier,
-                                         seed=seed)
+        arm_config = dataclasses.replace(arm.train_config(config), use_history=use_history, seed=seed)
         run_dir = os.path.join(layout.ranker, day_loop.run_dir_name(arm.representation, arm_config))
         label = day_loop.run_label(arm.representation, arm_config)
         log(f"== train {label} ({run_dir})")
         history = day_loop.train(layout.transform_output(arm.representation), run_dir, arm_config,
                                  log=log, export_every_day=False, if_changed=if_changed)
         runs.append({"label": label, "arm": arm.label, "representation": arm.representation,
-                     "use_history": use_history, "depth_multiplier": arm.depth_multiplier, "seed": seed,
+                     "use_history": use_history, "depth_multiplier": arm.depth_multiplier,
+                     "spm_dropout": arm.spm_dropout, "seed": seed,
                      "is_baseline": arm == base, "run_dir": run_dir,
                      "fingerprint": fingerprint.read(run_dir)["fingerprint"],
                      "days": [e["evaluated_on_day"] for e in history],
@@ -263,6 +296,7 @@ def _transform(layout: RunLayout, arm: Arm, experiment: ExperimentConfig, beam_a
     summary = transform.run(transform.TransformConfig(
         data_dir=layout.data.root, sids=layout.sids, output=layout.transform_output(arm.representation),
         kind=arm.kind, buckets=arm.buckets, ngram=arm.ngram, vocab_size=arm.vocab_size,
+        prefix_lengths=arm.prefix_lengths, id_buckets=arm.id_buckets,
         eval_from=experiment.eval_from, max_history=experiment.max_history, if_changed=experiment.if_changed),
         beam_args, log=log)
     return day_loop.read_protocol_card(summary["output"])
@@ -307,6 +341,7 @@ def summarise(runs: list[dict]) -> list[dict]:
         first = group[0]
         row = {key: first[key] for key in ("label", "arm", "representation", "use_history", "depth_multiplier",
                                            "is_baseline")}
+        row["spm_dropout"] = first.get("spm_dropout", 0.0)
         row["seeds"] = [r.get("seed", 0) for r in group]
         for key in ("ctr_auc", "ctr_1d_auc", "ctr_auc_change_pct", "ctr_1d_auc_change_pct", "last_day_ctr_auc",
                     "last_day_ctr_1d_auc"):

@@ -19,6 +19,8 @@ two things are "comparable" when the interval of their difference lies within +-
   change within +-EQUIVALENCE_PCT.
 """
 
+import re
+
 import numpy as np
 
 from pipeline.core import stats
@@ -62,8 +64,8 @@ def _verdict(verdict: str, evidence: str) -> dict:
 def _row(unit: dict, representation: str, use_history: bool, depth: float = 1.0) -> dict | None:
     """The unit's row of an arm, by the representation the arm asked for (a stand-in SPM size runs under it)."""
     for row in unit["rows"]:
-        if (row["representation"], row["use_history"], row.get("depth_multiplier", 1.0)) == \
-                (representation, use_history, depth):
+        if (row["representation"], row["use_history"], row.get("depth_multiplier", 1.0), row.get("spm_dropout", 0.0)) == \
+                (representation, use_history, depth, 0.0):
             return row
     return None
 
@@ -180,7 +182,7 @@ def f5(unit: dict) -> dict:
 
 
 def f6(unit: dict) -> dict:
-    rows = [r for r in unit.get("lookups") or [] if r["representation"].startswith("sid_spm") and "error" not in r]
+    rows = [r for r in unit.get("lookups") or [] if re.fullmatch(r"sid_spm_\d+", r["representation"]) and "error" not in r]
     quality = unit.get("sid_quality")
     if not rows or not quality:
         return _verdict(INCONCLUSIVE, "no SPM lookups counted in this unit")

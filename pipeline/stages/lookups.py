@@ -1,7 +1,8 @@
 """`sidrec lookups`: embedding lookups per item by popularity bucket (the paper's Figure 4).
 
-For random hashing, every N-gram that divides L and SentencePiece at several table sizes, counted
-on the training window's impressions only (pipeline.core.protocol).
+For random hashing, every N-gram that divides L, prefix N-grams, and SentencePiece at several table
+sizes (plain, with an ID table, and in training with dropout), counted on the training window's
+impressions only (pipeline.core.protocol).
 """
 
 import dataclasses
@@ -24,8 +25,10 @@ BUCKETS = ("head", "torso", "tail")
 @dataclasses.dataclass(frozen=True)
 class LookupsConfig:
     sids: str = flag("", "SID table directory (default: RUN_DIR/sids)")
-    buckets: int = flag(8192, "random_hash buckets B")
+    buckets: int = flag(8192, "random_hash and sid_prefix buckets B")
     vocab_sizes: tuple[int, ...] = flag((2048, 8192, 32768, 65536), "SPM table sizes V")
+    id_buckets: int = flag(1024, "the hybrids' (KIND+id) ID table rows")
+    spm_dropout: float = flag(0.1, "SPM dropout p whose training lookups are counted (0: none)")
     eval_from: int = flag(0, "first evaluation day: lookups count the days before it, the training window "
                              "(default: the second half of the days is evaluated)")
 
@@ -40,7 +43,7 @@ def run(layout: RunLayout, config: LookupsConfig) -> dict:
     items, impressions = np.unique(logs.candidate_item_id, return_counts=True)
     known = np.array([i in table for i in items])
     rows = lookup_stats.sweep(impressions[known], np.stack([table[i] for i in items[known]]), codebook_size,
-                              config.buckets, list(config.vocab_sizes))
+                              config.buckets, list(config.vocab_sizes), config.id_buckets, config.spm_dropout)
     os.makedirs(layout.metrics, exist_ok=True)
     with open(layout.lookups, "w", encoding="utf-8") as f:
         json.dump(rows, f, indent=2)
@@ -49,12 +52,12 @@ def run(layout: RunLayout, config: LookupsConfig) -> dict:
 
 def describe(result: dict) -> str:
     """The lookups table, and where it was written."""
-    lines = [f"{'representation':>20} {'rows':>10} {'head':>6} {'torso':>6} {'tail':>6}"]
+    lines = [f"{'representation':>36} {'rows':>10} {'head':>6} {'torso':>6} {'tail':>6}"]
     for r in result["rows"]:
         if "error" in r:
-            lines.append(f"{r['representation']:>20} {r['table_rows']:>10,}  {r['error']}")
+            lines.append(f"{r['representation']:>36} {r['table_rows']:>10,}  {r['error']}")
         else:
-            lines.append(f"{r['representation']:>20} {r['table_rows']:>10,} " + " ".join(
+            lines.append(f"{r['representation']:>36} {r['table_rows']:>10,} " + " ".join(
                 f"{r[b]['mean_lookups_per_item']:>6.2f}" for b in BUCKETS))
     lines.append(f"lookups: {result['path']}\nplot:    {result['plot']}")
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 import math
 import os
+import re
 
 import matplotlib
 
@@ -171,7 +172,7 @@ def table_sizes(rows: list[dict], sizes: list[int], baseline: str, path: str) ->
 def lookups_by_size(rows: list[dict], num_levels: int, path: str) -> str:
     """The paper's Figure 4: SPM's lookups per item against its table size, for head, torso, tail and mean;
     unigram's L and bigram's L/2 lookups as reference lines."""
-    rows = sorted((r for r in rows if r["representation"].startswith("sid_spm") and "error" not in r),
+    rows = sorted((r for r in rows if re.fullmatch(r"sid_spm_\d+", r["representation"]) and "error" not in r),
                   key=lambda r: r["table_rows"])
     fig, ax = plt.subplots(figsize=(7, 4))
     sizes = [r["table_rows"] for r in rows]

@@ -12,10 +12,11 @@ import base64
 import html
 import json
 import os
+import re
 
 from pipeline.core import stats
 from pipeline.core.layout import RQVAELayout, RunLayout
-from pipeline.core.representation import Kind
+from pipeline.core.representation import HYBRID_SUFFIX, Kind
 from pipeline.stages import browse, experiment, findings, plots
 
 MARKDOWN, HTML, RESULTS = "REPORT.md", "report.html", "results.json"
@@ -77,14 +78,28 @@ def describe(result: dict) -> str:
     return "\n".join(lines)
 
 
+_NAMED_SIZE = re.compile(r"(?P<family>random_hash|sid_spm|sid_prefix)_(?P<size>\d+)(_l\d+)?(\+id_(?P<ids>\d+))?")
+_NGRAM = re.compile(r"sid_(?P<n>\d+)gram(\+id_(?P<ids>\d+))?")
+
+
 def table_size(representation: str, num_levels: int, codebook_size: int) -> int | None:
-    """The nominal rows of a representation's table (the OOV row aside); None for dense input."""
-    if representation.startswith(Kind.RANDOM_HASH.value) or representation.startswith(Kind.SID_SPM.value):
-        return int(representation.rsplit("_", 1)[1])
-    if representation.startswith("sid_") and representation.endswith("gram"):
-        n = int(representation[len("sid_"):-len("gram")])
-        return (num_levels // n) * codebook_size ** n
-    return None
+    """The nominal rows of a representation's table (the OOV row aside, a hybrid's ID rows in); None for dense."""
+    family, size = representation_family(representation, num_levels, codebook_size)
+    return size
+
+
+def representation_family(representation: str, num_levels: int, codebook_size: int) -> tuple[str, int | None]:
+    """(its family: the kind, `+id` for a hybrid, or "sid_ngram (its own size)"; its nominal table rows)."""
+    named, ngram = _NAMED_SIZE.fullmatch(representation), _NGRAM.fullmatch(representation)
+    match = named or ngram
+    if not match:
+        return representation, None
+    ids = int(match["ids"] or 0)
+    suffix = HYBRID_SUFFIX if match["ids"] else ""
+    if named:
+        return named["family"] + suffix, int(named["size"]) + ids
+    n = int(ngram["n"])
+    return f"sid_ngram{suffix} (its own size)", (num_levels // n) * codebook_size ** n + ids
 
 
 def results_json(units: list[dict], source: str) -> dict:
@@ -95,7 +110,7 @@ def results_json(units: list[dict], source: str) -> dict:
         rows = []
         for row in unit["rows"]:
             entry = {"arm": row["label"], "representation": row["representation"], "use_history": row["use_history"],
-                     "depth_multiplier": row.get("depth_multiplier", 1.0),
+                     "depth_multiplier": row.get("depth_multiplier", 1.0), "spm_dropout": row.get("spm_dropout", 0.0),
                      "table_size": table_size(row["representation"], levels, codes) if levels else None,
                      "seeds": row["seeds"], "is_baseline": row["is_baseline"]}
             for key in METRICS:
@@ -170,9 +185,7 @@ def _sized_rows(unit: dict) -> list[dict]:
     for row in unit["rows"]:
         if not row["use_history"] or row["representation"] == Kind.DENSE.value:
             continue
-        size = table_size(row["representation"], levels, codes)
-        family = row["representation"].rsplit("_", 1)[0] if not row["representation"].endswith("gram") \
-            else "sid_ngram (its own size)"
+        family, size = representation_family(row["representation"], levels, codes)
         rows.append({"size": size, "family": family, "representation": row["representation"],
                      **{key: row[key] for key in METRICS}})
     sizes = {r["size"] for r in rows if r["family"] == Kind.SID_SPM.value}
