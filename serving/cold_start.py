@@ -68,8 +68,18 @@ def _values_or_fill(values: tf.SparseTensor, lengths: tf.Tensor, fill) -> tf.Ten
     return tf.gather(tf.concat([given, filler], axis=0), pick).flat_values
 
 
+def _given_embeddings(values: tf.SparseTensor, items_per_row: tf.Tensor, dim: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """For each item of a feature checked to hold D values per item or none per row: whether its row gives
+    embeddings, and the given embeddings [given items, D] (only those: no zeros are made for the others)."""
+    row_given = tf.RaggedTensor.from_sparse(values).row_lengths() > 0
+    return tf.repeat(row_given, items_per_row), tf.reshape(values.values, [-1, dim])
+
+
 def resolve_sids(features: dict, config: RepresentationConfig, tokenizer) -> dict:
     """Checked request features -> the transform graph's raw features: every SID given, computed or -1.
+
+    Only the items without a SID whose embedding is given (and not all zeros) reach the RQ-VAE, once per
+    distinct id; a request that carries SIDs alone adds a few small ops.
 
     Args:
       features: parsed by `request_spec`, after `embedding_checks` and the SID checks.
@@ -77,22 +87,26 @@ def resolve_sids(features: dict, config: RepresentationConfig, tokenizer) -> dic
     """
     levels, dim = config.num_levels, config.embedding_dim
     rows = tf.shape(features[fk.WATCH_ITEM_ID], out_type=tf.int64)[0]
-    per_row = tf.fill([rows], tf.constant(dim, tf.int64))
+    one_each = tf.ones([rows], tf.int64)
     history_items = tf.RaggedTensor.from_sparse(features[fk.HISTORY_ITEM_IDS]).row_lengths()
     ids = tf.concat([features[fk.WATCH_ITEM_ID], features[fk.CANDIDATE_ITEM_ID],
                      features[fk.HISTORY_ITEM_IDS].values], axis=0)
     sids = tf.concat([features[fk.WATCH_SID], features[fk.CANDIDATE_SID],
                       tf.reshape(_values_or_fill(features[fk.HISTORY_SIDS], history_items * levels, -1),
                                  [-1, levels])], axis=0)
-    embeddings = tf.reshape(tf.concat([_values_or_fill(features[fk.WATCH_EMBEDDING], per_row, 0.0),
-                                       _values_or_fill(features[fk.CANDIDATE_EMBEDDING], per_row, 0.0),
-                                       _values_or_fill(features[fk.HISTORY_EMBEDDINGS], history_items * dim, 0.0)],
-                                      axis=0), [-1, dim])
-    needed = tf.where(tf.reduce_all(tf.equal(sids, -1), axis=-1)
-                      & tf.reduce_any(tf.not_equal(embeddings, 0.0), axis=-1))[:, 0]
+    given, vectors = zip(*(_given_embeddings(features[key], counts, dim) for key, counts in (
+        (fk.WATCH_EMBEDDING, one_each), (fk.CANDIDATE_EMBEDDING, one_each), (fk.HISTORY_EMBEDDINGS, history_items))))
+    # Item i's embedding, if its row gives one, is row `position[i]` of the given embeddings, all three concatenated.
+    given = tf.concat(given, axis=0)
+    vectors = tf.concat(vectors, axis=0)
+    position = tf.cumsum(tf.cast(given, tf.int64)) - 1
+    candidates = tf.where(tf.reduce_all(tf.equal(sids, -1), axis=-1) & given)[:, 0]
+    embeddings = tf.gather(vectors, tf.gather(position, candidates))
+    has_embedding = tf.reduce_any(tf.not_equal(embeddings, 0.0), axis=-1)  # all zeros: "no embedding"
+    needed, embeddings = tf.boolean_mask(candidates, has_embedding), tf.boolean_mask(embeddings, has_embedding)
     distinct, which = tf.unique(tf.gather(ids, needed), out_idx=tf.int64)
     first = tf.math.unsorted_segment_min(tf.range(tf.size(which, out_type=tf.int64)), which, tf.size(distinct))
-    computed = tokenizer(tf.gather(embeddings, tf.gather(needed, first)))
+    computed = tokenizer(tf.gather(embeddings, first))
     sids = tf.tensor_scatter_nd_update(sids, needed[:, None], tf.gather(computed, which))
     out = {key: value for key, value in features.items() if key not in EMBEDDING_KEYS}
     out[fk.WATCH_SID], out[fk.CANDIDATE_SID] = sids[:rows], sids[rows:2 * rows]
