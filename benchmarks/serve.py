@@ -1,9 +1,10 @@
 """Serving latency and throughput: SIDs against content embeddings, gRPC against in-process, one run.
 
-One request ranks 100 candidates for one user (raw tf.Examples built as the client builds them). Two
-forms of the same request: every item by its SID (from the SID table), and every item by its content
+One request ranks 100 candidates for one user (raw tf.Examples built as the client builds them). Three
+forms of the same request: every item by its SID (from the SID table); every item by its content
 embedding only (the instant cold-start path: the export's frozen RQ-VAE computes the SIDs), the
-worst case of a request about items the SID table has not caught up with. At concurrency 1 and 8:
+worst case of a request about items the SID table has not caught up with; and every tenth candidate
+new (by embedding, the rest by SID), the common case. At concurrency 1 and 8:
 p50 and p99 latency and requests/s through `sidrec serve` (a subprocess, called with the official
 stub; SID requests also with --enable_batching) and through the SavedModel's `serving_default` in
 this process. The ranker is exported twice from its checkpoint, with and without the RQ-VAE, for
@@ -42,16 +43,21 @@ from serving.client import RankerClient  # noqa: E402
 
 
 def _requests(layout: RunLayout, export_dir: str, candidates: int) -> dict[str, list[bytes]]:
-    """The same ranking request with every item by SID, and with every item by content embedding."""
+    """The same ranking request with every item by SID, with every item by content embedding, and with
+    every tenth candidate new (missing from the SID table: by embedding, the rest by SID)."""
     config = RepresentationConfig(**read_export_card(export_dir)["config"])
     logs = log_io.read_logs(layout.data, days=[layout.data.days()[-1]])
     items = list(dict.fromkeys(logs.candidate_item_id))[:candidates]
     row = (logs.watch_item_id[0], items, logs.history(0))
     sids = sid_table_io.read_sid_table(os.path.join(layout.sids, "table")).lookup()
     corpus = corpus_io.read_corpus(layout.data.corpus)
+    embeddings = dict(zip(corpus.item_ids, corpus.embeddings))
+    new = set(items[::10]) - {row[0]} - set(row[2])
     return {"sids": ServingExampleBuilder(config, sids=sids).rank_request(*row),
-            "embeddings": ServingExampleBuilder(config, embeddings=dict(zip(corpus.item_ids, corpus.embeddings)))
-            .rank_request(*row)}
+            "embeddings": ServingExampleBuilder(config, embeddings=embeddings).rank_request(*row),
+            "tenth_of_candidates_new": ServingExampleBuilder(
+                config, sids={i: s for i, s in sids.items() if i not in new},
+                embeddings={i: embeddings[i] for i in new}).rank_request(*row)}
 
 
 def _export_both_ways(run_dir: str, export_dir: str, layout: RunLayout, out_dir: str) -> dict[str, str]:
@@ -140,9 +146,8 @@ def main(argv=None) -> dict:
     scratch = tempfile.mkdtemp(prefix="sidrec-serve-bench-")
     exports = _export_both_ways(run_dir, export_dir, layout, scratch)
     signatures = {form: tf.saved_model.load(path).signatures[export.SERVING_DEFAULT] for form, path in exports.items()}
-    calls = {"sids": lambda: signatures["with_rqvae"](examples=tf.constant(requests["sids"])),
-             "embeddings": lambda: signatures["with_rqvae"](examples=tf.constant(requests["embeddings"])),
-             "sids_export_without_rqvae": lambda: signatures["without_rqvae"](examples=tf.constant(requests["sids"]))}
+    calls = {form: lambda r=request: signatures["with_rqvae"](examples=tf.constant(r)) for form, request in requests.items()}
+    calls["sids_export_without_rqvae"] = lambda: signatures["without_rqvae"](examples=tf.constant(requests["sids"]))
     scores = {form: call()[fk.CLICK_PROBABILITY].numpy() for form, call in calls.items()}
 
     measured = {"in_process": {form: {c: _measure(call, args.requests, c) for c in (1, 8)}
@@ -154,7 +159,8 @@ def main(argv=None) -> dict:
     results = {"ranker_run": run_dir, "candidates_per_request": args.candidates, "requests": args.requests,
                "cpus": os.cpu_count(),
                "request_bytes": {form: sum(map(len, request)) for form, request in requests.items()},
-               "max_score_difference_embeddings_vs_sids": float(np.abs(scores["embeddings"] - scores["sids"]).max()),
+               "max_score_difference_vs_sids": {form: float(np.abs(scores[form] - scores["sids"]).max())
+                                                for form in requests if form != "sids"},
                "export_bytes": {form: _size_bytes(path) for form, path in exports.items()}}
     results["rqvae_bytes_at_paper_config"] = _paper_rqvae_bytes()  # D=2048, L=8, K=2048; built, not trained
     shutil.rmtree(scratch, ignore_errors=True)
@@ -171,6 +177,8 @@ def main(argv=None) -> dict:
                 remote["embeddings"][c]["requests_per_s"] / remote["sids"][c]["requests_per_s"], 3),
             "embeddings_to_sids_throughput_in_process": round(
                 local["embeddings"][c]["requests_per_s"] / local["sids"][c]["requests_per_s"], 3),
+            "tenth_new_to_sids_throughput_grpc": round(
+                remote["tenth_of_candidates_new"][c]["requests_per_s"] / remote["sids"][c]["requests_per_s"], 3),
             "rqvae_in_export_sid_throughput_in_process": round(
                 local["sids"][c]["requests_per_s"] / local["sids_export_without_rqvae"][c]["requests_per_s"], 3),
             "grpc_to_in_process_throughput": round(remote["sids"][c]["requests_per_s"] / local["sids"][c]["requests_per_s"], 3),
