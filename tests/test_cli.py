@@ -64,4 +64,5 @@ def test_a_missing_stage_output_is_one_line_naming_the_command_that_makes_it(tmp
 def test_a_bad_flag_value_is_one_line(tmp_path, capsys):
     assert cli.main(["transform", "--run_dir", str(tmp_path), "--kind", "sid_trigram"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "kind must be one of random_hash, dense, sid_ngram, sid_spm, got 'sid_trigram'" in err
+    assert len(err.splitlines()) == 1 and ("kind must be one of random_hash, dense, sid_ngram, sid_spm, sid_prefix, "
+                                           "sid_ngram+id, sid_spm+id, sid_prefix+id, got 'sid_trigram'") in err
