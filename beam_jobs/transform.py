@@ -74,8 +74,8 @@ class TransformConfig:
     buckets: int = flag(8192, "random_hash and sid_prefix buckets B")
     ngram: int = flag(2, "sid_ngram N (must divide L)")
     vocab_size: int = flag(8192, "sid_spm table size V")
-    prefix_lengths: tuple[int, ...] = flag((), "sid_prefix: the prefix lengths that make an item's pieces "
-                                                "(default: 1..L)")
+    prefix_lengths: tuple[int, ...] = flag((), "sid_prefix: comma-separated prefix lengths that make an item's pieces "
+                                                "(empty: 1..L)")
     id_buckets: int = flag(1024, "KIND+id: rows of the ID table added to the SID pieces")
     eval_from: int = flag(0, "first evaluation day T+1: vocabularies and analyzers learn from days 1..T only, and "
                              "each day from T+1 on is evaluated before the model trains on it (default: the "

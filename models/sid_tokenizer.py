@@ -59,10 +59,17 @@ class SidTokenizer(tf.Module):
         self.num_levels: int = int(card["num_levels"])
         self.codebook_size: int = int(card["codebook_size"])
         self.export_dir: str = export_dir
+        # One graph function, traced once without autograph (the layers' Python loops unroll as they
+        # are): every signature that calls it shares it, which keeps exports fast.
+        self._codes = tf.function(self._forward, autograph=False, input_signature=[
+            tf.TensorSpec([None, self.input_dim], tf.float32)])
 
-    def __call__(self, embeddings: tf.Tensor) -> tf.Tensor:
+    def _forward(self, embeddings: tf.Tensor) -> tf.Tensor:
         codes, _, _ = self.quantizer(self.encoder(embeddings))
         return tf.cast(codes, tf.int64)
+
+    def __call__(self, embeddings: tf.Tensor) -> tf.Tensor:
+        return self._codes(embeddings)
 
     def tokenize(self, embeddings: np.ndarray) -> np.ndarray:
         """Eager convenience: int64 [N, L] SIDs of float32 [N, D] embeddings."""

@@ -22,6 +22,18 @@ from pipeline.core.tf_env import tf
 EMBEDDING_KEYS = (fk.WATCH_EMBEDDING, fk.CANDIDATE_EMBEDDING, fk.HISTORY_EMBEDDINGS)
 
 
+def ragged_rows(values: tf.SparseTensor) -> tf.RaggedTensor:
+    """A parsed list feature as [B, (n)], without RaggedTensor.from_sparse's graph-time checks (parse_example's
+    output is right-ragged by construction; those checks made every export seconds slower to trace)."""
+    return tf.RaggedTensor.from_value_rowids(values.values, values.indices[:, 0], nrows=values.dense_shape[0],
+                                             validate=False)
+
+
+def row_lengths(values: tf.SparseTensor) -> tf.Tensor:
+    """Values per row of a parsed list feature, int64 [B]."""
+    return ragged_rows(values).row_lengths()
+
+
 def request_spec(spec: dict, config: RepresentationConfig) -> dict:
     """A SID representation's request spec with every SID optional and the embeddings added (optional too)."""
     levels = config.num_levels
@@ -34,18 +46,19 @@ def request_spec(spec: dict, config: RepresentationConfig) -> dict:
 
 
 def _length_check(values: tf.SparseTensor, allowed: tf.Tensor, key: str, what: str) -> tf.Operation:
-    lengths = tf.RaggedTensor.from_sparse(values).row_lengths()
+    lengths = row_lengths(values)
     ok = tf.equal(lengths, 0) | tf.equal(lengths, allowed)
     return tf.debugging.Assert(tf.reduce_all(ok), [
         f"{key}: expected {what} (or nothing); got values", tf.boolean_mask(lengths, ~ok)[:4], "for",
         tf.boolean_mask(allowed, ~ok)[:4], "expected"], name=f"check_{key}_length")
 
 
+@tf.autograph.experimental.do_not_convert
 def embedding_checks(features: dict, config: RepresentationConfig) -> list[tf.Operation]:
     """Each embedding is D values per item (or absent) and finite."""
     dim = config.embedding_dim
     rows = tf.shape(features[fk.WATCH_ITEM_ID], out_type=tf.int64)[0]
-    history_items = tf.RaggedTensor.from_sparse(features[fk.HISTORY_ITEM_IDS]).row_lengths()
+    history_items = row_lengths(features[fk.HISTORY_ITEM_IDS])
     checks = []
     for key, allowed, what in ((fk.WATCH_EMBEDDING, tf.fill([rows], tf.constant(dim, tf.int64)), f"{dim} values"),
                                (fk.CANDIDATE_EMBEDDING, tf.fill([rows], tf.constant(dim, tf.int64)), f"{dim} values"),
@@ -59,7 +72,7 @@ def embedding_checks(features: dict, config: RepresentationConfig) -> list[tf.Op
 
 def _values_or_fill(values: tf.SparseTensor, lengths: tf.Tensor, fill) -> tf.Tensor:
     """The flat values of a list feature whose rows hold `lengths` values or none; empty rows get `fill`s."""
-    given = tf.RaggedTensor.from_sparse(values)
+    given = ragged_rows(values)
     filler = tf.RaggedTensor.from_row_lengths(tf.fill([tf.reduce_sum(lengths)], tf.constant(fill, values.dtype)),
                                               lengths)
     batch = tf.shape(lengths, out_type=tf.int64)[0]
@@ -71,10 +84,11 @@ def _values_or_fill(values: tf.SparseTensor, lengths: tf.Tensor, fill) -> tf.Ten
 def _given_embeddings(values: tf.SparseTensor, items_per_row: tf.Tensor, dim: int) -> tuple[tf.Tensor, tf.Tensor]:
     """For each item of a feature checked to hold D values per item or none per row: whether its row gives
     embeddings, and the given embeddings [given items, D] (only those: no zeros are made for the others)."""
-    row_given = tf.RaggedTensor.from_sparse(values).row_lengths() > 0
+    row_given = row_lengths(values) > 0
     return tf.repeat(row_given, items_per_row), tf.reshape(values.values, [-1, dim])
 
 
+@tf.autograph.experimental.do_not_convert  # no tensor-dependent Python control flow: tracing stays fast
 def resolve_sids(features: dict, config: RepresentationConfig, tokenizer) -> dict:
     """Checked request features -> the transform graph's raw features: every SID given, computed or -1.
 
@@ -88,7 +102,7 @@ def resolve_sids(features: dict, config: RepresentationConfig, tokenizer) -> dic
     levels, dim = config.num_levels, config.embedding_dim
     rows = tf.shape(features[fk.WATCH_ITEM_ID], out_type=tf.int64)[0]
     one_each = tf.ones([rows], tf.int64)
-    history_items = tf.RaggedTensor.from_sparse(features[fk.HISTORY_ITEM_IDS]).row_lengths()
+    history_items = row_lengths(features[fk.HISTORY_ITEM_IDS])
     ids = tf.concat([features[fk.WATCH_ITEM_ID], features[fk.CANDIDATE_ITEM_ID],
                      features[fk.HISTORY_ITEM_IDS].values], axis=0)
     sids = tf.concat([features[fk.WATCH_SID], features[fk.CANDIDATE_SID],

@@ -50,13 +50,14 @@ def _valid_sids(codes: tf.Tensor, key: str, codebook_size: int) -> tf.Operation:
         tf.boolean_mask(codes, bad)[:1]], name=f"check_{key}")
 
 
+@tf.autograph.experimental.do_not_convert  # plain graph building; autograph only slowed the trace
 def request_checks(features: dict, config: RepresentationConfig) -> list[tf.Operation]:
     """Assertions on parsed raw features: SID codes and lengths, history cap H, finite embeddings.
 
     FixedLenFeature parsing already fails a watch or candidate SID (or embedding) of the wrong length
     with the feature's name; these cover what parsing cannot.
     """
-    history_items = tf.RaggedTensor.from_sparse(features[fk.HISTORY_ITEM_IDS]).row_lengths()
+    history_items = cold_start.row_lengths(features[fk.HISTORY_ITEM_IDS])
     checks = [tf.debugging.Assert(tf.reduce_all(history_items <= config.max_history), [
         f"{fk.HISTORY_ITEM_IDS}: at most {config.max_history} items (the log contract's H; training rejects "
         "longer histories too); got", tf.reduce_max(history_items)], name="check_history_length")]
@@ -64,7 +65,7 @@ def request_checks(features: dict, config: RepresentationConfig) -> list[tf.Oper
         levels = config.num_levels
         for key in (fk.WATCH_SID, fk.CANDIDATE_SID):
             checks.append(_valid_sids(features[key], key, config.codebook_size))
-        history = tf.RaggedTensor.from_sparse(features[fk.HISTORY_SIDS])
+        history = cold_start.ragged_rows(features[fk.HISTORY_SIDS])
         given = history.row_lengths()  # none at all: no history item has a SID
         length_check = tf.debugging.Assert(tf.reduce_all(tf.equal(given, history_items * levels) | tf.equal(given, 0)), [
             f"{fk.HISTORY_SIDS}: expected {levels} codes per item of {fk.HISTORY_ITEM_IDS}; got codes",
@@ -81,6 +82,7 @@ def request_checks(features: dict, config: RepresentationConfig) -> list[tf.Oper
     return checks
 
 
+@tf.autograph.experimental.do_not_convert
 def _checked(features: dict, config: RepresentationConfig) -> dict:
     """The parsed features, available only after every request check has passed."""
     with tf.control_dependencies(request_checks(features, config)):
@@ -191,7 +193,7 @@ def export_version(model: tf.keras.Model, transform_dir: str, export_base: str, 
     if tokenizer is not None and not config.has_sids:
         raise ValueError(f"{config.name} has no SIDs: its export takes no RQ-VAE")
     with published(final) as staging, _tracked_while_saved(model, "sid_tokenizer", tokenizer):
-        model.save(staging, save_format="tf", include_optimizer=False,
+        model.save(staging, save_format="tf", include_optimizer=False, save_traces=False,
                    signatures=make_serving_signatures(model, tft_output, config, tokenizer))
         export_layout = ExportLayout(staging)
         os.makedirs(export_layout.assets_extra, exist_ok=True)
