@@ -34,7 +34,7 @@ setuptools.setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout"],
+        "test": ["pytest>=8", "pytest-timeout", "pytest-xdist"],
         # DataflowRunner needs Beam's GCP I/O; not needed for DirectRunner.
         "gcp": ["apache-beam[gcp]==2.77.0"],
     },
