@@ -49,7 +49,7 @@ from pipeline.core.layout import LOG_FILE_PATTERN, TRANSFORMED_SUFFIX, DataLayou
 from pipeline.core.protocol import split_days
 from pipeline.core.publish import absolute_path, published
 from pipeline.core.records import SidTable
-from pipeline.core.representation import KINDS, Kind, RepresentationConfig, parse_kind, split_kind
+from pipeline.core.representation import KINDS, Kind, RepresentationConfig, split_kind
 from pipeline.data import corpus_io, log_io, sid_table_io
 from pipeline.sid import lookup_stats, spm_vocab
 from pipeline.sid.preprocessing import make_preprocessing_fn, raw_feature_spec, serving_feature_spec
@@ -92,7 +92,8 @@ class TransformConfig:
         for name in ("data_dir", "sids", "output"):
             if not getattr(self, name):
                 raise ValueError(f"--{name} is required")
-        parse_kind(self.kind)
+        if split_kind(self.kind)[1] and self.id_buckets < 1:
+            raise ValueError(f"--kind {self.kind} needs --id_buckets >= 1, got {self.id_buckets}")
         if self.if_changed not in fingerprint.POLICIES:
             raise ValueError(f"--if_changed must be one of {', '.join(fingerprint.POLICIES)}, got {self.if_changed!r}")
 
