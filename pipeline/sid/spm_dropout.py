@@ -70,15 +70,12 @@ def drop_pieces(pieces: tf.SparseTensor, splits: tf.RaggedTensor, rate: float, s
     return rows.with_flat_values(replaced).merge_dims(1, 2).to_sparse()
 
 
-def dropout_fn(config: RepresentationConfig, spm_model: bytes, rate: float, seed: int, day: int):
-    """A tf.data map over (batch index, batch) applying `drop_pieces` to every piece feature of the batch."""
-    from pipeline.core import features as fk
+def dropout_fn(splits: tf.RaggedTensor, rate: float, seed: int, day: int):
+    """A tf.data map over (batch index, batch) applying `drop_pieces` to every piece feature of the batch.
 
-    if not config.uses_spm:
-        raise ValueError(f"spm_dropout applies to sid_spm pieces; {config.name} has none")
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"spm_dropout must be in [0, 1], got {rate}")
-    splits = split_table(config, spm_model)
+    `splits` is the run's `split_table`, built once: the rate and the kind were checked with the config.
+    """
+    from pipeline.core import features as fk
 
     def apply(index, batch):
         batch = dict(batch)

@@ -39,7 +39,7 @@ from pipeline.core.config_flags import flag
 from pipeline.core.contracts import MissingOutputError
 from pipeline.core.metrics import binary_auc, rmse
 from pipeline.core.publish import published
-from pipeline.sid.spm_dropout import dropout_fn
+from pipeline.sid.spm_dropout import dropout_fn, split_table
 from serving.export import export_version, sid_tokenizer_for
 
 # Bump when a change to the loop changes its metrics for the same inputs (old runs then rebuild).
@@ -243,7 +243,7 @@ def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, c
     run = RankerLayout(output_dir)
     representation = RepresentationConfig(**card["config"])
     warmup = read_serving_sample(transform_dir)
-    spm_model = read_spm_model(transform_dir) if config.spm_dropout else None
+    splits = split_table(representation, read_spm_model(transform_dir)) if config.spm_dropout else None  # once a run
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     tf.keras.utils.set_random_seed(config.seed)
     with strategy.scope():
@@ -284,8 +284,7 @@ def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, c
             log(f"day {day} ({step + 1}/{len(days)}): fit on day {day} (training window, days before {eval_from})")
         training = day_dataset(transform_dir, day, config.batch_size)
         if config.spm_dropout:
-            training = training.enumerate().map(dropout_fn(representation, spm_model, config.spm_dropout,
-                                                            config.seed, day))
+            training = training.enumerate().map(dropout_fn(splits, config.spm_dropout, config.seed, day))
         if multi_worker:
             training = distribution.shard_per_worker(training)
         # Keras counts epochs across the days, so TensorBoard's epoch axis is the training day's index.
