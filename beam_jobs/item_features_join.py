@@ -10,7 +10,8 @@ examples):
     distinct items; a CoGroupByKey by item id meets the requests with the SID table and corpus rows
     (read from their Parquet shards by Beam), and a second CoGroupByKey by batch brings each batch
     exactly the items it needs.
-Items without a SID get codes of -1 (the OOV row) and are counted per role.
+Items without a SID get codes of -1 (the OOV row) and are counted per role. Each path counts the
+batches it joined under its own name (JOINED_IN_MEMORY, JOINED_BY_KEY), so a job's counters say which ran.
 """
 
 import hashlib
@@ -29,6 +30,7 @@ NAMESPACE = "sidrec_transform"
 # Counter names of items without a SID, per role (the names the job has always reported).
 _MISSING_COUNTERS = {fk.WATCH_SID: "watch_without_sid", fk.CANDIDATE_SID: "candidate_without_sid",
                      fk.HISTORY_SIDS: "history_without_sid"}
+JOINED_IN_MEMORY, JOINED_BY_KEY = "batches_joined_in_memory", "batches_joined_by_key"
 
 
 def ids(batch: pa.RecordBatch, key: str) -> list[str]:
@@ -126,6 +128,7 @@ class JoinItemFeatures(beam.DoFn):
     def process(self, element):
         _, batch = element
         tables = self._tables
+        Metrics.counter(self._namespace, JOINED_IN_MEMORY).inc()
         yield join_batch(self._config, batch, tables.sids, tables.first_days, tables.embeddings, self._namespace)
 
 
@@ -213,6 +216,7 @@ class JoinGroupedBatch(beam.DoFn):
             if embedding is not None:
                 embeddings[item_id] = embedding
         for day, batch in parts["batch"]:
+            Metrics.counter(NAMESPACE, JOINED_BY_KEY).inc()
             yield day, join_batch(self._config, batch, sids, first_days, embeddings)
 
 

@@ -26,7 +26,12 @@ class LazyAdam(tf.keras.optimizers.legacy.Adam):
                          amsgrad=False, name=name, **kwargs)
 
     def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
-        # Indices arrive deduplicated (OptimizerV2 sums repeated rows first).
+        # Indices arrive deduplicated (OptimizerV2 sums repeated rows first). TPUEmbedding's CPU lookup
+        # (safe_embedding_lookup_sparse) gathers row 0 for every input without pieces (an empty history)
+        # and masks it out, so row 0 comes back with a zero gradient although nothing looked it up: a row
+        # whose gradient is all zero is left alone, as TPUEmbedding leaves it.
+        looked_up = tf.reduce_any(tf.reshape(tf.not_equal(grad, 0), [tf.shape(indices)[0], -1]), axis=1)
+        grad, indices = tf.boolean_mask(grad, looked_up), tf.boolean_mask(indices, looked_up)
         dtype = var.dtype.base_dtype
         coefficients = ((apply_state or {}).get((var.device, dtype))
                         or self._fallback_apply_state(var.device, dtype))

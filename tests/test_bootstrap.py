@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from pipeline.core.layout import RankerLayout
 from pipeline.core.metrics import binary_auc
@@ -59,3 +60,62 @@ def test_intervals_cover_the_data_noise_and_keep_the_point_estimate(tmp_path):
     assert 0.5 < arm["ctr_auc"]["ci95_low"] < arm["ctr_auc"]["ci95_high"] < 1.0
     again = bootstrap.with_user_bootstrap(_rows(runs), runs, DAYS, replicates=100)
     assert again == rows  # the same replicates: deterministic
+
+
+def _auc_by_pairs(click, score, weight) -> float:
+    """Weighted AUC from every (positive, negative) pair: weight product, ties count one half."""
+    pos = [(s, w) for c, s, w in zip(click, score, weight) if c == 1]
+    neg = [(s, w) for c, s, w in zip(click, score, weight) if c == 0]
+    total = sum(w for _, w in pos) * sum(w for _, w in neg)
+    if not total:
+        return float("nan")
+    return sum(wp * wn * (1.0 if sp > sn else 0.5 if sp == sn else 0.0) for sp, wp in pos for sn, wn in neg) / total
+
+
+def _replicates_by_hand(runs, replicates, seed=0):
+    """The bootstrap as its docstring states it, written out: per replicate, Poisson(1) user weights, then
+    the seeds drawn with replacement; each arm's mean over drawn seeds of its mean daily weighted AUC."""
+    kept = {}
+    for r in runs:
+        kept[r["run_dir"]] = []
+        for day in DAYS:
+            with np.load(RankerLayout(r["run_dir"]).predictions(day)) as k:
+                kept[r["run_dir"]].append({key: k[key] for key in k.files})
+    users = np.unique(np.concatenate([d["user_key"] for days in kept.values() for d in days]))
+    seeds = sorted({r["seed"] for r in runs})
+    run_of = {(r["label"], r["seed"]): r["run_dir"] for r in runs}
+    rng = np.random.default_rng(seed)
+    out = {"arm": [], "change": []}
+    for _ in range(replicates):
+        weights = dict(zip(users, rng.poisson(1.0, users.size).astype(float)))
+        drawn = rng.choice(seeds, size=len(seeds), replace=True)
+
+        def auc(run_dir):
+            days = [_auc_by_pairs(d["click"], d["click_probability"], [weights[u] for u in d["user_key"]])
+                    for d in kept[run_dir]]
+            days = [a for a in days if np.isfinite(a)]
+            return np.mean(days) if days else float("nan")
+
+        arm = [auc(run_of[("arm", s)]) for s in drawn]
+        base = [auc(run_of[("base", s)]) for s in drawn]
+        out["arm"].append(np.mean(arm))
+        out["change"].append(np.mean([100.0 * (a / b - 1.0) for a, b in zip(arm, base)]))
+    return {key: np.percentile(np.asarray(v)[np.isfinite(v)], [2.5, 97.5]) for key, v in out.items()}
+
+
+def test_the_interval_equals_the_bootstrap_worked_out_pair_by_pair(tmp_path):
+    runs = _runs(tmp_path, [(1.0, 1.5), (0.6, 0.9)])
+    arm = bootstrap.with_user_bootstrap(_rows(runs), runs, DAYS, replicates=40)[1]
+    expected = _replicates_by_hand(runs, 40)
+    assert [arm["ctr_auc"]["ci95_low"], arm["ctr_auc"]["ci95_high"]] == pytest.approx(expected["arm"], abs=1e-12)
+    assert [arm["ctr_auc_change_pct"]["ci95_low"], arm["ctr_auc_change_pct"]["ci95_high"]] == pytest.approx(
+        expected["change"], abs=1e-9)
+
+
+def test_users_are_resampled_so_one_seed_still_has_an_interval(tmp_path):
+    """With one seed the seed draws cannot vary: all the width comes from resampling the users."""
+    runs = _runs(tmp_path, [(1.0,), (0.6,)])
+    arm = bootstrap.with_user_bootstrap(_rows(runs), runs, DAYS, replicates=100)[1]
+    # 0.83-0.96 and +8.9% to +20.1% here; with every user weighted 1 both would have zero width.
+    assert arm["ctr_auc"]["ci95_high"] - arm["ctr_auc"]["ci95_low"] > 0.05
+    assert arm["ctr_auc_change_pct"]["ci95_high"] - arm["ctr_auc_change_pct"]["ci95_low"] > 5.0

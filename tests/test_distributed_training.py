@@ -15,15 +15,23 @@ from pipeline.stages import day_loop
 
 CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(32,))
 # Each worker or strategy run is its own process: devices are set up once per process.
+# The script keeps the ranker the day loop builds, to ask the model itself where it trained: the strategy it
+# was built under and whether its variables are distributed ones (mirrored across the replicas).
 TRAIN = """
 import json, sys
+from pipeline.core.tf_env import tf
 from models import distribution
 from pipeline.stages import day_loop
 transform_dir, output_dir, strategy = sys.argv[1:4]
 strategy = distribution.make_strategy(distribution.DistributionConfig(strategy=strategy))
+built, build_ranker = [], day_loop.build_ranker
+day_loop.build_ranker = lambda *args: built.append(build_ranker(*args)) or built[-1]
 config = day_loop.TrainConfig(batch_size=256, hidden_dims=(32,))
 history = day_loop.train(transform_dir, output_dir, config, log=lambda *_: None, strategy=strategy)
-print("REPLICAS " + str(strategy.num_replicas_in_sync), flush=True)
+[model] = built
+local = [v.name for v in model.trainable_variables if not isinstance(v, tf.distribute.DistributedValues)]
+print("REPLICAS " + str(model.distribute_strategy.num_replicas_in_sync), flush=True)
+print("LOCAL VARIABLES " + json.dumps(local), flush=True)
 print("HISTORY " + json.dumps(history if distribution.is_chief(strategy) else []), flush=True)
 """
 
@@ -39,7 +47,8 @@ def _history(process, replicas: int = 2) -> list[dict]:
     """The run's history, once the process has said it trained over `replicas` replicas."""
     out, err = process.communicate(timeout=600)
     assert process.returncode == 0, err[-3000:]
-    assert f"REPLICAS {replicas}\n" in out, "the strategy did not replicate the model"
+    assert f"REPLICAS {replicas}\n" in out, "the model was not built under the strategy"
+    assert "LOCAL VARIABLES []\n" in out, "some of the model's variables are not distributed"
     return json.loads(out.split("HISTORY ", 1)[1])
 
 

@@ -19,6 +19,7 @@ from pipeline.stages import day_loop
 from pipeline.core import features as fk
 from pipeline.sid.preprocessing import labelled_feature_spec, serving_feature_spec
 from pipeline.core.cards import read_export_card, read_representation, read_serving_sample
+from pipeline.core.representation import RepresentationConfig
 from serving import export
 
 CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(16,), embedding_dim=8)
@@ -116,6 +117,16 @@ def test_the_savedmodel_itself_refuses_out_of_range_and_misshapen_sids(spm_run, 
     for case, record, feature in bad_sid_requests(sample[0]):
         with pytest.raises(tf.errors.InvalidArgumentError, match=feature):
             serve(examples=tf.constant([sample[1], record]))
-    # An all -1 SID is the "no SID" marker (the OOV row), as in training: scored.
+    # An all -1 SID is the "no SID" marker: scored with the OOV row as the candidate's one piece (as in
+    # training), which is neither code 0's pieces nor the item's own.
     no_sid = edited_example(sample[0], candidate_sid=[-1] * 4)
-    assert serve(examples=tf.constant([no_sid]))[fk.CLICK_PROBABILITY].shape == (1,)
+    served = serve(examples=tf.constant([no_sid, edited_example(sample[0], candidate_sid=[0] * 4), sample[0]]))
+    tft_output = tft.TFTransformOutput(spm_run["output"])
+    features = tft_output.transform_raw_features(
+        tf.io.parse_example(sample[:1], serving_feature_spec(tft_output.raw_feature_spec())))
+    oov = RepresentationConfig(**read_representation(spm_run["output"])["config"]).oov_piece
+    features[fk.CANDIDATE_PIECES] = tf.SparseTensor([[0, 0]], tf.constant([oov], tf.int64), [1, 1])
+    expected = model(features)["click_probability"].numpy()[0, 0]
+    probabilities = served[fk.CLICK_PROBABILITY].numpy()
+    assert probabilities[0] == pytest.approx(expected, abs=1e-6)
+    assert abs(probabilities[0] - probabilities[1]) > 1e-6 and abs(probabilities[0] - probabilities[2]) > 1e-6

@@ -52,6 +52,13 @@ def test_f2_needs_2x_above_1x_in_both_metrics_and_ordered_means():
     assert _verdict(findings.f2, unit(flat, flat)) == NOT_REPRODUCED  # equivalent within 1% in both
     noisy = ([0.70, 0.70, 0.70], [0.71, 0.71, 0.71], [0.75, 0.66, 0.73])
     assert _verdict(findings.f2, unit(noisy, noisy)) == INCONCLUSIVE
+    # Each clause alone: 2x wins in both but 1.5x has the highest means (the order of the means);
+    unordered = ([0.70, 0.70, 0.70], [0.73, 0.73, 0.73], [0.72, 0.721, 0.719])
+    assert _verdict(findings.f2, unit(unordered, unordered)) == INCONCLUSIVE
+    # 2x wins on CTR AUC only, the means in order (a win in both metrics);
+    assert _verdict(findings.f2, unit(up, noisy)) == INCONCLUSIVE
+    # equivalent on CTR AUC only, CTR/1D unclear (equivalence in both metrics).
+    assert _verdict(findings.f2, unit(flat, noisy)) == INCONCLUSIVE
 
 
 def test_f3_wants_n_grams_below_without_history_and_above_with_it():
@@ -69,16 +76,21 @@ def test_f3_wants_n_grams_below_without_history_and_above_with_it():
 def test_f4_reads_spm_against_n_grams_at_matched_sizes_with_substitutions():
     quality = {"num_levels": 4, "codebook_size": 16}  # unigram 64 rows, bigram 2 x 256 = 512
 
-    def unit(spm_large_1d, spm_small_ctr, substituted=None):
+    def unit(spm_large_1d, spm_small_ctr, substituted=None, spm_large_ctr=(0.701, 0.702, 0.7015)):
         rows = [_row("sid_1gram", True), _row("sid_2gram", True), _row("sid_spm_64", True), _row("sid_spm_512", True)]
         runs = (_runs(rows[0], [0.70] * 3, [0.6] * 3) + _runs(rows[1], [0.70] * 3, [0.6] * 3)
-                + _runs(rows[2], spm_small_ctr, [0.6] * 3) + _runs(rows[3], [0.701, 0.702, 0.7015], spm_large_1d))
+                + _runs(rows[2], spm_small_ctr, [0.6] * 3) + _runs(rows[3], spm_large_ctr, spm_large_1d))
         stand_ins = {"sid_spm_512": ["sid_spm_400", "sid_spm_410"]} if substituted else {}
         return _unit(rows, runs, sid_quality=quality, substituted=stand_ins)
 
     assert _verdict(findings.f4, unit([0.63, 0.64, 0.635], [0.69] * 3)) == REPRODUCED
     assert _verdict(findings.f4, unit([0.57, 0.56, 0.565], [0.69] * 3)) == NOT_REPRODUCED
     assert _verdict(findings.f4, unit([0.63, 0.64, 0.635], [0.71] * 3)) == INCONCLUSIVE  # SPM ahead at small size
+    # Each other clause alone: SPM's large-table gain is larger on CTR AUC (+10.7%) than on CTR/1D (+5.8%);
+    assert _verdict(findings.f4, unit([0.63, 0.64, 0.635], [0.69] * 3, spm_large_ctr=(0.77, 0.78, 0.775))) \
+        == INCONCLUSIVE
+    # the CTR/1D gain's interval holds 0 although its mean is positive and above the CTR gain's.
+    assert _verdict(findings.f4, unit([0.55, 0.70, 0.62], [0.69] * 3)) == INCONCLUSIVE
     substituted = findings.f4(unit([0.63, 0.64, 0.635], [0.69] * 3, substituted=True))
     assert substituted["verdict"] == REPRODUCED and "sid_spm_400, sid_spm_410 stood in" in substituted["evidence"]
     assert _verdict(findings.f4, _unit([_row("sid_2gram", True)], sid_quality=quality)) == INCONCLUSIVE
@@ -112,6 +124,10 @@ def test_f6_wants_fewer_head_lookups_and_a_mean_within_unigram_s():
     every_item_whole = lookups(1.0, 1.0, 1.0, rows=32768)  # the other end: one piece per item
     assert _verdict(findings.f6, _unit([], lookups=[lookups(1.2, 2.5, 2.3), every_item_whole],
                                        sid_quality=quality)) == REPRODUCED
+    # "Never more elsewhere": a size that merges nothing may not give head items more lookups than tail ones.
+    head_more = lookups(4.0, 3.5, 4.0, rows=1025)
+    assert _verdict(findings.f6, _unit([], lookups=[lookups(1.2, 2.5, 2.3), head_more],
+                                       sid_quality=quality)) == NOT_REPRODUCED
 
 
 def test_f7_is_an_equivalence_test_within_one_percent():

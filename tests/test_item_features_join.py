@@ -10,7 +10,7 @@ import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_jobs.item_features_join import ItemFeatureRows, JoinItemFeaturesByKey
+from beam_jobs.item_features_join import JOINED_BY_KEY, JOINED_IN_MEMORY, ItemFeatureRows, JoinItemFeaturesByKey
 from beam_jobs.transform import CheckLogRows
 from pipeline.core import features as fk
 from pipeline.core.layout import TransformLayout
@@ -73,9 +73,17 @@ def test_the_keyed_join_transforms_every_day_to_the_same_bytes(run_dir, tmp_path
     os.symlink(run_dir.data.root, keyed_layout.data.root)
     os.symlink(run_dir.sids, keyed_layout.sids)
     keyed = run_transform(keyed_layout, kind, shuffle_join_above=0, **flags)
-    assert not side["reused"] and not keyed["reused"] or side["reused"]
+    assert not keyed["reused"]  # a new output directory: the keyed job ran
+    # Each path counts its own batches: the keyed run joined by key only, the default run in memory only
+    # (a reused default output reports the counters its card recorded).
+    assert keyed["counters"].get(JOINED_BY_KEY, 0) >= 3 and JOINED_IN_MEMORY not in keyed["counters"]
+    assert side["counters"].get(JOINED_IN_MEMORY, 0) >= 3 and JOINED_BY_KEY not in side["counters"]
     a, b = _records_per_day(side["output"]), _records_per_day(keyed["output"])
     assert sorted(a) == sorted(b) == [1, 2, 3]
     for day in a:
         assert len(a[day]) > 1000 and a[day] == b[day], f"day {day}: the joins disagree"
-    assert side["counters"] == keyed["counters"]
+
+    def job_counters(counters):
+        return {k: v for k, v in counters.items() if k not in (JOINED_BY_KEY, JOINED_IN_MEMORY)}
+    assert job_counters(side["counters"]) == job_counters(keyed["counters"])
+    assert job_counters(keyed["counters"])["rows_joined"] == 3 * 1500

@@ -3,9 +3,10 @@
 import numpy as np
 import tensorflow as tf
 
+from models.item_encoder import PieceItemEncoder
 from models.lazy_adam import LazyAdam
 from models.ranker import MultitaskRanker, ranker_optimizer
-from models.item_encoder import PieceItemEncoder
+from pipeline.core import features as fk
 from tests.test_ranker import _features
 
 LR, B1, B2, EPS = 0.1, 0.9, 0.999, 1e-7
@@ -52,23 +53,43 @@ def test_a_sparse_step_moves_only_the_looked_up_rows_moments_included():
                                   np.delete(v, 2, axis=0))
 
 
-def test_one_ranker_step_leaves_the_rows_it_did_not_look_up_unchanged():
+def _features_on_rows_6_to_9():
+    features = _features()
+    features.update({fk.WATCH_PIECES: tf.ragged.constant([[6], [7, 8]], dtype=tf.int64).to_sparse(),
+                     fk.CANDIDATE_PIECES: tf.ragged.constant([[9], [6]], dtype=tf.int64).to_sparse(),
+                     fk.HISTORY_PIECES: tf.ragged.constant([[7, 9], []], dtype=tf.int64).to_sparse()})
+    return features
+
+
+def test_two_ranker_steps_on_other_rows_leave_the_first_step_s_rows_and_moments_alone():
+    """Step 1 looks up rows 0-5, step 2 rows 6-9. Plain Adam, or a densified gradient reaching the table,
+    would move rows 0-5 again in step 2 (their first moment is not zero any more) and decay their moments."""
     ranker = MultitaskRanker(PieceItemEncoder(table_rows=10, dim=4))
     ranker.compile(optimizer=ranker_optimizer(ranker, 0.01))
-    features = _features()  # pieces 0..5 are looked up; rows 6..9 are not
-    ranker(features)
+    ranker(_features())
     [table] = ranker.item_encoder.trainable_variables
-    before = table.numpy().copy()
-    ranker.fit(tf.data.Dataset.from_tensors(features), epochs=1, verbose=0)
-    after = table.numpy()
-    assert np.all(np.abs(after[:6] - before[:6]).sum(axis=1) > 0)
-    np.testing.assert_array_equal(after[6:], before[6:])
     table_optimizer = ranker.item_encoder.table_optimizer
     assert isinstance(table_optimizer, LazyAdam)
-    for name in ("m", "v"):
-        moments = table_optimizer.get_slot(table, name).numpy()
-        assert np.all(np.abs(moments[:6]).sum(axis=1) > 0)
-        np.testing.assert_array_equal(moments[6:], 0.0)
+
+    def moments():
+        return {name: table_optimizer.get_slot(table, name).numpy().copy() for name in ("m", "v")}
+
+    before = table.numpy().copy()
+    ranker.fit(tf.data.Dataset.from_tensors(_features()), epochs=1, verbose=0)  # rows 0-5
+    after_one, moments_one = table.numpy().copy(), moments()
+    assert np.all(np.abs(after_one[:6] - before[:6]).sum(axis=1) > 0)
+    np.testing.assert_array_equal(after_one[6:], before[6:])
+    for values in moments_one.values():
+        assert np.all(np.abs(values[:6]).sum(axis=1) > 0)
+        np.testing.assert_array_equal(values[6:], 0.0)
+
+    ranker.fit(tf.data.Dataset.from_tensors(_features_on_rows_6_to_9()), epochs=1, verbose=0)  # rows 6-9
+    after_two, moments_two = table.numpy(), moments()
+    assert np.all(np.abs(after_two[6:] - after_one[6:]).sum(axis=1) > 0)
+    np.testing.assert_array_equal(after_two[:6], after_one[:6])
+    for name, values in moments_two.items():
+        assert np.all(np.abs(values[6:]).sum(axis=1) > 0), name
+        np.testing.assert_array_equal(values[:6], moments_one[name][:6], err_msg=name)
 
 
 def test_the_tpu_mid_level_optimizer_is_lazy_adam_at_the_table_rate():

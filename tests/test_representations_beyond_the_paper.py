@@ -141,16 +141,23 @@ def test_spm_dropout_keeps_the_pieces_at_zero_and_splits_every_piece_at_one(run_
     assert lookup_stats.pieces_per_item(config, sids, model).tolist() == [len(item) for item in plain]
 
 
-def test_new_representations_train_through_the_day_loop_and_the_experiment(run_dir, spm_run, tmp_path):
+def test_new_representations_train_through_the_day_loop_and_the_experiment(run_dir, spm_run, spm_ranker, tmp_path):
     """A prefix hybrid and SPM with dropout train and evaluate; the experiment parses and names their arms."""
     prefix = run_transform(run_dir, "sid_prefix+id", buckets=256, id_buckets=64)
     assert prefix["config"].name == "sid_prefix_256+id_64" and prefix["config"].table_rows == 257 + 64
-    config = day_loop.TrainConfig(batch_size=256, hidden_dims=(16,), embedding_dim=8)
+    config = day_loop.TrainConfig(batch_size=256, hidden_dims=(16,), embedding_dim=8)  # spm_ranker's
+    histories = {}
     for transform_dir, train_config in ((prefix["output"], config),
                                         (spm_run["output"], dataclasses.replace(config, spm_dropout=0.5))):
         history = day_loop.train(transform_dir, str(tmp_path / transform_dir.replace("/", "_")), train_config,
                                  log=lambda *_: None, export_every_day=False)
         assert [e["evaluated_on_day"] for e in history] == [2, 3] and all(0 < e["ctr_auc"] < 1 for e in history)
+        histories[transform_dir] = history
+    # The same seed, data and config as spm_ranker but for the dropout: training (not evaluation) saw other
+    # pieces, so the models differ from the first evaluation on (without dropout the runs are identical).
+    plain, dropped_history = spm_ranker["history"][0], histories[spm_run["output"]][0]
+    assert abs(plain["ctr_auc"] - dropped_history["ctr_auc"]) > 1e-4
+    assert plain["examples"] == dropped_history["examples"]  # the same day evaluated
     dropped = dataclasses.replace(config, spm_dropout=0.5)
     assert day_loop.run_label("sid_spm_300", dropped) == "sid_spm_300_dropout0.5"
     assert day_loop.run_dir_name("sid_spm_300", config) != day_loop.run_dir_name("sid_spm_300", dropped)

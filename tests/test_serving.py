@@ -164,34 +164,42 @@ def test_malformed_requests_get_tf_servings_status_codes_and_the_server_stays_up
     assert tf.make_ndarray(stub.Predict(_request(sample[:3])).outputs[fk.CLICK_PROBABILITY]).shape == (3,)
 
 
-def test_a_new_version_is_swapped_in_without_failed_requests(exports):
+def test_a_new_version_is_swapped_in_without_failed_requests(exports, spm_ranker):
     root, _, sample = exports
     base = root / "hot"
     shutil.copytree(root / "ranker", base)
+    newer = os.path.join(spm_ranker["export"], "3")  # trained one day more than version 2: other scores
+    expected = {version: tf.saved_model.load(path).signatures[export.SERVING_DEFAULT](
+        examples=tf.constant(sample[:8]))[fk.CLICK_PROBABILITY].numpy() for version, path in ((2, str(base / "2")),
+                                                                                               (3, newer))}
+    assert np.abs(expected[2] - expected[3]).max() > 1e-4
     process, target = _start("--model_name", "ranker", "--model_base_path", str(base))
     try:
-        client, seen, failures, stop = RankerClient(target), [], [], threading.Event()
+        client, answers, failures, stop = RankerClient(target), [], [], threading.Event()
 
         def stream():
             while not stop.is_set():
                 try:
-                    seen.append(client.predict("ranker", sample[:8])[1])
+                    answers.append(client.predict("ranker", sample[:8]))
                 except grpc.RpcError as e:
                     failures.append(e)
 
         worker = threading.Thread(target=stream)
         worker.start()
         time.sleep(1.0)
-        shutil.copytree(base / "2", base / ".staging-3")  # as export.export_version publishes a version
+        shutil.copytree(newer, base / ".staging-3")  # as export.export_version publishes a version
         os.replace(base / ".staging-3", base / "3")
         deadline = time.time() + 60
-        while (not seen or seen[-1] != 3) and time.time() < deadline:
+        while (not answers or answers[-1][1] != 3) and time.time() < deadline:
             time.sleep(0.2)
         time.sleep(0.5)
         stop.set()
         worker.join()
+        seen = [version for _, version in answers]
         assert not failures and seen[0] == 2 and seen[-1] == 3
         assert seen == sorted(seen)  # never back to the old version once swapped
+        for outputs, version in answers:  # each answer is the scores of the version it names
+            np.testing.assert_allclose(outputs[fk.CLICK_PROBABILITY], expected[version], rtol=1e-5, atol=1e-6)
         assert export.versions(str(base)) == [1, 2, 3]
     finally:
         process.terminate()

@@ -1,10 +1,13 @@
 """`sidrec study` on a tiny world with two seeds: units, pairing by seed, reuse; and its pieces by hand."""
 
+import json
 import os
 
+import numpy as np
 import pytest
 
 from pipeline.core import fingerprint
+from pipeline.core.layout import RankerLayout
 from pipeline.stages import day_loop, experiment, study
 from worlds import IN_MEMORY, TINY
 
@@ -28,11 +31,27 @@ def test_a_study_pairs_world_and_model_seeds_and_reuses_every_unit(tmp_path):
     assert sorted({(os.path.dirname(os.path.dirname(r["run_dir"])), r["seed"]) for r in unit["runs"]}) == [
         (layout.world("balanced", 0).root, 0), (layout.world("balanced", 1).root, 1)]
     [row] = [r for r in unit["rows"] if r["label"] == "sid_1gram"]
-    by_seed = {r["seed"]: r for r in unit["runs"] if r["label"] == "sid_1gram"}
     assert row["seeds"] == [0, 1]
-    assert row["ctr_auc_change_pct"]["mean"] == pytest.approx(
-        sum(by_seed[s]["ctr_auc_change_pct"] for s in (0, 1)) / 2)
-    assert row["aa_difference"]["impressions"] > 0
+    # The change, from each run's own metrics.jsonl: seed s's arm against seed s's baseline, both of world s.
+    changes = []
+    for seed in (0, 1):
+        arm, base = (_run(unit["runs"], label, seed) for label in ("sid_1gram", "random_hash_8192"))
+        assert _world_of(arm) == _world_of(base) == layout.world("balanced", seed).root
+        changes.append(100.0 * (_mean_ctr_auc(arm) / _mean_ctr_auc(base) - 1.0))
+    assert row["ctr_auc_change_pct"]["mean"] == pytest.approx(sum(changes) / 2, abs=1e-9)
+    # The A/A pair is world 0's two model seeds, on the same impressions: worked out from their predictions.
+    with open(layout.world("balanced", 0).experiment) as f:
+        world0 = json.load(f)["runs"]
+    pair = [_run(world0, "sid_1gram", seed) for seed in (0, 1)]
+    assert {_world_of(r) for r in pair} == {layout.world("balanced", 0).root}
+    differences = []
+    for day in unit["days"]:
+        a, b = (np.load(RankerLayout(r).predictions(day)) for r in pair)
+        assert np.array_equal(a["click"], b["click"]) and np.array_equal(a["user_key"], b["user_key"])
+        differences.append(np.abs(a["click_probability"] - b["click_probability"]))
+    differences = np.concatenate(differences)
+    assert row["aa_difference"]["impressions"] == differences.size
+    assert row["aa_difference"]["overall"] == pytest.approx(differences.mean(), rel=1e-9) and differences.mean() > 0
     assert unit["lookups"] and unit["sid_quality"]["num_levels"] == TINY.num_levels
     assert os.path.exists(results["path"])
 
@@ -44,6 +63,20 @@ def test_a_study_pairs_world_and_model_seeds_and_reuses_every_unit(tmp_path):
     assert sum("data, RQ-VAE and SIDs reused" in line for line in logs) == 2
     assert {d: os.path.getmtime(os.path.join(d, "metrics.jsonl")) for d in before} == stamps
     assert again["units"][0]["rows"] == unit["rows"] and again["fingerprint"] == results["fingerprint"]
+
+
+def _run(runs: list[dict], label: str, seed: int) -> str:
+    [run] = [r["run_dir"] for r in runs if r["label"] == label and r["use_history"] and r["seed"] == seed]
+    return run
+
+
+def _world_of(run_dir: str) -> str:
+    return os.path.dirname(os.path.dirname(run_dir))
+
+
+def _mean_ctr_auc(run_dir: str) -> float:
+    with open(RankerLayout(run_dir).metrics) as f:
+        return float(np.mean([json.loads(line)["ctr_auc"] for line in f]))
 
 
 def test_runs_of_stand_in_vocabularies_line_up_under_the_requested_name():

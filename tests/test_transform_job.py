@@ -133,10 +133,22 @@ def test_items_without_a_sid_get_the_oov_row_and_are_counted(run_dir, tmp_path):
         g.write(f.read())
     out = transform.main(["--data_dir", run_dir.data.root, "--sids", str(partial), "--output", str(tmp_path / "t"),
                          "--kind", "sid_ngram", "--ngram", "2", *IN_MEMORY])
-    assert out["counters"]["candidate_without_sid"] >= 1
+    # Counted per occurrence, exactly: every day's rows naming the item, per role.
+    logs = log_io.read_logs(run_dir.data)
+    expected = {"candidate_without_sid": int((logs.candidate_item_id == dropped).sum()),
+                "watch_without_sid": int((logs.watch_item_id == dropped).sum()),
+                "history_without_sid": int((logs.history_values == dropped).sum())}
+    assert expected["candidate_without_sid"] >= 1
+    assert {key: out["counters"].get(key, 0) for key in expected} == expected
+    # Day 1's rows with that candidate, and only those, have both bigram pieces on the OOV row.
     oov = out["config"].oov_piece
     rows = _read_day(str(tmp_path / "t"), 1, str(tmp_path / "t"))
-    assert any(r[fk.CANDIDATE_PIECES].values.numpy().tolist() == [oov, oov] for r in rows)
+    day1 = log_io.read_logs(run_dir.data, days=[1])
+    assert len(rows) == day1.size
+    assert sum(r[fk.CANDIDATE_PIECES].values.numpy().tolist() == [oov, oov] for r in rows) == \
+        int((day1.candidate_item_id == dropped).sum())
+    assert all(oov not in r[fk.CANDIDATE_PIECES].values.numpy() for r in rows
+               if r[fk.CANDIDATE_PIECES].values.numpy().tolist() != [oov, oov])
 
 
 @pytest.mark.parametrize("kind, rows, name", [("random_hash", 8192, "random_hash_8192"), ("dense", 0, "dense")])
