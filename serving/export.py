@@ -166,6 +166,10 @@ def _tracked_while_saved(model: tf.keras.Model, name: str, module: tf.Module | N
     finally:
         delattr(model, name)
         model._delete_tracking(name)  # Keras's delattr leaves the checkpoint dependency (as Keras does for optimizers)
+        # and, for a tf.Module that is not a layer, the module among the model's layers: its variables would
+        # join model.trainable_variables for every later day of training.
+        trackables = model._self_tracked_trackables
+        trackables[:] = [t for t in trackables if t is not module]
 
 
 def export_version(model: tf.keras.Model, transform_dir: str, export_base: str, version: int,

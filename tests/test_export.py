@@ -130,3 +130,12 @@ def test_the_savedmodel_itself_refuses_out_of_range_and_misshapen_sids(spm_run, 
     probabilities = served[fk.CLICK_PROBABILITY].numpy()
     assert probabilities[0] == pytest.approx(expected, abs=1e-6)
     assert abs(probabilities[0] - probabilities[1]) > 1e-6 and abs(probabilities[0] - probabilities[2]) > 1e-6
+
+
+def test_an_export_with_the_rqvae_leaves_the_model_s_variables_the_ranker_s(spm_run, tmp_path):
+    """The RQ-VAE is the export's, not the ranker's: after saving, later days train the ranker's variables only."""
+    model = _trained(spm_run["output"])
+    before = [v.name for v in model.trainable_variables]
+    export.export_version(model, spm_run["output"], str(tmp_path), 1, read_serving_sample(spm_run["output"]),
+                          tokenizer=export.sid_tokenizer_for(spm_run["output"]))
+    assert [v.name for v in model.trainable_variables] == before and not hasattr(model, "sid_tokenizer")
