@@ -77,8 +77,8 @@ def test_mirrored_over_two_logical_cpus_gives_the_metrics_of_the_default_strateg
     mirrored = _train(spm_run["output"], str(tmp_path / "run"), "mirrored")
     assert [m[0] for m in _metrics(mirrored)] == [m[0] for m in _metrics(default_history)] == [2, 3]
     for a, b in zip(_metrics(mirrored), _metrics(default_history)):
-        # Same global batch, same loss, same lazy updates: only the order of float sums differs.
-        assert a[1:] == pytest.approx(b[1:], abs=2e-3)
+        # Same global batch, same loss, same lazy updates: only the order of float sums differs (measured: 6e-6).
+        assert a[1:] == pytest.approx(b[1:], abs=1e-3)
 
 
 def test_two_workers_on_localhost_train_every_day_and_only_the_chief_writes(spm_run, default_history, tmp_path):
@@ -93,8 +93,9 @@ def test_two_workers_on_localhost_train_every_day_and_only_the_chief_writes(spm_
     assert other == []
     assert [m[0] for m in _metrics(chief)] == [2, 3]
     for a, b in zip(_metrics(chief), _metrics(default_history)):
-        # Each worker trains on its half of every global batch: the same model up to the order of sums.
-        assert a[1:] == pytest.approx(b[1:], abs=2e-2)
+        # Each worker trains on its half of every global batch: the same model up to the order of sums
+        # (measured: 6e-6). Workers that each read the whole day (no sharding) move the AUCs by 0.02-0.05.
+        assert a[1:] == pytest.approx(b[1:], abs=1e-3)
     run = RankerLayout(output)
     assert os.path.isdir(run.checkpoints) and len([f for f in os.listdir(run.checkpoints) if f.endswith(".index")]) >= 1
     assert sorted(os.listdir(run.export)) == ["1", "2", "3"]  # one export per day, from the chief only
