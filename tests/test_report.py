@@ -5,12 +5,15 @@ import json
 import os
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 
 from pipeline import cli
-from pipeline.core.layout import RunLayout
+from pipeline.core.layout import RankerLayout, RQVAELayout, RunLayout, SidTableLayout
+from pipeline.data import corpus_io, sid_table_io
+from pipeline.sid import sid_quality
 from pipeline.stages import findings, report
-from worlds import IN_MEMORY, copy_world
+from worlds import IN_MEMORY, TINY, copy_world
 
 VOID = {"meta", "img", "br", "hr", "link"}
 
@@ -48,9 +51,18 @@ class _Page(HTMLParser):
 @pytest.fixture(scope="module")
 def experiment_run(run_dir, tmp_path_factory):
     world = copy_world(run_dir, str(tmp_path_factory.mktemp("report") / "run"))
-    argv = ["experiment", "--run_dir", world.root, "--arms", "random_hash:8192,sid_ngram:2", "--seeds", "2",
+    argv = ["experiment", "--run_dir", world.root, "--arms", "random_hash:8192,sid_ngram:2,dense:1", "--seeds", "2",
             "--batch_size", "256", "--hidden_dims", "16", "--embedding_dim", "8", *IN_MEMORY]
     assert cli.main(argv) == 0
+    # The RQ-VAE stage's SID quality report of this world's SID table (the report's F5 reads it).
+    table = sid_table_io.read_sid_table(SidTableLayout(world.sids).table)
+    corpus = corpus_io.read_corpus(world.data.corpus)
+    embeddings = dict(zip(corpus.item_ids, corpus.embeddings))
+    quality = sid_quality.report(table.sids, np.stack([embeddings[i] for i in table.item_ids]), table.item_ids,
+                                 TINY.codebook_size)
+    os.makedirs(world.rqvae)
+    with open(RQVAELayout(world.rqvae).sid_quality, "w") as f:
+        json.dump(quality, f)
     return world
 
 
@@ -84,15 +96,33 @@ def test_the_report_of_an_experiment(experiment_run, capsys):
     with open(os.path.join(experiment_run.report, report.RESULTS)) as f:
         results = json.load(f)
     [row] = [r for r in results["units"]["run"]["rows"] if r["arm"] == "sid_2gram"]
-    assert row["seeds"] == [0, 1] and row["ctr_auc"]["seeds"] == 2 and row["table_size"] is None  # no L, K here
+    assert row["seeds"] == [0, 1] and row["ctr_auc"]["seeds"] == 2 and row["table_size"] == (4 // 2) * 16 ** 2  # bigram's (L/2) x K^2
     [shown] = [r for r in page.rows if r[:2] == ["sid_2gram", "yes"] and len(r) == 6]  # the experiment table
     assert shown[2] == _fmt(row["ctr_auc"]) and shown[4] == _fmt(row["ctr_1d_auc"])
     change = row["ctr_auc_change_pct"]
     assert shown[3].startswith(f"{change['mean']:+.2f}% [{change['ci95_low']:+.2f}, {change['ci95_high']:+.2f}]")
-    # The verdict table: F1-F7, each with a verdict computed from the results (here most were not measured).
-    verdicts = {r[0]: r[1] for r in page.rows if len(r) == 3 and r[0] in CLAIM_IDS and r[1] in findings.VERDICTS}
-    assert list(verdicts) == CLAIM_IDS and set(verdicts.values()) <= set(findings.VERDICTS)
-    assert [f["verdict"] for f in results["units"]["run"]["findings"]] == list(verdicts.values())
+    # The verdicts, judged here from the runs' own metrics. F1: dense against random hashing without the
+    # history, paired by seed, Student's t with n = 2; the other findings lack their arms in this run.
+    with open(experiment_run.experiment) as f:
+        runs = json.load(f)["runs"]
+    changes = [100.0 * (_mean_ctr_auc(runs, "dense", seed) / _mean_ctr_auc(runs, "random_hash_8192_no_history", seed)
+                        - 1.0) for seed in (0, 1)]
+    mean, half = np.mean(changes), T_975_ONE_DEGREE * np.std(changes, ddof=1) / np.sqrt(2)
+    f1 = findings.REPRODUCED if mean + half < 0 else findings.NOT_REPRODUCED if mean - half > 0 else \
+        findings.INCONCLUSIVE
+    # F5: the mean cosine of item pairs by the exact length of the SID prefix they share, every pair counted.
+    cosines = _mean_cosine_by_shared_prefix(experiment_run)
+    steps = np.diff([c for c in cosines if c is not None])
+    f5 = findings.REPRODUCED if (steps > 0).all() else findings.NOT_REPRODUCED if (steps < -0.01).any() else \
+        findings.INCONCLUSIVE
+    expected = {claim: findings.INCONCLUSIVE for claim in CLAIM_IDS}
+    expected.update(F1=f1, F5=f5)
+    summary = {r[0]: r[2] for r in page.rows if len(r) == 3 and r[0] in CLAIM_IDS and r[1] in findings.CLAIMS.values()}
+    per_unit = {r[0]: r[1] for r in page.rows if len(r) == 3 and r[0] in CLAIM_IDS and r[1] not in findings.CLAIMS.values()}
+    assert summary == per_unit == expected
+    [evidence] = [r[2] for r in page.rows if len(r) == 3 and r[0] == "F1" and r[1] == f1]
+    assert f"CTR AUC {mean:+.2f}% [{mean - half:+.2f}, {mean + half:+.2f}]" in evidence
+    assert {f["id"]: f["verdict"] for f in results["units"]["run"]["findings"]} == expected
 
     with open(md_path) as f:
         markdown = f.read()
@@ -102,6 +132,32 @@ def test_the_report_of_an_experiment(experiment_run, capsys):
 
 
 CLAIM_IDS = [f"F{i}" for i in range(1, 8)]
+T_975_ONE_DEGREE = 12.706204736  # Student's t, 97.5th percentile, one degree of freedom
+
+
+def _mean_cosine_by_shared_prefix(world) -> list[float | None]:
+    """Per prefix length n = 1..L: the mean cosine of the item pairs whose SIDs share exactly n leading codes."""
+    table = sid_table_io.read_sid_table(SidTableLayout(world.sids).table)
+    corpus = corpus_io.read_corpus(world.data.corpus)
+    embeddings = dict(zip(corpus.item_ids, corpus.embeddings))
+    unit = np.stack([embeddings[i] for i in table.item_ids]).astype(np.float64)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    cosine = unit @ unit.T
+    shared = np.zeros(cosine.shape, int)  # leading codes two items share
+    still = np.ones(cosine.shape, bool)
+    for level in range(table.sids.shape[1]):
+        still &= table.sids[:, level][:, None] == table.sids[:, level][None, :]
+        shared += still
+    pairs = np.triu(np.ones(cosine.shape, bool), k=1)
+    return [float(cosine[pairs & (shared == n)].mean()) if (pairs & (shared == n)).any() else None
+            for n in range(1, table.sids.shape[1] + 1)]
+
+
+def _mean_ctr_auc(runs: list[dict], label: str, seed: int) -> float:
+    """A run's score: the mean CTR AUC over the evaluation days, read from its metrics.jsonl."""
+    [run_dir] = [r["run_dir"] for r in runs if r["label"] == label and r["seed"] == seed]
+    with open(RankerLayout(run_dir).metrics) as f:
+        return float(np.mean([json.loads(line)["ctr_auc"] for line in f]))
 
 
 def test_a_study_of_two_units_compares_them_in_one_figure(experiment_run, tmp_path):
