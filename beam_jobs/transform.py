@@ -363,7 +363,10 @@ def run(config: TransformConfig, beam_args=(), log=logging.info) -> dict:
                                   config.sids, shuffle_join)
         card = {"config": representation.card(), "name": representation.name, "table_rows": representation.table_rows,
                 "train_days": train_days, "eval_from": split.eval_from, "eval_days": split.eval_days,
-                "days": days, "counters": counters, "fingerprint": made_from.value}
+                "days": days, "counters": counters, "fingerprint": made_from.value,
+                # What the daily path (beam_jobs.transform_day) reads: the join's size, each day's log files.
+                "items": max(len(sid_table.item_ids), corpus.size),
+                "day_files": {str(d): log_io.day_signature(layout, d) for d in days}}
         if representation.has_sids:
             card["rqvae"] = sid_table_rqvae(config.sids, sid_table)
         _write_bytes(json.dumps(card, indent=2).encode("utf-8"), out.card)

@@ -98,6 +98,14 @@ def _train(args) -> None:
         print(day_loop.describe(history, output, args.export_dir or None))
 
 
+def _daily(args) -> None:
+    from pipeline.stages import bless, daily, day_loop
+
+    daily.run(RunLayout(args.run_dir), config_flags.from_args(daily.DailyConfig, args),
+              config_flags.from_args(day_loop.TrainConfig, args), config_flags.from_args(bless.BlessConfig, args),
+              args.beam_args)
+
+
 def _experiment(args) -> None:
     from pipeline.stages import day_loop, experiment
 
@@ -245,6 +253,18 @@ def build_parser() -> argparse.ArgumentParser:
     config_flags.add_flags(tn, TrainConfig)
     config_flags.add_flags(tn, DistributionConfig)
 
+    from pipeline.stages.bless import BlessConfig
+    from pipeline.stages.daily import DailyConfig
+
+    dy = command("daily", _daily, "advance the run by every logged day it has not taken, one transaction a day: "
+                 "new items get SIDs, the day is transformed with the graph fitted on the training window, the "
+                 "ranker (RUN_DIR/ranker/<run>) evaluates it unseen and trains on it from its last checkpoint, and "
+                 "the candidate is published to RUN_DIR/serving/<model>/<version> only when blessed against the "
+                 "served version on held-out rows; one line per day (docs/operating.md). Other flags go to Beam")
+    config_flags.add_flags(dy, DailyConfig)
+    config_flags.add_flags(dy, BlessConfig)
+    config_flags.add_flags(dy, TrainConfig, defaults={"holdout_per_mille": 50})
+
     ex = command("experiment", _experiment, "the paper's table: transform (or reuse) and train every arm day by "
                  "day with and without history on the same data, then print the %% change in CTR AUC and CTR/1D "
                  "AUC over the evaluation days against the baseline arm, beside the oracle AUC "
@@ -288,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-BEAM_COMMANDS = ("materialize", "transform", "experiment", "study")
+BEAM_COMMANDS = ("materialize", "transform", "daily", "experiment", "study")
 
 
 def main(argv: list[str] | None = None) -> int:

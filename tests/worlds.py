@@ -12,8 +12,8 @@ TINY = RQVAEConfig(encoder_dims=(32, 8), num_levels=4, codebook_size=16, batch_s
 SMALL_WORLD = SimulatorConfig(num_items=1500, num_users=200, num_days=3, impressions_per_day=1500, embedding_dim=32)
 
 
-def small_run(root: str) -> RunLayout:
-    """A simulated run of 3 days x 1,500 impressions with SIDs materialised by a tiny RQ-VAE."""
+def small_run(root: str, world: SimulatorConfig = SMALL_WORLD) -> RunLayout:
+    """A simulated run (default 3 days x 1,500 impressions) with SIDs materialised by a tiny RQ-VAE."""
     from beam_jobs import materialize_sids
     from models import rqvae_savedmodel
     from pipeline.data import corpus_io
@@ -21,7 +21,7 @@ def small_run(root: str) -> RunLayout:
     from pipeline.stages.simulate import run as simulate_run
 
     layout = RunLayout(root)
-    simulate_run(SMALL_WORLD, layout)
+    simulate_run(world, layout)
     corpus = corpus_io.read_corpus(layout.data.corpus)
     model, _ = rqvae_job.train(corpus.embeddings, TINY, lambda *_: None)
     export = rqvae_savedmodel.export(model, os.path.join(layout.rqvae, "export"))

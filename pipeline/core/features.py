@@ -42,6 +42,7 @@ HISTORY_PIECES = "history_pieces"  # the pieces of every history item (pooled in
 HISTORY_LENGTH = "history_length"  # history items, to turn the pooled sum into a mean
 COLD_START = "cold_start"  # 1 if the candidate was first seen on the impression's day
 USER_KEY = "user_key"  # int64 fingerprint of the user id: evaluation groups impressions by user (bootstrap)
+USER_KEY_BUCKETS = 2 ** 62  # tf.strings.to_hash_bucket_fast(user_id, USER_KEY_BUCKETS): never negative
 LABEL_KEYS = (CLICK, ENGAGEMENT)
 # Raw features only training and evaluation read (the cold-start flag, the user of the bootstrap); serving
 # requests leave them out.

@@ -5,6 +5,7 @@
               sids/        table/*.parquet, tfrecord/, rejected/, stats.json          (SidTableLayout)
               transform/<representation>/  transform_fn, transformed/day=NNNN/, ... (TransformLayout)
               ranker/<label>-<config hash>/ checkpoints, metrics.jsonl, export/<day>/ (RankerLayout)
+              serving/<model>/<version>/  blessed exports a server watches (sidrec daily)
               metrics/ (experiment.json, lookups.json; study.json in a study), report/
 Every stage output also holds fingerprint.json (pipeline.core.fingerprint).
 """
@@ -175,6 +176,10 @@ class TransformLayout:
     def rejected(self) -> str:
         return _join(self.root, "rejected")
 
+    def rejected_day(self, day: int) -> str:
+        """Rejected log rows of a day the daily path transformed (the batch job's go to `rejected` itself)."""
+        return _join(self.rejected, f"day={day:04d}")
+
     @property
     def tmp(self) -> str:
         return _join(self.root, "tmp")
@@ -201,6 +206,10 @@ class RankerLayout:
     @property
     def tensorboard(self) -> str:
         return _join(self.root, "tensorboard")
+
+    def daily_step(self, day: int) -> str:
+        """The record of `sidrec daily` for a day: metrics, the blessing, the version published (the step's commit)."""
+        return _join(self.root, "daily", f"day={day:04d}.json")
 
     def predictions(self, day: int) -> str:
         """An evaluation day's click probabilities and cold-start flags, in the day's example order."""
@@ -236,6 +245,11 @@ class ExportLayout:
         """SID representations: the card of the frozen RQ-VAE the export holds (a copy of its export's)."""
         return rqvae_card(self.root)
 
+    @property
+    def publication(self) -> str:
+        """A version in a serving directory: where it came from, the days it was trained through, its blessing."""
+        return _join(self.assets_extra, "publication.json")
+
 
 @dataclasses.dataclass(frozen=True)
 class RunLayout:
@@ -265,6 +279,10 @@ class RunLayout:
     @property
     def ranker(self) -> str:
         return _join(self.root, "ranker")
+
+    def serving(self, model_name: str) -> str:
+        """The serving directory of a model: blessed versions only, what a server watches (`sidrec daily`)."""
+        return _join(self.root, "serving", model_name)
 
     @property
     def metrics(self) -> str:

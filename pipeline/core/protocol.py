@@ -46,3 +46,15 @@ def split_days(days: list[int], eval_from: int = 0) -> DaySplit:
         raise ValueError(f"eval_from {eval_from} must leave at least one training day and one evaluation "
                          f"day: the logs hold days {days[0]}..{days[-1]}, so pick {days[0] + 1}..{days[-1]}")
     return DaySplit(tuple(days), eval_from)
+
+
+# Held-out rows for blessing a candidate (the daily step): per day, the users whose bucket of
+# HOLDOUT_BUCKETS is below the per-mille asked for. The day moves the buckets, so a user held out
+# one day is trained on the others. Works on numpy arrays and TensorFlow tensors alike (floor modulo).
+HOLDOUT_BUCKETS = 1000
+_HOLDOUT_DAY_STRIDE = 104_729
+
+
+def held_out(user_key, day, per_mille: int):
+    """True for the rows of `user_key` (the non-negative int64 user fingerprint) held out on `day`."""
+    return (user_key + day * _HOLDOUT_DAY_STRIDE) % HOLDOUT_BUCKETS < per_mille

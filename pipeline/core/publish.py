@@ -7,6 +7,7 @@ expects; a staging name is never an integer, so servers and `list_versions` igno
 """
 
 import contextlib
+import json
 import os
 import shutil
 import uuid
@@ -111,3 +112,34 @@ def latest_version(path: str, what: str, make_with: str) -> str:
     if not found:
         raise MissingOutputError(what, path, make_with)
     return os.path.join(path, str(found[-1]))
+
+
+def copy_tree(source: str, target: str) -> None:
+    """Copies a directory, local or on an object store, file by file."""
+    for directory, _, files in tf.io.gfile.walk(source):
+        destination = target + directory[len(source.rstrip("/")):]
+        tf.io.gfile.makedirs(destination)
+        for name in files:
+            tf.io.gfile.copy(os.path.join(directory, name), os.path.join(destination, name), overwrite=True)
+
+
+def publish_version(source: str, base: str, card: dict, card_path, keep: int) -> int:
+    """Publishes the export `source` as BASE/<newest + 1> and keeps the newest `keep` versions.
+
+    The version appears whole (staged, then renamed), with `card` written at `card_path(version dir)`
+    inside it; versions only increase, and the newest (the one a server serves) is never deleted.
+
+    Returns:
+      The version published.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1 (the served version stays), got {keep}")
+    existing = list_versions(base)
+    version = (existing[-1] if existing else 0) + 1
+    with published(os.path.join(base, str(version))) as staging:
+        copy_tree(source, staging)
+        with tf.io.gfile.GFile(card_path(staging), "w") as f:
+            json.dump({**card, "version": version}, f, indent=2)
+    for old in list_versions(base)[:-keep]:
+        _remove(os.path.join(base, str(old)))
+    return version

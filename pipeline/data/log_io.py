@@ -118,6 +118,17 @@ def day_files(layout: DataLayout, day: int) -> list[str]:
     return files
 
 
+def day_signature(layout: DataLayout, day: int) -> list[list]:
+    """[file name, size] of a day's log files: what a later run compares, without reading the bytes."""
+    return [[os.path.basename(path), int(tf.io.gfile.stat(path).length)] for path in day_files(layout, day)]
+
+
+def changed_days(recorded: dict, layout: DataLayout) -> list[int]:
+    """The days of `recorded` ({day: day_signature}) whose log files have changed since (by name and size)."""
+    return [int(day) for day, files in sorted(recorded.items(), key=lambda kv: int(kv[0]))
+            if day_signature(layout, int(day)) != files]
+
+
 def read_logs(layout: DataLayout, days: Iterable[int] | None = None, max_history: int = fk.DEFAULT_MAX_HISTORY,
               rejects_path: str | None = None) -> Impressions:
     """Reads and validates the impression logs of the given days (default: every day present).

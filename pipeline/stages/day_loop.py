@@ -38,6 +38,7 @@ from pipeline.core.representation import RepresentationConfig, is_dense_name
 from pipeline.core.config_flags import flag
 from pipeline.core.contracts import MissingOutputError
 from pipeline.core.metrics import binary_auc, rmse
+from pipeline.core.protocol import HOLDOUT_BUCKETS, held_out
 from pipeline.core.publish import published
 from pipeline.sid.spm_dropout import dropout_fn, split_table
 from serving.export import export_version, sid_tokenizer_for
@@ -64,6 +65,9 @@ class TrainConfig:
                                    "vocabulary pieces with this probability (BPE-dropout style, deterministic per "
                                    "--seed), so the pieces new items fall back to are trained; evaluation and "
                                    "serving use the plain pieces")
+    holdout_per_mille: int = flag(0, "rows of this many users per mille, drawn anew each day, are left out of "
+                                     "training (still evaluated), so a daily candidate can be blessed on rows neither "
+                                     "it nor the served model trained on; `sidrec daily` needs it above 0")
 
     def __post_init__(self):
         if self.batch_size < 1 or self.embedding_dim < 1:
@@ -72,14 +76,17 @@ class TrainConfig:
             raise ValueError(f"trunk must be one of {TRUNKS}, got {self.trunk!r}")
         if not 0.0 <= self.spm_dropout <= 1.0:
             raise ValueError(f"spm_dropout must be in [0, 1], got {self.spm_dropout}")
+        if not 0 <= self.holdout_per_mille < HOLDOUT_BUCKETS:
+            raise ValueError(f"holdout_per_mille must be in [0, {HOLDOUT_BUCKETS}), got {self.holdout_per_mille}")
 
 
 def config_fields(config: TrainConfig) -> dict:
-    """The config as the run's name and fingerprint record it: spm_dropout only when set, so runs made
-    before it existed keep their names."""
+    """The config as the run's name and fingerprint record it: spm_dropout and holdout_per_mille only when
+    set, so runs made before they existed keep their names."""
     fields = dataclasses.asdict(config)
-    if not fields["spm_dropout"]:
-        del fields["spm_dropout"]
+    for optional in ("spm_dropout", "holdout_per_mille"):
+        if not fields[optional]:
+            del fields[optional]
     return fields
 
 
@@ -146,11 +153,17 @@ def transformed_day_files(transform_dir: str, day: int) -> tuple[list[str], str]
     return files, "GZIP" if files[0].endswith(".gz") else ""
 
 
-def day_dataset(transform_dir: str, day: int, batch_size: int) -> tf.data.Dataset:
-    """Day `day`'s transformed examples, parsed, in file order (deterministic)."""
+def day_dataset(transform_dir: str, day: int, batch_size: int, holdout_per_mille: int = 0) -> tf.data.Dataset:
+    """Day `day`'s transformed examples, parsed, in file order (deterministic); without the held-out users'
+    rows when `holdout_per_mille` is set (pipeline.core.protocol.held_out)."""
     files, compression = transformed_day_files(transform_dir, day)
     spec = tft.TFTransformOutput(transform_dir).transformed_feature_spec()
-    return (tf.data.TFRecordDataset(files, compression_type=compression)
+    records = tf.data.TFRecordDataset(files, compression_type=compression)
+    if holdout_per_mille:
+        key_spec = {fk.USER_KEY: spec[fk.USER_KEY]}
+        records = records.filter(lambda record: tf.logical_not(tf.reduce_any(held_out(
+            tf.io.parse_single_example(record, key_spec)[fk.USER_KEY], day, holdout_per_mille))))
+    return (records
             .batch(batch_size)
             .map(lambda records: tf.io.parse_example(records, spec), num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
@@ -197,7 +210,7 @@ def read_protocol_card(transform_dir: str) -> dict:
 def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base: str | None = None,
           model_name: str = "ranker", log=print, export_every_day: bool = True,
           if_changed: str = "rebuild", strategy: tf.distribute.Strategy | None = None,
-          rqvae_export: str = "") -> list[dict]:
+          rqvae_export: str = "", fit_verbose: int = 2) -> list[dict]:
     """Trains on every day, evaluating the evaluation days first (resuming after the last checkpointed day).
 
     Args:
@@ -210,6 +223,7 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
       strategy: a tf.distribute strategy (models.distribution.make_strategy); default: the current one.
       rqvae_export: SID representations: the export version directory of the RQ-VAE that made the SID
         table, where it is not where the transform card records it (the exports hold it).
+      fit_verbose: Keras's per-epoch line (2) or silence (0; `sidrec daily` prints its own line a day).
 
     Returns:
       One entry per evaluation day: the day, the AUCs, the engagement RMSE (and the export, if any).
@@ -224,7 +238,8 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
         scratch = tempfile.mkdtemp(prefix="sidrec-worker-")
         try:
             return _train(transform_dir, card, RankerLayout(output_dir).checkpoints, scratch, config,
-                          os.path.join(scratch, "export"), model_name, log, export_every_day, strategy, tokenizer)
+                          os.path.join(scratch, "export"), model_name, log, export_every_day, strategy, tokenizer,
+                          fit_verbose)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     if os.path.exists(output_dir) and not fingerprint.up_to_date(output_dir, made_from, if_changed, "ranker run", log):
@@ -232,12 +247,12 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
     made_from.write(output_dir)
     return _train(transform_dir, card, RankerLayout(output_dir).checkpoints, output_dir, config,
                   export_base or RankerLayout(output_dir).export, model_name, log, export_every_day, strategy,
-                  tokenizer)
+                  tokenizer, fit_verbose)
 
 
 def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, config: TrainConfig,
            export_base: str, model_name: str, log, export_every_day: bool,
-           strategy: tf.distribute.Strategy, tokenizer) -> list[dict]:
+           strategy: tf.distribute.Strategy, tokenizer, fit_verbose: int = 2) -> list[dict]:
     """The day loop; every worker runs it alike (collective ops need them all), writing to output_dir."""
     days, eval_from = card["days"], card["eval_from"]
     run = RankerLayout(output_dir)
@@ -282,14 +297,14 @@ def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, c
                     tf.summary.scalar(name, entry[name])
         else:
             log(f"day {day} ({step + 1}/{len(days)}): fit on day {day} (training window, days before {eval_from})")
-        training = day_dataset(transform_dir, day, config.batch_size)
+        training = day_dataset(transform_dir, day, config.batch_size, config.holdout_per_mille)
         if config.spm_dropout:
             training = training.enumerate().map(dropout_fn(splits, config.spm_dropout, config.seed, day))
         if multi_worker:
             training = distribution.shard_per_worker(training)
         # Keras counts epochs across the days, so TensorBoard's epoch axis is the training day's index.
         model.fit(training, initial_epoch=step, epochs=step + 1,
-                  verbose=2, callbacks=[tf.keras.callbacks.TensorBoard(tensorboard, write_graph=False)])
+                  verbose=fit_verbose, callbacks=[tf.keras.callbacks.TensorBoard(tensorboard, write_graph=False)])
         if export_every_day or day == days[-1]:
             exported = export_version(model, transform_dir, export_base, day, warmup, model_name, tokenizer)
             log(f"exported {exported}")

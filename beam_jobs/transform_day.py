@@ -1,0 +1,89 @@
+"""Beam job: transform a logged day that arrived after a transform output was fitted, with its frozen graph.
+
+The daily path (pipeline.stages.daily). What the training window taught (SPM vocabulary, analyzers,
+popularity buckets) was fixed when `sidrec transform` fitted the output; a new day is read and checked
+by the same row rules (rejected rows go to OUTPUT/rejected/day=NNNN/), joined with the current SID table
+and corpus, transformed by the stored transform_fn and written to OUTPUT/transformed/day=NNNN/. Earlier
+days are neither read nor rewritten. The card (representation.json) lists the day only once its files
+are in place: the card is the commit, so a job killed midway leaves the output as it was and a rerun
+redoes the day. Its bytes equal what the batch job writes for the same day (tests/test_daily.py).
+"""
+
+import json
+import logging
+import os
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.utils.shared import Shared
+
+from pipeline.core.tf_env import tf
+import tensorflow_transform.beam as tft_beam  # noqa: I100  (after the TF set-up)
+
+from beam_jobs.counters import job_counters
+from beam_jobs.item_features_join import NAMESPACE
+from beam_jobs.transform import ReadCheckedLogs, join_step, tensor_adapter_config
+from pipeline.core import contracts
+from pipeline.core.cards import read_representation
+from pipeline.core.examples import to_examples
+from pipeline.core.layout import TRANSFORMED_SUFFIX, DataLayout, TransformLayout
+from pipeline.core.publish import published, staging_path
+from pipeline.core.representation import RepresentationConfig
+from pipeline.data import log_io
+
+
+def transform_day(output: str, data_dir: str, sids_dir: str, day: int, beam_args=(),
+                  shuffle_join_above: int = 5_000_000, log=logging.info) -> dict:
+    """Transforms `day` into the fitted output `output` and adds it to the card.
+
+    Returns:
+      The day's counters (rows read, rejected, joined, items without a SID per role).
+
+    Raises:
+      ContractError: the day has no log files, or a file cannot be read as the log contract says
+        (nothing changes then); the day is not after every day the output holds.
+    """
+    card = read_representation(output)
+    config = RepresentationConfig(**card["config"])
+    layout = DataLayout(data_dir)
+    if card["days"] and day <= max(card["days"]):
+        raise contracts.ContractError(f"day {day}: {output} already holds days up to {max(card['days'])}; a daily "
+                                      "step only appends later days")
+    out = TransformLayout(output)
+    day_dir = os.path.dirname(out.day_prefix(day))
+    rejected_dir = out.rejected_day(day)
+    scratch = staging_path(os.path.join(output, "tmp"))
+    shuffle_join = _item_count(card) > shuffle_join_above
+    try:
+        with published(day_dir) as day_staging, published(rejected_dir) as rejected_staging:
+            with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p, tft_beam.Context(temp_dir=scratch):
+                logs = p | "ReadDay" >> ReadCheckedLogs(layout, day, config.max_history)
+                joined = join_step(p, {day: logs.valid}, config, shuffle_join, sids_dir, layout.corpus, Shared())[day]
+                transform_fn = p | "ReadTransformFn" >> tft_beam.ReadTransformFn(output)
+                transformed, _ = (((joined, tensor_adapter_config(config)), transform_fn)
+                                  | "Transform" >> tft_beam.TransformDataset(output_record_batches=True))
+                _ = (transformed
+                     | "Encode" >> beam.FlatMap(lambda batch: to_examples(batch[0]))
+                     | "Write" >> beam.io.WriteToTFRecord(os.path.join(day_staging, "part"),
+                                                          file_name_suffix=TRANSFORMED_SUFFIX))
+                _ = logs.rejected | "WriteRejected" >> beam.io.WriteToText(os.path.join(rejected_staging, "part"),
+                                                                           file_name_suffix=".jsonl")
+    finally:
+        if FileSystems.exists(scratch):
+            FileSystems.delete([scratch])
+    counters = job_counters(p.result, NAMESPACE)
+    card["days"] = sorted(card["days"] + [day])
+    card["eval_days"] = sorted(card["eval_days"] + [day])
+    card.setdefault("daily", {})[str(day)] = {"counters": counters}
+    card.setdefault("day_files", {})[str(day)] = log_io.day_signature(layout, day)
+    with published(out.card) as staging, tf.io.gfile.GFile(staging, "w") as f:
+        f.write(json.dumps(card, indent=2))
+    log(f"transformed day {day} with the graph fitted on days {card['train_days'][0]}..{card['train_days'][-1]}: "
+        f"{counters.get('rows_joined', 0):,} rows, {counters.get('rows_rejected', 0):,} rejected")
+    return counters
+
+
+def _item_count(card: dict) -> int:
+    """The item count the fitted job decided its join on (0 when the card predates recording it)."""
+    return int(card.get("items", 0))

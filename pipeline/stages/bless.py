@@ -1,0 +1,139 @@
+"""Blessing a daily candidate before it is published: the candidate export against the served one.
+
+Both are scored through their own serving signature (the SavedModel a server loads, transform graph
+inside) on the rows of the day that neither trained on: the users the day loop held out of that day's
+training (pipeline.core.protocol.held_out); the served model never saw the day at all. A candidate is
+blessed when every rule holds:
+  - its scores on its own warm-up requests and on the held-out rows are finite;
+  - its held-out CTR AUC is at least `min_auc`;
+  - it is at most `max_auc_drop` below the served model's CTR AUC on the same rows.
+The verdict keeps every number and, when not blessed, each reason.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from pipeline.core import features as fk
+from pipeline.core.cards import read_export_card
+from pipeline.core.config_flags import flag
+from pipeline.core.layout import SidTableLayout
+from pipeline.core.metrics import binary_auc
+from pipeline.core.protocol import held_out
+from pipeline.core.records import Impressions
+from pipeline.core.representation import RepresentationConfig
+from pipeline.core.tf_env import load_sentencepiece_ops, tf
+from pipeline.data import corpus_io, sid_table_io
+from pipeline.sid.serving_examples import ServingExampleBuilder
+from serving.export import SERVING_DEFAULT, read_warmup
+
+SCORE_BATCH = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class BlessConfig:
+    max_auc_drop: float = flag(0.005, "a candidate whose held-out CTR AUC is more than this below the served "
+                                      "model's on the same rows is not published")
+    min_auc: float = flag(0.5, "nor one whose held-out CTR AUC is below this floor")
+
+    def __post_init__(self):
+        if self.max_auc_drop < 0 or not 0 <= self.min_auc <= 1:
+            raise ValueError(f"--max_auc_drop must be >= 0 and --min_auc in [0, 1], got {self.max_auc_drop}, "
+                             f"{self.min_auc}")
+
+
+def held_out_rows(logs: Impressions, day: int, per_mille: int) -> Impressions:
+    """The day's rows of the users the day loop left out of training that day."""
+    keys = tf.strings.to_hash_bucket_fast(logs.user_id.astype(str), fk.USER_KEY_BUCKETS).numpy()
+    return logs.select(held_out(keys, day, per_mille))
+
+
+class ItemFeatures:
+    """What a request needs to name an item: SIDs from the table, content embeddings from the corpus (read
+    only for a representation that sends them)."""
+
+    def __init__(self, sids_dir: str, corpus_path: str):
+        self._sids_dir, self._corpus_path = sids_dir, corpus_path
+        self._sids, self._embeddings = None, None
+
+    def builder(self, config: RepresentationConfig) -> ServingExampleBuilder:
+        if config.has_sids and self._sids is None:
+            self._sids = sid_table_io.read_sid_table(SidTableLayout(self._sids_dir).table).lookup()
+        embeddings = None
+        if config.is_dense:
+            if self._embeddings is None:
+                corpus = corpus_io.read_corpus(self._corpus_path)
+                self._embeddings = dict(zip(corpus.item_ids, corpus.embeddings))
+            embeddings = self._embeddings
+        return ServingExampleBuilder(config, self._sids if config.has_sids else None, embeddings)
+
+
+def _serve_fn(export_dir: str):
+    load_sentencepiece_ops()
+    return tf.saved_model.load(export_dir).signatures[SERVING_DEFAULT]
+
+
+def _scores(serve, records: list[bytes]) -> np.ndarray:
+    if not records:
+        return np.zeros(0, np.float32)
+    return np.concatenate([serve(examples=tf.constant(records[i:i + SCORE_BATCH]))[fk.CLICK_PROBABILITY].numpy()
+                           for i in range(0, len(records), SCORE_BATCH)])
+
+
+def held_out_scores(export_dir: str, rows: Impressions, items: ItemFeatures) -> np.ndarray:
+    """The export's click probabilities of `rows`, requested as a client would (its representation's features)."""
+    builder = items.builder(RepresentationConfig(**read_export_card(export_dir)["config"]))
+    records = builder.serialize(list(rows.watch_item_id), list(rows.candidate_item_id),
+                                [rows.history(r) for r in range(rows.size)])
+    return _scores(_serve_fn(export_dir), records)
+
+
+def warmup_scores(export_dir: str) -> np.ndarray:
+    """The export's click probabilities on its own warm-up requests (what a server sends first)."""
+    serve = _serve_fn(export_dir)
+    return np.concatenate([_scores(serve, list(tf.make_ndarray(request.inputs[fk.SERVING_INPUT])))
+                           for request in read_warmup(export_dir)])
+
+
+def _auc(clicks: np.ndarray, scores: np.ndarray) -> float | None:
+    """CTR AUC, or None when the rows hold one class only."""
+    return binary_auc(clicks, scores) if 0 < clicks.sum() < clicks.size else None
+
+
+def bless(candidate: str, served: str | None, rows: Impressions, items: ItemFeatures, config: BlessConfig) -> dict:
+    """The verdict on `candidate` against `served` (None: nothing served yet) on the held-out `rows`."""
+    reasons = []
+    warmup = warmup_scores(candidate)
+    if not np.isfinite(warmup).all():
+        reasons.append(f"{int((~np.isfinite(warmup)).sum())} of {warmup.size} warm-up scores are not finite")
+    scores = held_out_scores(candidate, rows, items)
+    verdict = {"candidate": candidate, "served": served, "held_out_rows": int(rows.size),
+               "candidate_auc": None, "served_auc": None}
+    clicks = np.asarray(rows.click)
+    if not np.isfinite(scores).all():
+        reasons.append(f"{int((~np.isfinite(scores)).sum())} of {scores.size} held-out scores are not finite")
+    elif (auc := _auc(clicks, scores)) is None:
+        reasons.append(f"the {rows.size} held-out rows hold one class only: raise --holdout_per_mille")
+    else:
+        verdict["candidate_auc"] = auc
+        if auc < config.min_auc:
+            reasons.append(f"held-out CTR AUC {auc:.4f} is below the floor {config.min_auc:.4f}")
+        if served:
+            served_auc = _auc(clicks, held_out_scores(served, rows, items))
+            verdict["served_auc"] = served_auc
+            if served_auc is not None and auc < served_auc - config.max_auc_drop:
+                reasons.append(f"held-out CTR AUC {auc:.4f} is more than {config.max_auc_drop:g} below the served "
+                               f"model's {served_auc:.4f}")
+    verdict.update(blessed=not reasons, reasons=reasons)
+    return verdict
+
+
+def describe(verdict: dict) -> str:
+    """One phrase: blessed or not, on what numbers, and why not."""
+    numbers = (f"held-out AUC {verdict['candidate_auc']:.4f}" if verdict["candidate_auc"] is not None
+               else "held-out AUC n/a")
+    if verdict["served_auc"] is not None:
+        numbers += f" vs served {verdict['served_auc']:.4f}"
+    numbers += f" on {verdict['held_out_rows']:,} rows"
+    return f"blessed ({numbers})" if verdict["blessed"] else f"not blessed: {'; '.join(verdict['reasons'])} ({numbers})"
+

@@ -1,0 +1,175 @@
+"""`sidrec daily`: advance a run by each logged day it has not taken, one transaction a day.
+
+For day d, in order (each step commits before the next starts, so a step killed anywhere and run
+again ends as an uninterrupted one):
+  1. SIDs: corpus items without one get it from the frozen RQ-VAE (incremental; skipped when none is new);
+  2. transform: day d alone, with the graph fitted on the training window (beam_jobs.transform_day);
+     its logs are checked by the row rules, rejected rows written aside; the card lists d once done;
+  3. train: the ranker resumes from its last checkpoint, evaluates day d unseen, then fits on it
+     (holding out --holdout_per_mille of the users), and exports the candidate RUN/ranker/<run>/export/d;
+  4. bless: the candidate against the served version on the held-out rows (pipeline.stages.bless);
+  5. publish: a blessed candidate trained through more days than the served version becomes the next
+     integer version of the serving directory (RUN/serving/<model>, what servers watch); the newest
+     --keep_versions stay. RUN/ranker/<run>/daily/day=NNNN.json records the step (its commit).
+A candidate that is not published stays in the run's export directory for inspection.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import pyarrow.parquet as pq
+
+from beam_jobs import materialize_sids, transform_day
+from pipeline.core import contracts
+from pipeline.core import features as fk
+from pipeline.core.cards import read_json
+from pipeline.core.config_flags import flag
+from pipeline.core.layout import ExportLayout, RankerLayout, RQVAELayout, RunLayout, SidTableLayout
+from pipeline.core.publish import list_versions, publish_version, published
+from pipeline.core.representation import DEFAULT_SERVED, RepresentationConfig
+from pipeline.core.tf_env import tf
+from pipeline.data import log_io
+from pipeline.stages import bless, day_loop
+
+
+@dataclasses.dataclass(frozen=True)
+class DailyConfig:
+    representation: str = flag(DEFAULT_SERVED, "the transform output under RUN_DIR/transform/ whose fitted graph "
+                                               "transforms each new day (made once by `sidrec transform`)")
+    day: int = flag(0, "take this day only (0: every logged day the run has not taken, in order)")
+    model_name: str = flag("ranker", "model name: the serving directory RUN_DIR/serving/<name> and the warm-up")
+    serving_dir: str = flag("", "where blessed versions are published (default RUN_DIR/serving/MODEL_NAME)")
+    keep_versions: int = flag(5, "published versions kept in the serving directory (the newest always)")
+
+    def __post_init__(self):
+        if self.keep_versions < 1:
+            raise ValueError(f"--keep_versions must be >= 1 (the served version stays), got {self.keep_versions}")
+        if self.day < 0:
+            raise ValueError(f"--day must be a logged day (or 0 for every new one), got {self.day}")
+
+
+def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, checks: bless.BlessConfig,
+        beam_args=(), log=print) -> list[dict]:
+    """Takes every pending day (see the module); returns one record per day taken."""
+    if train.holdout_per_mille < 1:
+        raise ValueError("--holdout_per_mille must be >= 1 for `sidrec daily`: a candidate is blessed on rows "
+                         "neither it nor the served model trained on")
+    transform_dir = layout.transform_output(config.representation)
+    run_dir = os.path.join(layout.ranker, day_loop.run_dir_name(config.representation, train))
+    serving = config.serving_dir or layout.serving(config.model_name)
+    records = []
+    for day in pending_days(layout, transform_dir, run_dir, config.day):
+        started = time.time()
+        card = day_loop.read_protocol_card(transform_dir)
+        if day not in card["days"]:
+            new_items = _materialise_new_items(layout, card, beam_args)
+            transform_day.transform_day(transform_dir, layout.data.root, layout.sids, day, beam_args,
+                                        log=lambda *_: None)
+        else:
+            new_items = 0  # transformed before a stop: the step goes on from training
+        history = day_loop.train(transform_dir, run_dir, train, model_name=config.model_name, log=lambda *_: None,
+                                 fit_verbose=0)
+        [metrics] = [e for e in history if e["evaluated_on_day"] == day]
+        record = _bless_and_publish(layout, run_dir, day, metrics, serving, config, train, checks)
+        record.update(day=day, new_items=new_items, seconds=round(time.time() - started, 1))
+        with published(RankerLayout(run_dir).daily_step(day)) as staging, tf.io.gfile.GFile(staging, "w") as f:
+            json.dump(record, f, indent=2)
+        log(describe_step(record))
+        records.append(record)
+    return records
+
+
+def pending_days(layout: RunLayout, transform_dir: str, run_dir: str, day: int = 0) -> list[int]:
+    """The days to take: logged days after the transform output's, and days it took daily whose step did not
+    finish (no record). Refuses a history whose log files changed since they were transformed.
+
+    Raises:
+      ContractError: an earlier day's logs changed (a new lineage is needed), or `day` cannot be taken.
+    """
+    card = day_loop.read_protocol_card(transform_dir)
+    changed = log_io.changed_days(card.get("day_files", {}), layout.data)
+    if changed:
+        raise contracts.ContractError(
+            f"the logs of day(s) {', '.join(map(str, changed))} changed after {transform_dir} took them: a changed "
+            "history needs a new lineage (`sidrec transform --if_changed rebuild`, then `sidrec daily`)")
+    unfinished = [int(d) for d in card.get("daily", {})
+                  if not tf.io.gfile.exists(RankerLayout(run_dir).daily_step(int(d)))]
+    new = [d for d in layout.data.logged_days() if d > max(card["days"])]
+    todo = sorted(unfinished + new)
+    if day:
+        if day not in todo:
+            raise contracts.ContractError(f"day {day} cannot be taken: pending days are {todo or 'none'} "
+                                          f"(logged: {layout.data.logged_days()}, taken: {card['days']})")
+        if todo[0] != day:
+            raise contracts.ContractError(f"day {day} cannot be taken before day {todo[0]}: days go in order")
+        return [day]
+    return todo
+
+
+def _materialise_new_items(layout: RunLayout, card: dict, beam_args) -> int:
+    """Gives a SID to every corpus item without one (existing SIDs never change); 0 without new items."""
+    if not RepresentationConfig(**card["config"]).has_sids:
+        return 0
+    corpus_ids = set(pq.read_table(layout.data.corpus, columns=[fk.ITEM_ID]).column(fk.ITEM_ID).to_pylist())
+    table = SidTableLayout(layout.sids).table
+    known = set(pq.read_table(table, columns=[fk.ITEM_ID]).column(fk.ITEM_ID).to_pylist())
+    new = len(corpus_ids - known)
+    if new:
+        model = card.get("rqvae", {}).get("export") or RQVAELayout(layout.rqvae).export
+        materialize_sids.run(materialize_sids.MaterializeConfig(corpus=layout.data.corpus, model=model,
+                                                                output=layout.sids, existing_table=layout.sids),
+                               beam_args)
+    return new
+
+
+def served_version(serving: str) -> tuple[str | None, dict | None]:
+    """The version a server watching `serving` serves (the newest) and its publication card."""
+    versions = list_versions(serving)
+    if not versions:
+        return None, None
+    path = os.path.join(serving, str(versions[-1]))
+    card_path = ExportLayout(path).publication
+    return path, (read_json(card_path, "publication card", "sidrec daily") if tf.io.gfile.exists(card_path) else {})
+
+
+def _bless_and_publish(layout: RunLayout, run_dir: str, day: int, metrics: dict, serving: str, config: DailyConfig,
+                       train: day_loop.TrainConfig, checks: bless.BlessConfig) -> dict:
+    candidate = os.path.join(RankerLayout(run_dir).export, str(day))
+    lineage = day_loop.run_fingerprint(day_loop.read_protocol_card(layout.transform_output(config.representation)),
+                                       train).value
+    served, served_card = served_version(serving)
+    if served_card and served_card.get("lineage") == lineage and served_card.get("trained_through_day") == day:
+        # Published before a stop, not yet recorded.
+        return {"metrics": _metrics(metrics), "blessing": served_card.get("blessing"),
+                "published": served_card["version"], "candidate": candidate}
+    rows = bless.held_out_rows(log_io.read_logs(layout.data, days=[day]), day, train.holdout_per_mille)
+    verdict = bless.bless(candidate, served, rows, bless.ItemFeatures(layout.sids, layout.data.corpus), checks)
+    record = {"metrics": _metrics(metrics), "blessing": verdict, "published": None, "candidate": candidate}
+    behind = served_card is not None and served_card.get("trained_through_day", 0) >= day
+    if verdict["blessed"] and behind:
+        record["not_published"] = (f"the served version {served_card['version']} is trained through day "
+                                   f"{served_card['trained_through_day']}: serving never goes back")
+    elif verdict["blessed"]:
+        record["published"] = publish_version(
+            candidate, serving, {"lineage": lineage, "run": run_dir, "source": candidate, "trained_through_day": day,
+                                 "representation": config.representation, "blessing": verdict},
+            lambda version_dir: ExportLayout(version_dir).publication, config.keep_versions)
+    return record
+
+
+def _metrics(entry: dict) -> dict:
+    return {k: entry[k] for k in ("ctr_auc", "ctr_1d_auc", "engagement_rmse", "examples", "cold_start_examples")}
+
+
+def describe_step(record: dict) -> str:
+    """One line per day: metrics, blessed or not and why, version published, time taken."""
+    m = record["metrics"]
+    if record["published"] is not None:
+        outcome = f"published version {record['published']}"
+    else:
+        outcome = "not published" + (f" ({record['not_published']})" if record.get("not_published") else "")
+    return (f"day {record['day']}: CTR AUC {m['ctr_auc']:.4f}, CTR/1D AUC {m['ctr_1d_auc']:.4f}; "
+            f"{bless.describe(record['blessing'])}; {outcome}; {record['new_items']:,} new item(s) given SIDs; "
+            f"{record['seconds']:.0f} s")

@@ -1,0 +1,236 @@
+"""`sidrec daily` on a 4-day world: a daily day equals the batch day, touches only its own files, blesses
+before it publishes, never lets serving go back, and a step stopped midway ends as an uninterrupted one."""
+
+import dataclasses
+import json
+import os
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (SentencePiece ops in the exports)
+
+from beam_jobs import transform
+from pipeline import cli
+from pipeline.core import features as fk
+from pipeline.core.cards import read_serving_sample
+from pipeline.core.layout import ExportLayout, RankerLayout, RunLayout, SidTableLayout, TransformLayout
+from pipeline.core.publish import list_versions
+from pipeline.data import corpus_io, sid_table_io
+from pipeline.stages import bless, daily, day_loop
+from worlds import IN_MEMORY, SMALL_WORLD, copy_world, small_run
+
+FOUR_DAYS = dataclasses.replace(SMALL_WORLD, num_days=4)
+REPRESENTATION = "sid_spm_300"
+CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(16,), embedding_dim=8, holdout_per_mille=200)
+# A lineage whose updates blow the weights up (another config: another run directory).
+DIVERGED = dataclasses.replace(CONFIG, learning_rate=1e4, table_learning_rate=1e4)
+CHECKS = bless.BlessConfig(max_auc_drop=0.005, min_auc=0.0)
+STEP = daily.DailyConfig(representation=REPRESENTATION)
+
+
+def _transform(layout: RunLayout, output: str) -> str:
+    return transform.run(transform.TransformConfig(data_dir=layout.data.root, sids=layout.sids, output=output,
+                                                   kind="sid_spm", vocab_size=300, eval_from=2), IN_MEMORY)["output"]
+
+
+def _run_dir(layout: RunLayout, config: day_loop.TrainConfig) -> str:
+    return os.path.join(layout.ranker, day_loop.run_dir_name(REPRESENTATION, config))
+
+
+def _keep_sids_of_items_seen_by(layout: RunLayout, day: int) -> int:
+    """Rewrites the SID table without the items first seen after `day` (they arrive later); returns how many."""
+    table = sid_table_io.read_sid_table(SidTableLayout(layout.sids).table)
+    corpus = corpus_io.read_corpus(layout.data.corpus)
+    first_day = dict(zip(corpus.item_ids, corpus.first_day))
+    keep = np.array([first_day[i] <= day for i in table.item_ids])
+    shutil.rmtree(SidTableLayout(layout.sids).table)
+    os.makedirs(SidTableLayout(layout.sids).table)
+    pq.write_table(pa.table({fk.ITEM_ID: list(table.item_ids[keep]), fk.SID: [s.tolist() for s in table.sids[keep]],
+                             fk.RQVAE_VERSION: [table.rqvae_version] * int(keep.sum())}),
+                   os.path.join(SidTableLayout(layout.sids).table, "part-00000-of-00001.parquet"))
+    return int((~keep).sum())
+
+
+def _files(root: str) -> dict[str, float]:
+    return {os.path.join(d, f): os.path.getmtime(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs}
+
+
+def _scores(export_dir: str, records: list[bytes]) -> np.ndarray:
+    serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+    return serve(examples=tf.constant(records))[fk.CLICK_PROBABILITY].numpy()
+
+
+def _served(layout: RunLayout) -> list[tuple[int, int]]:
+    """(version, trained through day) of every version in the serving directory."""
+    base = layout.serving(STEP.model_name)
+    out = []
+    for version in list_versions(base):
+        with open(ExportLayout(os.path.join(base, str(version))).publication) as f:
+            out.append((version, json.load(f)["trained_through_day"]))
+    return out
+
+
+def _log_day(layout: RunLayout, later: str, day: int) -> None:
+    """The logs of `day` land (moved back from where the fixture kept them)."""
+    shutil.move(os.path.join(later, f"day={day:04d}"), layout.data.day_dir(day))
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory):
+    """The full 4-day world (the batch path), and a copy that has logged days 1-2 only, with SIDs for the items
+    seen by then, a transform fitted on them (T = 1) and lineage A trained through day 2."""
+    root = tmp_path_factory.mktemp("daily")
+    full = small_run(str(root / "full"), FOUR_DAYS)
+    layout = copy_world(full, str(root / "daily"))
+    later = str(root / "later")
+    os.makedirs(later)
+    for day in (3, 4):
+        shutil.move(layout.data.day_dir(day), os.path.join(later, f"day={day:04d}"))
+    missing = _keep_sids_of_items_seen_by(layout, 2)
+    _transform(layout, layout.transform_output(REPRESENTATION))
+    day_loop.train(layout.transform_output(REPRESENTATION), _run_dir(layout, CONFIG), CONFIG, log=lambda *_: None)
+    return {"full": full, "daily": layout, "later": later, "missing_sids": missing, "root": root}
+
+
+@pytest.fixture(scope="module")
+def days(worlds):
+    """Day 3 by lineage A; then day 4 by the diverged lineage B (catching up from day 1), then by A; what each
+    step recorded and what the serving directory held after it. A copy of the world before day 4 is kept."""
+    layout, out = worlds["daily"], {}
+    transformed = TransformLayout(layout.transform_output(REPRESENTATION)).root
+    out["before"] = {**_files(os.path.join(transformed, "transformed")), **_files(layout.data.logs)}
+    _log_day(layout, worlds["later"], 3)
+    out["day3"] = daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=lambda *_: None)
+    out["after3"] = {**_files(os.path.join(transformed, "transformed")), **_files(layout.data.logs)}
+    out["served3"] = _served(layout)
+    _log_day(layout, worlds["later"], 4)
+    out["before4"] = str(worlds["root"] / "before4")
+    shutil.copytree(layout.root, out["before4"], symlinks=True)
+    out["diverged4"] = daily.run(layout, STEP, DIVERGED, CHECKS, IN_MEMORY, log=lambda *_: None)
+    out["served_diverged"] = _served(layout)
+    lines = []
+    out["day4"] = daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=lines.append)
+    out["lines4"], out["served4"] = lines, _served(layout)
+    return out
+
+
+def test_a_daily_day_equals_the_same_day_of_the_batch_path(worlds, days):
+    """Days 1-4 in one `sidrec transform` and `sidrec train` against days 1-2 then two daily steps: the same
+    transformed bytes for days 3 and 4, the same metrics and the same export scores (training is seeded and
+    resumes from the checkpoint exactly; float sums may differ in the last bit: 1e-6)."""
+    full, layout = worlds["full"], worlds["daily"]
+    batch_transform = _transform(full, str(worlds["root"] / "batch_transform"))
+    batch = {e["evaluated_on_day"]: e for e in day_loop.train(batch_transform, str(worlds["root"] / "batch_run"),
+                                                               CONFIG, log=lambda *_: None)}
+    daily_transform = layout.transform_output(REPRESENTATION)
+    sample = read_serving_sample(batch_transform)
+    for day, [record] in ((3, days["day3"]), (4, days["day4"])):
+        assert _records(daily_transform, day) == _records(batch_transform, day), day
+        for key in ("ctr_auc", "ctr_1d_auc", "engagement_rmse"):
+            assert record["metrics"][key] == pytest.approx(batch[day][key], abs=1e-6), (day, key)
+        np.testing.assert_allclose(_scores(record["candidate"], sample),
+                                   _scores(os.path.join(str(worlds["root"] / "batch_run"), "export", str(day)), sample),
+                                   atol=1e-6)
+    # The items first seen on days 3 and 4 got their SIDs from the frozen RQ-VAE on the way.
+    assert days["day3"][0]["new_items"] + days["day4"][0]["new_items"] == worlds["missing_sids"] > 0
+    full_table = sid_table_io.read_sid_table(SidTableLayout(full.sids).table).lookup()
+    grown = sid_table_io.read_sid_table(SidTableLayout(layout.sids).table).lookup()
+    assert grown.keys() == full_table.keys() and all((grown[i] == full_table[i]).all() for i in grown)
+
+
+def _records(transform_dir: str, day: int) -> list[bytes]:
+    files, compression = day_loop.transformed_day_files(transform_dir, day)
+    return sorted(r.numpy() for r in tf.data.TFRecordDataset(files, compression_type=compression))
+
+
+def test_a_daily_step_touches_only_its_own_day(days):
+    before, after = days["before"], days["after3"]
+    assert {path: after[path] for path in before} == before  # nothing earlier rewritten (or removed)
+    added = sorted(os.path.relpath(p, os.path.commonpath(list(after))) for p in set(after) - set(before))
+    assert added and all("day=0003" in path for path in added), added
+
+
+def test_a_blessed_candidate_is_published_and_a_diverged_one_is_not(days):
+    [day3] = days["day3"]
+    assert day3["blessing"]["blessed"] and day3["published"] == 1 and days["served3"] == [(1, 3)]
+    assert day3["blessing"]["held_out_rows"] > 0 and day3["blessing"]["served"] is None  # nothing served before
+    # Lineage B has its own records: it takes day 3 (behind the served version) then day 4 (diverged).
+    assert [r["day"] for r in days["diverged4"]] == [3, 4] and all(r["published"] is None for r in days["diverged4"])
+    diverged = days["diverged4"][-1]
+    assert not diverged["blessing"]["blessed"], diverged["blessing"]
+    assert diverged["blessing"]["reasons"] and os.path.isdir(diverged["candidate"])  # kept for inspection
+    assert days["served_diverged"] == [(1, 3)]  # the served version stays
+    [day4] = days["day4"]
+    assert day4["blessing"]["blessed"] and day4["blessing"]["served"].endswith(os.path.join("serving", "ranker", "1"))
+    assert days["served4"] == [(1, 3), (2, 4)]
+    [line] = days["lines4"]
+    assert line.startswith("day 4: CTR AUC ") and "blessed (held-out AUC" in line and "published version 2" in line
+
+
+def test_nothing_is_pending_after_a_step_and_a_changed_history_is_refused(worlds, days):
+    layout = worlds["daily"]
+    assert daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=lambda *_: None) == []
+    copy = RunLayout(str(worlds["root"] / "changed"))
+    shutil.copytree(layout.root, copy.root, symlinks=True)
+    with open(os.path.join(copy.data.day_dir(2), os.listdir(copy.data.day_dir(2))[0]), "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ValueError, match=r"logs of day\(s\) 2 changed"):
+        daily.run(copy, STEP, CONFIG, CHECKS, IN_MEMORY, log=lambda *_: None)
+
+
+def test_a_rebuilt_lineage_is_not_published_until_it_is_ahead_of_the_served_one(worlds, days):
+    """Lineage B caught up from day 1 in one step: what it could publish was trained through day 4 at most, and
+    it was not blessed; a lineage never publishes a model trained through fewer days than the served one."""
+    layout = worlds["daily"]
+    anything_finite = bless.BlessConfig(max_auc_drop=1.0, min_auc=0.0)
+    record = daily._bless_and_publish(layout, _run_dir(layout, CONFIG), 3, days["day3"][0]["metrics"],
+                                      layout.serving("ranker"), STEP, CONFIG, anything_finite)
+    assert record["blessing"]["blessed"] and record["published"] is None
+    assert "trained through day 4: serving never goes back" in record["not_published"]
+    assert _served(layout) == [(1, 3), (2, 4)]
+
+
+class _Stop(Exception):
+    """Stands for a kill: raised where the step would die, after what it committed so far."""
+
+
+@pytest.mark.parametrize("where", ["train", "publish"])
+def test_a_step_stopped_midway_and_run_again_ends_as_an_uninterrupted_one(days, tmp_path, monkeypatch, where):
+    layout = RunLayout(str(tmp_path / "world"))
+    shutil.copytree(days["before4"], layout.root, symlinks=True)
+    # Stopped after the day was transformed (before training), or after publishing (before the record).
+    target = (day_loop, "train") if where == "train" else (daily, "publish_version")
+    original = getattr(*target)
+
+    def stop(*args, **kwargs):
+        result = original(*args, **kwargs) if where == "publish" else None
+        raise _Stop(where)
+
+    monkeypatch.setattr(*target, stop)
+    with pytest.raises(_Stop):
+        daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=lambda *_: None)
+    monkeypatch.setattr(*target, original)
+    [record] = daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=lambda *_: None)
+    [uninterrupted] = days["day4"]
+    assert record["metrics"] == pytest.approx(uninterrupted["metrics"], abs=1e-6)
+    assert record["published"] == uninterrupted["published"] == 2
+    assert _served(layout) == [(1, 3), (2, 4)]  # published once
+    card = day_loop.read_protocol_card(layout.transform_output(REPRESENTATION))
+    assert card["days"] == [1, 2, 3, 4]
+
+
+def test_the_cli_takes_the_next_day(worlds, days, tmp_path, capsys):
+    layout = RunLayout(str(tmp_path / "world"))
+    shutil.copytree(days["before4"], layout.root, symlinks=True)
+    argv = ["daily", "--run_dir", layout.root, "--representation", REPRESENTATION, "--batch_size", "256",
+            "--hidden_dims", "16", "--embedding_dim", "8", "--holdout_per_mille", "200", "--min_auc", "0",
+            *IN_MEMORY]
+    assert cli.main(argv) == 0
+    [line] = capsys.readouterr().out.splitlines()  # one line a day
+    assert line.startswith("day 4: CTR AUC ") and "published version 2" in line
+    assert cli.main(argv[:-2] + ["--holdout_per_mille", "0", *IN_MEMORY]) == 2
+    assert "--holdout_per_mille must be >= 1" in capsys.readouterr().err
