@@ -5,6 +5,8 @@ import dataclasses
 import json
 import os
 import shutil
+import threading
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +23,8 @@ from pipeline.core.layout import ExportLayout, RankerLayout, RunLayout, SidTable
 from pipeline.core.publish import list_versions
 from pipeline.data import corpus_io, sid_table_io
 from pipeline.stages import bless, daily, day_loop
-from worlds import IN_MEMORY, SMALL_WORLD, copy_world, small_run
+from serving.client import RankerClient
+from worlds import IN_MEMORY, SMALL_WORLD, copy_world, small_run, start_server
 
 FOUR_DAYS = dataclasses.replace(SMALL_WORLD, num_days=4)
 REPRESENTATION = "sid_spm_300"
@@ -110,11 +113,32 @@ def days(worlds):
     _log_day(layout, worlds["later"], 4)
     out["before4"] = str(worlds["root"] / "before4")
     shutil.copytree(layout.root, out["before4"], symlinks=True)
-    out["diverged4"] = daily.run(layout, STEP, DIVERGED, CHECKS, IN_MEMORY, log=lambda *_: None)
-    out["served_diverged"] = _served(layout)
-    lines = []
-    out["day4"] = daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=lines.append)
-    out["lines4"], out["served4"] = lines, _served(layout)
+    # A server watches the serving directory while lineage B catches up and lineage A takes day 4.
+    process, target = start_server("--model_name", "ranker", "--model_base_path", layout.serving("ranker"))
+    client, answered, stop = RankerClient(target), [], threading.Event()
+    sample = read_serving_sample(transformed)
+
+    def watch():
+        while not stop.is_set():
+            answered.append(client.predict("ranker", sample[:4])[1])
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        out["diverged4"] = daily.run(layout, STEP, DIVERGED, CHECKS, IN_MEMORY, log=lambda *_: None)
+        out["served_diverged"] = _served(layout)
+        lines = []
+        out["day4"] = daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=lines.append)
+        deadline = time.time() + 60
+        while (not answered or answered[-1] != 2) and time.time() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        watcher.join()
+        process.terminate()
+        process.wait(timeout=30)
+    out["lines4"], out["served4"], out["answered"] = lines, _served(layout), answered
     return out
 
 
@@ -169,6 +193,12 @@ def test_a_blessed_candidate_is_published_and_a_diverged_one_is_not(days):
     assert days["served4"] == [(1, 3), (2, 4)]
     [line] = days["lines4"]
     assert line.startswith("day 4: CTR AUC ") and "blessed (held-out AUC" in line and "published version 2" in line
+
+
+def test_a_server_watching_the_serving_directory_never_goes_back(days):
+    """Through lineage B's catch-up (its day-3 candidate behind, its day-4 candidate diverged) and A's day 4."""
+    answered = days["answered"]
+    assert answered[0] == 1 and answered[-1] == 2 and answered == sorted(answered), answered
 
 
 def test_nothing_is_pending_after_a_step_and_a_changed_history_is_refused(worlds, days):

@@ -25,6 +25,7 @@ from serving.batching import Batcher, BatchingParameters
 from serving.client import RankerClient
 from serving.servables import Servable, ServingError
 from worlds import SMALL_WORLD, bad_embedding_requests, bad_sid_requests
+from worlds import start_server as _start
 
 
 @pytest.fixture(scope="module")
@@ -39,19 +40,6 @@ def exports(spm_run, spm_ranker, tmp_path_factory):
         f'  config {{ name: "{name}" base_path: "{root / name}" model_platform: "tensorflow" }}\n'
         for name in ("ranker", "other")) + "}\n")
     return root, str(config), read_serving_sample(spm_run["output"])
-
-
-def _start(*flags, printed=None):
-    """Starts `sidrec serve` on a free port; returns (process, host:port). `printed` collects what it said first."""
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--port", "0",
-                                "--file_system_poll_wait_seconds", "0.2", *flags],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in process.stdout:
-        if line.startswith("listening on "):
-            return process, line.split()[-1]
-        if printed is not None:
-            printed.append(line)
-    raise RuntimeError(f"server exited with {process.wait()} before listening")
 
 
 @pytest.fixture(scope="module")

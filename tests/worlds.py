@@ -127,3 +127,19 @@ def bad_embedding_requests(record: bytes, dim: int) -> list[tuple[str, bytes, st
              fk.CANDIDATE_EMBEDDING),
             ("history embeddings of the wrong length", edited(fk.HISTORY_EMBEDDINGS, [0.1] * (dim * history_items + 1)),
              fk.HISTORY_EMBEDDINGS)]
+
+
+def start_server(*flags, printed=None):
+    """Starts `sidrec serve` on a free port; returns (process, host:port). `printed` collects what it said first."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--port", "0",
+                                "--file_system_poll_wait_seconds", "0.2", *flags],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in process.stdout:
+        if line.startswith("listening on "):
+            return process, line.split()[-1]
+        if printed is not None:
+            printed.append(line)
+    raise RuntimeError(f"server exited with {process.wait()} before listening")
