@@ -64,6 +64,7 @@ def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, che
         started = time.time()
         card = day_loop.read_protocol_card(transform_dir)
         if day not in card["days"]:
+            log_io.day_files(layout.data, day)  # a day without log files stops here, before anything changes
             new_items = _materialise_new_items(layout, card, beam_args)
             transform_day.transform_day(transform_dir, layout.data.root, layout.sids, day, beam_args,
                                         log=lambda *_: None)
