@@ -20,13 +20,13 @@ is that RQ-VAE's card, its version the one the transform card records for the SI
 
 import contextlib
 import os
-import shutil
 
 from pipeline.core.tf_env import load_sentencepiece_ops, tf
 import tensorflow_transform as tft  # noqa: I100  (after the TF set-up)
 
 from models.sid_tokenizer import SidTokenizer
 from pipeline.core import features as fk
+from pipeline.core import files
 from pipeline.sid.preprocessing import labelled_feature_spec, serving_feature_spec
 from pipeline.core.representation import RepresentationConfig
 from pipeline.core.cards import read_export_card, read_representation, read_rqvae_card
@@ -200,8 +200,8 @@ def export_version(model: tf.keras.Model, transform_dir: str, export_base: str, 
         model.save(staging, save_format="tf", include_optimizer=False, save_traces=False,
                    signatures=make_serving_signatures(model, tft_output, config, tokenizer))
         export_layout = ExportLayout(staging)
-        os.makedirs(export_layout.assets_extra, exist_ok=True)
-        shutil.copy(TransformLayout(transform_dir).card, export_layout.card)
+        files.makedirs(export_layout.assets_extra)
+        files.copy(TransformLayout(transform_dir).card, export_layout.card)
         if tokenizer is not None:
             tf.io.gfile.copy(rqvae_card(tokenizer.export_dir), export_layout.rqvae_card, overwrite=True)
         write_warmup(export_layout.warmup, warmup_examples, model_name)

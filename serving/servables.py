@@ -17,6 +17,7 @@ from pipeline.core.tf_env import load_sentencepiece_ops, tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
+from pipeline.core import files
 from pipeline.core.layout import SAVED_MODEL_FILE, ExportLayout
 from pipeline.core.publish import list_versions
 from serving import export
@@ -40,8 +41,8 @@ class Servable:
         self.rqvae_version = export.check_rqvae_version(path)  # refuse an export whose RQ-VAE is not its table's
         load_sentencepiece_ops()  # sid_spm exports hold SentencePiece ops
         self._model = tf.saved_model.load(path)
-        with open(os.path.join(path, SAVED_MODEL_FILE), "rb") as f:
-            meta_graph = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0]
+        meta_graph = saved_model_pb2.SavedModel.FromString(
+            files.read_bytes(files.join(path, SAVED_MODEL_FILE))).meta_graphs[0]
         self.signature_defs = {k: v for k, v in meta_graph.signature_def.items() if not k.startswith("__")}
         # Signatures whose every input and output has a batch dimension: the ones requests can share a call of.
         self.batchable_signatures = {name for name, signature in self.signature_defs.items()
@@ -103,7 +104,7 @@ class Servable:
     def warm_up(self) -> int:
         """Runs the export's warm-up requests (as TF Serving does at load); returns how many."""
         warmup = ExportLayout(self.path).warmup
-        if not os.path.exists(warmup):
+        if not files.exists(warmup):
             return 0
         requests = export.read_warmup(self.path)
         for request in requests:
@@ -133,11 +134,10 @@ def read_model_config_file(path: str) -> list[ModelConfig]:
     """TF Serving's --model_config_file: a text-format ModelServerConfig with a model_config_list."""
     from tensorflow_serving.config import model_server_config_pb2
 
-    with open(path, encoding="utf-8") as f:
-        try:
-            config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
-        except text_format.ParseError as e:
-            raise ValueError(f"{path}: not a text-format ModelServerConfig: {e}") from None
+    try:
+        config = text_format.Parse(files.read_text(path), model_server_config_pb2.ModelServerConfig())
+    except text_format.ParseError as e:
+        raise ValueError(f"{path}: not a text-format ModelServerConfig: {e}") from None
     models = [ModelConfig(m.name, m.base_path) for m in config.model_config_list.config]
     if not models:
         raise ValueError(f"{path}: model_config_list has no model")

@@ -10,7 +10,6 @@ import collections
 import dataclasses
 import json
 import logging
-import os
 from typing import Any, Callable
 
 import numpy as np
@@ -74,8 +73,9 @@ class RejectSink:
         if self.strict:
             raise ContractError(rejection.message())
         if self._file is None:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            self._file = open(self.path, "w", encoding="utf-8")
+            from pipeline.core import files
+
+            self._file = files.open_file(self.path, "w")
         self.counts[f"{rejection.field}: {rejection.reason.split(':')[0]}"] += 1
         self._file.write(rejection_json(rejection, record) + "\n")
 

@@ -89,9 +89,9 @@ class DataLayout:
 
     def days(self) -> list[int]:
         """The days that have a log partition, sorted."""
-        if not os.path.isdir(self.logs):
-            return []
-        found = (_DAY_DIR.match(name) for name in os.listdir(self.logs))
+        from pipeline.core import files
+
+        found = (_DAY_DIR.match(name) for name in files.listdir(self.logs))
         return sorted(int(m.group(1)) for m in found if m)
 
 

@@ -1,17 +1,20 @@
 """Versions and atomic outputs: integer version directories, and outputs that appear whole or not at all.
 
-Every stage writes into a staging sibling that replaces the output only on success (a reader, or a
-TF Serving instance polling a base path, never sees half of one). Local paths move by one rename;
-object stores (gs://...) file by file. Version directories are named by integers, as TF Serving
-expects; a staging name is never an integer, so servers and `list_versions` ignore it.
+Every stage writes into a staging sibling that replaces the output only on success, so a reader, or a
+TF Serving instance polling a base path, never sees half of one. Local paths move by one rename. On
+an object store (gs://, ram://, ...), where a rename is a copy per object, the staged files are moved
+one by one with the completion markers last: saved_model.pb (what TF Serving and `list_versions` wait
+for before a version counts) and fingerprint.json (what a rerun checks before reusing an output).
+Version directories are named by integers, as TF Serving expects; a staging name is never an integer,
+so servers and `list_versions` ignore it.
 """
 
 import contextlib
-import json
 import os
 import shutil
 import uuid
 
+from pipeline.core import files
 from pipeline.core.contracts import MissingOutputError
 from pipeline.core.tf_env import tf
 
@@ -30,38 +33,37 @@ def staging_path(output: str) -> str:
     return f"{output.rstrip('/')}.staging-{uuid.uuid4().hex[:12]}"
 
 
+# Files that say an output is complete: moved last on object stores.
+COMPLETION_MARKERS = ("saved_model.pb", "fingerprint.json")
+
+
 def publish(staging: str, output: str) -> None:
     """Replaces `output` (a file or a directory) by `staging`."""
     if _is_local(output):
         backup = None
-        if os.path.isdir(output):
+        if os.path.isdir(output):  # local: one rename each way
             backup = staging_path(output) + ".old"
-            os.replace(output, backup)
-        os.replace(staging, output)
+            os.replace(output, backup)  # local
+        os.replace(staging, output)  # local
         if backup:
-            shutil.rmtree(backup, ignore_errors=True)
+            shutil.rmtree(backup, ignore_errors=True)  # local
         return
     if tf.io.gfile.exists(output):
         _remove(output)
     if not tf.io.gfile.isdir(staging):
         tf.io.gfile.rename(staging, output, overwrite=True)
         return
-    for directory, _, files in tf.io.gfile.walk(staging):
-        target = output + directory[len(staging):]
-        tf.io.gfile.makedirs(target)
-        for name in files:
-            tf.io.gfile.rename(f"{directory.rstrip('/')}/{name}", f"{target.rstrip('/')}/{name}", overwrite=True)
+    moves = [(f"{directory.rstrip('/')}/{name}", f"{(output + directory[len(staging):]).rstrip('/')}/{name}")
+             for directory, _, names in tf.io.gfile.walk(staging) for name in names]
+    for source, target in sorted(moves, key=lambda move: move[0].rsplit("/", 1)[-1] in COMPLETION_MARKERS):
+        tf.io.gfile.makedirs(target.rsplit("/", 1)[0])
+        tf.io.gfile.rename(source, target, overwrite=True)
     _remove(staging)
 
 
 def discard(staging: str) -> None:
     """Removes a failed run's staging output; the published output is left as it was."""
-    if _is_local(staging):
-        if os.path.isdir(staging):
-            shutil.rmtree(staging, ignore_errors=True)
-        elif os.path.exists(staging):
-            os.remove(staging)
-    elif tf.io.gfile.exists(staging):
+    if tf.io.gfile.exists(staging):
         _remove(staging)
 
 
@@ -81,8 +83,8 @@ def published(output: str):
     """
     staging = staging_path(output)
     parent = os.path.dirname(staging)
-    if parent and _is_local(staging):
-        os.makedirs(parent, exist_ok=True)
+    if parent:
+        tf.io.gfile.makedirs(parent)
     try:
         yield staging
     except BaseException:
@@ -114,15 +116,6 @@ def latest_version(path: str, what: str, make_with: str) -> str:
     return os.path.join(path, str(found[-1]))
 
 
-def copy_tree(source: str, target: str) -> None:
-    """Copies a directory, local or on an object store, file by file."""
-    for directory, _, files in tf.io.gfile.walk(source):
-        destination = target + directory[len(source.rstrip("/")):]
-        tf.io.gfile.makedirs(destination)
-        for name in files:
-            tf.io.gfile.copy(os.path.join(directory, name), os.path.join(destination, name), overwrite=True)
-
-
 def publish_version(source: str, base: str, card: dict, card_path, keep: int) -> int:
     """Publishes the export `source` as BASE/<newest + 1> and keeps the newest `keep` versions.
 
@@ -137,9 +130,8 @@ def publish_version(source: str, base: str, card: dict, card_path, keep: int) ->
     existing = list_versions(base)
     version = (existing[-1] if existing else 0) + 1
     with published(os.path.join(base, str(version))) as staging:
-        copy_tree(source, staging)
-        with tf.io.gfile.GFile(card_path(staging), "w") as f:
-            json.dump({**card, "version": version}, f, indent=2)
+        files.copy_tree(source, staging)
+        files.write_json(card_path(staging), {**card, "version": version})
     for old in list_versions(base)[:-keep]:
         _remove(os.path.join(base, str(old)))
     return version

@@ -5,14 +5,12 @@ code the materialisation job runs): pass `rejects_path` to write unusable rows a
 the reason); without it the first bad row raises.
 """
 
-import os
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.core import features as fk
-from pipeline.core import row_rules
+from pipeline.core import files, row_rules
 from pipeline.core.contracts import ContractError, Rejection, RejectSink
 from pipeline.core.layout import MAKES_DATA
 from pipeline.core.publish import published
@@ -31,16 +29,16 @@ def write_corpus(path: str, corpus: Corpus) -> None:
         columns[fk.TITLE] = pa.array(corpus.titles.astype(str), pa.string())
     with published(path) as staging:
         # Row groups of 8,192 items let Beam's Parquet reader split the file across workers.
-        pq.write_table(pa.table(columns), staging, row_group_size=8192)
+        files.write_parquet(pa.table(columns), staging, row_group_size=8192)
 
 
 def read_parquet(path: str) -> pa.Table:
-    if not os.path.exists(path):
+    if not files.exists(path):
         raise ContractError(f"{path}: no such file")
-    if os.path.getsize(path) == 0:
+    if files.size(path) == 0:
         raise ContractError(f"{path}: file is empty (expected a Parquet file)")
     try:
-        table = pq.read_table(path)
+        table = files.read_parquet(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise ContractError(f"{path}: not a readable Parquet file ({e})") from e
     if table.num_rows == 0:
@@ -62,7 +60,7 @@ def read_corpus(path: str, embedding_dim: int | None = None, rejects_path: str |
     Raises:
       ContractError: on a file-level problem, on a bad row in strict mode, or if no row is valid.
     """
-    if not os.path.exists(path):
+    if not files.exists(path):
         raise ContractError(f"{path}: no such file; make it with {MAKES_DATA}")
     table = read_parquet(path)
     checked = row_rules.check_corpus_rows(table, path, embedding_dim)

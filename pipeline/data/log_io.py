@@ -5,8 +5,6 @@ as `sidrec validate` and the transform job): pass `rejects_path` to write unusab
 (counted, with the reason); without it the first bad row raises.
 """
 
-import glob
-import os
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -16,6 +14,7 @@ from pipeline.core.tf_env import tf
 from tfx_bsl.coders import example_coder
 
 from pipeline.core import features as fk
+from pipeline.core import files
 from pipeline.core.arrow_lists import list_array, scalar_list_array
 from pipeline.core.examples import to_examples
 from pipeline.core.contracts import ContractError, RejectSink
@@ -98,7 +97,7 @@ def read_log_file(path: str, expected_day: int | None = None, max_history: int =
       ContractError: on a file-level problem, or a bad row when the sink is strict.
     """
     sink = sink or RejectSink()
-    if not os.path.exists(path):
+    if not files.exists(path):
         raise ContractError(f"{path}: no such file")
     decoder = example_coder.ExamplesToRecordBatchDecoder()
     parts, first_row = [], 0
@@ -112,15 +111,15 @@ def read_log_file(path: str, expected_day: int | None = None, max_history: int =
 
 
 def day_files(layout: DataLayout, day: int) -> list[str]:
-    files = sorted(glob.glob(os.path.join(layout.day_dir(day), LOG_FILE_PATTERN)))
-    if not files:
+    found = files.files_in(layout.day_dir(day), LOG_FILE_PATTERN)
+    if not found:
         raise ContractError(f"{layout.day_dir(day)}: no files matching {LOG_FILE_PATTERN}")
-    return files
+    return found
 
 
 def day_signature(layout: DataLayout, day: int) -> list[list]:
     """[file name, size] of a day's log files: what a later run compares, without reading the bytes."""
-    return [[os.path.basename(path), int(tf.io.gfile.stat(path).length)] for path in day_files(layout, day)]
+    return [[files.basename(path), files.size(path)] for path in day_files(layout, day)]
 
 
 def changed_days(recorded: dict, layout: DataLayout) -> list[int]:

@@ -8,7 +8,6 @@ first rating has no watch item and is written aside.
 """
 
 import dataclasses
-import json
 import logging
 import os
 
@@ -19,6 +18,8 @@ from pipeline.data import corpus_io
 from pipeline.data import log_io
 from pipeline.data import log_summary
 from pipeline.core import features as fk
+from pipeline.core import files
+from pipeline.core.publish import absolute_path
 from pipeline.core.config_flags import flag
 from pipeline.core.contracts import ContractError, Rejection, RejectSink
 from pipeline.core.records import Corpus, Impressions
@@ -33,7 +34,7 @@ MAX_STEPS = 100
 
 def default_dir() -> str:
     """$SIDREC_MOVIELENS_DIR if set, else ../shared/data/movielens-latest-small beside the repo."""
-    return os.path.abspath(os.environ.get(ENV_VAR, _SHARED_COPY))
+    return absolute_path(os.environ.get(ENV_VAR, _SHARED_COPY))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,14 +61,15 @@ class MovieLensConfig:
 
     @property
     def resolved_dir(self) -> str:
-        return os.path.abspath(self.data_dir) if self.data_dir else default_dir()
+        return absolute_path(self.data_dir) if self.data_dir else default_dir()
 
 
 def _read_csv(path: str, columns: dict[str, str]) -> pd.DataFrame:
-    if not os.path.exists(path):
+    if not files.exists(path):
         raise ContractError(f"{path}: no such file")
     try:
-        frame = pd.read_csv(path)
+        with files.open_file(path, "rb") as f:
+            frame = pd.read_csv(f)
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
         raise ContractError(f"{path}: not a readable CSV file ({e})") from e
     missing = [c for c in columns if c not in frame.columns]
@@ -82,14 +84,13 @@ def _read_csv(path: str, columns: dict[str, str]) -> pd.DataFrame:
 
 
 def _read_embeddings(data_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    ids_path = os.path.join(data_dir, "item_ids.txt")
-    emb_path = os.path.join(data_dir, "item_embeddings.npy")
+    ids_path = files.join(data_dir, "item_ids.txt")
+    emb_path = files.join(data_dir, "item_embeddings.npy")
     for path in (ids_path, emb_path):
-        if not os.path.exists(path):
+        if not files.exists(path):
             raise ContractError(f"{path}: no such file")
-    with open(ids_path, encoding="utf-8") as f:
-        ids = np.array([line.strip() for line in f if line.strip()], dtype=object)
-    embeddings = np.load(emb_path).astype(np.float32)
+    ids = np.array([line.strip() for line in files.read_text(ids_path).splitlines() if line.strip()], dtype=object)
+    embeddings = files.load_npy(emb_path).astype(np.float32)
     if embeddings.ndim != 2 or len(embeddings) != len(ids):
         raise ContractError(f"{emb_path}: shape {embeddings.shape}, expected [{len(ids)}, D] "
                             f"(one row per line of {ids_path})")
@@ -126,12 +127,12 @@ def load(config: MovieLensConfig, rejects_path: str | None = None) -> tuple[Corp
       ContractError: if a file is missing or malformed, or a rating cannot be used in strict mode.
     """
     data_dir = config.resolved_dir
-    if not os.path.isdir(data_dir):
+    if not files.isdir(data_dir):
         raise ContractError(f"{data_dir}: no such directory (set --data_dir or ${ENV_VAR})")
-    ratings_path = os.path.join(data_dir, "ratings.csv")
+    ratings_path = files.join(data_dir, "ratings.csv")
     ratings = _read_csv(ratings_path, {"userId": "int", "movieId": "int", "rating": "float",
                                        "timestamp": "int"})
-    movies = _read_csv(os.path.join(data_dir, "movies.csv"), {"movieId": "int", "title": ""})
+    movies = _read_csv(files.join(data_dir, "movies.csv"), {"movieId": "int", "title": ""})
     item_ids, embeddings = _read_embeddings(data_dir)
 
     ratings = ratings.reset_index(names="source_row")
@@ -194,6 +195,5 @@ def run(config: MovieLensConfig, layout: DataLayout) -> dict:
                  len(days), layout.root)
     summary = log_summary.summarise(impressions, corpus)
     summary["movielens_config"] = dataclasses.asdict(config) | {"data_dir": config.resolved_dir}
-    with open(layout.summary, "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
+    files.write_json(layout.summary, summary)
     return summary

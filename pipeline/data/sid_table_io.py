@@ -1,12 +1,11 @@
 """The SID table: item_id -> SID (int64[L]) and the RQ-VAE version, as sharded Parquet and tf.Example."""
 
-import glob
-import os
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline.core import features as fk
+from pipeline.core import files
 from pipeline.core.arrow_lists import list_array, list_column, scalar_list_array
 from pipeline.core.contracts import ContractError, check_columns
 from pipeline.core.examples import to_examples
@@ -43,11 +42,11 @@ def read_sid_table(pattern: str, codebook_size: int | None = None) -> SidTable:
       ContractError: if no file matches, a column is missing, an id repeats, a SID has the wrong
         length or a code out of range, or the shards mix RQ-VAE versions.
     """
-    files = sorted(glob.glob(os.path.join(pattern, "*.parquet") if os.path.isdir(pattern) else pattern))
-    if not files:
+    shards = files.files_in(pattern, "*.parquet") if files.isdir(pattern) else files.glob(pattern)
+    if not shards:
         raise ContractError(f"{pattern}: no SID table files; make them with `sidrec materialize`")
     tables = []
-    for path in files:
+    for path in shards:
         table = read_parquet(path)
         check_columns(table.schema, fk.SID_FIELDS, path)
         tables.append((path, table))

@@ -70,7 +70,7 @@ def train_sid_spm(sids: np.ndarray, impressions: np.ndarray, codebook_size: int,
         raise VocabularyTooSmall(f"vocab_size {vocab_size} is too small: the SIDs use {symbols} (level, code) "
                                  f"symbols, each a piece of its own, plus <unk>; ask for at least {symbols + 1}",
                                  symbols + 1)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # local: the SentencePiece trainer reads a local file
         path = os.path.join(tmp, "sids.tsv")
         with open(path, "w", encoding="utf-8") as f:
             for text, count in zip(sid_text.sid_text(sids, codebook_size), impressions):

@@ -10,6 +10,7 @@ mean over the seeds, as in `experiment.summarise`.
 
 import numpy as np
 
+from pipeline.core import files
 from pipeline.core.layout import RankerLayout
 from pipeline.core.metrics import WeightedAUC
 from pipeline.stages.experiment import baseline_for, baseline_runs
@@ -22,10 +23,10 @@ def _kept(run_dir: str, days: list[int]) -> list[dict]:
     out = []
     for day in days:
         path = RankerLayout(run_dir).predictions(day)
-        with np.load(path) as kept:
-            if "user_key" not in kept:
-                raise ValueError(f"{path} keeps no user keys (made before they were kept): train the run again")
-            out.append({key: kept[key] for key in ("click", "click_probability", "cold_start", "user_key")})
+        kept = files.load_npz(path)
+        if "user_key" not in kept:
+            raise ValueError(f"{path} keeps no user keys (made before they were kept): train the run again")
+        out.append({key: kept[key] for key in ("click", "click_probability", "cold_start", "user_key")})
     return out
 
 

@@ -19,10 +19,8 @@ import json
 import os
 import time
 
-import pyarrow.parquet as pq
-
 from beam_jobs import materialize_sids, transform_day
-from pipeline.core import contracts
+from pipeline.core import contracts, files
 from pipeline.core import features as fk
 from pipeline.core.cards import read_json
 from pipeline.core.config_flags import flag
@@ -113,9 +111,8 @@ def _materialise_new_items(layout: RunLayout, card: dict, beam_args) -> int:
     """Gives a SID to every corpus item without one (existing SIDs never change); 0 without new items."""
     if not RepresentationConfig(**card["config"]).has_sids:
         return 0
-    corpus_ids = set(pq.read_table(layout.data.corpus, columns=[fk.ITEM_ID]).column(fk.ITEM_ID).to_pylist())
-    table = SidTableLayout(layout.sids).table
-    known = set(pq.read_table(table, columns=[fk.ITEM_ID]).column(fk.ITEM_ID).to_pylist())
+    corpus_ids = set(files.read_parquet(layout.data.corpus, [fk.ITEM_ID]).column(fk.ITEM_ID).to_pylist())
+    known = set(files.read_parquet(SidTableLayout(layout.sids).table, [fk.ITEM_ID]).column(fk.ITEM_ID).to_pylist())
     new = len(corpus_ids - known)
     if new:
         model = card.get("rqvae", {}).get("export") or RQVAELayout(layout.rqvae).export

@@ -31,7 +31,7 @@ from models.item_encoder import DenseItemEncoder, PieceItemEncoder
 from models.ranker import MultitaskRanker, ranker_optimizer
 from models.trunks import TRUNKS
 from pipeline.core import features as fk
-from pipeline.core import fingerprint
+from pipeline.core import files, fingerprint
 from pipeline.core.cards import read_representation, read_serving_sample
 from pipeline.core.layout import TRANSFORMED_SUFFIX, RankerLayout, TransformLayout
 from pipeline.core.representation import RepresentationConfig, is_dense_name
@@ -187,8 +187,8 @@ def evaluate_day(model: MultitaskRanker, dataset: tf.data.Dataset, predictions_p
         users.append(batch[fk.USER_KEY].numpy().ravel())
     p, e, y, w, c, u = (np.concatenate(v) for v in (probabilities, engagement, clicks, watched, cold, users))
     if predictions_path:
-        with published(predictions_path) as staging, open(staging, "wb") as f:
-            np.savez(f, click_probability=p, cold_start=c, click=y, user_key=u)
+        with published(predictions_path) as staging:
+            files.save_npz(staging, click_probability=p, cold_start=c, click=y, user_key=u)
     return {"examples": int(len(y)), "ctr_auc": binary_auc(y, p),
             "ctr_1d_auc": binary_auc(y[c], p[c]) if c.any() else float("nan"),
             "cold_start_examples": int(c.sum()), "engagement_rmse": rmse(w, e)}
@@ -235,15 +235,15 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
         raise ValueError(f"--spm_dropout splits sid_spm pieces; {card['name']} has none")
     tokenizer = sid_tokenizer_for(transform_dir, rqvae_export)  # before training: a missing RQ-VAE fails now
     if not distribution.is_chief(strategy):
-        scratch = tempfile.mkdtemp(prefix="sidrec-worker-")
+        scratch = tempfile.mkdtemp(prefix="sidrec-worker-")  # local: a worker's own scratch, not a run artefact
         try:
             return _train(transform_dir, card, RankerLayout(output_dir).checkpoints, scratch, config,
                           os.path.join(scratch, "export"), model_name, log, export_every_day, strategy, tokenizer,
                           fit_verbose)
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    if os.path.exists(output_dir) and not fingerprint.up_to_date(output_dir, made_from, if_changed, "ranker run", log):
-        shutil.rmtree(output_dir)
+            shutil.rmtree(scratch, ignore_errors=True)  # local: the scratch above
+    if files.exists(output_dir) and not fingerprint.up_to_date(output_dir, made_from, if_changed, "ranker run", log):
+        files.remove(output_dir)
     made_from.write(output_dir)
     return _train(transform_dir, card, RankerLayout(output_dir).checkpoints, output_dir, config,
                   export_base or RankerLayout(output_dir).export, model_name, log, export_every_day, strategy,
@@ -312,8 +312,8 @@ def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, c
                 entry["export"] = exported
         if entry:
             history.append(entry)
-            with open(metrics_path, "w", encoding="utf-8") as f:  # rewritten whole: resume never duplicates
-                f.writelines(json.dumps(e) + "\n" for e in history)
+            # Rewritten whole: a resumed run never duplicates a line.
+            files.write_text(metrics_path, "".join(json.dumps(e) + "\n" for e in history))
         done.assign(day)
         manager.save()
     evaluation_writer.close()
@@ -333,7 +333,6 @@ def describe(history: list[dict], output_dir: str, export_base: str | None = Non
 
 def _read_metrics(path: str, done_day: int) -> list[dict]:
     """The metrics of the days already checkpointed (later lines belong to a day that did not finish)."""
-    if not os.path.exists(path):
+    if not files.exists(path):
         return []
-    with open(path, encoding="utf-8") as f:
-        return [e for e in map(json.loads, f) if e["evaluated_on_day"] <= done_day]
+    return [e for e in map(json.loads, files.read_text(path).splitlines()) if e["evaluated_on_day"] <= done_day]

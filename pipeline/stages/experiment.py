@@ -10,14 +10,13 @@ probability. Every run records its fingerprint; an unchanged rerun reuses every 
 """
 
 import dataclasses
-import json
 import math
 import os
 
 import numpy as np
 
 from beam_jobs import transform
-from pipeline.core import fingerprint, stats
+from pipeline.core import files, fingerprint, stats
 from pipeline.core.cards import read_sid_stats
 from pipeline.core.config_flags import flag
 from pipeline.core.features import DEFAULT_MAX_HISTORY
@@ -224,10 +223,8 @@ def run(layout: RunLayout, experiment: ExperimentConfig, config: day_loop.TrainC
                "oracle": _oracle(layout, runs[0]["days"]),
                "train_config": dataclasses.asdict(config),
                "fingerprint": fingerprint.Fingerprint([r["fingerprint"] for r in runs]).value}
-    os.makedirs(layout.metrics, exist_ok=True)
     results["path"] = layout.experiment
-    with open(results["path"], "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
+    files.write_json(results["path"], results)
     results["plot"] = plots.experiment(results, layout.plot("experiment"))
     results["per_day_plot"] = plots.per_day(results, layout.plot("per_day"))
     return results
@@ -240,13 +237,13 @@ def aa_difference(run_a: str, run_b: str, days: list[int]) -> dict | None:
     differences, cold = [], []
     for day in days:
         paths = [RankerLayout(run).predictions(day) for run in (run_a, run_b)]
-        if not all(os.path.exists(path) for path in paths):
+        if not all(files.exists(path) for path in paths):
             return None
-        with np.load(paths[0]) as a, np.load(paths[1]) as b:
-            if a["click_probability"].shape != b["click_probability"].shape:
-                raise ValueError(f"day {day}: {run_a} and {run_b} scored different impressions")
-            differences.append(np.abs(a["click_probability"] - b["click_probability"]))
-            cold.append(a["cold_start"])
+        a, b = (files.load_npz(path) for path in paths)
+        if a["click_probability"].shape != b["click_probability"].shape:
+            raise ValueError(f"day {day}: {run_a} and {run_b} scored different impressions")
+        differences.append(np.abs(a["click_probability"] - b["click_probability"]))
+        cold.append(a["cold_start"])
     d, c = np.concatenate(differences), np.concatenate(cold)
     return {"overall": float(d.mean()), "cold_start": float(d[c].mean()) if c.any() else float("nan"),
             "impressions": int(d.size), "cold_start_impressions": int(c.sum())}
@@ -356,10 +353,9 @@ def summarise(runs: list[dict]) -> list[dict]:
 
 def _oracle(layout: RunLayout, days: list[int]) -> dict | None:
     """Mean oracle AUC over the evaluated days (the simulator's true click probability), if known."""
-    if not os.path.exists(layout.data.summary):
+    if not files.exists(layout.data.summary):
         return None
-    with open(layout.data.summary, encoding="utf-8") as f:
-        per_day = {d["day"]: d for d in json.load(f)["per_day"]}
+    per_day = {d["day"]: d for d in files.read_json(layout.data.summary)["per_day"]}
     if not all(d in per_day and "oracle_auc" in per_day[d] for d in days):
         return None
     return {"ctr_auc": float(np.mean([per_day[d]["oracle_auc"] for d in days])),

@@ -6,11 +6,10 @@ impressions only (pipeline.core.protocol).
 """
 
 import dataclasses
-import json
-import os
 
 import numpy as np
 
+from pipeline.core import files
 from pipeline.core.cards import read_sid_stats
 from pipeline.core.config_flags import flag
 from pipeline.core.layout import RunLayout, SidTableLayout
@@ -44,9 +43,7 @@ def run(layout: RunLayout, config: LookupsConfig) -> dict:
     known = np.array([i in table for i in items])
     rows = lookup_stats.sweep(impressions[known], np.stack([table[i] for i in items[known]]), codebook_size,
                               config.buckets, list(config.vocab_sizes), config.id_buckets, config.spm_dropout)
-    os.makedirs(layout.metrics, exist_ok=True)
-    with open(layout.lookups, "w", encoding="utf-8") as f:
-        json.dump(rows, f, indent=2)
+    files.write_json(layout.lookups, rows)
     return {"rows": rows, "path": layout.lookups, "plot": plots.lookups(rows, layout.plot("lookups_per_item"))}
 
 

@@ -1,7 +1,7 @@
 """Pictures for the run report (PNG files under RUN_DIR/report/), drawn with matplotlib's Agg backend."""
 
+import io
 import math
-import os
 import re
 
 import matplotlib
@@ -10,14 +10,17 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from pipeline.core import files  # noqa: E402
+
 
 def _save(fig, path: str) -> str:
     for ax in fig.axes:  # days, epochs, levels and prefix lengths are whole numbers
         if not ax.get_xticklabels() or not ax.get_xticklabels()[0].get_text():
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    image = io.BytesIO()
+    fig.savefig(image, dpi=110, format="png")
+    files.write_bytes(path, image.getvalue())
     plt.close(fig)
     return path
 

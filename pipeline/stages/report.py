@@ -10,11 +10,9 @@ holds every number the page shows.
 
 import base64
 import html
-import json
-import os
 import re
 
-from pipeline.core import stats
+from pipeline.core import files, stats
 from pipeline.core.layout import RQVAELayout, RunLayout
 from pipeline.core.representation import HYBRID_SUFFIX, Kind
 from pipeline.stages import browse, experiment, findings, plots
@@ -26,26 +24,23 @@ SUBTRIE_ITEMS = 8
 
 def load_units(layout: RunLayout) -> tuple[list[dict], str]:
     """The units of RUN's study (metrics/study.json), else one unit from its experiment; and the source file."""
-    if os.path.exists(layout.study):
-        with open(layout.study, encoding="utf-8") as f:
-            return json.load(f)["units"], layout.study
-    if not os.path.exists(layout.experiment):
+    if files.exists(layout.study):
+        return files.read_json(layout.study)["units"], layout.study
+    if not files.exists(layout.experiment):
         raise FileNotFoundError(f"{layout.root}: no study (metrics/study.json) or experiment "
                                 "(metrics/experiment.json) to report; make one with `sidrec study` or `sidrec experiment`")
-    with open(layout.experiment, encoding="utf-8") as f:
-        results = json.load(f)
+    results = files.read_json(layout.experiment)
     substituted = results.get("substituted", {})
     runs = experiment.by_requested_name(results["runs"], substituted)
     rows = experiment.with_aa_differences(experiment.summarise(runs), runs) if substituted else results["rows"]
-    unit = {"name": os.path.basename(os.path.normpath(layout.root)), "kind": "simulator" if results["oracle"] else "real",
+    unit = {"name": files.basename(layout.root.rstrip("/")), "kind": "simulator" if results["oracle"] else "real",
             "seeds": results["seeds"], "interval": "t over model seeds, changes paired by seed",
             "baseline": results["baseline"], "substituted": {k: [v] for k, v in substituted.items()},
             "eval_from": results["eval_from"], "days": runs[0]["days"], "rows": rows, "runs": runs,
             "oracle": results["oracle"], "run_dirs": [layout.root]}
     for key, path in (("lookups", layout.lookups), ("sid_quality", RQVAELayout(layout.rqvae).sid_quality)):
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                unit[key] = json.load(f)
+        if files.exists(path):
+            unit[key] = files.read_json(path)
     return [unit], layout.experiment
 
 
@@ -53,21 +48,18 @@ def run(layout: RunLayout, output: str = "") -> dict:
     """Writes OUTPUT (default RUN/report)/REPORT.md, report.html, results.json and the figures; returns paths."""
     units, source = load_units(layout)
     output = output or layout.report
-    os.makedirs(output, exist_ok=True)
+    files.makedirs(output)
     for unit in units:
         unit["findings"] = findings.judge(unit)
     figures = _figures(units, output)
     subtries = [s for unit in units for s in _subtries(unit)]
     results = results_json(units, source)
-    with open(os.path.join(output, RESULTS), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
+    files.write_json(files.join(output, RESULTS), results)
     sections = _sections(units, figures, subtries)
-    with open(os.path.join(output, MARKDOWN), "w", encoding="utf-8") as f:
-        f.write(to_markdown(sections))
-    with open(os.path.join(output, HTML), "w", encoding="utf-8") as f:
-        f.write(to_html(sections, output))
-    return {"markdown": os.path.join(output, MARKDOWN), "html": os.path.join(output, HTML),
-            "results": os.path.join(output, RESULTS), "figures": [path for _, path in figures.values()],
+    files.write_text(files.join(output, MARKDOWN), to_markdown(sections))
+    files.write_text(files.join(output, HTML), to_html(sections, output))
+    return {"markdown": files.join(output, MARKDOWN), "html": files.join(output, HTML),
+            "results": files.join(output, RESULTS), "figures": [path for _, path in figures.values()],
             "findings": {u["name"]: {f["id"]: f["verdict"] for f in u["findings"]} for u in units}}
 
 
@@ -137,7 +129,7 @@ def _figures(units: list[dict], output: str) -> dict:
     figures = {}
 
     def add(key, caption, draw):
-        path = os.path.join(output, f"{key}.png")
+        path = files.join(output, f"{key}.png")
         draw(path)
         figures[key] = (caption, path)
 
@@ -304,7 +296,7 @@ def to_markdown(sections: list) -> str:
             lines += [_md_row(header), _md_row(["---"] * len(header))] + [_md_row(r) for r in rows] + [""]
         elif kind == "figure":
             caption, path = payload
-            lines += [f"![{caption}]({os.path.basename(path)})", "", f"*{caption}*", ""]
+            lines += [f"![{caption}]({files.basename(path)})", "", f"*{caption}*", ""]
     return "\n".join(lines)
 
 
@@ -323,8 +315,7 @@ def to_html(sections: list, output: str) -> str:
                                             for row in rows) + "</tbody></table>")
         elif kind == "figure":
             caption, path = payload
-            with open(path, "rb") as f:
-                data = base64.b64encode(f.read()).decode("ascii")
+            data = base64.b64encode(files.read_bytes(path)).decode("ascii")
             body.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"

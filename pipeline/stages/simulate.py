@@ -1,18 +1,16 @@
 """`sidrec simulate`: run the simulator and write its corpus, logs, ground truth and summary."""
 
-import json
 import logging
-import os
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.data import corpus_io
 from pipeline.data import log_io
 from pipeline.data import log_summary
 from pipeline.stages import plots
 from pipeline.core import features as fk
+from pipeline.core import files
 from pipeline.core.records import Corpus, Impressions
 from pipeline.core.layout import RunLayout
 from pipeline.data.simulator import SimulatedData, SimulatorConfig, arrivals, simulate
@@ -42,8 +40,7 @@ def write_truth(path: str, data: SimulatedData) -> None:
         columns[f"topic_level_{level + 1}"] = pa.array(data.topic_path[:, level])
     columns["quality"] = pa.array(data.quality)
     columns["popularity"] = pa.array(data.popularity)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    pq.write_table(pa.table(columns), path)
+    files.write_parquet(pa.table(columns), path)
 
 
 def run(config: SimulatorConfig, run_layout: RunLayout) -> dict:
@@ -66,8 +63,7 @@ def run(config: SimulatorConfig, run_layout: RunLayout) -> dict:
     summary = log_summary.summarise_parts(written_days(), corpus)
     summary["simulator_config"] = {k: list(v) if isinstance(v, tuple) else v
                                    for k, v in vars(config).items()}
-    with open(layout.summary, "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
+    files.write_json(layout.summary, summary)
     summary["plot"] = plots.log_summary(summary, run_layout.plot("simulated_logs"))
     return summary
 

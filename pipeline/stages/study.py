@@ -19,12 +19,11 @@ RUN/metrics/study.json gathers every unit's table; `sidrec report --run_dir RUN`
 """
 
 import dataclasses
-import json
 import os
 
 from beam_jobs import materialize_sids
 from models.rqvae import RQVAEConfig
-from pipeline.core import fingerprint, stats
+from pipeline.core import files, fingerprint, stats
 from pipeline.core.config_flags import flag
 from pipeline.core.layout import RQVAELayout, RunLayout
 from pipeline.core.protocol import split_days
@@ -116,9 +115,7 @@ def run(layout: StudyLayout, config: StudyConfig, rqvae: RQVAEConfig = RQVAEConf
     results = {"config": dataclasses.asdict(config), "rqvae_config": dataclasses.asdict(rqvae),
                "train_config": dataclasses.asdict(train), "units": units,
                "fingerprint": fingerprint.Fingerprint([u["fingerprint"] for u in units]).value}
-    os.makedirs(os.path.dirname(layout.results), exist_ok=True)
-    with open(layout.results, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
+    files.write_json(layout.results, results)
     results["path"] = layout.results
     return results
 
@@ -148,9 +145,12 @@ def _rqvae_v1(layout: RunLayout, world: RunLayout, rqvae: RQVAEConfig, train: da
               log) -> dict:
     """F7: an RQ-VAE trained on the items up to day T, its SIDs, and the SID arms trained on them."""
     last_train_day = split_days(world.data.logged_days()).train_window[-1]
-    os.makedirs(layout.root, exist_ok=True)
-    if not os.path.lexists(layout.data.root):  # the same data as v0's: only the SIDs differ
-        os.symlink(os.path.relpath(world.data.root, layout.root), layout.data.root)
+    files.makedirs(layout.root)
+    if not files.exists(layout.data.root):  # the same data as v0's: only the SIDs differ
+        if files.is_local(layout.root):
+            os.symlink(os.path.relpath(world.data.root, layout.root), layout.data.root)  # local: a link, not a copy
+        else:
+            files.copy_tree(world.data.root, layout.data.root)
     _set_up(layout, {"rqvae": dataclasses.asdict(rqvae), "max_first_day": last_train_day,
                      "data": fingerprint.read(world.root)["fingerprint"]}, beam_args, log,
             lambda: train_rqvae.run(layout, rqvae, max_first_day=last_train_day, log=lambda *_: None))
@@ -242,8 +242,7 @@ def _mean_oracle(oracles: list[dict | None]) -> dict | None:
 
 
 def _read_json(path: str):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return files.read_json(path)
 
 
 def describe(results: dict) -> str:

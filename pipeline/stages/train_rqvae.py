@@ -1,9 +1,7 @@
 """`sidrec train-rqvae`: train the RQ-VAE on a corpus, freeze and export it, report SID quality."""
 
 import dataclasses
-import json
 import logging
-import os
 import time
 
 import numpy as np
@@ -14,7 +12,9 @@ from models.rqvae import RQVAE, RQVAEConfig
 from pipeline.data import corpus_io
 from pipeline.stages import plots
 from pipeline.sid import sid_quality
+from pipeline.core import files
 from pipeline.core.layout import RQVAELayout, RunLayout
+from pipeline.core.publish import absolute_path
 
 
 class _EpochProgress(tf.keras.callbacks.Callback):
@@ -100,7 +100,7 @@ def run(layout: RunLayout, config: RQVAEConfig, corpus_path: str | None = None,
         raise ValueError(f"{corpus_path}: no item with first_day <= {max_first_day} to train on")
     model, history = train(corpus.embeddings[train_rows], config, log)
     path = rqvae_savedmodel.export(model, stage.export, metadata={
-        "config": dataclasses.asdict(config), "corpus": os.path.abspath(corpus_path),
+        "config": dataclasses.asdict(config), "corpus": absolute_path(corpus_path),
         "trained_items": int(train_rows.sum()), "max_first_day": max_first_day})
     frozen = rqvae_savedmodel.LoadedRQVAE(path)
     sids = frozen(corpus.embeddings)["sid"]
@@ -108,11 +108,8 @@ def run(layout: RunLayout, config: RQVAEConfig, corpus_path: str | None = None,
                                 reconstructions=reconstruct(model, corpus.embeddings))
     report.update({"rqvae_version": frozen.version, "export": path, "epochs": len(history),
                    "trained_items": int(train_rows.sum())})
-    os.makedirs(layout.rqvae, exist_ok=True)
-    with open(stage.sid_quality, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-    with open(stage.training_history, "w", encoding="utf-8") as f:
-        json.dump(history, f, indent=2)
+    files.write_json(stage.sid_quality, report)
+    files.write_json(stage.training_history, history)
     report["plots"] = [plots.rqvae_training(history, layout.plot("rqvae_training")),
                        plots.sid_quality(report, layout.plot("sid_quality"))]
     logging.info("exported RQ-VAE %s to %s", frozen.version, path)
