@@ -72,7 +72,7 @@ def train_sid_spm(sids: np.ndarray, impressions: np.ndarray, codebook_size: int,
                                  symbols + 1)
     with tempfile.TemporaryDirectory() as tmp:  # local: the SentencePiece trainer reads a local file
         path = os.path.join(tmp, "sids.tsv")
-        with open(path, "w", encoding="utf-8") as f:
+        with open(path, "w", encoding="utf-8") as f:  # local: the trainer's input, in the scratch above
             for text, count in zip(sid_text.sid_text(sids, codebook_size), impressions):
                 f.write(f"{text}\t{int(count)}\n")
         try:
