@@ -144,7 +144,7 @@ def test_rerun_is_idempotent_and_replaces_the_output(world, default_run):
     before = _table(output)
     _run(world, output, *IN_MEMORY)
     assert _table(output) == before
-    assert not glob.glob(str(output) + ".staging-*")
+    assert not glob.glob(os.path.join(os.path.dirname(str(output)), ".staging-*"))
 
 
 def test_incremental_mode_materialises_only_missing_items(world, default_run, tmp_path):
@@ -176,7 +176,7 @@ def test_failed_run_leaves_no_partial_output(world, default_run, tmp_path):
         _run(world, output, "--existing_table", str(existing), *IN_MEMORY)
     # ...and the previous table is untouched, with no staging directory left behind.
     assert _table(output) == before
-    assert not glob.glob(str(output) + ".staging-*")
+    assert not glob.glob(os.path.join(os.path.dirname(str(output)), ".staging-*"))
 
 
 class _FakeSignature:

@@ -29,8 +29,14 @@ def absolute_path(path: str) -> str:
 
 
 def staging_path(output: str) -> str:
-    """A fresh sibling of `output` on the same filesystem (so the final move is a rename)."""
-    return f"{output.rstrip('/')}.staging-{uuid.uuid4().hex[:12]}"
+    """A fresh sibling of `output` on the same filesystem (so the final move is a rename).
+
+    Its name starts with ".staging-" rather than with the output's name: a store whose directories are
+    key prefixes (ram://) would otherwise see the output as present while its staging sibling exists.
+    """
+    head, _, name = output.rstrip("/").rpartition("/")
+    staged = f".staging-{uuid.uuid4().hex[:12]}-{name}"
+    return f"{head}/{staged}" if head else staged
 
 
 # Files that say an output is complete: moved last on object stores.
