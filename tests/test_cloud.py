@@ -1,0 +1,92 @@
+"""The pipeline with its run directory on a non-local file system: a file:// URL, which TensorFlow and (through
+beam_jobs.gfile_filesystem) Beam read as they read gs://, and on which any os.path, open() or glob call
+fails. Simulate, the RQ-VAE, materialize, transform, train, export, serve and predict run there, and give
+what the same steps give on a local path."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (SentencePiece ops in the export)
+
+from pipeline import cli
+from pipeline.core import features as fk
+from pipeline.core import files
+from pipeline.core.cards import read_serving_sample
+from pipeline.core.layout import RankerLayout, RQVAELayout, SidTableLayout
+from pipeline.core.publish import list_versions
+from pipeline.data import sid_table_io
+from pipeline.stages import day_loop
+from serving.client import RankerClient
+from worlds import IN_MEMORY, small_run, start_server
+
+TINY_RANKER = ["--batch_size", "256", "--hidden_dims", "16", "--embedding_dim", "8"]  # spm_ranker's config
+
+
+@pytest.fixture(scope="module")
+def url_run(tmp_path_factory):
+    """The shared small world made again under a file:// URL, then the CLI's stages on it."""
+    root = "file://" + str(tmp_path_factory.mktemp("url_run"))
+    layout = small_run(root)  # simulate, RQ-VAE, export, materialize (Beam)
+    assert cli.main(["transform", "--run_dir", root, "--kind", "sid_spm", "--vocab_size", "300", *IN_MEMORY]) == 0
+    assert cli.main(["train", "--run_dir", root, "--representation", "sid_spm_300", *TINY_RANKER]) == 0
+    [run] = files.listdir(layout.ranker)
+    return {"layout": layout, "transform": layout.transform_output("sid_spm_300"),
+            "run": files.join(layout.ranker, run)}
+
+
+def _records(transform_dir: str, day: int) -> list[bytes]:
+    paths, compression = day_loop.transformed_day_files(transform_dir, day)
+    return sorted(r.numpy() for r in tf.data.TFRecordDataset(paths, compression_type=compression))
+
+
+def _scores(export_dir: str, records: list[bytes]) -> np.ndarray:
+    serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+    return serve(examples=tf.constant(records))[fk.CLICK_PROBABILITY].numpy()
+
+
+def test_a_run_on_a_file_url_equals_the_local_run(url_run, run_dir, spm_run, spm_ranker):
+    layout = url_run["layout"]
+    assert not os.path.exists(layout.root) and files.isdir(layout.root)  # a URL: invisible to os.path
+    local = sid_table_io.read_sid_table(SidTableLayout(run_dir.sids).table).lookup()
+    remote = sid_table_io.read_sid_table(SidTableLayout(layout.sids).table).lookup()
+    assert local.keys() == remote.keys() and all((local[i] == remote[i]).all() for i in local)
+    for day in (1, 2, 3):
+        assert _records(url_run["transform"], day) == _records(spm_run["output"], day), day
+    metrics = [json.loads(line) for line in files.read_text(RankerLayout(url_run["run"]).metrics).splitlines()]
+    assert [m["evaluated_on_day"] for m in metrics] == [2, 3]
+    for remote_entry, entry in zip(metrics, spm_ranker["history"]):
+        for key in ("ctr_auc", "ctr_1d_auc", "engagement_rmse"):
+            assert remote_entry[key] == pytest.approx(entry[key], abs=1e-6), key
+    sample = read_serving_sample(spm_run["output"])
+    exports = RankerLayout(url_run["run"]).export
+    assert list_versions(exports) == [1, 2, 3]
+    np.testing.assert_allclose(_scores(files.join(exports, "3"), sample),
+                               _scores(os.path.join(spm_ranker["export"], "3"), sample), atol=1e-6)
+
+
+def test_the_rqvae_stage_serve_and_predict_on_a_file_url(url_run, spm_run, spm_ranker):
+    layout = url_run["layout"]
+    assert cli.main(["train-rqvae", "--run_dir", layout.root, "--max_first_day", "0", "--encoder_dims", "32,8",
+                     "--num_levels", "4", "--codebook_size", "16", "--max_epochs", "2", "--kmeans_iterations", "2"]) == 0
+    assert files.read_json(RQVAELayout(layout.rqvae).sid_quality)["num_levels"] == 4
+    exports = RankerLayout(url_run["run"]).export
+    process, target = start_server("--model_name", "ranker", "--model_base_path", exports)
+    try:
+        sample = read_serving_sample(spm_run["output"])
+        outputs, version = RankerClient(target).predict("ranker", sample)
+        assert version == 3
+        np.testing.assert_allclose(outputs[fk.CLICK_PROBABILITY],
+                                   _scores(os.path.join(spm_ranker["export"], "3"), sample), atol=1e-6)
+        done = subprocess.run([sys.executable, "-m", "pipeline.cli", "predict", "--run_dir", layout.root,
+                               "--server", target, "--representation", "sid_spm_300", "--users", "2"],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.count("user ") >= 2
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
