@@ -24,9 +24,9 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_jobs.counters import job_counters
+from beam_jobs.options import SHIPPING_HELP, pipeline_options
 from beam_jobs.sid_model_handler import Chunk, SidModelHandler
 from beam_jobs.sid_stats import (SAMPLE_MARGIN, MergeCountsFn, SidChunk, SidStatistics, SmallestFingerprintsFn,
                                  bucketed_counts, local_sample)
@@ -375,11 +375,9 @@ def run(config: MaterializeConfig, beam_args=(), save_main_session: bool = False
     Returns:
       {"output", "counters", "stats"} once the outputs are published.
     """
-    options = PipelineOptions(list(beam_args), save_main_session=save_main_session)
-    if not options.view_as(StandardOptions).runner:
-        # Beam's in-memory DirectRunner: measured faster here than multi_processing on 2 cores
-        # (benchmarks/); multi_threading corrupted this pipeline's elements under Beam 2.77.
-        options.view_as(StandardOptions).runner = "DirectRunner"
+    # Default: Beam's in-memory DirectRunner, measured faster here than multi_processing on 2 cores
+    # (benchmarks/); multi_threading corrupted this pipeline's elements under Beam 2.77.
+    options = pipeline_options(beam_args, save_main_session=save_main_session)
     model_path = absolute_path(rqvae_savedmodel.latest(config.model))  # stats.json records it; transforms read it
     card = read_rqvae_card(model_path)
     logging.info("materialising SIDs of %s with RQ-VAE %s into %s", config.corpus, card["rqvae_version"],
@@ -405,7 +403,7 @@ def describe(summary: dict) -> str:
 
 def main(argv=None) -> dict:
     """`python -m beam_jobs.materialize_sids --corpus ... --model ... --output ... [Beam flags]`."""
-    return run(*config_flags.parse_known(MaterializeConfig, argv, __doc__))
+    return run(*config_flags.parse_known(MaterializeConfig, argv, __doc__, SHIPPING_HELP))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
+
 from apache_beam.utils.shared import Shared
 
 from pipeline.core.tf_env import tf
@@ -37,6 +37,7 @@ import tensorflow_transform as tft  # noqa: I100  (after the TF set-up)
 import tensorflow_transform.beam as tft_beam
 
 from beam_jobs.counters import job_counters
+from beam_jobs.options import SHIPPING_HELP, pipeline_options
 from beam_jobs.item_features_join import (NAMESPACE, ItemFeatureRows, ItemTablesFromFiles, JoinItemFeatures,
                                           JoinItemFeaturesByKey, ids)
 from beam_jobs.sid_stats import MergeCountsFn, bucketed_counts
@@ -352,7 +353,7 @@ def run(config: TransformConfig, beam_args=(), log=logging.info) -> dict:
         counters = read_representation(output)["counters"]
         log(f"transform output {output} is up to date (fingerprint {made_from.value}): reusing it")
         return {"output": output, "config": representation, "counters": counters, "reused": True}
-    options = PipelineOptions(list(beam_args))
+    options = pipeline_options(beam_args, log)
     with published(output) as staging:
         out = TransformLayout(staging)
         impressions, spm_model = count_step(layout, sid_table, train_days, representation, options, staging)
@@ -413,7 +414,7 @@ def describe(summary: dict) -> str:
 
 def main(argv=None) -> dict:
     """`python -m beam_jobs.transform --data_dir ... --sids ... --output ... --kind ... [Beam flags]`."""
-    return run(*config_flags.parse_known(TransformConfig, argv, __doc__))
+    return run(*config_flags.parse_known(TransformConfig, argv, __doc__, SHIPPING_HELP))
 
 
 if __name__ == "__main__":

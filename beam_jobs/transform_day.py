@@ -15,7 +15,6 @@ import os
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.utils.shared import Shared
 
 from pipeline.core.tf_env import tf
@@ -23,6 +22,7 @@ import tensorflow_transform.beam as tft_beam  # noqa: I100  (after the TF set-up
 
 from beam_jobs.counters import job_counters
 from beam_jobs.item_features_join import NAMESPACE
+from beam_jobs.options import pipeline_options
 from beam_jobs.transform import ReadCheckedLogs, join_step, tensor_adapter_config
 from pipeline.core import contracts
 from pipeline.core.cards import read_representation
@@ -57,7 +57,7 @@ def transform_day(output: str, data_dir: str, sids_dir: str, day: int, beam_args
     shuffle_join = _item_count(card) > shuffle_join_above
     try:
         with published(day_dir) as day_staging, published(rejected_dir) as rejected_staging:
-            with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p, tft_beam.Context(temp_dir=scratch):
+            with beam.Pipeline(options=pipeline_options(beam_args, log)) as p, tft_beam.Context(temp_dir=scratch):
                 logs = p | "ReadDay" >> ReadCheckedLogs(layout, day, config.max_history)
                 joined = join_step(p, {day: logs.valid}, config, shuffle_join, sids_dir, layout.corpus, Shared())[day]
                 transform_fn = p | "ReadTransformFn" >> tft_beam.ReadTransformFn(output)

@@ -185,8 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from beam_jobs.options import SHIPPING_HELP
+
     def command(name, fn, help_text, run_dir=DEFAULT_RUN_DIR):
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub = commands.add_parser(name, help=help_text, description=help_text,
+                                  epilog=SHIPPING_HELP if name in BEAM_COMMANDS else None)
         sub.set_defaults(fn=fn)
         if run_dir:
             sub.add_argument("--run_dir", default=run_dir, help="run directory")

@@ -5,20 +5,27 @@ what the same steps give on a local path."""
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
+import threading
+import time
+
+import grpc
 
 import numpy as np
 import pytest
+from apache_beam.options.pipeline_options import SetupOptions, StandardOptions
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (SentencePiece ops in the export)
 
+from beam_jobs.options import PROJECT_SETUP, pipeline_options
 from pipeline import cli
 from pipeline.core import features as fk
 from pipeline.core import files
 from pipeline.core.cards import read_serving_sample
 from pipeline.core.layout import RankerLayout, RQVAELayout, SidTableLayout
-from pipeline.core.publish import list_versions
+from pipeline.core.publish import list_versions, published
 from pipeline.data import sid_table_io
 from pipeline.stages import day_loop
 from serving.client import RankerClient
@@ -90,3 +97,65 @@ def test_the_rqvae_stage_serve_and_predict_on_a_file_url(url_run, spm_run, spm_r
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_version_published_on_an_object_store_appears_to_a_polling_server_only_when_whole(
+        url_run, spm_run, spm_ranker, monkeypatch):
+    """On a URL the staged files move one at a time (a rename is a copy per object): slowed down here, while
+    a server polls every 0.2 s. saved_model.pb moves last, so the server never tries a partial version."""
+    source = RankerLayout(url_run["run"]).export
+    base = files.join(url_run["layout"].root, "published")
+    files.copy_tree(files.join(source, "2"), files.join(base, "2"))
+    moves, rename = [], tf.io.gfile.rename
+
+    def slow_rename(src, dst, overwrite=False):
+        moves.append(files.basename(dst))
+        time.sleep(0.15)
+        return rename(src, dst, overwrite=overwrite)
+
+    log = str(pathlib.Path(url_run["layout"].root[len("file://"):]) / "server.log")
+    process, target = start_server("--model_name", "ranker", "--model_base_path", base, stderr_path=log)
+    try:
+        client, answers, failures, stop = RankerClient(target), [], [], threading.Event()
+        sample = read_serving_sample(spm_run["output"])
+
+        def stream():
+            while not stop.is_set():
+                try:
+                    answers.append(client.predict("ranker", sample[:4]))
+                except grpc.RpcError as e:
+                    failures.append(e)
+
+        worker = threading.Thread(target=stream)
+        worker.start()
+        monkeypatch.setattr(tf.io.gfile, "rename", slow_rename)
+        with published(files.join(base, "3")) as staging:
+            files.copy_tree(files.join(source, "3"), staging)
+        monkeypatch.setattr(tf.io.gfile, "rename", rename)
+        deadline = time.time() + 60
+        while (not answers or answers[-1][1] != 3) and time.time() < deadline:
+            time.sleep(0.2)
+        stop.set()
+        worker.join()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert len(moves) > 4 and moves[-1] == "saved_model.pb"  # the marker last, file by file
+    assert not failures and [v for _, v in answers][-1] == 3
+    assert "failed to load" not in pathlib.Path(log).read_text()
+    expected = _scores(os.path.join(spm_ranker["export"], "3"), sample[:4])
+    for outputs, version in answers:
+        if version == 3:
+            np.testing.assert_allclose(outputs[fk.CLICK_PROBABILITY], expected, atol=1e-6)
+
+
+def test_remote_runners_get_the_project_and_say_how():
+    said = []
+    options = pipeline_options(["--runner=DataflowRunner", "--project", "p"], said.append)
+    assert options.view_as(SetupOptions).setup_file == PROJECT_SETUP and os.path.exists(PROJECT_SETUP)
+    assert "shipping the project to the workers" in said[0]
+    said.clear()
+    options = pipeline_options(["--runner=DataflowRunner", "--sdk_container_image", "r/sidrec-beam:1"], said.append)
+    assert options.view_as(SetupOptions).setup_file is None and "container image r/sidrec-beam:1" in said[0]
+    said.clear()
+    assert pipeline_options([], said.append).view_as(StandardOptions).runner == "DirectRunner" and not said

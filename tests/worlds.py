@@ -129,14 +129,16 @@ def bad_embedding_requests(record: bytes, dim: int) -> list[tuple[str, bytes, st
              fk.HISTORY_EMBEDDINGS)]
 
 
-def start_server(*flags, printed=None):
-    """Starts `sidrec serve` on a free port; returns (process, host:port). `printed` collects what it said first."""
+def start_server(*flags, printed=None, stderr_path=None):
+    """Starts `sidrec serve` on a free port; returns (process, host:port). `printed` collects what it said first;
+    its log goes to `stderr_path` if given."""
     import subprocess
     import sys
 
+    stderr = open(stderr_path, "w") if stderr_path else subprocess.DEVNULL
     process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--port", "0",
                                 "--file_system_poll_wait_seconds", "0.2", *flags],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                               stdout=subprocess.PIPE, stderr=stderr, text=True)
     for line in process.stdout:
         if line.startswith("listening on "):
             return process, line.split()[-1]

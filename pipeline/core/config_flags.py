@@ -40,13 +40,14 @@ def from_args(config_cls, args: argparse.Namespace, **overrides):
     return config_cls(**values)
 
 
-def parse_known(config_cls, argv: list[str] | None, description: str):
+def parse_known(config_cls, argv: list[str] | None, description: str, epilog: str = ""):
     """A job's command line: its own flags into config_cls, the others (Beam's PipelineOptions) as they are.
 
     Returns:
       (config, remaining argv).
     """
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add_flags(parser, config_cls)
     args, rest = parser.parse_known_args(argv)
     try:

@@ -1,0 +1,37 @@
+"""Beam pipeline options every job builds the same way, and what remote workers get of the project.
+
+A runner that runs workers elsewhere (Dataflow, Flink, Spark, ...) must ship this project to them:
+`--setup_file` (the project's setup.py: workers pip-install it and its pinned TensorFlow family), or
+`--sdk_container_image` (an image built from beam_jobs/Dockerfile, which has it installed). Given
+neither, the project's own setup.py is shipped. The launcher says which, before the job starts.
+"""
+
+import logging
+import os
+
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, WorkerOptions
+
+LOCAL_RUNNERS = ("DirectRunner", "direct", "InteractiveRunner", "PrismRunner", "prism")
+PROJECT_SETUP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
+SHIPPING_HELP = ("Beam flags pass through: --runner=DataflowRunner --project P --region R --temp_location gs://B/tmp; "
+                 "workers get the project from --setup_file ./setup.py (the default for a remote runner) or "
+                 "--sdk_container_image IMAGE built from beam_jobs/Dockerfile")
+
+
+def pipeline_options(beam_args, log=logging.info, **overrides) -> PipelineOptions:
+    """PipelineOptions from the job's Beam flags: DirectRunner unless a runner is given, and for a remote
+    runner the project shipped to the workers (and said so)."""
+    options = PipelineOptions(list(beam_args), **overrides)
+    standard = options.view_as(StandardOptions)
+    if not standard.runner:
+        standard.runner = "DirectRunner"
+    if standard.runner in LOCAL_RUNNERS:
+        return options
+    setup, image = options.view_as(SetupOptions), options.view_as(WorkerOptions).sdk_container_image
+    if image:
+        log(f"{standard.runner}: workers run the container image {image} (the project installed in it)")
+    else:
+        setup.setup_file = setup.setup_file or PROJECT_SETUP
+        log(f"{standard.runner}: shipping the project to the workers as an sdist of {setup.setup_file} "
+            "(packages pipeline, models, beam_jobs, serving; the TensorFlow family pinned in it)")
+    return options
