@@ -1,5 +1,8 @@
 """Beam pipeline options every job builds the same way, and what remote workers get of the project.
 
+Every worker process first imports beam_jobs.worker_startup (`--beam_plugins`): the transform graph of
+a sid_spm output holds TensorFlow Text's ops, which a fresh worker process has not registered.
+
 A runner that runs workers elsewhere (Dataflow, Flink, Spark, ...) must ship this project to them:
 `--setup_file` (the project's setup.py: workers pip-install it and its pinned TensorFlow family), or
 `--sdk_container_image` (an image built from beam_jobs/Dockerfile, which has it installed). Given
@@ -11,6 +14,8 @@ import os
 
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, WorkerOptions
 
+# Imported by every worker process before any of the job's code (SentencePiece ops, file:// URLs).
+WORKER_STARTUP = "beam_jobs.worker_startup"
 LOCAL_RUNNERS = ("DirectRunner", "direct", "InteractiveRunner", "PrismRunner", "prism")
 PROJECT_SETUP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
 SHIPPING_HELP = ("Beam flags pass through: --runner=DataflowRunner --project P --region R --temp_location gs://B/tmp; "
@@ -22,12 +27,14 @@ def pipeline_options(beam_args, log=logging.info, **overrides) -> PipelineOption
     """PipelineOptions from the job's Beam flags: DirectRunner unless a runner is given, and for a remote
     runner the project shipped to the workers (and said so)."""
     options = PipelineOptions(list(beam_args), **overrides)
+    setup = options.view_as(SetupOptions)
+    setup.beam_plugins = sorted(set(setup.beam_plugins or []) | {WORKER_STARTUP})
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = "DirectRunner"
     if standard.runner in LOCAL_RUNNERS:
         return options
-    setup, image = options.view_as(SetupOptions), options.view_as(WorkerOptions).sdk_container_image
+    image = options.view_as(WorkerOptions).sdk_container_image
     if image:
         log(f"{standard.runner}: workers run the container image {image} (the project installed in it)")
     else:

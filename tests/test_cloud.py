@@ -159,3 +159,16 @@ def test_remote_runners_get_the_project_and_say_how():
     assert options.view_as(SetupOptions).setup_file is None and "container image r/sidrec-beam:1" in said[0]
     said.clear()
     assert pipeline_options([], said.append).view_as(StandardOptions).runner == "DirectRunner" and not said
+
+
+def test_the_spm_transform_job_across_worker_processes_equals_the_in_memory_one(run_dir, spm_run, tmp_path):
+    """Worker processes register TensorFlow Text's ops before the transform graph loads (beam_jobs.worker_startup):
+    without it, they fail with "Op type not registered 'SentencepieceOp'", as Dataflow's workers would."""
+    from beam_jobs import transform
+
+    out = transform.run(transform.TransformConfig(data_dir=run_dir.data.root, sids=run_dir.sids,
+                                                  output=str(tmp_path / "sid_spm"), kind="sid_spm", vocab_size=300),
+                        ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    for day in (1, 2, 3):
+        assert _records(out["output"], day) == _records(spm_run["output"], day), day
+    assert out["counters"]["rows_joined"] == spm_run["counters"]["rows_joined"] == 3 * 1500
