@@ -8,10 +8,7 @@ import os
 import pathlib
 import subprocess
 import sys
-import threading
 import time
-
-import grpc
 
 import numpy as np
 import pytest
@@ -29,7 +26,7 @@ from pipeline.core.publish import list_versions, published
 from pipeline.data import sid_table_io
 from pipeline.stages import day_loop
 from serving.client import RankerClient
-from worlds import IN_MEMORY, small_run, start_server
+from worlds import IN_MEMORY, PredictionStream, small_run, start_server
 
 TINY_RANKER = ["--batch_size", "256", "--hidden_dims", "16", "--embedding_dim", "8"]  # spm_ranker's config
 
@@ -115,36 +112,22 @@ def test_a_version_published_on_an_object_store_appears_to_a_polling_server_only
 
     log = str(pathlib.Path(url_run["layout"].root[len("file://"):]) / "server.log")
     process, target = start_server("--model_name", "ranker", "--model_base_path", base, stderr_path=log)
+    sample = read_serving_sample(spm_run["output"])
     try:
-        client, answers, failures, stop = RankerClient(target), [], [], threading.Event()
-        sample = read_serving_sample(spm_run["output"])
-
-        def stream():
-            while not stop.is_set():
-                try:
-                    answers.append(client.predict("ranker", sample[:4]))
-                except grpc.RpcError as e:
-                    failures.append(e)
-
-        worker = threading.Thread(target=stream)
-        worker.start()
-        monkeypatch.setattr(tf.io.gfile, "rename", slow_rename)
-        with published(files.join(base, "3")) as staging:
-            files.copy_tree(files.join(source, "3"), staging)
-        monkeypatch.setattr(tf.io.gfile, "rename", rename)
-        deadline = time.time() + 60
-        while (not answers or answers[-1][1] != 3) and time.time() < deadline:
-            time.sleep(0.2)
-        stop.set()
-        worker.join()
+        with PredictionStream(target, "ranker", sample[:4]) as stream:
+            monkeypatch.setattr(tf.io.gfile, "rename", slow_rename)
+            with published(files.join(base, "3")) as staging:
+                files.copy_tree(files.join(source, "3"), staging)
+            monkeypatch.setattr(tf.io.gfile, "rename", rename)
+            stream.wait_for_version(3)
     finally:
         process.terminate()
         process.wait(timeout=30)
     assert len(moves) > 4 and moves[-1] == "saved_model.pb"  # the marker last, file by file
-    assert not failures and [v for _, v in answers][-1] == 3
+    assert not stream.failures and stream.versions[-1] == 3
     assert "failed to load" not in pathlib.Path(log).read_text()
     expected = _scores(os.path.join(spm_ranker["export"], "3"), sample[:4])
-    for outputs, version in answers:
+    for outputs, version in stream.answers:
         if version == 3:
             np.testing.assert_allclose(outputs[fk.CLICK_PROBABILITY], expected, atol=1e-6)
 

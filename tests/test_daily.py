@@ -5,8 +5,6 @@ import dataclasses
 import json
 import os
 import shutil
-import threading
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -23,8 +21,7 @@ from pipeline.core.layout import ExportLayout, RankerLayout, RunLayout, SidTable
 from pipeline.core.publish import list_versions
 from pipeline.data import corpus_io, sid_table_io
 from pipeline.stages import bless, daily, day_loop
-from serving.client import RankerClient
-from worlds import IN_MEMORY, SMALL_WORLD, copy_world, small_run, start_server
+from worlds import IN_MEMORY, SMALL_WORLD, PredictionStream, copy_world, small_run, start_server
 
 FOUR_DAYS = dataclasses.replace(SMALL_WORLD, num_days=4)
 REPRESENTATION = "sid_spm_300"
@@ -115,30 +112,17 @@ def days(worlds):
     shutil.copytree(layout.root, out["before4"], symlinks=True)
     # A server watches the serving directory while lineage B catches up and lineage A takes day 4.
     process, target = start_server("--model_name", "ranker", "--model_base_path", layout.serving("ranker"))
-    client, answered, stop = RankerClient(target), [], threading.Event()
-    sample = read_serving_sample(transformed)
-
-    def watch():
-        while not stop.is_set():
-            answered.append(client.predict("ranker", sample[:4])[1])
-            time.sleep(0.1)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
     try:
-        out["diverged4"] = daily.run(layout, STEP, DIVERGED, CHECKS, IN_MEMORY, log=lambda *_: None)
-        out["served_diverged"] = _served(layout)
-        lines = []
-        out["day4"] = daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=lines.append)
-        deadline = time.time() + 60
-        while (not answered or answered[-1] != 2) and time.time() < deadline:
-            time.sleep(0.2)
+        with PredictionStream(target, "ranker", read_serving_sample(transformed)[:4], pause=0.1) as stream:
+            out["diverged4"] = daily.run(layout, STEP, DIVERGED, CHECKS, IN_MEMORY, log=lambda *_: None)
+            out["served_diverged"] = _served(layout)
+            lines = []
+            out["day4"] = daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=lines.append)
+            stream.wait_for_version(2)
     finally:
-        stop.set()
-        watcher.join()
         process.terminate()
         process.wait(timeout=30)
-    out["lines4"], out["served4"], out["answered"] = lines, _served(layout), answered
+    out["lines4"], out["served4"], out["answered"] = lines, _served(layout), stream.versions
     return out
 
 

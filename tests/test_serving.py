@@ -25,6 +25,7 @@ from serving.batching import Batcher, BatchingParameters
 from serving.client import RankerClient
 from serving.servables import Servable, ServingError
 from worlds import SMALL_WORLD, bad_embedding_requests, bad_sid_requests
+from worlds import PredictionStream
 from worlds import start_server as _start
 
 
@@ -163,30 +164,16 @@ def test_a_new_version_is_swapped_in_without_failed_requests(exports, spm_ranker
     assert np.abs(expected[2] - expected[3]).max() > 1e-4
     process, target = _start("--model_name", "ranker", "--model_base_path", str(base))
     try:
-        client, answers, failures, stop = RankerClient(target), [], [], threading.Event()
-
-        def stream():
-            while not stop.is_set():
-                try:
-                    answers.append(client.predict("ranker", sample[:8]))
-                except grpc.RpcError as e:
-                    failures.append(e)
-
-        worker = threading.Thread(target=stream)
-        worker.start()
-        time.sleep(1.0)
-        shutil.copytree(newer, base / ".staging-3")  # as export.export_version publishes a version
-        os.replace(base / ".staging-3", base / "3")
-        deadline = time.time() + 60
-        while (not answers or answers[-1][1] != 3) and time.time() < deadline:
-            time.sleep(0.2)
-        time.sleep(0.5)
-        stop.set()
-        worker.join()
-        seen = [version for _, version in answers]
-        assert not failures and seen[0] == 2 and seen[-1] == 3
+        with PredictionStream(target, "ranker", sample[:8]) as stream:
+            time.sleep(1.0)
+            shutil.copytree(newer, base / ".staging-3")  # as export.export_version publishes a version
+            os.replace(base / ".staging-3", base / "3")
+            stream.wait_for_version(3)
+            time.sleep(0.5)
+        seen = stream.versions
+        assert not stream.failures and seen[0] == 2 and seen[-1] == 3
         assert seen == sorted(seen)  # never back to the old version once swapped
-        for outputs, version in answers:  # each answer is the scores of the version it names
+        for outputs, version in stream.answers:  # each answer is the scores of the version it names
             np.testing.assert_allclose(outputs[fk.CLICK_PROBABILITY], expected[version], rtol=1e-5, atol=1e-6)
         assert export.versions(str(base)) == [1, 2, 3]
     finally:

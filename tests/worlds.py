@@ -145,3 +145,54 @@ def start_server(*flags, printed=None, stderr_path=None):
         if printed is not None:
             printed.append(line)
     raise RuntimeError(f"server exited with {process.wait()} before listening")
+
+
+class PredictionStream:
+    """Predict requests sent over and over from a thread while a test changes what is served:
+    `answers` holds (outputs, version) of each, `failures` the gRPC errors.
+
+      with PredictionStream(target, "ranker", records) as stream:
+          ...publish...
+          stream.wait_for_version(3)
+    """
+
+    def __init__(self, target: str, model_name: str, records: list[bytes], pause: float = 0.0):
+        import threading
+
+        from serving.client import RankerClient
+
+        self.answers, self.failures = [], []
+        self._client, self._model, self._records, self._pause = RankerClient(target), model_name, records, pause
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._stream)
+
+    def _stream(self):
+        import time
+
+        import grpc
+
+        while not self._stop.is_set():
+            try:
+                self.answers.append(self._client.predict(self._model, self._records))
+            except grpc.RpcError as e:
+                self.failures.append(e)
+            time.sleep(self._pause)
+
+    def wait_for_version(self, version: int, timeout: float = 60.0) -> None:
+        import time
+
+        deadline = time.time() + timeout
+        while (not self.answers or self.answers[-1][1] != version) and time.time() < deadline:
+            time.sleep(0.2)
+
+    @property
+    def versions(self) -> list[int]:
+        return [version for _, version in self.answers]
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
