@@ -32,6 +32,7 @@ setuptools.setup(
         "pandas",
         "pyarrow",
         "matplotlib",
+        "tzdata",  # time zones for `sidrec import --timezone` where the system has none
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout", "pytest-xdist"],

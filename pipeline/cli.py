@@ -26,12 +26,22 @@ def _simulate(args) -> None:
 
 
 def _movielens(args) -> None:
+    from beam_jobs import import_interactions
     from pipeline.data import log_summary, movielens
 
     layout = RunLayout(args.run_dir).data
-    summary = movielens.run(config_flags.from_args(movielens.MovieLensConfig, args), layout)
+    preset = import_interactions.movielens_preset(config_flags.from_args(movielens.MovieLensConfig, args), layout.root)
+    summary = import_interactions.run(preset, args.beam_args)["summary"]
     print(log_summary.format_summary(summary))
     print(f"corpus: {layout.corpus}\nlogs:   {layout.logs}\nrejects: {layout.rejects}")
+
+
+def _import(args) -> None:
+    from beam_jobs import import_interactions
+
+    config = config_flags.from_args(import_interactions.ImportConfig, args,
+                                    output=args.output or RunLayout(args.run_dir).data.root)
+    import_interactions.run(config, args.beam_args, log=print)
 
 
 def _validate(args) -> None:
@@ -210,6 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
                  "corpus and log contracts under RUN_DIR/data", run_dir=os.path.join("runs", "movielens"))
     config_flags.add_flags(ml, MovieLensConfig)
 
+    from beam_jobs.import_interactions import ImportConfig
+
+    im = command("import", _import, "Beam job: your interactions table (CSV, Parquet or JSON lines; --columns "
+                 "user=...,item=...,time=...,click=...) and item table into the corpus and log contracts under "
+                 "RUN_DIR/data (or --output): days by calendar, equal counts or rows; per user the watch item and the "
+                 "history from the consumed items; rejects written aside (docs/your_data.md)")
+    config_flags.add_flags(im, ImportConfig)
+
     rq = command("train-rqvae", _train_rqvae, "train the RQ-VAE on RUN_DIR/data/corpus.parquet, stop "
                  "when the reconstruction stops improving, export a frozen versioned SavedModel to "
                  "RUN_DIR/rqvae/export/<version> and print the SID quality report")
@@ -311,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-BEAM_COMMANDS = ("materialize", "transform", "daily", "experiment", "study")
+BEAM_COMMANDS = ("import", "movielens", "materialize", "transform", "daily", "experiment", "study")
 
 
 def main(argv: list[str] | None = None) -> int:
