@@ -89,8 +89,6 @@ class ImportConfig:
             raise ValueError(f"--time_format must be one of {', '.join(rules.TIME_FORMATS)}")
         if self.shards_per_day < 1 or self.max_history < 1:
             raise ValueError("--shards_per_day and --max_history must be >= 1")
-        if not self.header and not self.csv_columns and self.format in ("auto", "csv"):
-            pass  # checked when a CSV file is met: Parquet and JSON lines name their columns
 
     def steps(self) -> rules.Steps:
         return rules.Steps(self.day_mode, self.num_steps, self.rows_per_step, self.step_days, self.timezone)
@@ -209,6 +207,29 @@ class ParseRows(beam.DoFn):
                                        _id(user), _id(item), click, float(np.float32(engagement)), 0, path, row)
 
 
+class _DayRange(beam.CombineFn):
+    """Rows, and the first and last calendar day, in constant memory."""
+
+    def create_accumulator(self):
+        return 0, None, None
+
+    def add_input(self, accumulator, day):
+        rows, first, last = accumulator
+        return rows + 1, day if first is None else min(first, day), day if last is None else max(last, day)
+
+    def merge_accumulators(self, accumulators):
+        out = self.create_accumulator()
+        for rows, first, last in accumulators:
+            if first is not None:
+                out = (out[0] + rows, first if out[1] is None else min(out[1], first),
+                       last if out[2] is None else max(out[2], last))
+        return out
+
+    def extract_output(self, accumulator):
+        rows, first, last = accumulator
+        return {"rows": rows, "first_day": first or 0, "last_day": last or 0}
+
+
 def _id(value) -> str:
     """An id as text: 7 and 7.0 are "7"."""
     if isinstance(value, float) and value.is_integer():
@@ -298,6 +319,9 @@ def run(config: ImportConfig, beam_args=(), log=logging.info) -> dict:
     paths = sorted(m.path for m in FileSystems.match([config.interactions])[0].metadata_list)
     if not paths:
         raise contracts.ContractError(f"{config.interactions}: no file matches")
+    headless = [p for p in paths if _format(p, config.format) == "csv" and not config.header and not config.csv_columns]
+    if headless:
+        raise ValueError(f"{headless[0]}: CSV without a header (--header false) needs --csv_columns")
     corpus, own_first_days, rejected_items = _read_items(config)
     known = set(corpus.item_ids)
     steps = config.steps()
@@ -309,14 +333,15 @@ def run(config: ImportConfig, beam_args=(), log=logging.info) -> dict:
             rows = (p | "Files" >> beam.Create(paths) | "Read" >> beam.ParDo(ReadRows(config))
                     | "Parse" >> beam.ParDo(ParseRows(config)).with_outputs(ParseRows.REJECTED, main="rows"))
             _ = (rows.rows | "Days" >> beam.Map(lambda r: steps.local_day(r.time) if steps.mode == "calendar" else 0)
-                 | "Range" >> beam.combiners.ToList()
-                 | "Stats" >> beam.Map(lambda days: json.dumps({"rows": len(days), "first_day": min(days, default=0),
-                                                                "last_day": max(days, default=0)}))
+                 | "Range" >> beam.CombineGlobally(_DayRange())
+                 | "Stats" >> beam.Map(json.dumps)
                  | "WriteStats" >> beam.io.WriteToText(files.join(staging, "tmp", "stats"), shard_name_template=""))
         stats = json.loads(files.read_text(files.join(staging, "tmp", "stats")))
         if not stats["rows"]:
-            raise contracts.ContractError(f"{config.interactions}: no usable row (see the rejects of a run with "
-                                          "fewer checks, or the error counts above)")
+            reasons = {k[len("rejected_"):]: v for k, v in job_counters(p.result, NAMESPACE).items()
+                       if k.startswith("rejected_")}
+            raise contracts.ContractError(f"{config.interactions}: no usable row; rejected by column: {reasons} "
+                                          f"(check --columns {config.columns} and --time_format {config.time_format})")
         count = {"equal": min(config.num_steps, stats["rows"]), "rows": -(-stats["rows"] // max(config.rows_per_step, 1)),
                  "calendar": (stats["last_day"] - stats["first_day"]) // config.step_days + 1}[steps.mode]
         steps.check_count(count, stats["rows"])

@@ -128,3 +128,11 @@ def test_too_many_days_and_bad_flags_are_refused(tmp_path):
     assert cli.main(["import", "--run_dir", str(tmp_path / "run"), "--interactions", str(source), "--columns", COLUMNS,
                      "--delimiter", ";", "--items", _items(tmp_path), "--item_columns", "item=id,embedding=vec",
                      "--timezone", "Mars/Olympus", *IN_MEMORY]) == 2
+
+
+def test_a_table_whose_rows_all_fail_says_why(tmp_path):
+    source = tmp_path / "events.csv"
+    source.write_text("uid;vid;ts;clicked;frac\nu1;a;yesterday;1;0.5\nu2;b;today;0;0.0\n")
+    with pytest.raises(ValueError, match=r"no usable row; rejected by column: \{'ts': 2\}"):
+        imp.run(_config(tmp_path, str(source)), IN_MEMORY)
+    assert not os.path.exists(tmp_path / "data")  # nothing half-written
