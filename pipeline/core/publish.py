@@ -2,7 +2,7 @@
 
 Every stage writes into a staging sibling that replaces the output only on success, so a reader, or a
 TF Serving instance polling a base path, never sees half of one. Local paths move by one rename. On
-an object store (gs://, ram://, ...), where a rename is a copy per object, the staged files are moved
+an object store (gs://, or any URL scheme), where a rename is a copy per object, the staged files are moved
 one by one with the completion markers last: saved_model.pb (what TF Serving and `list_versions` wait
 for before a version counts) and fingerprint.json (what a rerun checks before reusing an output).
 Version directories are named by integers, as TF Serving expects; a staging name is never an integer,
