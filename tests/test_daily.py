@@ -170,6 +170,7 @@ def test_a_blessed_candidate_is_published_and_a_diverged_one_is_not(days):
     assert [r["day"] for r in days["diverged4"]] == [3, 4] and all(r["published"] is None for r in days["diverged4"])
     diverged = days["diverged4"][-1]
     assert not diverged["blessing"]["blessed"], diverged["blessing"]
+    assert any("the same score" in reason or "not finite" in reason for reason in diverged["blessing"]["reasons"])
     assert diverged["blessing"]["reasons"] and os.path.isdir(diverged["candidate"])  # kept for inspection
     assert days["served_diverged"] == [(1, 3)]  # the served version stays
     [day4] = days["day4"]

@@ -4,7 +4,8 @@ Both are scored through their own serving signature (the SavedModel a server loa
 inside) on the rows of the day that neither trained on: the users the day loop held out of that day's
 training (pipeline.core.protocol.held_out); the served model never saw the day at all. A candidate is
 blessed when every rule holds:
-  - its scores on its own warm-up requests and on the held-out rows are finite;
+  - its scores on its own warm-up requests and on the held-out rows are finite, and not all the same
+    (a diverged model saturates to one score);
   - its held-out CTR AUC is at least `min_auc`;
   - it is at most `max_auc_drop` below the served model's CTR AUC on the same rows.
 The verdict keeps every number and, when not blessed, each reason.
@@ -112,6 +113,8 @@ def bless(candidate: str, served: str | None, rows: Impressions, items: ItemFeat
     clicks = np.asarray(rows.click)
     if not np.isfinite(scores).all():
         reasons.append(f"{int((~np.isfinite(scores)).sum())} of {scores.size} held-out scores are not finite")
+    elif scores.size > 1 and np.ptp(scores) == 0:
+        reasons.append(f"every held-out row gets the same score ({scores[0]:.4g}): a diverged or dead model")
     elif (auc := _auc(clicks, scores)) is None:
         reasons.append(f"the {rows.size} held-out rows hold one class only: raise --holdout_per_mille")
     else:
