@@ -13,6 +13,7 @@ import posixpath
 
 from apache_beam.io.filesystem import BeamIOError, CompressedFile, CompressionTypes, FileMetadata, FileSystem
 
+from pipeline.core import files
 from pipeline.core.tf_env import tf
 
 gfile = tf.io.gfile
@@ -23,17 +24,17 @@ class _GFileIO(io.RawIOBase):
 
     def __init__(self, path: str, mode: str):
         super().__init__()
-        self._file, self._mode = gfile.GFile(path, mode), mode
-        self.mode = mode  # Beam's CompressedFile reads it
+        self._file = gfile.GFile(path, mode)
+        self.mode = mode  # Beam's CompressedFile reads it too
 
     def readable(self):
-        return "r" in self._mode
+        return "r" in self.mode
 
     def writable(self):
-        return "w" in self._mode
+        return "w" in self.mode
 
     def seekable(self):
-        return "r" in self._mode
+        return "r" in self.mode
 
     def readinto(self, buffer):
         data = self._file.read(len(buffer))
@@ -52,7 +53,7 @@ class _GFileIO(io.RawIOBase):
         return self._file.tell()
 
     def flush(self):
-        if "w" in self._mode and not self.closed:
+        if "w" in self.mode and not self.closed:
             self._file.flush()
 
     def close(self):
@@ -111,14 +112,7 @@ class GFileFileSystem(FileSystem):
 
     def copy(self, source_file_names, destination_file_names):
         for source, destination in zip(source_file_names, destination_file_names):
-            if gfile.isdir(source):
-                for directory, _, names in gfile.walk(source):
-                    target = destination + directory[len(source.rstrip("/")):]
-                    gfile.makedirs(target)
-                    for name in names:
-                        gfile.copy(self.join(directory, name), self.join(target, name), overwrite=True)
-            else:
-                gfile.copy(source, destination, overwrite=True)
+            (files.copy_tree if gfile.isdir(source) else files.copy)(source, destination)
 
     def rename(self, source_file_names, destination_file_names):
         for source, destination in zip(source_file_names, destination_file_names):

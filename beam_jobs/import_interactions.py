@@ -78,6 +78,7 @@ class ImportConfig:
             if not getattr(self, name):
                 raise ValueError(f"--{name} is required")
         rules.parse_columns(self.columns)
+        self.item_roles(), self.title_roles()
         self.steps()  # checks the day rule's flags
         if self.format not in FORMATS:
             raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
@@ -92,6 +93,13 @@ class ImportConfig:
 
     def steps(self) -> rules.Steps:
         return rules.Steps(self.day_mode, self.num_steps, self.rows_per_step, self.step_days, self.timezone)
+
+    def item_roles(self) -> dict[str, str]:
+        return rules.parse_roles(self.item_columns, "--item_columns", ("item", "embedding", "first_day", "title"),
+                                 ("item", "embedding"))
+
+    def title_roles(self) -> dict[str, str]:
+        return rules.parse_roles(self.title_columns, "--title_columns", ("item", "title"), ("item", "title"))
 
 
 def _format(path: str, given: str) -> str:
@@ -176,6 +184,10 @@ class ParseRows(beam.DoFn):
         except ValueError as e:
             yield self._reject(path, row, m["time"], str(e), record)
             return
+        rating = record.get(m.get("rating"))
+        if "rating" in m and (not isinstance(rating, (int, float)) or not np.isfinite(rating)):
+            yield self._reject(path, row, m["rating"], f"expected a number, got {rating!r}", record)
+            return
         if "click" in m:
             click = record[m["click"]]
             if click not in (0, 1, True, False, "0", "1"):
@@ -183,10 +195,6 @@ class ParseRows(beam.DoFn):
                 return
             click = int(click)
         else:
-            rating = record[m["rating"]]
-            if not isinstance(rating, (int, float)) or not np.isfinite(rating):
-                yield self._reject(path, row, m["rating"], f"expected a number, got {rating!r}", record)
-                return
             click = int(rating >= c.click_threshold)
         if "engagement" in m:
             engagement = record[m["engagement"]]
@@ -195,7 +203,7 @@ class ParseRows(beam.DoFn):
                                    record)
                 return
         elif "rating" in m and c.rating_max:
-            engagement = record[m["rating"]] / c.rating_max
+            engagement = rating / c.rating_max
             if not 0.0 <= engagement <= 1.0:
                 yield self._reject(path, row, m["rating"], f"rating / --rating_max must be in [0, 1], got "
                                                            f"{engagement}", record)
@@ -270,7 +278,7 @@ def _read_items(config: ImportConfig) -> tuple[Corpus, dict, list[str]]:
     """The item table as a corpus (first_day 0 until the logs say), the items' own first days if given, and
     the rejection lines of items whose embedding cannot be used (left out of the corpus)."""
     if config.items:
-        roles = dict(p.split("=", 1) for p in config.item_columns.split(","))
+        roles = config.item_roles()
         table = corpus_io.read_parquet(config.items)
         missing = [c for r, c in roles.items() if c not in table.column_names]
         if missing:
@@ -291,7 +299,7 @@ def _read_items(config: ImportConfig) -> tuple[Corpus, dict, list[str]]:
                                           f"(one row per line of {config.item_ids})")
         own, titles = {}, None
         if config.titles:
-            roles = dict(p.split("=", 1) for p in config.title_columns.split(","))
+            roles = config.title_roles()
             reader = csv.DictReader(io.StringIO(files.read_text(config.titles)))
             by_id = {_id(_typed(r[roles["item"]])): r[roles["title"]] for r in reader}
             titles = np.array([by_id.get(i, "") for i in ids], dtype=object)
@@ -304,14 +312,21 @@ def _read_items(config: ImportConfig) -> tuple[Corpus, dict, list[str]]:
     return corpus, own, rejected
 
 
-def _with_steps(rows, config: ImportConfig, stats: dict, keys=None):
-    """Rows with their day, by the config's day rule (`keys`: the sorted order keys, equal and rows modes)."""
-    steps = config.steps()
+def _parsed_rows(p, paths: list[str], config: ImportConfig):
+    """The files' rows, parsed: DoOutputsTuple(rows=Interaction without its day, rejected=JSON lines)."""
+    return (p | "Files" >> beam.Create(paths) | "Read" >> beam.ParDo(ReadRows(config))
+            | "Parse" >> beam.ParDo(ParseRows(config)).with_outputs(ParseRows.REJECTED, main="rows"))
+
+
+def _dated(rows, steps: rules.Steps, first_day: int):
+    """Rows with their day: by calendar day from `first_day`, or by rank in the global order."""
     if steps.mode == "calendar":
-        return rows | "CalendarStep" >> beam.Map(lambda r, first: dataclasses.replace(
-            r, step=steps.of_day(steps.local_day(r.time), first)), stats["first_day"])
-    return rows | "RankStep" >> beam.Map(lambda r, ordered: dataclasses.replace(
-        r, step=steps.of_rank(bisect.bisect_left(ordered, _order_key(r)), len(ordered))), keys)
+        return rows | "CalendarStep" >> beam.Map(lambda r: dataclasses.replace(
+            r, step=steps.of_day(steps.local_day(r.time), first_day)))
+    ordered = beam.pvalue.AsSingleton(rows | "OrderKeys" >> beam.Map(_order_key)
+                                      | "AllKeys" >> beam.combiners.ToList() | "Sorted" >> beam.Map(sorted))
+    return rows | "RankStep" >> beam.Map(lambda r, keys: dataclasses.replace(
+        r, step=steps.of_rank(bisect.bisect_left(keys, _order_key(r)), len(keys))), ordered)
 
 
 def run(config: ImportConfig, beam_args=(), log=logging.info) -> dict:
@@ -330,8 +345,7 @@ def run(config: ImportConfig, beam_args=(), log=logging.info) -> dict:
         out = DataLayout(staging)
         # Pipeline 1: how many rows, and over which days, to check the day rule before writing anything.
         with beam.Pipeline(options=options) as p:
-            rows = (p | "Files" >> beam.Create(paths) | "Read" >> beam.ParDo(ReadRows(config))
-                    | "Parse" >> beam.ParDo(ParseRows(config)).with_outputs(ParseRows.REJECTED, main="rows"))
+            rows = _parsed_rows(p, paths, config)
             _ = (rows.rows | "Days" >> beam.Map(lambda r: steps.local_day(r.time) if steps.mode == "calendar" else 0)
                  | "Range" >> beam.CombineGlobally(_DayRange())
                  | "Stats" >> beam.Map(json.dumps)
@@ -347,14 +361,8 @@ def run(config: ImportConfig, beam_args=(), log=logging.info) -> dict:
         steps.check_count(count, stats["rows"])
         # Pipeline 2: days, per-user impressions, the shards of each day, the rejects, the items' first days.
         with beam.Pipeline(options=options) as p:
-            rows = (p | "Files" >> beam.Create(paths) | "Read" >> beam.ParDo(ReadRows(config))
-                    | "Parse" >> beam.ParDo(ParseRows(config)).with_outputs(ParseRows.REJECTED, main="rows"))
-            keys = None
-            if steps.mode != "calendar":
-                keys = beam.pvalue.AsSingleton(rows.rows | "OrderKeys" >> beam.Map(_order_key)
-                                               | "AllKeys" >> beam.combiners.ToList() | "Sorted" >> beam.Map(sorted))
-            first = beam.pvalue.AsSingleton(p | "FirstDay" >> beam.Create([stats["first_day"]]))
-            dated = _with_steps(rows.rows, config, {"first_day": first}, keys)
+            rows = _parsed_rows(p, paths, config)
+            dated = _dated(rows.rows, steps, stats["first_day"])
             first_days = (dated | "ItemSteps" >> beam.Map(lambda r: (r.item_id, r.step))
                           | "OnlyKnown" >> beam.Filter(lambda kv: kv[0] in known)
                           | "FirstStep" >> beam.CombinePerKey(min))

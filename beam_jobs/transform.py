@@ -29,7 +29,6 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-
 from apache_beam.utils.shared import Shared
 
 from pipeline.core.tf_env import tf
@@ -59,6 +58,7 @@ BATCH_ROWS = 4096
 COUNT_BUCKETS = 64
 SERVING_SAMPLE_ROWS = 64
 ANALYSIS_NAMESPACE = NAMESPACE + "_analysis"  # the analysis pass's second read: not the job's counters
+SHUFFLE_JOIN_ABOVE = 5_000_000  # items above which the item join is keyed (the daily job decides alike)
 # Bump when a change to this job changes its output for the same inputs (old outputs then rebuild).
 OUTPUT_FORMAT = 4  # 4: the card records the RQ-VAE that made the SID table (instant cold start)
 
@@ -85,9 +85,9 @@ class TransformConfig:
                             "history cap H of the log contract: rows with longer histories are rejected")
     if_changed: str = flag("rebuild", "when the output exists but was made from other inputs: rebuild it, or refuse "
                                       f"({' or '.join(fingerprint.POLICIES)})")
-    shuffle_join_above: int = flag(5_000_000, "items (SID table or corpus rows) above which the item features are "
-                                              "joined by key (CoGroupByKey) instead of tables every worker process "
-                                              "loads whole; the output is the same")
+    shuffle_join_above: int = flag(SHUFFLE_JOIN_ABOVE, "items (SID table or corpus rows) above which the item "
+                                                       "features are joined by key (CoGroupByKey) instead of tables "
+                                                       "every worker process loads whole; the output is the same")
 
     def __post_init__(self):
         for name in ("data_dir", "sids", "output"):

@@ -9,22 +9,20 @@ are in place: the card is the commit, so a job killed midway leaves the output a
 redoes the day. Its bytes equal what the batch job writes for the same day (tests/test_daily.py).
 """
 
-import json
 import logging
-import os
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.utils.shared import Shared
 
-from pipeline.core.tf_env import tf
+from pipeline.core.tf_env import tf  # noqa: F401  (TensorFlow with Keras 2, before TF Transform)
 import tensorflow_transform.beam as tft_beam  # noqa: I100  (after the TF set-up)
 
 from beam_jobs.counters import job_counters
 from beam_jobs.item_features_join import NAMESPACE
 from beam_jobs.options import pipeline_options
-from beam_jobs.transform import ReadCheckedLogs, join_step, tensor_adapter_config
-from pipeline.core import contracts
+from beam_jobs.transform import SHUFFLE_JOIN_ABOVE, ReadCheckedLogs, join_step, tensor_adapter_config
+from pipeline.core import contracts, files
 from pipeline.core.cards import read_representation
 from pipeline.core.examples import to_examples
 from pipeline.core.layout import TRANSFORMED_SUFFIX, DataLayout, TransformLayout
@@ -34,7 +32,7 @@ from pipeline.data import log_io
 
 
 def transform_day(output: str, data_dir: str, sids_dir: str, day: int, beam_args=(),
-                  shuffle_join_above: int = 5_000_000, log=logging.info) -> dict:
+                  shuffle_join_above: int = SHUFFLE_JOIN_ABOVE, log=logging.info) -> dict:
     """Transforms `day` into the fitted output `output` and adds it to the card.
 
     Returns:
@@ -51,12 +49,11 @@ def transform_day(output: str, data_dir: str, sids_dir: str, day: int, beam_args
         raise contracts.ContractError(f"day {day}: {output} already holds days up to {max(card['days'])}; a daily "
                                       "step only appends later days")
     out = TransformLayout(output)
-    day_dir = os.path.dirname(out.day_prefix(day))
-    rejected_dir = out.rejected_day(day)
-    scratch = staging_path(os.path.join(output, "tmp"))
-    shuffle_join = _item_count(card) > shuffle_join_above
+    scratch = staging_path(out.tmp)
+    # The item count the fitted job decided its join on (0 in a card that predates recording it).
+    shuffle_join = int(card.get("items", 0)) > shuffle_join_above
     try:
-        with published(day_dir) as day_staging, published(rejected_dir) as rejected_staging:
+        with published(out.day_dir(day)) as day_staging, published(out.rejected_day(day)) as rejected_staging:
             with beam.Pipeline(options=pipeline_options(beam_args, log)) as p, tft_beam.Context(temp_dir=scratch):
                 logs = p | "ReadDay" >> ReadCheckedLogs(layout, day, config.max_history)
                 joined = join_step(p, {day: logs.valid}, config, shuffle_join, sids_dir, layout.corpus, Shared())[day]
@@ -65,9 +62,9 @@ def transform_day(output: str, data_dir: str, sids_dir: str, day: int, beam_args
                                   | "Transform" >> tft_beam.TransformDataset(output_record_batches=True))
                 _ = (transformed
                      | "Encode" >> beam.FlatMap(lambda batch: to_examples(batch[0]))
-                     | "Write" >> beam.io.WriteToTFRecord(os.path.join(day_staging, "part"),
+                     | "Write" >> beam.io.WriteToTFRecord(files.join(day_staging, "part"),
                                                           file_name_suffix=TRANSFORMED_SUFFIX))
-                _ = logs.rejected | "WriteRejected" >> beam.io.WriteToText(os.path.join(rejected_staging, "part"),
+                _ = logs.rejected | "WriteRejected" >> beam.io.WriteToText(files.join(rejected_staging, "part"),
                                                                            file_name_suffix=".jsonl")
     finally:
         if FileSystems.exists(scratch):
@@ -77,13 +74,9 @@ def transform_day(output: str, data_dir: str, sids_dir: str, day: int, beam_args
     card["eval_days"] = sorted(card["eval_days"] + [day])
     card.setdefault("daily", {})[str(day)] = {"counters": counters}
     card.setdefault("day_files", {})[str(day)] = log_io.day_signature(layout, day)
-    with published(out.card) as staging, tf.io.gfile.GFile(staging, "w") as f:
-        f.write(json.dumps(card, indent=2))
+    with published(out.card) as staging:
+        files.write_json(staging, card)
     log(f"transformed day {day} with the graph fitted on days {card['train_days'][0]}..{card['train_days'][-1]}: "
         f"{counters.get('rows_joined', 0):,} rows, {counters.get('rows_rejected', 0):,} rejected")
     return counters
 
-
-def _item_count(card: dict) -> int:
-    """The item count the fitted job decided its join on (0 when the card predates recording it)."""
-    return int(card.get("items", 0))

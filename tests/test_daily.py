@@ -18,8 +18,8 @@ from pipeline import cli
 from pipeline.core import features as fk
 from pipeline.core.cards import read_serving_sample
 from pipeline.core.layout import ExportLayout, RankerLayout, RunLayout, SidTableLayout, TransformLayout
-from pipeline.core.publish import list_versions
-from pipeline.data import corpus_io, sid_table_io
+from pipeline.core.publish import list_versions, publish_version
+from pipeline.data import corpus_io, log_io, sid_table_io
 from pipeline.stages import bless, daily, day_loop
 from worlds import IN_MEMORY, SMALL_WORLD, PredictionStream, copy_world, small_run, start_server
 
@@ -202,7 +202,9 @@ def test_a_rebuilt_lineage_is_not_published_until_it_is_ahead_of_the_served_one(
     it was not blessed; a lineage never publishes a model trained through fewer days than the served one."""
     layout = worlds["daily"]
     anything_finite = bless.BlessConfig(max_auc_drop=1.0, min_auc=0.0)
-    record = daily._bless_and_publish(layout, _run_dir(layout, CONFIG), 3, days["day3"][0]["metrics"],
+    lineage = day_loop.run_fingerprint(day_loop.read_protocol_card(layout.transform_output(REPRESENTATION)),
+                                       CONFIG).value
+    record = daily._bless_and_publish(layout, _run_dir(layout, CONFIG), lineage, 3, days["day3"][0]["metrics"],
                                       layout.serving("ranker"), STEP, CONFIG, anything_finite)
     assert record["blessing"]["blessed"] and record["published"] is None
     assert "trained through day 4: serving never goes back" in record["not_published"]
@@ -249,3 +251,43 @@ def test_the_cli_takes_the_next_day(worlds, days, tmp_path, capsys):
     assert line.startswith("day 4: CTR AUC ") and "published version 2" in line
     assert cli.main(argv[:-2] + ["--holdout_per_mille", "0", *IN_MEMORY]) == 2
     assert "--holdout_per_mille must be >= 1" in capsys.readouterr().err
+
+
+def test_training_leaves_out_exactly_the_held_out_users_rows_of_each_day(worlds, days):
+    """The rows blessing scores are the rows the fit never saw: day_dataset drops the held-out users' rows."""
+    layout = worlds["daily"]
+    transform_dir = layout.transform_output(REPRESENTATION)
+    for day in (3, 4):
+        everything = sum(int(b[fk.CLICK].shape[0]) for b in day_loop.day_dataset(transform_dir, day, 256))
+        trained = sum(int(b[fk.CLICK].shape[0]) for b in day_loop.day_dataset(transform_dir, day, 256,
+                                                                              CONFIG.holdout_per_mille))
+        held = bless.held_out_rows(log_io.read_logs(layout.data, days=[day]), day, CONFIG.holdout_per_mille).size
+        assert 0 < held < everything and trained == everything - held, day
+
+
+def test_published_versions_only_increase_and_the_newest_n_stay(tmp_path):
+    source = tmp_path / "export"
+    (source / "variables").mkdir(parents=True)
+    (source / "saved_model.pb").write_bytes(b"model")
+    (source / "variables" / "variables.index").write_bytes(b"index")
+    base = str(tmp_path / "serving")
+    versions = [publish_version(str(source), base, {"trained_through_day": day},
+                                lambda d: ExportLayout(d).publication, keep=2) for day in (5, 6, 7)]
+    assert versions == [1, 2, 3] and list_versions(base) == [2, 3]
+    with open(ExportLayout(os.path.join(base, "3")).publication) as f:
+        assert json.load(f) == {"trained_through_day": 7, "version": 3}
+    assert sorted(os.listdir(base)) == ["2", "3"]  # no staging left behind
+    with pytest.raises(ValueError, match="keep must be >= 1"):
+        publish_version(str(source), base, {}, lambda d: ExportLayout(d).publication, keep=0)
+
+
+def test_a_day_without_log_files_stops_before_anything_changes(days, tmp_path):
+    layout = RunLayout(str(tmp_path / "world"))
+    shutil.copytree(days["before4"], layout.root, symlinks=True)
+    shutil.rmtree(layout.data.day_dir(4))
+    os.makedirs(layout.data.day_dir(4))  # the partition is there, its files are not
+    sids = _files(layout.sids)
+    with pytest.raises(ValueError, match="no files matching"):
+        daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=lambda *_: None)
+    assert day_loop.read_protocol_card(layout.transform_output(REPRESENTATION))["days"] == [1, 2, 3]
+    assert _files(layout.sids) == sids and _served(layout) == [(1, 3)]

@@ -1,8 +1,8 @@
-"""The one file-system seam for run artefacts: local paths and object stores (gs://, ram://, ...) alike.
+"""The one file-system seam for run artefacts: local paths and object stores (gs://, file:// URLs) alike.
 
 Every stage, reader and writer reads and writes run artefacts through these functions (tf.io.gfile
-underneath, which knows local paths, gs:// and ram://); the Beam jobs use Beam's FileSystems, which
-knows the same schemes (beam_jobs.gfile_filesystem registers those Beam has no file system for).
+underneath, which knows local paths, gs:// and file:// URLs); the Beam jobs use Beam's FileSystems,
+which knows the same schemes (beam_jobs.gfile_filesystem registers file://, which Beam lacks).
 tests/test_file_seam.py walks the product code and names any local-only call that comes back.
 """
 
@@ -33,6 +33,10 @@ def join(*parts: str) -> str:
 
 def basename(path: str) -> str:
     return os.path.basename(path) if is_local(path) else posixpath.basename(path.rstrip("/"))
+
+
+def dirname(path: str) -> str:
+    return os.path.dirname(path) if is_local(path) else posixpath.dirname(path.rstrip("/"))
 
 
 def exists(path: str) -> bool:
@@ -78,7 +82,7 @@ def remove(path: str) -> None:
 def open_file(path: str, mode: str = "r"):
     """A file object (tf.io.gfile.GFile) for reading or writing; "w" creates the parent directory."""
     if "w" in mode or "a" in mode:
-        parent = os.path.dirname(path) if is_local(path) else posixpath.dirname(path)
+        parent = dirname(path)
         if parent:
             gfile.makedirs(parent)
     return gfile.GFile(path, mode)
@@ -130,11 +134,6 @@ def copy_tree(source: str, target: str) -> None:
         gfile.makedirs(destination)
         for name in names:
             gfile.copy(join(directory, name), join(destination, name), overwrite=True)
-
-
-def walk_files(root: str) -> list[str]:
-    """Every file under `root`, sorted."""
-    return sorted(join(directory, name) for directory, _, names in gfile.walk(root) for name in names)
 
 
 def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:

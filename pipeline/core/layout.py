@@ -184,9 +184,12 @@ class TransformLayout:
     def tmp(self) -> str:
         return _join(self.root, "tmp")
 
+    def day_dir(self, day: int) -> str:
+        return _join(self.root, "transformed", f"day={day:04d}")
+
     def day_prefix(self, day: int) -> str:
         """Where day `day`'s transformed examples go (shards PREFIX-*-of-*.tfrecord)."""
-        return _join(self.root, "transformed", f"day={day:04d}", "part")
+        return _join(self.day_dir(day), "part")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,13 +19,9 @@ from pipeline.core.contracts import MissingOutputError
 from pipeline.core.tf_env import tf
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path
-
-
 def absolute_path(path: str) -> str:
     """A local path made absolute (a card that records it stays valid from any working directory); URLs as given."""
-    return os.path.abspath(path) if _is_local(path) else path
+    return os.path.abspath(path) if files.is_local(path) else path
 
 
 def staging_path(output: str) -> str:
@@ -45,7 +41,7 @@ COMPLETION_MARKERS = ("saved_model.pb", "fingerprint.json")
 
 def publish(staging: str, output: str) -> None:
     """Replaces `output` (a file or a directory) by `staging`."""
-    if _is_local(output):
+    if files.is_local(output):
         backup = None
         if os.path.isdir(output):  # local: one rename each way
             backup = staging_path(output) + ".old"
@@ -54,8 +50,7 @@ def publish(staging: str, output: str) -> None:
         if backup:
             shutil.rmtree(backup, ignore_errors=True)  # local
         return
-    if tf.io.gfile.exists(output):
-        _remove(output)
+    files.remove(output)
     if not tf.io.gfile.isdir(staging):
         tf.io.gfile.rename(staging, output, overwrite=True)
         return
@@ -64,20 +59,12 @@ def publish(staging: str, output: str) -> None:
     for source, target in sorted(moves, key=lambda move: move[0].rsplit("/", 1)[-1] in COMPLETION_MARKERS):
         tf.io.gfile.makedirs(target.rsplit("/", 1)[0])
         tf.io.gfile.rename(source, target, overwrite=True)
-    _remove(staging)
+    files.remove(staging)
 
 
 def discard(staging: str) -> None:
     """Removes a failed run's staging output; the published output is left as it was."""
-    if tf.io.gfile.exists(staging):
-        _remove(staging)
-
-
-def _remove(path: str) -> None:
-    if tf.io.gfile.isdir(path):
-        tf.io.gfile.rmtree(path)
-    else:
-        tf.io.gfile.remove(path)
+    files.remove(staging)
 
 
 @contextlib.contextmanager
@@ -139,5 +126,5 @@ def publish_version(source: str, base: str, card: dict, card_path, keep: int) ->
         files.copy_tree(source, staging)
         files.write_json(card_path(staging), {**card, "version": version})
     for old in list_versions(base)[:-keep]:
-        _remove(os.path.join(base, str(old)))
+        files.remove(os.path.join(base, str(old)))
     return version

@@ -30,20 +30,33 @@ CONSUMED = ("click", "any")
 _MS_ABOVE = 1e11  # epoch seconds reach 1e11 in the year 5138
 
 
+def parse_roles(text: str, flag: str, roles: tuple[str, ...], required: tuple[str, ...]) -> dict[str, str]:
+    """"ROLE=COLUMN,..." -> {role: source column}.
+
+    Raises:
+      ValueError: naming `flag`: an unknown role, a role given twice, or a required one missing.
+    """
+    mapping = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        role, _, column = part.partition("=")
+        if role not in roles or not column:
+            raise ValueError(f"{flag}: {part!r} is not ROLE=COLUMN with ROLE one of {', '.join(roles)}")
+        if role in mapping:
+            raise ValueError(f"{flag}: {role} is given twice")
+        mapping[role] = column
+    missing = [r for r in required if r not in mapping]
+    if missing:
+        raise ValueError(f"{flag} needs {', '.join(required)}; missing: {', '.join(missing)}")
+    return mapping
+
+
 def parse_columns(text: str) -> dict[str, str]:
     """"user=uid,item=vid,time=ts,click=clicked" -> {role: source column}.
 
     Raises:
       ValueError: an unknown role, a role given twice, or user, item, time or a click/rating missing.
     """
-    mapping = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        role, _, column = part.partition("=")
-        if role not in ROLES or not column:
-            raise ValueError(f"--columns: {part!r} is not ROLE=COLUMN with ROLE one of {', '.join(ROLES)}")
-        if role in mapping:
-            raise ValueError(f"--columns: {role} is given twice")
-        mapping[role] = column
+    mapping = parse_roles(text, "--columns", ROLES, ())
     missing = [r for r in ("user", "item", "time") if r not in mapping]
     if missing or not ({"click", "rating"} & set(mapping)):
         raise ValueError(f"--columns needs user, item, time and click or rating; missing: "

@@ -124,8 +124,8 @@ def day_signature(layout: DataLayout, day: int) -> list[list]:
 
 def changed_days(recorded: dict, layout: DataLayout) -> list[int]:
     """The days of `recorded` ({day: day_signature}) whose log files have changed since (by name and size)."""
-    return [int(day) for day, files in sorted(recorded.items(), key=lambda kv: int(kv[0]))
-            if day_signature(layout, int(day)) != files]
+    return [int(day) for day, signature in sorted(recorded.items(), key=lambda kv: int(kv[0]))
+            if day_signature(layout, int(day)) != signature]
 
 
 def read_logs(layout: DataLayout, days: Iterable[int] | None = None, max_history: int = fk.DEFAULT_MAX_HISTORY,

@@ -17,6 +17,7 @@ import pandas as pd
 from pipeline.data import corpus_io
 from pipeline.data import log_io
 from pipeline.data import log_summary
+from pipeline.data.interactions import MAX_STEPS
 from pipeline.core import features as fk
 from pipeline.core import files
 from pipeline.core.publish import absolute_path
@@ -29,7 +30,6 @@ ENV_VAR = "SIDREC_MOVIELENS_DIR"
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _SHARED_COPY = os.path.join(_REPO_ROOT, "..", "shared", "data", "movielens-latest-small")
 _SECONDS_PER_DAY = 86_400
-MAX_STEPS = 100
 
 
 def default_dir() -> str:

@@ -69,31 +69,31 @@ class ItemFeatures:
         return ServingExampleBuilder(config, self._sids if config.has_sids else None, embeddings)
 
 
-def _serve_fn(export_dir: str):
-    load_sentencepiece_ops()
-    return tf.saved_model.load(export_dir).signatures[SERVING_DEFAULT]
+class ScoredExport:
+    """One export, loaded once, scored through its serving signature as a server would run it."""
 
+    def __init__(self, export_dir: str):
+        load_sentencepiece_ops()
+        self.export_dir = export_dir
+        self.config = RepresentationConfig(**read_export_card(export_dir)["config"])
+        self._serve = tf.saved_model.load(export_dir).signatures[SERVING_DEFAULT]
 
-def _scores(serve, records: list[bytes]) -> np.ndarray:
-    if not records:
-        return np.zeros(0, np.float32)
-    return np.concatenate([serve(examples=tf.constant(records[i:i + SCORE_BATCH]))[fk.CLICK_PROBABILITY].numpy()
-                           for i in range(0, len(records), SCORE_BATCH)])
+    def scores(self, records: list[bytes]) -> np.ndarray:
+        if not records:
+            return np.zeros(0, np.float32)
+        return np.concatenate([self._serve(examples=tf.constant(records[i:i + SCORE_BATCH]))[fk.CLICK_PROBABILITY]
+                               .numpy() for i in range(0, len(records), SCORE_BATCH)])
 
+    def held_out_scores(self, rows: Impressions, items: ItemFeatures) -> np.ndarray:
+        """The click probabilities of `rows`, requested as a client would (its representation's features)."""
+        records = items.builder(self.config).serialize(list(rows.watch_item_id), list(rows.candidate_item_id),
+                                                       [rows.history(r) for r in range(rows.size)])
+        return self.scores(records)
 
-def held_out_scores(export_dir: str, rows: Impressions, items: ItemFeatures) -> np.ndarray:
-    """The export's click probabilities of `rows`, requested as a client would (its representation's features)."""
-    builder = items.builder(RepresentationConfig(**read_export_card(export_dir)["config"]))
-    records = builder.serialize(list(rows.watch_item_id), list(rows.candidate_item_id),
-                                [rows.history(r) for r in range(rows.size)])
-    return _scores(_serve_fn(export_dir), records)
-
-
-def warmup_scores(export_dir: str) -> np.ndarray:
-    """The export's click probabilities on its own warm-up requests (what a server sends first)."""
-    serve = _serve_fn(export_dir)
-    return np.concatenate([_scores(serve, list(tf.make_ndarray(request.inputs[fk.SERVING_INPUT])))
-                           for request in read_warmup(export_dir)])
+    def warmup_scores(self) -> np.ndarray:
+        """The click probabilities of its own warm-up requests (what a server sends first)."""
+        return np.concatenate([self.scores(list(tf.make_ndarray(request.inputs[fk.SERVING_INPUT])))
+                               for request in read_warmup(self.export_dir)])
 
 
 def _auc(clicks: np.ndarray, scores: np.ndarray) -> float | None:
@@ -104,10 +104,11 @@ def _auc(clicks: np.ndarray, scores: np.ndarray) -> float | None:
 def bless(candidate: str, served: str | None, rows: Impressions, items: ItemFeatures, config: BlessConfig) -> dict:
     """The verdict on `candidate` against `served` (None: nothing served yet) on the held-out `rows`."""
     reasons = []
-    warmup = warmup_scores(candidate)
+    export = ScoredExport(candidate)
+    warmup = export.warmup_scores()
     if not np.isfinite(warmup).all():
         reasons.append(f"{int((~np.isfinite(warmup)).sum())} of {warmup.size} warm-up scores are not finite")
-    scores = held_out_scores(candidate, rows, items)
+    scores = export.held_out_scores(rows, items)
     verdict = {"candidate": candidate, "served": served, "held_out_rows": int(rows.size),
                "candidate_auc": None, "served_auc": None}
     clicks = np.asarray(rows.click)
@@ -122,7 +123,7 @@ def bless(candidate: str, served: str | None, rows: Impressions, items: ItemFeat
         if auc < config.min_auc:
             reasons.append(f"held-out CTR AUC {auc:.4f} is below the floor {config.min_auc:.4f}")
         if served:
-            served_auc = _auc(clicks, held_out_scores(served, rows, items))
+            served_auc = _auc(clicks, ScoredExport(served).held_out_scores(rows, items))
             verdict["served_auc"] = served_auc
             if served_auc is not None and auc < served_auc - config.max_auc_drop:
                 reasons.append(f"held-out CTR AUC {auc:.4f} is more than {config.max_auc_drop:g} below the served "

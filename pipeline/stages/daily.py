@@ -15,7 +15,6 @@ A candidate that is not published stays in the run's export directory for inspec
 """
 
 import dataclasses
-import json
 import os
 import time
 
@@ -27,7 +26,6 @@ from pipeline.core.config_flags import flag
 from pipeline.core.layout import ExportLayout, RankerLayout, RQVAELayout, RunLayout, SidTableLayout
 from pipeline.core.publish import list_versions, publish_version, published
 from pipeline.core.representation import DEFAULT_SERVED, RepresentationConfig
-from pipeline.core.tf_env import tf
 from pipeline.data import log_io
 from pipeline.stages import bless, day_loop
 
@@ -71,10 +69,11 @@ def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, che
         history = day_loop.train(transform_dir, run_dir, train, model_name=config.model_name, log=lambda *_: None,
                                  fit_verbose=0)
         [metrics] = [e for e in history if e["evaluated_on_day"] == day]
-        record = _bless_and_publish(layout, run_dir, day, metrics, serving, config, train, checks)
+        lineage = day_loop.run_fingerprint(card, train).value  # the fitted transform and the training config
+        record = _bless_and_publish(layout, run_dir, lineage, day, metrics, serving, config, train, checks)
         record.update(day=day, new_items=new_items, seconds=round(time.time() - started, 1))
-        with published(RankerLayout(run_dir).daily_step(day)) as staging, tf.io.gfile.GFile(staging, "w") as f:
-            json.dump(record, f, indent=2)
+        with published(RankerLayout(run_dir).daily_step(day)) as staging:
+            files.write_json(staging, record)
         log(describe_step(record))
         records.append(record)
     return records
@@ -93,8 +92,7 @@ def pending_days(layout: RunLayout, transform_dir: str, run_dir: str, day: int =
         raise contracts.ContractError(
             f"the logs of day(s) {', '.join(map(str, changed))} changed after {transform_dir} took them: a changed "
             "history needs a new lineage (`sidrec transform --if_changed rebuild`, then `sidrec daily`)")
-    unfinished = [int(d) for d in card.get("daily", {})
-                  if not tf.io.gfile.exists(RankerLayout(run_dir).daily_step(int(d)))]
+    unfinished = [int(d) for d in card.get("daily", {}) if not files.exists(RankerLayout(run_dir).daily_step(int(d)))]
     new = [d for d in layout.data.logged_days() if d > max(card["days"])]
     todo = sorted(unfinished + new)
     if day:
@@ -129,14 +127,12 @@ def served_version(serving: str) -> tuple[str | None, dict | None]:
         return None, None
     path = os.path.join(serving, str(versions[-1]))
     card_path = ExportLayout(path).publication
-    return path, (read_json(card_path, "publication card", "sidrec daily") if tf.io.gfile.exists(card_path) else {})
+    return path, (read_json(card_path, "publication card", "sidrec daily") if files.exists(card_path) else {})
 
 
-def _bless_and_publish(layout: RunLayout, run_dir: str, day: int, metrics: dict, serving: str, config: DailyConfig,
-                       train: day_loop.TrainConfig, checks: bless.BlessConfig) -> dict:
+def _bless_and_publish(layout: RunLayout, run_dir: str, lineage: str, day: int, metrics: dict, serving: str,
+                       config: DailyConfig, train: day_loop.TrainConfig, checks: bless.BlessConfig) -> dict:
     candidate = os.path.join(RankerLayout(run_dir).export, str(day))
-    lineage = day_loop.run_fingerprint(day_loop.read_protocol_card(layout.transform_output(config.representation)),
-                                       train).value
     served, served_card = served_version(serving)
     if served_card and served_card.get("lineage") == lineage and served_card.get("trained_through_day") == day:
         # Published before a stop, not yet recorded.

@@ -146,11 +146,12 @@ def _rqvae_v1(layout: RunLayout, world: RunLayout, rqvae: RQVAEConfig, train: da
     """F7: an RQ-VAE trained on the items up to day T, its SIDs, and the SID arms trained on them."""
     last_train_day = split_days(world.data.logged_days()).train_window[-1]
     files.makedirs(layout.root)
-    if not files.exists(layout.data.root):  # the same data as v0's: only the SIDs differ
-        if files.is_local(layout.root):
-            os.symlink(os.path.relpath(world.data.root, layout.root), layout.data.root)  # local: a link, not a copy
-        else:
-            files.copy_tree(world.data.root, layout.data.root)
+    # The same data as v0's: only the SIDs differ. A link on a local disk, a copy on an object store.
+    if files.is_local(layout.root):
+        if not os.path.lexists(layout.data.root):  # local
+            os.symlink(os.path.relpath(world.data.root, layout.root), layout.data.root)  # local
+    elif not files.exists(layout.data.root):
+        files.copy_tree(world.data.root, layout.data.root)
     _set_up(layout, {"rqvae": dataclasses.asdict(rqvae), "max_first_day": last_train_day,
                      "data": fingerprint.read(world.root)["fingerprint"]}, beam_args, log,
             lambda: train_rqvae.run(layout, rqvae, max_first_day=last_train_day, log=lambda *_: None))
@@ -172,7 +173,8 @@ def _world_unit(world: str, layout: StudyLayout, config: StudyConfig, per_seed: 
             "eval_from": per_seed[0]["eval_from"], "days": runs[0]["days"], "rows": rows, "runs": runs,
             "oracle": _mean_oracle([r["oracle"] for r in per_seed]),
             "run_dirs": [layout.world(world, s).root for s in range(config.seeds)],
-            "lookups": _read_json(first.lookups), "sid_quality": _read_json(RQVAELayout(first.rqvae).sid_quality),
+            "lookups": files.read_json(first.lookups),
+            "sid_quality": files.read_json(RQVAELayout(first.rqvae).sid_quality),
             "fingerprint": fingerprint.Fingerprint([r["fingerprint"] for r in per_seed + f7]).value}
     if f7:
         v1 = [experiment.by_requested_name(results["runs"], results["substituted"]) for results in f7]
@@ -231,18 +233,14 @@ def _movielens_unit(layout: RunLayout, config: StudyConfig, rqvae: RQVAEConfig, 
                         "paired across arms",
             "baseline": results["baseline"], "substituted": _substitutions([results]), "eval_from": results["eval_from"],
             "days": runs[0]["days"], "rows": rows, "runs": runs, "oracle": None,
-            "run_dirs": [layout.root], "lookups": _read_json(layout.lookups),
-            "sid_quality": _read_json(RQVAELayout(layout.rqvae).sid_quality), "fingerprint": results["fingerprint"]}
+            "run_dirs": [layout.root], "lookups": files.read_json(layout.lookups),
+            "sid_quality": files.read_json(RQVAELayout(layout.rqvae).sid_quality), "fingerprint": results["fingerprint"]}
 
 
 def _mean_oracle(oracles: list[dict | None]) -> dict | None:
     if not oracles or any(o is None for o in oracles):
         return None
     return {key: sum(o[key] for o in oracles) / len(oracles) for key in oracles[0]}
-
-
-def _read_json(path: str):
-    return files.read_json(path)
 
 
 def describe(results: dict) -> str:
