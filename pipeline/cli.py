@@ -147,6 +147,20 @@ def _serve(args) -> None:
     server.serve(args)
 
 
+def _reload_config(args) -> None:
+    from pipeline.core import files
+    from serving import client
+
+    import grpc
+
+    try:
+        client.reload_config(args.server, files.read_text(args.model_config_file))
+    except grpc.RpcError as e:
+        raise ValueError(f"{args.server} refused {args.model_config_file} ({e.code().name}): {e.details()}; "
+                         "it serves what it served before") from None
+    print(f"{args.server} now serves {args.model_config_file}")
+
+
 def _predict(args) -> None:
     from pipeline.stages import predict
 
@@ -307,8 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "results.json (default: RUN_DIR/report)")
 
     sv = command("serve", _serve, "serve the daily exports over TF Serving's gRPC API (PredictionService, "
-                 "ModelService): the newest version of each model, swapped in as new ones appear", run_dir="")
+                 "ModelService) and, with --rest_api_port, its REST API: the versions each model's policy chooses, "
+                 "swapped in as new ones appear, with version labels and Prometheus metrics", run_dir="")
     add_server_flags(sv)
+
+    rc = command("reload_config", _reload_config, "send a running server (sidrec serve or tensorflow_model_server) "
+                 "a new model_config_list over gRPC (ModelService.HandleReloadConfigRequest): version policies, "
+                 "labels, models", run_dir="")
+    rc.add_argument("--server", default="127.0.0.1:8500", help="the server's gRPC host:port")
+    rc.add_argument("--model_config_file", required=True, help="text-format ModelServerConfig to apply")
 
     pr = command("predict", _predict, "rank candidates for a few users through a running server (gRPC): each "
                  "user's last watch and history of a logged day, the candidates they were shown (or --candidates)")

@@ -16,7 +16,12 @@ import time
 import grpc
 import numpy as np
 
+from google.protobuf import text_format
+
+from pipeline.core import files
 from pipeline.core.config_flags import flag
+from serving.config_protos import BatchingParametersProto
+from serving.monitoring import Metrics
 from serving.servables import Servable, ServingError
 
 
@@ -34,6 +39,27 @@ class BatchingParameters:
             value = getattr(self, field.name)
             if value < (0 if field.name == "batch_timeout_micros" else 1):
                 raise ValueError(f"batching parameter {field.name} must be positive, got {value}")
+
+
+def read_batching_parameters_file(path: str, defaults: BatchingParameters) -> BatchingParameters:
+    """TF Serving's --batching_parameters_file (a text-format BatchingParameters): the fields it sets
+    replace `defaults` (the flags); the ones this server cannot honour are refused, by name."""
+    try:
+        proto = text_format.Parse(files.read_text(path), BatchingParametersProto())
+    except text_format.ParseError as e:
+        raise ValueError(f"{path}: not a text-format BatchingParameters: {e}") from None
+    if proto.allowed_batch_sizes:
+        raise ValueError(f"{path}: allowed_batch_sizes is not supported here (a batch runs at the size it has; "
+                         "padding a batch of serialized tf.Examples would need rows to pad with)")
+    if proto.pad_variable_length_inputs:
+        raise ValueError(f"{path}: pad_variable_length_inputs is not supported here (the inputs are serialized "
+                         "tf.Examples, one per row, never padded)")
+    fields = {f.name: getattr(proto, f.name).value for f in dataclasses.fields(BatchingParameters)
+              if proto.HasField(f.name)}
+    try:
+        return dataclasses.replace(defaults, **fields)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 class _Task:
@@ -55,8 +81,9 @@ class _Task:
 class Batcher:
     """Runs signature calls for the request threads of a server, batching the concurrent ones."""
 
-    def __init__(self, parameters: BatchingParameters):
+    def __init__(self, parameters: BatchingParameters, metrics: Metrics | None = None):
         self.parameters = parameters
+        self._metrics = metrics
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self._enqueued_rows = 0
@@ -112,6 +139,8 @@ class Batcher:
         with self._lock:
             self.requests += len(batch)
             self.batches += 1
+        if self._metrics is not None:
+            self._metrics.batch(first.servable.name, first.servable.version, rows)
         if len(batch) > 1:
             merged = {k: np.concatenate([t.arrays[k] for t in batch]) for k in first.arrays}
             try:

@@ -1,28 +1,16 @@
-"""Loaded model versions and the manager that keeps the newest of each model served.
+"""One loaded model version (a servable): its signatures, checked against their SignatureDefs, and its warm-up.
 
-Mirrors TF Serving's defaults: every model has a base path of integer version directories; the
-newest is loaded (and warmed up with assets.extra/tf_serving_warmup_requests) before it replaces
-the one served, so requests never meet a gap (the availability-preserving policy); the replaced
-version is unloaded once the requests holding it finish. A poll thread looks for new versions.
+serving/manager.py decides which versions are loaded; this file runs one.
 """
-
-import dataclasses
-import logging
-import os
-import threading
 
 import grpc
 import numpy as np
 from pipeline.core.tf_env import load_sentencepiece_ops, tf
-from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
 from pipeline.core import files
 from pipeline.core.layout import SAVED_MODEL_FILE, ExportLayout
-from pipeline.core.publish import list_versions
 from serving import export
-
-log = logging.getLogger(__name__)
 
 
 class ServingError(Exception):
@@ -122,100 +110,6 @@ def _dtype_name(enum: int) -> str:
         return tf.dtypes.as_dtype(enum).name
     except TypeError:
         return f"DataType {enum}"
-
-
-@dataclasses.dataclass
-class ModelConfig:
-    name: str
-    base_path: str
-
-
-def read_model_config_file(path: str) -> list[ModelConfig]:
-    """TF Serving's --model_config_file: a text-format ModelServerConfig with a model_config_list."""
-    from tensorflow_serving.config import model_server_config_pb2
-
-    try:
-        config = text_format.Parse(files.read_text(path), model_server_config_pb2.ModelServerConfig())
-    except text_format.ParseError as e:
-        raise ValueError(f"{path}: not a text-format ModelServerConfig: {e}") from None
-    models = [ModelConfig(m.name, m.base_path) for m in config.model_config_list.config]
-    if not models:
-        raise ValueError(f"{path}: model_config_list has no model")
-    for m in models:
-        if not m.name or not m.base_path:
-            raise ValueError(f"{path}: every model needs a name and a base_path, got {m}")
-    return models
-
-
-class ModelManager:
-    """Serves the newest version of each configured model; `poll()` loads new versions and swaps them in."""
-
-    def __init__(self, models: list[ModelConfig]):
-        self._configs = {m.name: m for m in models}
-        self._served: dict[str, Servable] = {}
-        self._loading: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-
-    def poll(self) -> None:
-        for name, config in self._configs.items():
-            found = list_versions(config.base_path)
-            if not found:
-                continue
-            newest = found[-1]
-            current = self._served.get(name)
-            if current is not None and current.version == newest:
-                continue
-            self._loading[name] = newest
-            try:
-                servable = Servable(name, newest, os.path.join(config.base_path, str(newest)))
-                warmed = servable.warm_up()
-            except Exception:  # a broken version must not take the served one down
-                log.exception("model %s: version %d failed to load; still serving %s", name, newest,
-                              current.version if current else "nothing")
-                continue
-            finally:
-                self._loading.pop(name, None)
-            with self._lock:
-                self._served[name] = servable  # requests holding the old version finish on it
-            log.info("model %s: serving version %d (warm-up requests: %d%s)%s", name, newest, warmed,
-                     f"; SIDs from content embeddings by RQ-VAE {servable.rqvae_version}" if servable.rqvae_version
-                     else "", f", unloaded version {current.version}" if current else "")
-
-    def start_polling(self, interval_seconds: float) -> threading.Thread:
-        def loop():
-            while not self._stop.wait(interval_seconds):
-                self.poll()
-
-        thread = threading.Thread(target=loop, name="version-poll", daemon=True)
-        thread.start()
-        return thread
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def servable(self, name: str, version: int | None = None) -> Servable:
-        """The served version of `name` (NOT_FOUND for an unknown model or a version not served)."""
-        with self._lock:
-            servable = self._served.get(name)
-        if servable is None:
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})"
-                               + ("" if name in self._configs else f": no model named '{name}' is configured"))
-        if version is not None and version != servable.version:
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Specific({name}, "
-                               f"{version}): the version served is {servable.version}")
-        return servable
-
-    def statuses(self, name: str) -> list[tuple[int, str]]:
-        """(version, state) pairs of a model: AVAILABLE for the served one, LOADING for one in progress."""
-        if name not in self._configs:
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
-        out = []
-        if name in self._served:
-            out.append((self._served[name].version, "AVAILABLE"))
-        if name in self._loading:
-            out.append((self._loading[name], "LOADING"))
-        return out
 
 
 def filter_outputs(outputs: dict, output_filter=()) -> dict:

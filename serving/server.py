@@ -1,28 +1,36 @@
-"""A gRPC server that speaks TF Serving's protocol (tensorflow-serving-api) over the daily exports.
+"""`sidrec serve`: TF Serving's gRPC API (and, with --rest_api_port, its REST API) over versioned exports.
 
 PredictionService: Predict (batched across concurrent requests with --enable_batching) and
 GetModelMetadata (Classify, Regress and MultiInference answer INVALID_ARGUMENT, as TF Serving does
-for signatures that are not classify/regress ones); ModelService: GetModelStatus. Any TF Serving client works against it unchanged, and the stock
-`tensorflow_model_server` can serve the same base path instead:
+for signatures that are not classify/regress ones); ModelService: GetModelStatus and
+HandleReloadConfigRequest. Models, version policies and labels come from --model_config_file (TF
+Serving's model_config_list) or --model_name/--model_base_path (the newest version). Any TF Serving
+client works against it unchanged, and the stock `tensorflow_model_server` can serve the same base
+paths with the same flags and files:
 
-  sidrec serve --model_name ranker --model_base_path RUN/ranker/sid_spm_8192-*/export --port 8500
-  tensorflow_model_server --model_name=ranker --model_base_path=$PWD/RUN/ranker/sid_spm_8192-*/export --port=8500
+  sidrec serve --model_name ranker --model_base_path RUN/serving/ranker --port 8500 --rest_api_port 8501
+  tensorflow_model_server --model_name=ranker --model_base_path=$PWD/RUN/serving/ranker --port=8500 --rest_api_port=8501
 """
 
 import argparse
+import dataclasses
 import logging
 import signal
 import threading
 from concurrent import futures
 
 import grpc
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc)
+from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from pipeline.core import config_flags
-from serving.batching import Batcher, BatchingParameters
-from serving.servables import (ModelConfig, ModelManager, ServingError, filter_outputs, outputs_to_protos,
-                               read_model_config_file)
+from pipeline.core import config_flags, files
+from serving import model_config
+from serving.batching import Batcher, BatchingParameters, read_batching_parameters_file
+from serving.core import ServingCore, error_code
+from serving.manager import ModelManager
+from serving.model_config import ModelConfig
+from serving.monitoring import read_monitoring_config
+from serving.rest import RestServer
+from serving.servables import ServingError
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
@@ -41,67 +49,29 @@ def _handle(fn):
     return wrapper
 
 
-def _version(model_spec) -> int | None:
-    if model_spec.HasField("version"):
-        return model_spec.version.value
-    if model_spec.version_label:
-        raise ServingError(grpc.StatusCode.NOT_FOUND, f"version_label '{model_spec.version_label}': this server "
-                           "assigns no labels; ask for a version number or the latest")
-    return None
-
-
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager: ModelManager, batcher: Batcher | None = None):
-        self._manager = manager
-        self._batcher = batcher
+    def __init__(self, core: ServingCore):
+        self._core = core
+
+    def _metered(self, api: str, request, work):
+        with self._core.metrics.request(request.model_spec.name, api, "GRPC") as answer:
+            return work(answer)
 
     @_handle
     def Predict(self, request, context):
-        servable = self._manager.servable(request.model_spec.name, _version(request.model_spec))
-        signature_name, arrays = servable.prepare(request.model_spec.signature_name, dict(request.inputs),
-                                                  tuple(request.output_filter))
-        outputs = (self._batcher.run(servable, signature_name, arrays) if self._batcher
-                   else servable.call(signature_name, arrays))
-        outputs = filter_outputs(outputs, tuple(request.output_filter))
-        response = predict_pb2.PredictResponse()
-        response.model_spec.name = servable.name
-        response.model_spec.version.value = servable.version
-        response.model_spec.signature_name = signature_name
-        for key, proto in outputs_to_protos(outputs).items():
-            response.outputs[key].CopyFrom(proto)
-        return response
+        return self._metered("predict", request, lambda answer: self._core.predict(request, answer))
 
     @_handle
     def GetModelMetadata(self, request, context):
-        servable = self._manager.servable(request.model_spec.name, _version(request.model_spec))
-        unknown = set(request.metadata_field) - {"signature_def"}
-        if unknown or not request.metadata_field:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "metadata_field must be ['signature_def'], got "
-                               f"{list(request.metadata_field)}")
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name = servable.name
-        response.model_spec.version.value = servable.version
-        signatures = get_model_metadata_pb2.SignatureDefMap()
-        for name, signature_def in servable.signature_defs.items():
-            signatures.signature_def[name].CopyFrom(signature_def)
-        response.metadata["signature_def"].Pack(signatures)
-        return response
-
-    def _not_a_classify_or_regress_signature(self, request, method: str):
-        servable = self._manager.servable(request.model_spec.name, _version(request.model_spec))
-        name = request.model_spec.signature_name or "serving_default"
-        method_name = servable.signature_defs[name].method_name if name in servable.signature_defs else None
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"Expected {method} signature method_name to be tensorflow/serving/{method}. Was: "
-                           f"{method_name}: call Predict on '{name}'")
+        return self._metered("get_model_metadata", request, lambda answer: self._core.metadata(request, answer))
 
     @_handle
     def Classify(self, request, context):
-        self._not_a_classify_or_regress_signature(request, "classify")
+        self._metered("classify", request, lambda a: self._core.not_classify_or_regress(request, "classify", a))
 
     @_handle
     def Regress(self, request, context):
-        self._not_a_classify_or_regress_signature(request, "regress")
+        self._metered("regress", request, lambda a: self._core.not_classify_or_regress(request, "regress", a))
 
     def MultiInference(self, request, context):
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, "MultiInference needs classify or regress signatures; "
@@ -109,97 +79,190 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, manager: ModelManager):
-        self._manager = manager
+    def __init__(self, core: ServingCore):
+        self._core = core
 
     @_handle
     def GetModelStatus(self, request, context):
-        version = _version(request.model_spec)
-        states = [(v, s) for v, s in self._manager.statuses(request.model_spec.name) if version in (None, v)]
-        if not states:
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find version {version} of model "
-                               f"{request.model_spec.name}")
-        response = get_model_status_pb2.GetModelStatusResponse()
-        for v, state in states:
-            status = response.model_version_status.add()
-            status.version = v
-            status.state = get_model_status_pb2.ModelVersionStatus.State.Value(state)
-        return response
+        return self._core.status(request)
 
     def HandleReloadConfigRequest(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "reloading the config over RPC is not supported: restart "
-                      "with the new --model_config_file")
+        """TF Serving answers a refused config both ways: the RPC's status and the response's status."""
+        try:
+            return self._core.reload_config(request)
+        except ServingError as e:
+            log.error("ReloadConfig refused: %s", e)
+            context.set_code(e.code)
+            context.set_details(str(e))
+            response = model_management_pb2.ReloadConfigResponse()
+            response.status.error_code = error_code(e.code)
+            response.status.error_message = str(e)
+            return response
 
 
-def build_server(manager: ModelManager, host: str, port: int, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS, workers: int = 8,
-                 batching: BatchingParameters | None = None) -> tuple[grpc.Server, int]:
-    """A gRPC server with both services (Predict batched if `batching`); returns it (not started) and its port."""
+def build_server(core: ServingCore, host: str, port: int, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+                 max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS, workers: int = 8) -> tuple[grpc.Server, int]:
+    """A gRPC server with both services; returns it (not started) and its port."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), maximum_concurrent_rpcs=max_concurrent_rpcs,
                          options=[("grpc.max_receive_message_length", max_request_bytes)])
-    batcher = Batcher(batching) if batching else None
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager, batcher), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
     return server, bound
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model_name", default="ranker", help="the model name clients ask for")
-    parser.add_argument("--model_base_path", default="", help="directory of integer version directories")
-    parser.add_argument("--model_config_file", default="",
-                        help="text-format ModelServerConfig with a model_config_list (instead of the two above)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it)")
-    parser.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port, printed)")
-    parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
-                        help="how often to look for new versions")
-    parser.add_argument("--max_request_bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
-                        help="larger requests get RESOURCE_EXHAUSTED")
-    parser.add_argument("--max_concurrent_rpcs", type=int, default=DEFAULT_MAX_CONCURRENT_RPCS,
-                        help="more concurrent requests get RESOURCE_EXHAUSTED")
-    parser.add_argument("--enable_batching", action="store_true",
-                        help="run concurrent Predict requests as one batched call (the flags below)")
-    config_flags.add_flags(parser, BatchingParameters)
+@dataclasses.dataclass(frozen=True)
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = 0  # gRPC; 0: any free port
+    rest_api_port: int | None = None  # None: no REST API; 0: any free port
+    poll_seconds: float = 1.0
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
+    batching: BatchingParameters | None = None
+    allow_version_labels_for_unavailable_models: bool = False
+    prometheus_path: str | None = None  # on the REST port
 
 
-def start(models: list[ModelConfig], host: str = "127.0.0.1", port: int = 0, poll_seconds: float = 1.0,
-          max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-          max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS,
-          batching: BatchingParameters | None = None) -> tuple[grpc.Server, ModelManager, int]:
-    """Loads the newest version of every model, starts serving and polling; returns (server, manager, port)."""
-    manager = ModelManager(models)
+@dataclasses.dataclass
+class ModelServer:
+    """A running server: its ports, its manager (what is loaded) and how to stop it."""
+
+    grpc_server: grpc.Server
+    manager: ModelManager
+    port: int
+    rest: RestServer | None = None
+
+    @property
+    def rest_port(self) -> int | None:
+        return self.rest.port if self.rest else None
+
+    def stop(self, grace: float = 1.0) -> None:
+        self.manager.stop()
+        if self.rest:
+            self.rest.stop()
+        self.grpc_server.stop(grace=grace).wait()
+
+
+def start(models: list[ModelConfig], options: ServerOptions = ServerOptions()) -> ModelServer:
+    """Loads what every model's policy chooses, sets its labels, starts serving and polling."""
+    if options.prometheus_path and options.rest_api_port is None:
+        raise ValueError("--monitoring_config_file: the Prometheus page is served on the REST port; give --rest_api_port")
+    manager = ModelManager(models, options.allow_version_labels_for_unavailable_models)
     manager.poll()
     for m in models:  # fail at start, not on every request
         try:
             manager.servable(m.name)
         except ServingError as e:
             raise ValueError(f"model {m.name}: no loadable integer version directory under {m.base_path} ({e})") from None
-    server, bound = build_server(manager, host, port, max_request_bytes, max_concurrent_rpcs, batching=batching)
-    server.start()
-    manager.start_polling(poll_seconds)
-    return server, manager, bound
+    try:
+        manager.apply_labels()
+    except ServingError as e:
+        raise ValueError(f"version_labels: {e} (--allow_version_labels_for_unavailable_models lets a new label "
+                         "name a version that is still to load)") from None
+    core = ServingCore(manager, Batcher(options.batching, manager.metrics) if options.batching else None)
+    grpc_server, port = build_server(core, options.host, options.port, options.max_request_bytes,
+                                     options.max_concurrent_rpcs)
+    rest = None
+    if options.rest_api_port is not None:
+        rest = RestServer(core, options.host, options.rest_api_port, options.max_request_bytes,
+                          options.max_concurrent_rpcs, options.prometheus_path)
+    grpc_server.start()
+    if rest:
+        rest.start()
+    manager.start_polling(options.poll_seconds)
+    return ModelServer(grpc_server, manager, port, rest)
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model_name", default="ranker", help="the model name clients ask for")
+    parser.add_argument("--model_base_path", default="", help="directory of integer version directories")
+    parser.add_argument("--model_config_file", default="",
+                        help="text-format ModelServerConfig with a model_config_list: models, version policies, "
+                             "version labels (instead of the two above)")
+    parser.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0.0,
+                        help="how often to reread --model_config_file and apply it as ReloadConfig does (0: never)")
+    parser.add_argument("--allow_version_labels_for_unavailable_models", action="store_true",
+                        help="a new label may name a version that is not loaded yet")
+    parser.add_argument("--host", default="127.0.0.1", help="address both APIs bind (0.0.0.0 exposes them)")
+    parser.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port, printed)")
+    parser.add_argument("--rest_api_port", type=int, default=0,
+                        help="REST API port (0: no REST API; -1: any free port, printed)")
+    parser.add_argument("--monitoring_config_file", default="",
+                        help="text-format MonitoringConfig; prometheus_config serves metrics on the REST port")
+    parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
+                        help="how often to look for new versions")
+    parser.add_argument("--max_request_bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+                        help="larger requests get RESOURCE_EXHAUSTED (gRPC) or 413 (REST)")
+    parser.add_argument("--max_concurrent_rpcs", type=int, default=DEFAULT_MAX_CONCURRENT_RPCS,
+                        help="more concurrent requests get RESOURCE_EXHAUSTED (gRPC) or 429 (REST), per API")
+    parser.add_argument("--enable_batching", action="store_true",
+                        help="run concurrent Predict requests as one batched call (the flags below, or the file)")
+    parser.add_argument("--batching_parameters_file", default="",
+                        help="text-format BatchingParameters (TF Serving's); the fields it sets replace the flags")
+    config_flags.add_flags(parser, BatchingParameters)
+
+
+def _models(args) -> list[ModelConfig]:
+    if args.model_config_file:
+        return model_config.read_model_config_file(args.model_config_file)
+    if args.model_base_path:
+        return [ModelConfig(args.model_name, args.model_base_path)]
+    raise ValueError("give --model_base_path (with --model_name) or --model_config_file")
+
+
+def _options(args) -> ServerOptions:
+    batching = None
+    if args.batching_parameters_file and not args.enable_batching:
+        raise ValueError("--batching_parameters_file takes effect with --enable_batching; give both")
+    if args.enable_batching:
+        batching = config_flags.from_args(BatchingParameters, args)
+        if args.batching_parameters_file:
+            batching = read_batching_parameters_file(args.batching_parameters_file, batching)
+    prometheus = read_monitoring_config(args.monitoring_config_file) if args.monitoring_config_file else None
+    rest_port = None if args.rest_api_port == 0 else max(args.rest_api_port, 0)
+    return ServerOptions(args.host, args.port, rest_port, args.file_system_poll_wait_seconds, args.max_request_bytes,
+                         args.max_concurrent_rpcs, batching, args.allow_version_labels_for_unavailable_models,
+                         prometheus)
+
+
+def _watch_config_file(path: str, seconds: float, manager: ModelManager, stopped: threading.Event) -> None:
+    """Rereads the config file every `seconds`; a changed one is applied as ReloadConfig applies it."""
+    applied = files.read_text(path)
+
+    def loop():
+        nonlocal applied
+        while not stopped.wait(seconds):
+            try:
+                text = files.read_text(path)
+                if text == applied:
+                    continue
+                applied = text  # a refused config is logged once, not every poll
+                manager.reload(model_config.parse(text, path))
+            except (ValueError, ServingError) as e:
+                log.error("%s: not applied: %s", path, e)
+
+    threading.Thread(target=loop, name="config-poll", daemon=True).start()
 
 
 def serve(args) -> None:
-    """Serves until SIGINT/SIGTERM, after printing `listening on HOST:PORT`."""
-    if args.model_config_file:
-        models = read_model_config_file(args.model_config_file)
-    elif args.model_base_path:
-        models = [ModelConfig(args.model_name, args.model_base_path)]
-    else:
-        raise ValueError("give --model_base_path (with --model_name) or --model_config_file")
-    batching = config_flags.from_args(BatchingParameters, args) if args.enable_batching else None
-    server, manager, port = start(models, args.host, args.port, args.file_system_poll_wait_seconds,
-                                  args.max_request_bytes, args.max_concurrent_rpcs, batching)
-    if batching:
-        print(f"batching Predict requests: up to {batching.max_batch_size} rows a call, waiting up to "
-              f"{batching.batch_timeout_micros} us, {batching.num_batch_threads} batch threads", flush=True)
-    print(f"listening on {args.host}:{port}", flush=True)
+    """Serves until SIGINT/SIGTERM, after printing `listening on HOST:PORT` (and `REST API on HOST:PORT`)."""
+    options = _options(args)
+    running = start(_models(args), options)
+    if options.batching:
+        b = options.batching
+        print(f"batching Predict requests: up to {b.max_batch_size} rows a call, waiting up to "
+              f"{b.batch_timeout_micros} us, {b.num_batch_threads} batch threads", flush=True)
+    if running.rest:
+        print(f"REST API on {args.host}:{running.rest_port}"
+              + (f"; Prometheus metrics at {options.prometheus_path}" if options.prometheus_path else ""), flush=True)
     stopped = threading.Event()
+    if args.model_config_file and args.model_config_file_poll_wait_seconds > 0:
+        _watch_config_file(args.model_config_file, args.model_config_file_poll_wait_seconds, running.manager, stopped)
+    print(f"listening on {args.host}:{running.port}", flush=True)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
     stopped.wait()
-    manager.stop()
-    server.stop(grace=2).wait()
+    running.stop(grace=2)

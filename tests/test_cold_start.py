@@ -22,7 +22,8 @@ from pipeline.data import corpus_io, log_io, sid_table_io
 from pipeline.sid.serving_examples import ServingExampleBuilder
 from pipeline.stages import predict, simulate
 from serving import export, server
-from serving.servables import ModelConfig, Servable
+from serving.model_config import ModelConfig
+from serving.servables import Servable
 from worlds import IN_MEMORY, SMALL_WORLD, bad_embedding_requests
 
 ROWS = 64
@@ -185,14 +186,14 @@ def test_predict_sends_embeddings_for_items_that_arrived_after_materialisation(r
     arrivals = simulate.write_arrivals(SMALL_WORLD, layout, 2)
     arrived = corpus_io.read_corpus(layout.data.arrivals)
     assert list(arrived.item_ids) == list(arrivals.item_ids) and (arrived.first_day == SMALL_WORLD.num_days + 1).all()
-    grpc_server, manager, port = server.start([ModelConfig("ranker", spm_ranker["export"])])
+    running = server.start([ModelConfig("ranker", spm_ranker["export"])])
     try:
         results = predict.run(layout, predict.PredictConfig(
-            server=f"127.0.0.1:{port}", representation="sid_spm_300", users=2, also_rank=tuple(arrivals.item_ids),
+            server=f"127.0.0.1:{running.port}", representation="sid_spm_300", users=2,
+            also_rank=tuple(arrivals.item_ids),
             corpus=layout.data.arrivals))
     finally:
-        manager.stop()
-        grpc_server.stop(grace=1).wait()
+        running.stop()
     for result in results:
         assert set(arrivals.item_ids) <= {r.item_id for r in result["ranked"]}
         assert result["embedded"] == list(arrivals.item_ids) and not result["missing"]

@@ -131,7 +131,7 @@ def bad_embedding_requests(record: bytes, dim: int) -> list[tuple[str, bytes, st
 
 def start_server(*flags, printed=None, stderr_path=None):
     """Starts `sidrec serve` on a free port; returns (process, host:port). `printed` collects what it said first;
-    its log goes to `stderr_path` if given."""
+    its log goes to `stderr_path` if given. With `--rest_api_port -1`, `process.rest` is the REST API's host:port."""
     import subprocess
     import sys
 
@@ -139,7 +139,10 @@ def start_server(*flags, printed=None, stderr_path=None):
     process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--port", "0",
                                 "--file_system_poll_wait_seconds", "0.2", *flags],
                                stdout=subprocess.PIPE, stderr=stderr, text=True)
+    process.rest = None
     for line in process.stdout:
+        if line.startswith("REST API on "):
+            process.rest = line.split()[3].rstrip(";")
         if line.startswith("listening on "):
             return process, line.split()[-1]
         if printed is not None:
@@ -156,13 +159,14 @@ class PredictionStream:
           stream.wait_for_version(3)
     """
 
-    def __init__(self, target: str, model_name: str, records: list[bytes], pause: float = 0.0):
+    def __init__(self, target: str, model_name: str, records: list[bytes], pause: float = 0.0, label: str = ""):
         import threading
 
         from serving.client import RankerClient
 
         self.answers, self.failures = [], []
         self._client, self._model, self._records, self._pause = RankerClient(target), model_name, records, pause
+        self._label = label
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._stream)
 
@@ -173,7 +177,7 @@ class PredictionStream:
 
         while not self._stop.is_set():
             try:
-                self.answers.append(self._client.predict(self._model, self._records))
+                self.answers.append(self._client.predict(self._model, self._records, version_label=self._label))
             except grpc.RpcError as e:
                 self.failures.append(e)
             time.sleep(self._pause)

@@ -71,6 +71,16 @@ def size(path: str) -> int:
     return int(gfile.stat(path).length)
 
 
+def tree_state(path: str) -> tuple:
+    """(relative path, size, modification time) of every file under `path`, sorted: equal while nothing changed."""
+    out = []
+    for directory, _, names in gfile.walk(path):
+        for name in names:
+            stat = gfile.stat(join(directory, name))
+            out.append((join(directory, name)[len(path.rstrip("/")) + 1:], int(stat.length), int(stat.mtime_nsec)))
+    return tuple(sorted(out))
+
+
 def remove(path: str) -> None:
     """Removes a file or a directory tree; nothing when it is not there."""
     if gfile.isdir(path):

@@ -10,7 +10,7 @@ from pipeline.core.representation import DEFAULT_SERVED, Kind
 from pipeline.data.simulator import SimulatorConfig
 from pipeline.stages import day_loop, experiment, lookups, predict, report, simulate, train_rqvae
 from serving import server
-from serving.servables import ModelConfig
+from serving.model_config import ModelConfig
 
 # The demo's small version of the paper's table (the dense depth variants are left to `sidrec study`), with two
 # model seeds so every number carries an interval.
@@ -47,8 +47,9 @@ def run(layout: RunLayout, simulator: SimulatorConfig, rqvae: RQVAEConfig, log=p
     log(f"== serve the last {SERVED} export over TF Serving's gRPC API; rank candidates for 3 users, with "
         f"{ARRIVALS} items that arrived after the last SID materialisation among them (sent as content embeddings) ==")
     export_base = RankerLayout(next(r["run_dir"] for r in results["runs"] if r["label"] == SERVED)).export
-    grpc_server, manager, port = server.start([ModelConfig("ranker", export_base)])
-    log(f"serving {export_base} (version {manager.servable('ranker').version}) on 127.0.0.1:{port}; the same with "
+    running = server.start([ModelConfig("ranker", export_base)])
+    port = running.port
+    log(f"serving {export_base} (version {running.manager.servable('ranker').version}) on 127.0.0.1:{port}; the same with "
         f"the stock server: tensorflow_model_server --model_name=ranker --model_base_path={os.path.abspath(export_base)}")
     arrived = simulate.write_arrivals(simulator, layout, ARRIVALS)
     log(f"{ARRIVALS} new items arrived after the SID table was made ({layout.data.arrivals}): "
@@ -58,8 +59,7 @@ def run(layout: RunLayout, simulator: SimulatorConfig, rqvae: RQVAEConfig, log=p
             server=f"127.0.0.1:{port}", model_name="ranker", representation=SERVED, users=3,
             also_rank=tuple(arrived.item_ids), corpus=layout.data.arrivals))))
     finally:
-        manager.stop()
-        grpc_server.stop(grace=1).wait()
+        running.stop()
     log("server stopped")
     log("== the report of the small study: the table with intervals, the paper's figures, Table 1, F1-F7 verdicts ==")
     log(report.describe(report.run(layout)))
