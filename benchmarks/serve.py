@@ -6,8 +6,8 @@ embedding only (the instant cold-start path: the export's frozen RQ-VAE computes
 worst case of a request about items the SID table has not caught up with; and every tenth candidate
 new (by embedding, the rest by SID), the common case. At concurrency 1 and 8:
 p50 and p99 latency and requests/s through `sidrec serve` (a subprocess, called with the official
-stub; SID requests also with --enable_batching) and through the SavedModel's `serving_default` in
-this process. The ranker is exported twice from its checkpoint, with and without the RQ-VAE, for
+stub; SID requests also with --enable_batching, and over the REST API as b64 row instances on
+kept-alive connections) and through the SavedModel's `serving_default` in this process. The ranker is exported twice from its checkpoint, with and without the RQ-VAE, for
 the export's size and for what holding the RQ-VAE costs a SID request; the RQ-VAE's share of an
 export at the paper's configuration (D=2048, L=8, K=2048) is counted from a built, untrained model.
 
@@ -15,12 +15,16 @@ export at the paper's configuration (D=2048, L=8, K=2048) is counted from a buil
 """
 
 import argparse
+import base64
 import glob
+import http.client
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent import futures
 
@@ -112,15 +116,55 @@ def _measure(call, requests: int, concurrency: int) -> dict:
             "requests_per_s": round(requests / elapsed, 1)}
 
 
-def _through_server(base: str, flags: list[str], calls: dict, requests: int) -> dict:
-    """{form: {concurrency: measurement}} through `sidrec serve` on `base`."""
+class _RestClient:
+    """TF Serving's REST Predict with the request as the row format's b64 instances; one kept-alive connection
+    per thread, as an HTTP client library pools them."""
+
+    def __init__(self, target: str, records: list[bytes]):
+        self._host, self._port = target.rsplit(":", 1)
+        self._body = json.dumps({"instances": [{"b64": base64.b64encode(r).decode()} for r in records]}).encode()
+        self._local = threading.local()
+
+    def predict(self) -> np.ndarray:
+        if not hasattr(self._local, "connection"):
+            self._local.connection = http.client.HTTPConnection(self._host, int(self._port), timeout=60)
+        connection = self._local.connection
+        connection.request("POST", "/v1/models/ranker:predict", self._body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        body = json.loads(response.read())
+        if response.status != 200:
+            raise RuntimeError(f"REST predict: {response.status} {body}")
+        return np.array([p[fk.CLICK_PROBABILITY] for p in body["predictions"]], np.float32)
+
+    @property
+    def body_bytes(self) -> int:
+        return len(self._body)
+
+
+def _through_server(base: str, flags: list[str], calls: dict, requests: int, rest_forms=()) -> dict:
+    """{form: {concurrency: measurement}} through `sidrec serve` on `base` over gRPC, and over REST for
+    `rest_forms` ({"rest_" + form: ...}, with "rest_agrees_with_grpc" the largest score difference)."""
     server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--model_base_path", base, "--port", "0",
-                               *flags], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                               "--rest_api_port", "-1", *flags], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True)
     try:
-        target = next(line.split()[-1] for line in server.stdout if line.startswith("listening on "))
+        rest_target = None
+        for line in server.stdout:
+            if line.startswith("REST API on "):
+                rest_target = line.split()[3].rstrip(";")
+            if line.startswith("listening on "):
+                target = line.split()[-1]
+                break
         client = RankerClient(target)
-        return {form: {c: _measure(lambda r=request: client.predict("ranker", r), requests, c) for c in (1, 8)}
-                for form, request in calls.items()}
+        out = {form: {c: _measure(lambda r=request: client.predict("ranker", r), requests, c) for c in (1, 8)}
+               for form, request in calls.items()}
+        for form in rest_forms:
+            rest = _RestClient(rest_target, calls[form])
+            grpc_scores = client.predict("ranker", calls[form])[0][fk.CLICK_PROBABILITY]
+            out["rest_agrees_with_grpc"] = float(np.abs(rest.predict() - grpc_scores).max())
+            out["rest_request_bytes"] = rest.body_bytes
+            out["rest_" + form] = {c: _measure(rest.predict, requests, c) for c in (1, 8)}
+        return out
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -153,7 +197,7 @@ def main(argv=None) -> dict:
     measured = {"in_process": {form: {c: _measure(call, args.requests, c) for c in (1, 8)}
                                for form, call in calls.items()}}
     base = os.path.dirname(exports["with_rqvae"])
-    measured["grpc"] = _through_server(base, [], requests, args.requests)
+    measured["grpc"] = _through_server(base, [], requests, args.requests, rest_forms=("sids",))
     measured["grpc_batching"] = _through_server(base, ["--enable_batching"], {"sids": requests["sids"]}, args.requests)
 
     results = {"ranker_run": run_dir, "candidates_per_request": args.candidates, "requests": args.requests,
@@ -161,7 +205,9 @@ def main(argv=None) -> dict:
                "request_bytes": {form: sum(map(len, request)) for form, request in requests.items()},
                "max_score_difference_vs_sids": {form: float(np.abs(scores[form] - scores["sids"]).max())
                                                 for form in requests if form != "sids"},
-               "export_bytes": {form: _size_bytes(path) for form, path in exports.items()}}
+               "export_bytes": {form: _size_bytes(path) for form, path in exports.items()},
+               "rest": {"request_bytes_sids": measured["grpc"]["rest_request_bytes"],
+                        "max_score_difference_vs_grpc": measured["grpc"]["rest_agrees_with_grpc"]}}
     results["rqvae_bytes_at_paper_config"] = _paper_rqvae_bytes()  # D=2048, L=8, K=2048; built, not trained
     shutil.rmtree(scratch, ignore_errors=True)
     results["export_bytes"]["rqvae_share"] = round(
@@ -172,6 +218,9 @@ def main(argv=None) -> dict:
             "in_process": {form: local[form][c] for form in local},
             "grpc": {form: remote[form][c] for form in remote},
             "grpc_batching": {"sids": batched["sids"][c]},
+            "rest": {"sids": remote["rest_sids"][c]},
+            "rest_to_grpc_throughput": round(remote["rest_sids"][c]["requests_per_s"] / remote["sids"][c]["requests_per_s"], 3),
+            "rest_to_grpc_p50_latency": round(remote["rest_sids"][c]["p50_ms"] / remote["sids"][c]["p50_ms"], 2),
             "embeddings_to_sids_p50_latency_grpc": round(remote["embeddings"][c]["p50_ms"] / remote["sids"][c]["p50_ms"], 2),
             "embeddings_to_sids_throughput_grpc": round(
                 remote["embeddings"][c]["requests_per_s"] / remote["sids"][c]["requests_per_s"], 3),

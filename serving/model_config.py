@@ -107,3 +107,13 @@ def parse(text: str, where: str) -> list[ModelConfig]:
 def read_model_config_file(path: str) -> list[ModelConfig]:
     """TF Serving's --model_config_file."""
     return parse(files.read_text(path), path)
+
+
+def versions_in_use(models: list[ModelConfig], name: str) -> tuple[set[int], int]:
+    """What a server with this config needs to keep finding under model `name`'s base path: the versions its
+    labels and `specific` policy name, and how many newest versions its `latest` policy serves (1 otherwise)."""
+    model = next((m for m in models if m.name == name), None)
+    if model is None:
+        return set(), 1
+    named = set(model.label_map.values()) | (set(model.policy.versions) if model.policy.kind == SPECIFIC else set())
+    return named, model.policy.num_versions if model.policy.kind == LATEST else 1

@@ -294,6 +294,28 @@ def test_published_versions_only_increase_and_the_newest_n_stay(tmp_path):
         publish_version(str(source), base, {}, lambda d: ExportLayout(d).publication, keep=0)
 
 
+def test_retention_keeps_what_the_servers_config_names(tmp_path):
+    """A label or a specific policy pins a version; latest N keeps N. Without that, retention would delete a
+    version a server is asked for by label, and requests by that label would fail."""
+    source = tmp_path / "export"
+    (source / "variables").mkdir(parents=True)
+    (source / "saved_model.pb").write_bytes(b"model")
+    config = tmp_path / "models.config"
+    config.write_text('model_config_list { config { name: "ranker" base_path: "/serving/ranker"'
+                      ' model_version_policy { latest { num_versions: 3 } } version_labels { key: "stable" value: 1 } }'
+                      ' config { name: "other" base_path: "/x" version_labels { key: "stable" value: 2 } } }')
+    daily_config = daily.DailyConfig(keep_versions=1, model_config_file=str(config))
+    keep, protected = daily._retention(daily_config)
+    assert (keep, protected) == (3, {1})
+    base = str(tmp_path / "serving")
+    for day in range(5):
+        publish_version(str(source), base, {}, lambda d: ExportLayout(d).publication, keep, protected)
+    assert list_versions(base) == [1, 3, 4, 5]
+    config.write_text("model_config_list { config { name: \"ranker\" } }")
+    with pytest.raises(ValueError, match="base_path"):
+        daily._retention(daily_config)
+
+
 def test_a_day_without_log_files_stops_before_anything_changes(days, tmp_path):
     layout = RunLayout(str(tmp_path / "world"))
     shutil.copytree(days["before4"], layout.root, symlinks=True)

@@ -109,11 +109,12 @@ def latest_version(path: str, what: str, make_with: str) -> str:
     return os.path.join(path, str(found[-1]))
 
 
-def publish_version(source: str, base: str, card: dict, card_path, keep: int) -> int:
-    """Publishes the export `source` as BASE/<newest + 1> and keeps the newest `keep` versions.
+def publish_version(source: str, base: str, card: dict, card_path, keep: int, protected=frozenset()) -> int:
+    """Publishes the export `source` as BASE/<newest + 1> and keeps the newest `keep` versions and `protected`.
 
     The version appears whole (staged, then renamed), with `card` written at `card_path(version dir)`
-    inside it; versions only increase, and the newest (the one a server serves) is never deleted.
+    inside it; versions only increase, and the newest (the one a server serves) is never deleted, nor
+    a version in `protected` (one a server's labels or version policy name).
 
     Returns:
       The version published.
@@ -126,5 +127,6 @@ def publish_version(source: str, base: str, card: dict, card_path, keep: int) ->
         files.copy_tree(source, staging)
         files.write_json(card_path(staging), {**card, "version": version})
     for old in list_versions(base)[:-keep]:
-        files.remove(os.path.join(base, str(old)))
+        if old not in protected:
+            files.remove(os.path.join(base, str(old)))
     return version

@@ -28,6 +28,7 @@ from pipeline.core.publish import list_versions, publish_version, published
 from pipeline.core.representation import DEFAULT_SERVED, RepresentationConfig
 from pipeline.data import log_io
 from pipeline.stages import bless, day_loop
+from serving import model_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,9 @@ class DailyConfig:
     model_name: str = flag("ranker", "model name: the serving directory RUN_DIR/serving/<name> and the warm-up")
     serving_dir: str = flag("", "where blessed versions are published (default RUN_DIR/serving/MODEL_NAME)")
     keep_versions: int = flag(5, "published versions kept in the serving directory (the newest always)")
+    model_config_file: str = flag("", "the model_config_list the servers of the serving directory read: the "
+                                      "versions its labels and `specific` policy name for MODEL_NAME are never "
+                                      "deleted, and `latest N` keeps at least N")
 
     def __post_init__(self):
         if self.keep_versions < 1:
@@ -55,6 +59,7 @@ def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, che
     transform_dir = layout.transform_output(config.representation)
     run_dir = os.path.join(layout.ranker, day_loop.run_dir_name(config.representation, train))
     serving = config.serving_dir or layout.serving(config.model_name)
+    _retention(config)  # a bad --model_config_file fails here, before a day is taken
     records = []
     for day in pending_days(layout, transform_dir, run_dir, config.day):
         started = time.time()
@@ -149,8 +154,17 @@ def _bless_and_publish(layout: RunLayout, run_dir: str, lineage: str, day: int, 
         record["published"] = publish_version(
             candidate, serving, {"lineage": lineage, "run": run_dir, "source": candidate, "trained_through_day": day,
                                  "representation": config.representation, "blessing": verdict},
-            lambda version_dir: ExportLayout(version_dir).publication, config.keep_versions)
+            lambda version_dir: ExportLayout(version_dir).publication, *_retention(config))
     return record
+
+
+def _retention(config: DailyConfig) -> tuple[int, set[int]]:
+    """(how many newest versions to keep, the versions never to delete), agreeing with the servers' config."""
+    if not config.model_config_file:
+        return config.keep_versions, set()
+    named, latest = model_config.versions_in_use(model_config.read_model_config_file(config.model_config_file),
+                                                 config.model_name)
+    return max(config.keep_versions, latest), named
 
 
 def _metrics(entry: dict) -> dict:
