@@ -1,1 +1,1 @@
-"""SavedModel export signatures, the TF Serving-compatible gRPC server and its client."""
+"""SavedModel export signatures, the TF Serving-compatible server (gRPC and REST) and its client."""
