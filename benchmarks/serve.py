@@ -216,7 +216,7 @@ def main(argv=None) -> dict:
         local, remote, batched = (measured[s] for s in ("in_process", "grpc", "grpc_batching"))
         results[f"concurrency_{c}"] = {
             "in_process": {form: local[form][c] for form in local},
-            "grpc": {form: remote[form][c] for form in remote},
+            "grpc": {form: remote[form][c] for form in requests},
             "grpc_batching": {"sids": batched["sids"][c]},
             "rest": {"sids": remote["rest_sids"][c]},
             "rest_to_grpc_throughput": round(remote["rest_sids"][c]["requests_per_s"] / remote["sids"][c]["requests_per_s"], 3),
