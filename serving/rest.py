@@ -7,7 +7,7 @@
 
 Bodies are TF Serving's JSON (serving/json_tensors.py); an error is `{"error": "..."}` with the HTTP
 code TF Serving maps its status code to (INVALID_ARGUMENT 400, NOT_FOUND 404, ...). A body larger
-than --max_request_bytes gets 413 without being read; more concurrent requests than
+than --max_request_bytes gets 413, its bytes read and dropped (never held); more concurrent requests than
 --max_concurrent_rpcs get 429.
 """
 
@@ -34,6 +34,7 @@ HTTP_CODES = {"OK": 200, "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 4
               "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429,
               "FAILED_PRECONDITION": 400, "ABORTED": 409, "OUT_OF_RANGE": 400, "UNIMPLEMENTED": 501,
               "INTERNAL": 500, "UNAVAILABLE": 503, "DATA_LOSS": 500, "UNAUTHENTICATED": 401}
+_DRAIN_FACTOR = 16  # bodies up to this many times the limit are read and dropped before the 413; larger: closed
 _SPEC = r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?"
 _PREDICTION = re.compile(_SPEC + r":(classify|regress|predict)", re.IGNORECASE)
 _STATUS = re.compile(_SPEC + r"(/metadata)?", re.IGNORECASE)
@@ -158,7 +159,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         length = int(self.headers.get("Content-Length") or 0)
         if length > owner.max_request_bytes:
-            self.close_connection = True  # the body is not read
+            if length <= _DRAIN_FACTOR * owner.max_request_bytes:
+                self._discard(length)  # read, not kept: the client gets its answer, not a broken pipe
+            else:
+                self.close_connection = True
             return self._reply(413, json.dumps({"error": f"request of {length} bytes is larger than "
                                                          f"--max_request_bytes {owner.max_request_bytes}"}).encode())
         body = self.rfile.read(length) if length else b""
@@ -170,6 +174,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         finally:
             owner._slots.release()
         self._reply(code, payload, content_type)
+
+    def _discard(self, length: int) -> None:
+        while length > 0:
+            chunk = self.rfile.read(min(length, 1 << 16))
+            if not chunk:
+                break
+            length -= len(chunk)
 
     def _reply(self, code: int, payload: bytes, content_type: str = "application/json") -> None:
         self.send_response(code)
