@@ -2,7 +2,7 @@
 
 Two ways, one result (the same `join_batch` builds every output batch, so their outputs are the same
 examples):
-  - in memory (`JoinItemFeatures`): every worker process loads the item tables once (`ItemTables`,
+  - in memory (`JoinItemFeatures`): every worker process loads the item tables once (an `ItemIndex`,
     shared by all its DoFns through `apache_beam.utils.shared`) from their files; fastest, and fine
     up to tens of millions of items. (Passed as DoFn arguments instead, the tables would be pickled
     and bz2-compressed into the pipeline once per day: most of the dense transform's time.)
@@ -24,7 +24,7 @@ from apache_beam.metrics import Metrics
 from pipeline.core import arrow_lists, row_rules
 from pipeline.core import features as fk
 from pipeline.core.representation import RepresentationConfig
-from pipeline.sid.item_join import join_item_features
+from pipeline.sid.item_join import ItemIndex, join_item_features
 
 NAMESPACE = "sidrec_transform"
 # Counter names of items without a SID, per role (the names the job has always reported).
@@ -49,30 +49,28 @@ def history_ids(batch: pa.RecordBatch) -> tuple[list[str], np.ndarray]:
     return [v.decode("utf-8") for v in values], lengths
 
 
-def join_batch(config: RepresentationConfig, batch: pa.RecordBatch, sids: dict, first_days: dict,
-               embeddings: dict, namespace: str = NAMESPACE) -> pa.RecordBatch:
+def join_batch(config: RepresentationConfig, batch: pa.RecordBatch, index: ItemIndex,
+               namespace: str = NAMESPACE) -> pa.RecordBatch:
     """Valid log rows -> one Arrow RecordBatch with SIDs, the candidate's first day (and embeddings).
 
-    Items without a SID are counted per role in the `namespace` counters.
+    The id, label and day columns go through as Arrow columns (never decoded to Python strings), and
+    the item features are looked up a column at a time (ItemIndex). Items without a SID are counted
+    per role in the `namespace` counters.
     """
     n = batch.num_rows
-    watch, candidate = (ids(batch, key) for key in (fk.WATCH_ITEM_ID, fk.CANDIDATE_ITEM_ID))
-    history, history_lengths = history_ids(batch)
-    binary = pa.large_binary()
-    columns = {
-        fk.WATCH_ITEM_ID: arrow_lists.scalar_list_array(np.array(watch, dtype=object).astype(bytes), binary),
-        fk.CANDIDATE_ITEM_ID: arrow_lists.scalar_list_array(np.array(candidate, dtype=object).astype(bytes), binary),
-        fk.HISTORY_ITEM_IDS: arrow_lists.list_array(np.array(history, dtype=object).astype(bytes),
-                                                    history_lengths, binary),
-        fk.CLICK: arrow_lists.scalar_list_array(scalars(batch, fk.CLICK), pa.int64()),
-        fk.ENGAGEMENT: arrow_lists.scalar_list_array(scalars(batch, fk.ENGAGEMENT), pa.float32()),
-        fk.DAY: arrow_lists.scalar_list_array(scalars(batch, fk.DAY), pa.int64()),
-        fk.CANDIDATE_FIRST_DAY: arrow_lists.scalar_list_array(
-            np.array([first_days.get(i, -1) for i in candidate], np.int64), pa.int64()),
-        fk.USER_ID: arrow_lists.scalar_list_array(
-            np.array(ids(batch, fk.USER_ID), dtype=object).astype(bytes), binary),
-    }
-    joined = join_item_features(config, sids, embeddings, watch, candidate, history, history_lengths)
+    watch, candidate = (batch.column(key).flatten() for key in (fk.WATCH_ITEM_ID, fk.CANDIDATE_ITEM_ID))
+    history_column = batch.column(fk.HISTORY_ITEM_IDS)
+    history_lengths = history_column.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    ids_type = pa.large_list(pa.large_binary())
+    columns = {key: batch.column(key).cast(ids_type)
+               for key in (fk.WATCH_ITEM_ID, fk.CANDIDATE_ITEM_ID, fk.HISTORY_ITEM_IDS)}
+    columns[fk.CLICK] = arrow_lists.scalar_list_array(scalars(batch, fk.CLICK), pa.int64())
+    columns[fk.ENGAGEMENT] = arrow_lists.scalar_list_array(scalars(batch, fk.ENGAGEMENT), pa.float32())
+    columns[fk.DAY] = arrow_lists.scalar_list_array(scalars(batch, fk.DAY), pa.int64())
+    first_days, _ = index.lookup("first_day", index.rows(candidate))
+    columns[fk.CANDIDATE_FIRST_DAY] = arrow_lists.scalar_list_array(first_days, pa.int64())
+    columns[fk.USER_ID] = batch.column(fk.USER_ID).cast(ids_type)
+    joined = join_item_features(config, index, watch, candidate, history_column.flatten(), history_lengths)
     types = {fk.WATCH_EMBEDDING: pa.float32(), fk.CANDIDATE_EMBEDDING: pa.float32()}
     for key, (values, lengths) in joined.columns.items():
         columns[key] = arrow_lists.list_array(values, lengths, types.get(key, pa.int64()))
@@ -81,31 +79,25 @@ def join_batch(config: RepresentationConfig, batch: pa.RecordBatch, sids: dict, 
     return pa.RecordBatch.from_arrays(list(columns.values()), list(columns.keys()))
 
 
-class ItemTables:
-    """The item tables a join reads: {item_id: SID}, {item_id: first day}, {item_id: embedding}."""
-
-    def __init__(self, sids: dict, first_days: dict, embeddings: dict):
-        self.sids, self.first_days, self.embeddings = sids, first_days, embeddings
-
-
 class ItemTablesFromFiles:
-    """Loads ItemTables from a SID table directory and a corpus file (called on the worker)."""
+    """Loads the ItemIndex of a SID table directory and a corpus file (called on the worker)."""
 
-    def __init__(self, sids_dir: str, corpus_path: str, with_sids: bool, with_embeddings: bool):
-        self._sids_dir, self._corpus_path = sids_dir, corpus_path
-        self._with_sids, self._with_embeddings = with_sids, with_embeddings
+    def __init__(self, sids_dir: str, corpus_path: str, config: RepresentationConfig):
+        self._sids_dir, self._corpus_path, self._config = sids_dir, corpus_path, config
 
-    def __call__(self) -> ItemTables:
+    def __call__(self) -> ItemIndex:
         from pipeline.core.layout import SidTableLayout
         from pipeline.data import corpus_io, sid_table_io
 
+        config = self._config
         corpus = corpus_io.read_corpus(self._corpus_path)
-        sids = sid_table_io.read_sid_table(SidTableLayout(self._sids_dir).table).lookup() if self._with_sids else {}
-        return ItemTables(sids, {i: int(d) for i, d in zip(corpus.item_ids, corpus.first_day)},
-                          dict(zip(corpus.item_ids, corpus.embeddings)) if self._with_embeddings else {})
+        sids = sid_table_io.read_sid_table(SidTableLayout(self._sids_dir).table).lookup() if config.has_sids else {}
+        return ItemIndex(config, sids, dict(zip(corpus.item_ids, corpus.embeddings)) if config.is_dense else {},
+                         {i: int(d) for i, d in zip(corpus.item_ids, corpus.first_day)})
 
     def tag(self) -> str:
-        return f"{self._sids_dir}|{self._corpus_path}|{self._with_sids}|{self._with_embeddings}"
+        return f"{self._sids_dir}|{self._corpus_path}|{self._config.has_sids}|{self._config.is_dense}|" \
+               f"{self._config.num_levels}|{self._config.embedding_dim}"
 
 
 class JoinItemFeatures(beam.DoFn):
@@ -113,7 +105,7 @@ class JoinItemFeatures(beam.DoFn):
 
     Args:
       config: the representation.
-      load_tables: a picklable callable returning ItemTables (ItemTablesFromFiles in the job), with
+      load_tables: a picklable callable returning an ItemIndex (ItemTablesFromFiles in the job), with
         a `tag()` naming what it loads.
       shared: one `apache_beam.utils.shared.Shared` for every JoinItemFeatures of a pipeline, so the
         DoFns of all days share one copy of the tables per process.
@@ -127,9 +119,8 @@ class JoinItemFeatures(beam.DoFn):
 
     def process(self, element):
         _, batch = element
-        tables = self._tables
         Metrics.counter(self._namespace, JOINED_IN_MEMORY).inc()
-        yield join_batch(self._config, batch, tables.sids, tables.first_days, tables.embeddings, self._namespace)
+        yield join_batch(self._config, batch, self._tables, self._namespace)
 
 
 # ------------------------------------------------------------------------------------ keyed join
@@ -215,9 +206,10 @@ class JoinGroupedBatch(beam.DoFn):
                 first_days[item_id] = first_day
             if embedding is not None:
                 embeddings[item_id] = embedding
+        index = ItemIndex(self._config, sids, embeddings, first_days)
         for day, batch in parts["batch"]:
             Metrics.counter(NAMESPACE, JOINED_BY_KEY).inc()
-            yield day, join_batch(self._config, batch, sids, first_days, embeddings)
+            yield day, join_batch(self._config, batch, index)
 
 
 @beam.ptransform_fn

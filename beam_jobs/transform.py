@@ -37,6 +37,7 @@ import tensorflow_transform.beam as tft_beam
 
 from beam_jobs.counters import job_counters
 from beam_jobs.options import SHIPPING_HELP, pipeline_options
+from beam_jobs.record_batches_io import WriteTFRecordBatches
 from beam_jobs.item_features_join import (NAMESPACE, ItemFeatureRows, ItemTablesFromFiles, JoinItemFeatures,
                                           JoinItemFeaturesByKey, ids)
 from beam_jobs.sid_stats import MergeCountsFn, bucketed_counts
@@ -244,7 +245,7 @@ def join_step(p, valid: dict, config: RepresentationConfig, shuffle_join: bool, 
     (beam_jobs.item_features_join.JoinItemFeaturesByKey), with Beam reading the tables' Parquet files.
     """
     if not shuffle_join:
-        tables = ItemTablesFromFiles(sids_dir, corpus_path, config.has_sids, config.is_dense)
+        tables = ItemTablesFromFiles(sids_dir, corpus_path, config)
         return {day: rows | f"{prefix}JoinDay{day}" >> beam.ParDo(JoinItemFeatures(config, tables, shared, namespace))
                 for day, rows in valid.items()}
     days = sorted(valid)
@@ -300,9 +301,8 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
             transformed, _ = ((joined[day], adapter), transform_fn) | f"TransformDay{day}" >> \
                 tft_beam.TransformDataset(output_record_batches=True)
             (transformed
-             | f"EncodeDay{day}" >> beam.FlatMap(lambda batch: to_examples(batch[0]))
-             | f"WriteDay{day}" >> beam.io.WriteToTFRecord(
-                 out.day_prefix(day), file_name_suffix=TRANSFORMED_SUFFIX))
+             | f"EncodeDay{day}" >> beam.Map(lambda batch: to_examples(batch[0]))
+             | f"WriteDay{day}" >> WriteTFRecordBatches(out.day_prefix(day), file_name_suffix=TRANSFORMED_SUFFIX))
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging)
         # The raw schema too, so a reader can parse raw tf.Examples without this code.
         _ = metadata | "WriteRawMetadata" >> tft_beam.WriteMetadata(

@@ -21,6 +21,7 @@ import tensorflow_transform.beam as tft_beam  # noqa: I100  (after the TF set-up
 from beam_jobs.counters import job_counters
 from beam_jobs.item_features_join import NAMESPACE
 from beam_jobs.options import pipeline_options
+from beam_jobs.record_batches_io import WriteTFRecordBatches
 from beam_jobs.transform import SHUFFLE_JOIN_ABOVE, ReadCheckedLogs, join_step, tensor_adapter_config
 from pipeline.core import contracts, files
 from pipeline.core.cards import read_representation
@@ -61,9 +62,9 @@ def transform_day(output: str, data_dir: str, sids_dir: str, day: int, beam_args
                 transformed, _ = (((joined, tensor_adapter_config(config)), transform_fn)
                                   | "Transform" >> tft_beam.TransformDataset(output_record_batches=True))
                 _ = (transformed
-                     | "Encode" >> beam.FlatMap(lambda batch: to_examples(batch[0]))
-                     | "Write" >> beam.io.WriteToTFRecord(files.join(day_staging, "part"),
-                                                          file_name_suffix=TRANSFORMED_SUFFIX))
+                     | "Encode" >> beam.Map(lambda batch: to_examples(batch[0]))
+                     | "Write" >> WriteTFRecordBatches(files.join(day_staging, "part"),
+                                                       file_name_suffix=TRANSFORMED_SUFFIX))
                 _ = logs.rejected | "WriteRejected" >> beam.io.WriteToText(files.join(rejected_staging, "part"),
                                                                            file_name_suffix=".jsonl")
     finally:

@@ -19,11 +19,12 @@ from apache_beam.utils.shared import Shared
 
 from beam_jobs import transform
 
-from beam_jobs.item_features_join import ItemTables, JoinItemFeatures
+from beam_jobs.item_features_join import JoinItemFeatures
 from pipeline.data import log_io
 from pipeline.data import sid_table_io
 from pipeline.stages import day_loop
 from pipeline.sid import sid_text
+from pipeline.sid.item_join import ItemIndex
 from pipeline.core import features as fk
 from pipeline.core.layout import TransformLayout
 from pipeline.core.records import Impressions
@@ -212,10 +213,10 @@ def _four_rows() -> Impressions:
 class _Tables:
     """Item tables given by hand, in the loader form JoinItemFeatures takes."""
 
-    def __init__(self, tables: ItemTables):
+    def __init__(self, tables: ItemIndex):
         self._tables = tables
 
-    def __call__(self) -> ItemTables:
+    def __call__(self) -> ItemIndex:
         return self._tables
 
     def tag(self) -> str:
@@ -234,7 +235,7 @@ def test_check_log_rows_and_join_item_features_alone():
         rejected = checked[transform.CheckLogRows.REJECTED] | beam.Map(json.loads)
         assert_that(rejected | beam.Map(lambda r: (r["source"], r["row"], r["field"])),
                     equal_to([("day3.tfrecord.gz", 12, fk.CLICK)]), label="rejected")
-        tables = _Tables(ItemTables(sids, {"c": 3, "d": 1}, {}))
+        tables = _Tables(ItemIndex(config, sids, {}, {"c": 3, "d": 1}))
         joined = checked.valid | beam.ParDo(JoinItemFeatures(config, tables, Shared()))
         assert_that(joined | beam.Map(lambda batch: (batch.column(fk.CANDIDATE_SID).to_pylist(),
                                                      batch.column(fk.HISTORY_SIDS).to_pylist(),

@@ -8,6 +8,8 @@ get codes of -1 (the table's OOV row); items without an embedding get zeros; bot
 import dataclasses
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.core import features as fk
 from pipeline.core.representation import RepresentationConfig
@@ -21,36 +23,81 @@ class JoinedColumns:
     missing: dict[str, int]
 
 
-def join_item_features(config: RepresentationConfig, sids: dict, embeddings: dict, watch: list[str],
-                       candidate: list[str], history: list[str], history_lengths: np.ndarray) -> JoinedColumns:
+def binary_ids(ids) -> pa.Array:
+    """Item ids (an Arrow array, or a sequence of str or bytes) as one Arrow large_binary array."""
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    if isinstance(ids, pa.Array):
+        return ids.cast(pa.large_binary())
+    ids = list(ids)
+    if ids and isinstance(ids[0], str):
+        return pa.array(ids, pa.large_string()).cast(pa.large_binary())
+    return pa.array(ids, pa.large_binary())
+
+
+class ItemIndex:
+    """Item features as matrices with one row per item id, looked up a whole column at a time.
+
+    A lookup is one hash join in Arrow (`index_in`) and one gather in numpy, instead of a dict lookup
+    and a small array per id; the row after the last item holds the defaults (SID all -1, zero
+    embedding, first day -1), which is where unknown ids land.
+    """
+
+    def __init__(self, config: RepresentationConfig, sids: dict, embeddings: dict, first_days: dict | None = None):
+        first_days = first_days or {}
+        ids = sorted(set(sids) | set(embeddings) | set(first_days))
+        self.size = len(ids)
+        self._ids = binary_ids(ids) if ids else pa.array([], pa.large_binary())
+        self._tables = {}
+        if config.has_sids:
+            self._tables["sid"] = _table(ids, sids, np.full(config.num_levels, -1, np.int64))
+        if config.is_dense:
+            self._tables["embedding"] = _table(ids, embeddings, np.zeros(config.embedding_dim, np.float32))
+        self._tables["first_day"] = _table(ids, first_days, np.array(-1, np.int64))
+
+    def rows(self, ids) -> np.ndarray:
+        """The row of each id (`size`, the defaults' row, for an unknown one)."""
+        found = pc.index_in(binary_ids(ids), value_set=self._ids)
+        return found.fill_null(self.size).to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def lookup(self, what: str, rows: np.ndarray) -> tuple[np.ndarray, int]:
+        """(values of `what` at `rows`, how many of those rows have none)."""
+        values, present = self._tables[what]
+        return values[rows], int(len(rows) - present[rows].sum())
+
+
+def _table(ids: list, table: dict, default: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    values = np.repeat(default[None], len(ids) + 1, axis=0)
+    present = np.zeros(len(ids) + 1, bool)
+    for row, item_id in enumerate(ids):
+        value = table.get(item_id)
+        if value is not None:
+            values[row], present[row] = value, True
+    return values, present
+
+
+def join_item_features(config: RepresentationConfig, index: ItemIndex, watch, candidate, history,
+                       history_lengths: np.ndarray) -> JoinedColumns:
     """Joins SIDs (sid_ngram, sid_spm) or content embeddings (dense) onto rows of item ids.
 
     Args:
       config: the representation, which decides the features joined.
-      sids: {item_id: int64 [L]} from the SID table.
-      embeddings: {item_id: float32 [D]} (read for dense only).
-      watch, candidate: one item id per row.
+      index: the item features (SID table, embeddings), see ItemIndex.
+      watch, candidate: one item id per row (Arrow arrays, or sequences of str or bytes).
       history: every row's history item ids, one row after another; `history_lengths` per row.
     """
     columns, missing = {}, {}
     n = len(watch)
+    watch_rows, candidate_rows = index.rows(watch), index.rows(candidate)
     if config.has_sids:
         length = config.num_levels
-        for key, ids, count in ((fk.WATCH_SID, watch, np.full(n, length)),
-                                (fk.CANDIDATE_SID, candidate, np.full(n, length)),
-                                (fk.HISTORY_SIDS, history, np.asarray(history_lengths) * length)):
-            codes, missing[key] = _lookup(sids, ids, np.full(length, -1, np.int64))
+        for key, rows, count in ((fk.WATCH_SID, watch_rows, np.full(n, length)),
+                                 (fk.CANDIDATE_SID, candidate_rows, np.full(n, length)),
+                                 (fk.HISTORY_SIDS, index.rows(history), np.asarray(history_lengths) * length)):
+            codes, missing[key] = index.lookup("sid", rows)
             columns[key] = (codes.ravel(), count)
     if config.is_dense:
-        for key, ids in ((fk.WATCH_EMBEDDING, watch), (fk.CANDIDATE_EMBEDDING, candidate)):
-            vectors, missing[key] = _lookup(embeddings, ids, np.zeros(config.embedding_dim, np.float32))
+        for key, rows in ((fk.WATCH_EMBEDDING, watch_rows), (fk.CANDIDATE_EMBEDDING, candidate_rows)):
+            vectors, missing[key] = index.lookup("embedding", rows)
             columns[key] = (vectors.ravel(), np.full(n, config.embedding_dim))
     return JoinedColumns(columns, missing)
-
-
-def _lookup(table: dict, ids: list[str], default: np.ndarray) -> tuple[np.ndarray, int]:
-    found = [table.get(i) for i in ids]
-    if not found:
-        return np.zeros((0, len(default)), default.dtype), 0
-    rows = np.stack([default if f is None else f for f in found]).astype(default.dtype)
-    return rows, sum(f is None for f in found)

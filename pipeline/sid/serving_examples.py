@@ -11,7 +11,7 @@ import numpy as np
 from pipeline.core.tf_env import tf
 
 from pipeline.core import features as fk
-from pipeline.sid.item_join import join_item_features
+from pipeline.sid.item_join import ItemIndex, join_item_features
 from pipeline.core.representation import RepresentationConfig
 
 class ServingExampleBuilder:
@@ -36,6 +36,7 @@ class ServingExampleBuilder:
             if np.shape(vector) != (config.embedding_dim,):
                 raise ValueError(f"embedding of item {item_id!r}: expected {config.embedding_dim} values (the D "
                                  f"{config.name} was trained with), got shape {np.shape(vector)}")
+        self._index = ItemIndex(config, self._sids, self._embeddings)
         self.last_missing: dict[str, int] = {}
         self.last_embedded: list[str] = []
 
@@ -45,7 +46,7 @@ class ServingExampleBuilder:
             raise ValueError(f"rows disagree: {len(watch)} watch, {len(candidate)} candidate, "
                              f"{len(histories)} histories")
         lengths = np.array([len(h) for h in histories], np.int64)
-        joined = join_item_features(self.config, self._sids, self._embeddings, list(watch), list(candidate),
+        joined = join_item_features(self.config, self._index, list(watch), list(candidate),
                                     [i for h in histories for i in h], lengths)
         self.last_missing = joined.missing
         embedded: dict[str, None] = {}
