@@ -8,10 +8,12 @@ here too, for the corpus reader and the Beam job alike.
 
 import base64
 import dataclasses
+import functools
 import hashlib
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.core import contracts
 from pipeline.core import features as fk
@@ -147,17 +149,53 @@ def _scalar_values(batch: pa.RecordBatch, name: str, fill) -> tuple[np.ndarray, 
     return out, bad
 
 
-def _decode_strings(values: np.ndarray) -> np.ndarray:
-    return np.array([v.decode("utf-8") if isinstance(v, bytes) else v for v in values], dtype=object)
+def _flat_array(column) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _utf8(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Binary values as Arrow strings, and which are not valid UTF-8 (those become empty)."""
+    try:
+        return values.cast(pa.large_string()), np.zeros(len(values), bool)
+    except pa.ArrowInvalid:  # rare: find the bad values one by one
+        invalid = np.zeros(len(values), bool)
+        for i, value in enumerate(values.to_pylist()):
+            try:
+                value is None or value.decode("utf-8")
+            except UnicodeDecodeError:
+                invalid[i] = True
+        cleaned = pa.array([None if bad else v for v, bad in zip(values.to_pylist(), invalid)], pa.large_binary())
+        return cleaned.cast(pa.large_string()).fill_null(""), invalid
+
+
+def _scalar_strings(batch: pa.RecordBatch, name: str) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """One string per row (Arrow; "" where a row has not exactly one), rows without exactly one value or an
+    empty one, and rows whose value is not UTF-8."""
+    array = _flat_array(batch.column(name))
+    lengths = array.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+    bad = array.is_null().to_numpy(zero_copy_only=False) | (lengths != 1)
+    starts = np.cumsum(lengths) - lengths
+    values = array.flatten().take(pa.array(starts, mask=bad)).cast(pa.large_binary()).fill_null(b"")
+    strings, invalid = _utf8(values)
+    empty = pc.binary_length(values).to_numpy(zero_copy_only=False) == 0
+    return strings, bad | empty, invalid & ~bad
 
 
 @dataclasses.dataclass
 class CheckedLogBatch:
-    """A decoded batch of log records after the row rules: which rows pass, why the others fail."""
+    """A decoded batch of log records after the row rules: which rows pass, why the others fail.
+
+    `impressions` (the passing rows as Python objects) is built on first use: the transform job never
+    needs it, and decoding every id to a Python string was most of its row checks' time.
+    """
 
     ok: np.ndarray  # bool [n]
     failures: dict  # row -> (field, reason)
-    impressions: Impressions  # the rows that pass
+    _build: object = dataclasses.field(repr=False)
+
+    @functools.cached_property
+    def impressions(self) -> Impressions:
+        return self._build()
 
 
 def check_log_batch(batch: pa.RecordBatch, source: str, expected_day: int | None,
@@ -165,25 +203,26 @@ def check_log_batch(batch: pa.RecordBatch, source: str, expected_day: int | None
     """The log contract's row rules, on one decoded batch: the one implementation every reader calls.
 
     `sidrec validate`, the log readers and the transform job all go through here, so a row that one
-    of them rejects, every one rejects, for the same field and reason.
+    of them rejects, every one rejects, for the same field and reason. Ids are checked in Arrow
+    (present, not empty, UTF-8) without becoming Python strings.
 
     Raises:
       ContractError: a file-level problem (a column missing or of the wrong type), naming `source`.
     """
     contracts.check_columns(batch.schema, fk.LOG_FIELDS, source, scalars_as_lists=True)
     n = batch.num_rows
-    strings = {}
-    bad_string = {}
+    strings, bad_string, not_utf8 = {}, {}, {}
     for key in (fk.USER_ID, fk.WATCH_ITEM_ID, fk.CANDIDATE_ITEM_ID):
-        values, bad = _scalar_values(batch, key, "")
-        strings[key] = _decode_strings(values)
-        bad_string[key] = bad | (strings[key] == "")
-    hist_values, hist_lengths, hist_null = list_column(batch.column(fk.HISTORY_ITEM_IDS))
-    hist_values = _decode_strings(hist_values)
-    empty_entry = np.zeros(n, bool)
-    if hist_values.size:
-        row_of_value = np.repeat(np.arange(n), hist_lengths)
-        empty_entry[row_of_value[hist_values == ""]] = True
+        strings[key], bad_string[key], not_utf8[key] = _scalar_strings(batch, key)
+    history = _flat_array(batch.column(fk.HISTORY_ITEM_IDS))
+    hist_lengths = history.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    hist_null = history.is_null().to_numpy(zero_copy_only=False)
+    hist_flat = history.flatten().cast(pa.large_binary())
+    hist_strings, hist_invalid = _utf8(hist_flat)
+    row_of_value = np.repeat(np.arange(n), hist_lengths)
+    empty_entry, invalid_entry = np.zeros(n, bool), np.zeros(n, bool)
+    empty_entry[row_of_value[pc.binary_length(hist_flat).to_numpy(zero_copy_only=False) == 0]] = True
+    invalid_entry[row_of_value[hist_invalid]] = True
     click, bad_click = _scalar_values(batch, fk.CLICK, 0)
     engagement, bad_eng = _scalar_values(batch, fk.ENGAGEMENT, 0.0)
     day, bad_day = _scalar_values(batch, fk.DAY, 0)
@@ -191,11 +230,13 @@ def check_log_batch(batch: pa.RecordBatch, source: str, expected_day: int | None
     true_ctr, bad_truth = _scalar_values(batch, fk.TRUE_CTR, 0.0) if has_truth else (None, np.zeros(n, bool))
 
     checks = [(key, bad_string[key], lambda r: "missing or empty item/user id") for key in bad_string]
+    checks += [(key, not_utf8[key], lambda r: "not valid UTF-8") for key in not_utf8]
     checks += [
         (fk.HISTORY_ITEM_IDS, hist_null, lambda r: "missing (an empty list is allowed)"),
         (fk.HISTORY_ITEM_IDS, hist_lengths > max_history,
          lambda r: f"{hist_lengths[r]} items, expected at most {max_history}"),
         (fk.HISTORY_ITEM_IDS, empty_entry, lambda r: "contains an empty item id"),
+        (fk.HISTORY_ITEM_IDS, invalid_entry, lambda r: "contains an item id that is not valid UTF-8"),
         (fk.CLICK, bad_click, lambda r: "expected exactly one int value"),
         (fk.CLICK, ~np.isin(click, (0, 1)), lambda r: f"value {click[r]}, expected 0 or 1"),
         (fk.ENGAGEMENT, bad_eng, lambda r: "expected exactly one float value"),
@@ -210,15 +251,22 @@ def check_log_batch(batch: pa.RecordBatch, source: str, expected_day: int | None
         checks.append((fk.TRUE_CTR, bad_truth | ~((true_ctr >= 0) & (true_ctr <= 1)),
                        lambda r: "expected one probability in [0, 1]"))
     ok, failures = contracts.first_failure(checks, n)
-    keep_values = np.repeat(ok, hist_lengths)
-    impressions = Impressions(
-        user_id=strings[fk.USER_ID][ok], watch_item_id=strings[fk.WATCH_ITEM_ID][ok],
-        candidate_item_id=strings[fk.CANDIDATE_ITEM_ID][ok],
-        history_values=hist_values[keep_values] if hist_values.size else hist_values,
-        history_lengths=hist_lengths[ok], click=click[ok].astype(np.int64),
-        engagement=engagement[ok].astype(np.float32), day=day[ok].astype(np.int64),
-        true_ctr=None if true_ctr is None else true_ctr[ok].astype(np.float32))
-    return CheckedLogBatch(ok, failures, impressions)
+
+    def build() -> Impressions:
+        keep = pa.array(ok)
+        keep_values = pa.array(np.repeat(ok, hist_lengths))
+
+        def kept(values: pa.Array, mask) -> np.ndarray:
+            return np.asarray(values.filter(mask).to_numpy(zero_copy_only=False), dtype=object)
+
+        return Impressions(
+            user_id=kept(strings[fk.USER_ID], keep), watch_item_id=kept(strings[fk.WATCH_ITEM_ID], keep),
+            candidate_item_id=kept(strings[fk.CANDIDATE_ITEM_ID], keep),
+            history_values=kept(hist_strings, keep_values), history_lengths=hist_lengths[ok],
+            click=click[ok].astype(np.int64), engagement=engagement[ok].astype(np.float32),
+            day=day[ok].astype(np.int64), true_ctr=None if true_ctr is None else true_ctr[ok].astype(np.float32))
+
+    return CheckedLogBatch(ok, failures, build)
 
 
 def log_rejection(source: str, row: int, field: str, reason: str, serialized: bytes) -> tuple[Rejection, dict]:
