@@ -67,9 +67,13 @@ def spm_pieces(sids: tf.Tensor, config: RepresentationConfig, spm_model: bytes) 
 
     tokenizer = tf_text.SentencepieceTokenizer(model=spm_model, out_type=tf.int32)
     sids = tf.cast(sids, tf.int64)
-    text = sid_text.sid_text_tf(tf.maximum(sids, 0), config.codebook_size)
+    # Once per distinct SID: a batch repeats the watch item and the history in row after row, and a
+    # SID's pieces do not depend on the row it is in.
+    distinct, row = tf.raw_ops.UniqueV2(x=sids, axis=tf.constant([0], tf.int64))
+    distinct = tf.reshape(distinct, [-1, config.num_levels])  # UniqueV2 drops the static L
+    text = sid_text.sid_text_tf(tf.maximum(distinct, 0), config.codebook_size)
     pieces = tf.cast(tokenizer.tokenize(text), tf.int64)
-    return _oov_where(tf.reduce_any(sids < 0, axis=-1), pieces, config.oov_piece)
+    return tf.gather(_oov_where(tf.reduce_any(distinct < 0, axis=-1), pieces, config.oov_piece), row)
 
 
 # sid_prefix's fingerprint (numpy-free, so a plain-Python reference can recompute it): a running
@@ -127,13 +131,22 @@ def item_pieces(sids: tf.Tensor, item_ids: tf.Tensor, config: RepresentationConf
     return pieces
 
 
-def _history_pieces(history_sids: tf.SparseTensor, history_ids: tf.SparseTensor, config, spm_model) -> tf.SparseTensor:
-    """Flattened history SIDs [B, (H*L)] -> the pieces of every history item, per row [B, (P)]."""
-    codes = tf.RaggedTensor.from_sparse(history_sids)
+def _sid_pieces(inputs: dict, config, spm_model) -> tuple[tf.SparseTensor, tf.SparseTensor, tf.SparseTensor]:
+    """The pieces of the watch item [B, (P)], the candidate [B, (P)] and every history item, per row [B, (P)].
+
+    Every item of the batch goes through `item_pieces` in one call: SentencePiece then tokenizes each
+    distinct SID once, whichever role and row it appears in.
+    """
+    watch, candidate = inputs[fk.WATCH_SID], inputs[fk.CANDIDATE_SID]
+    codes = tf.RaggedTensor.from_sparse(inputs[fk.HISTORY_SIDS])
     items_per_row = codes.row_lengths() // config.num_levels
-    per_item = item_pieces(tf.reshape(codes.flat_values, [-1, config.num_levels]), history_ids.values, config,
-                           spm_model)
-    return tf.RaggedTensor.from_row_lengths(per_item, items_per_row).merge_dims(1, 2).to_sparse()
+    history = tf.reshape(codes.flat_values, [-1, config.num_levels])
+    rows = tf.shape(watch, out_type=tf.int64)[0]
+    pieces = item_pieces(tf.concat([tf.cast(watch, tf.int64), tf.cast(candidate, tf.int64), history], axis=0),
+                         tf.concat([inputs[fk.WATCH_ITEM_ID], inputs[fk.CANDIDATE_ITEM_ID],
+                                    inputs[fk.HISTORY_ITEM_IDS].values], axis=0), config, spm_model)
+    history_pieces = tf.RaggedTensor.from_row_lengths(pieces[2 * rows:], items_per_row).merge_dims(1, 2)
+    return pieces[:rows].to_sparse(), pieces[rows:2 * rows].to_sparse(), history_pieces.to_sparse()
 
 
 def make_preprocessing_fn(config: RepresentationConfig, spm_model: bytes | None = None):
@@ -168,10 +181,8 @@ def make_preprocessing_fn(config: RepresentationConfig, spm_model: bytes | None 
             outputs[fk.WATCH_EMBEDDING] = inputs[fk.WATCH_EMBEDDING]
             outputs[fk.CANDIDATE_EMBEDDING] = inputs[fk.CANDIDATE_EMBEDDING]
         else:
-            for raw, ids, out in ((fk.WATCH_SID, fk.WATCH_ITEM_ID, fk.WATCH_PIECES),
-                                  (fk.CANDIDATE_SID, fk.CANDIDATE_ITEM_ID, fk.CANDIDATE_PIECES)):
-                outputs[out] = item_pieces(inputs[raw], inputs[ids], config, spm_model).to_sparse()
-            outputs[fk.HISTORY_PIECES] = _history_pieces(inputs[fk.HISTORY_SIDS], history_ids, config, spm_model)
+            outputs[fk.WATCH_PIECES], outputs[fk.CANDIDATE_PIECES], outputs[fk.HISTORY_PIECES] = _sid_pieces(
+                inputs, config, spm_model)
         return outputs
 
     return preprocessing_fn
