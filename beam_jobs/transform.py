@@ -168,6 +168,17 @@ def _serving_sample(batches: list[pa.RecordBatch], config: RepresentationConfig)
     return to_examples(sample)
 
 
+def examples_by_day(transformed) -> list[tuple[int, list[bytes]]]:
+    """A transformed batch -> (day, its serialized examples) for each day its rows belong to."""
+    batch = transformed[0]
+    column = batch.column(fk.DAY)
+    days = (column.flatten() if pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+            else column).to_numpy(zero_copy_only=False)
+    if len(days) and (days == days[0]).all():
+        return [(int(days[0]), to_examples(batch))]
+    return [(int(day), to_examples(batch.filter(pa.array(days == day)))) for day in np.unique(days)]
+
+
 def _candidate_counts(element) -> list:
     """Impressions per candidate in one batch of valid rows, pre-aggregated per hash bucket."""
     _, batch = element
@@ -273,8 +284,14 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
             valid[day] = logs.valid
         shared = Shared()
         joined = join_step(p, valid, config, shuffle_join, sids_dir, layout.corpus, shared)
-        analysed = joined
-        if not shuffle_join:
+        preprocessing_fn = make_preprocessing_fn(config, spm_model)
+        if not has_analyzers(preprocessing_fn, adapter):
+            # Nothing to fit (vocabularies and the SPM model were fitted by the count step): the
+            # transform_fn needs no rows, so each day streams from read to write, never held whole.
+            training = p | "NoRowsToAnalyse" >> beam.Create([], reshuffle=False)
+        elif shuffle_join:
+            training = [joined[d] for d in train_days] | "TrainingDays" >> beam.Flatten()
+        else:
             # The analysis reads the training days a second time (uncounted), so the transform of a
             # day streams from read to write while the analysis runs, instead of every day waiting,
             # whole, for the transform graph (what a local runner would hold in memory).
@@ -283,31 +300,45 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
                      for day in train_days}
             analysed = join_step(p, again, config, shuffle_join, sids_dir, layout.corpus, shared, "Analysis",
                                  ANALYSIS_NAMESPACE)
+            training = [analysed[d] for d in train_days] | "TrainingDays" >> beam.Flatten()
         _ = (rejected
              | "AllRejected" >> beam.Flatten()
              | "WriteRejected" >> beam.io.WriteToText(FileSystems.join(out.rejected, "part"),
                                                       file_name_suffix=".jsonl"))
         # The warm-up requests come from the training window too: nothing in the output but the
         # evaluation days' own examples depends on an evaluation day.
-        _ = (analysed[train_days[-1]]
+        _ = (joined[train_days[-1]]
              | "LargestBatchOfLastTrainingDay" >> beam.combiners.Top.Of(1, key=lambda batch: batch.num_rows)
              | "ServingSample" >> beam.FlatMap(_serving_sample, config)
              | "WriteServingSample" >> beam.io.WriteToTFRecord(out.serving_sample,
                                                                shard_name_template=""))
-        training = [analysed[d] for d in train_days] | "TrainingDays" >> beam.Flatten()
-        transform_fn = (training, adapter) | "Analyze" >> tft_beam.AnalyzeDataset(
-            make_preprocessing_fn(config, spm_model))
-        for day in days:
-            transformed, _ = ((joined[day], adapter), transform_fn) | f"TransformDay{day}" >> \
-                tft_beam.TransformDataset(output_record_batches=True)
-            (transformed
-             | f"EncodeDay{day}" >> beam.Map(lambda batch: to_examples(batch[0]))
+        transform_fn = (training, adapter) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+        # One transform for every day (a TransformDataset per day multiplied the pipeline's steps, and
+        # with them the runner's per-step cost); each output batch is split by its rows' day.
+        transformed, _ = (([joined[d] for d in days] | "AllJoinedDays" >> beam.Flatten(), adapter), transform_fn) \
+            | "Transform" >> tft_beam.TransformDataset(output_record_batches=True)
+        per_day = (transformed
+                   | "EncodeByDay" >> beam.FlatMap(examples_by_day)
+                   | "TransformedByDay" >> beam.Partition(lambda element, _: days.index(element[0]), len(days)))
+        for i, day in enumerate(days):
+            (per_day[i]
+             | f"RecordsOfDay{day}" >> beam.Map(lambda element: element[1])
              | f"WriteDay{day}" >> WriteTFRecordBatches(out.day_prefix(day), file_name_suffix=TRANSFORMED_SUFFIX))
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging)
         # The raw schema too, so a reader can parse raw tf.Examples without this code.
         _ = metadata | "WriteRawMetadata" >> tft_beam.WriteMetadata(
             FileSystems.join(staging, tft.TFTransformOutput.RAW_METADATA_DIR), p)
     return job_counters(p.result, NAMESPACE)
+
+
+def has_analyzers(preprocessing_fn, adapter) -> bool:
+    """Whether a TF Transform analyzer in `preprocessing_fn` needs the data (a graph with none needs no rows)."""
+    from tensorflow_transform import analyzer_nodes, impl_helper
+    from tfx_bsl.tfxio import tensor_adapter
+
+    graph, _, _ = impl_helper.trace_preprocessing_function(
+        preprocessing_fn, tensor_adapter.TensorAdapter(adapter).TypeSpecs(), use_tf_compat_v1=False)
+    return bool(graph.get_collection(analyzer_nodes.TENSOR_REPLACEMENTS))
 
 
 def representation_config(config: TransformConfig, num_levels: int, codebook_size: int,
