@@ -10,6 +10,7 @@ about 2 for the memory of the streaming stages (materialise, transform, train) i
 
   python benchmarks/scale.py --out benchmarks/results/scale.json    # about 40 minutes on 2 cores
   python benchmarks/scale.py --scales 1x                            # the small world only
+  python benchmarks/scale.py --until transform                      # the stages up to the transform
 """
 
 import argparse
@@ -57,10 +58,13 @@ def run_stage(command: list[str], run_dir: str, log_path: str) -> tuple[float, f
     return seconds, usage.ru_maxrss / 2 ** 20  # ru_maxrss is in KiB on Linux
 
 
-def measure(scale: str, root: str, log=print) -> list[dict]:
+def measure(scale: str, root: str, log=print, until: str = "") -> list[dict]:
     run_dir = os.path.join(root, scale)
     rows = []
-    for stage, command, units in stages(WORLDS[scale]):
+    planned = stages(WORLDS[scale])
+    if until:
+        planned = planned[:[name for name, _, _ in planned].index(until) + 1]
+    for stage, command, units in planned:
         log(f"{scale}: {stage} ...")
         seconds, gib = run_stage(command, run_dir, os.path.join(root, f"{scale}-{stage}.log"))
         rows.append({"scale": scale, "stage": stage, "seconds": round(seconds, 1), "peak_rss_gib": round(gib, 2),
@@ -86,11 +90,13 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", default="1x,10x", help="comma-separated: 1x, 10x")
     parser.add_argument("--root", default=os.path.join("runs", "scale"), help="run directories and stage logs")
+    parser.add_argument("--until", default="", choices=["", *(name for name, _, _ in stages(WORLDS["1x"]))],
+                        help="stop after this stage (default: every stage)")
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
     os.makedirs(args.root, exist_ok=True)
-    rows = [row for scale in args.scales.split(",") for row in measure(scale, os.path.abspath(args.root),
-                                                                      lambda m: print(m, file=sys.stderr))]
+    rows = [row for scale in args.scales.split(",")
+            for row in measure(scale, os.path.abspath(args.root), lambda m: print(m, file=sys.stderr), args.until)]
     return emit({"worlds": WORLDS, "representation": "_".join(map(str, REPRESENTATION)), "cpus": os.cpu_count(),
                  "stages": rows, "growth": growth(rows)}, args.out)
 
