@@ -168,17 +168,6 @@ def _serving_sample(batches: list[pa.RecordBatch], config: RepresentationConfig)
     return to_examples(sample)
 
 
-def examples_by_day(transformed) -> list[tuple[int, list[bytes]]]:
-    """A transformed batch -> (day, its serialized examples) for each day its rows belong to."""
-    batch = transformed[0]
-    column = batch.column(fk.DAY)
-    days = (column.flatten() if pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
-            else column).to_numpy(zero_copy_only=False)
-    if len(days) and (days == days[0]).all():
-        return [(int(days[0]), to_examples(batch))]
-    return [(int(day), to_examples(batch.filter(pa.array(days == day)))) for day in np.unique(days)]
-
-
 def _candidate_counts(element) -> list:
     """Impressions per candidate in one batch of valid rows, pre-aggregated per hash bucket."""
     _, batch = element
@@ -313,16 +302,11 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
              | "WriteServingSample" >> beam.io.WriteToTFRecord(out.serving_sample,
                                                                shard_name_template=""))
         transform_fn = (training, adapter) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
-        # One transform for every day (a TransformDataset per day multiplied the pipeline's steps, and
-        # with them the runner's per-step cost); each output batch is split by its rows' day.
-        transformed, _ = (([joined[d] for d in days] | "AllJoinedDays" >> beam.Flatten(), adapter), transform_fn) \
-            | "Transform" >> tft_beam.TransformDataset(output_record_batches=True)
-        per_day = (transformed
-                   | "EncodeByDay" >> beam.FlatMap(examples_by_day)
-                   | "TransformedByDay" >> beam.Partition(lambda element, _: days.index(element[0]), len(days)))
-        for i, day in enumerate(days):
-            (per_day[i]
-             | f"RecordsOfDay{day}" >> beam.Map(lambda element: element[1])
+        for day in days:
+            transformed, _ = ((joined[day], adapter), transform_fn) | f"TransformDay{day}" >> \
+                tft_beam.TransformDataset(output_record_batches=True)
+            (transformed
+             | f"EncodeDay{day}" >> beam.Map(lambda batch: to_examples(batch[0]))
              | f"WriteDay{day}" >> WriteTFRecordBatches(out.day_prefix(day), file_name_suffix=TRANSFORMED_SUFFIX))
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging)
         # The raw schema too, so a reader can parse raw tf.Examples without this code.
