@@ -29,6 +29,7 @@ from pipeline.core import features as fk
 from pipeline.core.layout import TransformLayout
 from pipeline.core.records import Impressions
 from pipeline.core.representation import RepresentationConfig
+from pipeline.sid.preprocessing import make_preprocessing_fn
 from worlds import IN_MEMORY, run_transform
 
 
@@ -242,3 +243,16 @@ def test_check_log_rows_and_join_item_features_alone():
                                                      batch.column(fk.CANDIDATE_FIRST_DAY).to_pylist())),
                     equal_to([([[3, 4], [-1, -1], [3, 4]], [[1, 2], [], [3, 4, 1, 2]], [[3], [1], [3]])]),
                     label="joined")
+
+
+@pytest.mark.parametrize("kind", ["random_hash", "dense", "sid_ngram", "sid_prefix"])
+def test_no_representation_has_tft_analyzers_so_the_analysis_reads_no_rows(kind):
+    """The job analyses a graph without analyzers on no rows; one with an analyzer is seen as such."""
+    config = RepresentationConfig(kind=kind, num_levels=2, codebook_size=16)
+    adapter = transform.tensor_adapter_config(config)
+    assert not transform.has_analyzers(make_preprocessing_fn(config), adapter)
+
+    def with_an_analyzer(inputs):
+        return {"z": tft.scale_to_z_score(tf.cast(inputs[fk.CLICK], tf.float32))}
+
+    assert transform.has_analyzers(with_an_analyzer, adapter)
