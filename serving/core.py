@@ -14,12 +14,6 @@ from serving.batching import Batcher
 from serving.manager import ModelManager
 from serving.servables import Servable, ServingError, filter_outputs, outputs_to_protos
 
-_ERROR_CODES = {"OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5,
-                "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
-                "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13, "UNAVAILABLE": 14,
-                "DATA_LOSS": 15, "UNAUTHENTICATED": 16}  # tensorflow.error.Code
-
-
 class ServingCore:
     def __init__(self, manager: ModelManager, batcher: Batcher | None = None):
         self.manager = manager
@@ -90,7 +84,7 @@ class ServingCore:
             status.state = get_model_status_pb2.ModelVersionStatus.State.Value(state.state)
             status.status.SetInParent()  # TF Serving always sends a status: OK, or the load's error
             if state.error:
-                status.status.error_code = _ERROR_CODES["UNKNOWN"]
+                status.status.error_code = error_code(grpc.StatusCode.UNKNOWN)
                 status.status.error_message = state.error
         return response
 
@@ -104,5 +98,5 @@ class ServingCore:
 
 
 def error_code(code: grpc.StatusCode) -> int:
-    """tensorflow.error.Code of a gRPC status code."""
-    return _ERROR_CODES[code.name]
+    """tensorflow.error.Code of a gRPC status code (the two share their numbering)."""
+    return code.value[0]

@@ -63,8 +63,7 @@ class ModelManager:
                 self._poll_model(model)
 
     def _poll_model(self, model: _Model) -> None:
-        name, base = model.config.name, model.config.base_path
-        chosen = model.config.policy.choose(list_versions(base))
+        chosen = model.config.policy.choose(list_versions(model.config.base_path))
         to_load = [v for v in chosen if v not in model.available and self._should_try(model, v)]
         for version in to_load:
             model.states[version] = VersionState(START)
@@ -118,8 +117,15 @@ class ModelManager:
 
     def start_polling(self, interval_seconds: float) -> threading.Thread:
         def loop():
+            failing = None
             while not self._stop.wait(interval_seconds):
-                self.poll()
+                try:
+                    self.poll()
+                    failing = None
+                except Exception as e:  # e.g. a base path unreadable for a while: keep serving, keep polling
+                    if repr(e) != failing:
+                        log.exception("polling the base paths failed; still serving what is loaded")
+                    failing = repr(e)
 
         thread = threading.Thread(target=loop, name="version-poll", daemon=True)
         thread.start()

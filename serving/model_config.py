@@ -16,7 +16,8 @@ from tensorflow_serving.config import model_server_config_pb2
 from pipeline.core import files
 
 LATEST, ALL, SPECIFIC = "latest", "all", "specific"
-# TF Serving's rule for label names: letters, digits, '-' and '_', not starting with a digit or '-'.
+# Label names: letters, digits, '-' and '_', not starting with a digit or '-', so a label never reads as a
+# version number in a REST path (/labels/L against /versions/N).
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]*$")
 
 

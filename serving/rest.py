@@ -157,7 +157,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _answer(self, method: str) -> None:
         owner = self.server_owner
         path = self.path.split("?", 1)[0]
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True  # the body cannot be delimited
+            return self._reply(400, json.dumps({"error": "Content-Length must be a number of bytes, got "
+                                                         f"{self.headers.get('Content-Length')!r}"}).encode())
         if length > owner.max_request_bytes:
             if length <= _DRAIN_FACTOR * owner.max_request_bytes:
                 self._discard(length)  # read, not kept: the client gets its answer, not a broken pipe

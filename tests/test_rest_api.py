@@ -72,9 +72,9 @@ def test_rest_predict_equals_grpc_predict_in_every_form(served):
     sample = served["sample"][:12]
     grpc_client = RankerClient(served["grpc"])
     for path, grpc_args in [("/v1/models/ranker", {}), ("/v1/models/ranker/versions/1", {"version": 1}),
-                            ("/v1/models/ranker/labels/canary", {"version_label": "canary"})]:
+                            ("/v1/models/ranker/labels/stable", {"version_label": "stable"})]:
         expected, version = grpc_client.predict("ranker", sample, **grpc_args)
-        assert version == (1 if grpc_args.get("version") else 2)
+        assert version == (2 if not grpc_args else 1)  # stable names version 1, not the latest
         rows = [_call(served, path + ":predict", {"instances": _b64(sample)}),
                 _call(served, path + ":predict", {"signature_name": "serving_default",
                                                   "instances": [{"examples": x} for x in _b64(sample)]})]

@@ -144,7 +144,7 @@ def _scalar_values(batch: pa.RecordBatch, name: str, fill) -> tuple[np.ndarray, 
     values, lengths, is_null = list_column(batch.column(name))
     bad = is_null | (lengths != 1)
     offsets = np.cumsum(lengths) - lengths
-    out = np.full(batch.num_rows, fill, dtype=object if isinstance(fill, str) else values.dtype)
+    out = np.full(batch.num_rows, fill, dtype=values.dtype)
     out[~bad] = values[offsets[~bad]]
     return out, bad
 
@@ -158,14 +158,17 @@ def _utf8(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     try:
         return values.cast(pa.large_string()), np.zeros(len(values), bool)
     except pa.ArrowInvalid:  # rare: find the bad values one by one
-        invalid = np.zeros(len(values), bool)
-        for i, value in enumerate(values.to_pylist()):
-            try:
-                value is None or value.decode("utf-8")
-            except UnicodeDecodeError:
-                invalid[i] = True
-        cleaned = pa.array([None if bad else v for v, bad in zip(values.to_pylist(), invalid)], pa.large_binary())
-        return cleaned.cast(pa.large_string()).fill_null(""), invalid
+        raw = values.to_pylist()
+        decoded = [_decode_or_none(v) for v in raw]
+        invalid = np.array([d is None and v is not None for d, v in zip(decoded, raw)], bool)
+        return pa.array(decoded, pa.large_string()).fill_null(""), invalid
+
+
+def _decode_or_none(value: bytes | None) -> str | None:
+    try:
+        return None if value is None else value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _scalar_strings(batch: pa.RecordBatch, name: str) -> tuple[pa.Array, np.ndarray, np.ndarray]:
