@@ -212,3 +212,23 @@ def test_a_canary_moves_its_label_under_a_stream_of_requests_without_a_failure(b
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_poll_that_fails_does_not_end_polling(tmp_path, caplog):
+    manager = ModelManager([_config(tmp_path)])
+    calls = []
+
+    def poll():
+        calls.append(time.time())
+        if len(calls) <= 2:
+            raise OSError("base path unreadable for a while")
+
+    manager.poll = poll
+    with caplog.at_level(logging.ERROR, logger="serving.manager"):
+        manager.start_polling(0.01)
+        deadline = time.time() + 10
+        while len(calls) < 4 and time.time() < deadline:
+            time.sleep(0.01)
+        manager.stop()
+    assert len(calls) >= 4  # polling went on after the failures
+    assert len([r for r in caplog.records if "polling the base paths failed" in r.getMessage()]) == 1  # logged once
