@@ -65,7 +65,10 @@ class RestServer:
         class Handler(_Handler):
             server_owner = owner
 
-        self._http = http.server.ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._http = http.server.ThreadingHTTPServer((host, port), Handler)
+        except OSError as e:
+            raise OSError(f"could not bind {host}:{port} for the REST API ({e.strerror})") from None
         self._http.daemon_threads = True
         self.port = self._http.server_address[1]
         self._thread = threading.Thread(target=self._http.serve_forever, name="rest-api", daemon=True)
