@@ -183,7 +183,8 @@ def _demo(args) -> None:
              config_flags.from_args(RQVAEConfig, args))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(study_preset: str = "") -> argparse.ArgumentParser:
+    """The `sidrec` parser; `study_preset` names the study.PRESETS entry whose values are the study's defaults."""
     from beam_jobs.materialize_sids import MaterializeConfig
     from beam_jobs.transform import TransformConfig
     from models.distribution import DistributionConfig
@@ -197,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.stages.experiment import ExperimentConfig
     from pipeline.stages.lookups import LookupsConfig
     from pipeline.stages.predict import PredictConfig
-    from pipeline.stages.study import StudyConfig
+    from pipeline.stages.study import PRESETS, StudyConfig
     from serving.server import add_flags as add_server_flags
 
     parser = argparse.ArgumentParser(
@@ -311,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                  "with S seeds, the core arms (and the matched table sizes and an RQ-VAE v1 in --matched_world), "
                  "and MovieLens with S model seeds and a bootstrap over users; every unit is reused when "
                  "unchanged (RUN_DIR/metrics/study.json). Other flags go to Beam", run_dir=os.path.join("runs", "study"))
-    config_flags.add_flags(st, StudyConfig)
+    st.add_argument("--preset", default="", choices=["", *PRESETS],
+                    help="a named set of the study's flag defaults (docs/study.md); flags given beside it win")
+    config_flags.add_flags(st, StudyConfig, defaults=PRESETS.get(study_preset))
     config_flags.add_flags(st, TrainConfig, skip=("seed",))
 
     rp = command("report", _report, "one self-contained HTML page and its Markdown twin from RUN_DIR's study "
@@ -354,7 +357,10 @@ BEAM_COMMANDS = ("import", "movielens", "materialize", "transform", "daily", "ex
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    # A study preset's values become the defaults (--help shows them); flags given beside it still win.
+    preset = argparse.ArgumentParser(add_help=False)
+    preset.add_argument("--preset", default="")
+    parser = build_parser(study_preset=preset.parse_known_args(argv)[0].preset)
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in BEAM_COMMANDS:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

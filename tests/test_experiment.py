@@ -92,7 +92,7 @@ def test_fingerprints_reuse_exactly_what_is_unchanged_and_rebuild_what_is_downst
 def test_experiment_arms_are_parsed_and_refused_clearly():
     arms = experiment.parse_arms("random_hash:8192, dense:1.5,sid_ngram:2,sid_spm:300")
     assert [a.representation for a in arms] == ["random_hash_8192", "dense", "sid_2gram", "sid_spm_300"]
-    assert arms[1].depth_multiplier == 1.5 and arms[1].history_settings == (False,)
+    assert arms[1].depth_multiplier == 1.5 and arms[1].history_settings() == (False,)
     for bad, message in (("hashing:8", "kind must be one of"), ("sid_spm:big", "must be a number"), ("", "no arms")):
         with pytest.raises(ValueError, match=message):
             experiment.parse_arms(bad)

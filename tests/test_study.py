@@ -106,3 +106,35 @@ def test_study_flags_are_checked():
         _config(seeds=1)
     with pytest.raises(ValueError, match="is not one of --worlds"):
         _config(matched_world="content")
+
+
+def test_one_draw_of_a_world_trains_model_seeds_on_it_and_bootstraps_over_users(tmp_path):
+    layout = study.StudyLayout(str(tmp_path / "study"))
+    config = _config(world_draws="once", history="with")
+    [unit] = study.run(layout, config, TINY, TINY_RANKER, IN_MEMORY, log=lambda *_: None)["units"]
+    assert unit["name"] == "balanced_1k" and unit["kind"] == "simulator" and unit["oracle"]
+    # One world (seed 0), model seeds 0 and 1 on it; only the with-history runs.
+    assert not os.path.exists(layout.world("balanced", 1).root)
+    assert sorted((_world_of(r["run_dir"]), r["seed"], r["use_history"]) for r in unit["runs"]) == [
+        (layout.world("balanced", 0).root, seed, True) for seed in (0, 0, 1, 1)]
+    [row] = [r for r in unit["rows"] if r["label"] == "sid_1gram"]
+    changes = [100.0 * (_mean_ctr_auc(_run(unit["runs"], "sid_1gram", s)) /
+                        _mean_ctr_auc(_run(unit["runs"], "random_hash_8192", s)) - 1.0) for s in (0, 1)]
+    cell = row["ctr_auc_change_pct"]
+    assert cell["mean"] == pytest.approx(sum(changes) / 2, abs=1e-9)
+    # The interval is the bootstrap's over users and seeds, not a t interval over two seeds.
+    assert "bootstrap over users" in unit["interval"] and cell["replicates"] > 0
+    assert cell["ci95_low"] <= cell["ci95_high"]
+
+
+def test_a_preset_sets_the_study_defaults_and_flags_beside_it_win():
+    from pipeline import cli
+
+    args = cli.build_parser(study_preset="f4_at_scale").parse_known_args(
+        ["study", "--preset", "f4_at_scale", "--seeds", "2"])[0]
+    assert args.seeds == 2 and args.world_draws == "once" and args.num_items == 100_000
+    assert "sid_spm:131072" in args.arms
+    with pytest.raises(ValueError, match="--world_draws per_seed"):
+        _config(world_draws="once", matched_world="balanced")
+    with pytest.raises(ValueError, match="--history must be one of"):
+        _config(history="sometimes")

@@ -28,6 +28,7 @@ from pipeline.stages import day_loop, plots
 # In --arms, stands for matched_arms: the study's table sizes for the run's L and K.
 MATCHED = "matched"
 DEFAULT_ARMS = "random_hash:8192,dense:1,dense:1.5,dense:2,sid_ngram:1,sid_ngram:2,sid_spm:8192"
+HISTORY_SETTINGS = {"both": (True, False), "with": (True,), "without": (False,)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,8 @@ class ExperimentConfig:
                              "second half of the days is evaluated)")
     max_history: int = flag(DEFAULT_MAX_HISTORY,
                             "history cap H of the log contract: rows with longer histories are rejected")
+    history: str = flag("both", "the history settings each arm trains in: both, with or without (dense arms "
+                                "have no history: they always train without)")
     seeds: int = flag(1, "model seeds per arm: each arm and the baseline train with --seed, --seed + 1, ...; the "
                          "table then gives 95% intervals over the seeds and paired changes (same seed, same days)")
     if_changed: str = flag("rebuild", "when an output exists but was made from other inputs: rebuild it, or refuse "
@@ -55,6 +58,8 @@ class ExperimentConfig:
     def __post_init__(self):
         if self.seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {self.seeds}")
+        if self.history not in HISTORY_SETTINGS:
+            raise ValueError(f"--history must be one of {', '.join(HISTORY_SETTINGS)}, got {self.history!r}")
         if self.if_changed not in fingerprint.POLICIES:
             raise ValueError(f"--if_changed must be one of {', '.join(fingerprint.POLICIES)}, got {self.if_changed!r}")
 
@@ -77,9 +82,9 @@ class Arm:
         return representation_name(self.kind, self.buckets, self.ngram, self.vocab_size, self.prefix_lengths,
                                    self.id_buckets)
 
-    @property
-    def history_settings(self) -> tuple[bool, ...]:
-        return (False,) if parse_kind(self.kind) is Kind.DENSE else (True, False)
+    def history_settings(self, asked: tuple[bool, ...] = (True, False)) -> tuple[bool, ...]:
+        """The settings of `asked` this arm trains in: a dense arm has no history, so only without."""
+        return (False,) if parse_kind(self.kind) is Kind.DENSE else asked
 
     def train_config(self, config: day_loop.TrainConfig) -> day_loop.TrainConfig:
         """The training settings of this arm: `config` with the arm's trunk depth and SPM dropout."""
@@ -197,7 +202,8 @@ def run(layout: RunLayout, experiment: ExperimentConfig, config: day_loop.TrainC
     base = fallbacks.get(base.representation, base)
     runs = []
     # One run per arm, history setting and seed.
-    for arm, use_history, seed in ((a, h, config.seed + s) for a in arms for h in a.history_settings
+    for arm, use_history, seed in ((a, h, config.seed + s) for a in arms
+                                   for h in a.history_settings(HISTORY_SETTINGS[experiment.history])
                                    for s in range(experiment.seeds)):
         arm_config = dataclasses.replace(arm.train_config(config), use_history=use_history, seed=seed)
         run_dir = os.path.join(layout.ranker, day_loop.run_dir_name(arm.representation, arm_config))

@@ -11,6 +11,8 @@ set-up is fingerprinted; every transform output and ranker run carries its own f
 - F7, in the matched world: an RQ-VAE v1 trained on the items up to day T (the last training day),
   its own SID table and transforms under RUN/worlds/<world>/seed<s>/rqvae_v1/, the SID arms trained on
   it with the same seeds.
+- `--world_draws once` (a world too large to draw S times, as the `f4_at_scale` preset's): one draw
+  (seed 0) at RUN/worlds/<world>/seed0/ with model seeds 0..S-1, bootstrapped like MovieLens below.
 - MovieLens (`--movielens_dir`, skipped when `none`): RUN/movielens/, one data set (it cannot be drawn
   again), model seeds 0..S-1; its intervals come from a bootstrap over users and seeds, paired across
   arms (pipeline.stages.bootstrap).
@@ -36,6 +38,20 @@ CORE_ARMS = experiment.DEFAULT_ARMS
 F7_ARMS = "sid_ngram:2,sid_spm:8192"
 LOOKUP_SIZES = (1024, 2048, 8192, 11585, 32768)
 SKIP = "none"
+WORLD_DRAWS = ("per_seed", "once")
+
+# Named sets of flag defaults (`sidrec study --preset NAME`; flags given beside it still win).
+PRESETS = {
+    # F4 where it can appear: a world whose training window holds enough distinct SIDs (about 50k) for SPM
+    # to reach bigram's (L/2) x K^2 = 131,072 pieces without a stand-in; sized to finish within 2 hours on
+    # 2 cores, so one draw of the world, model seeds, a bootstrap over users, and the with-history arms only.
+    "f4_at_scale": {
+        "arms": "random_hash:131072,sid_ngram:1,sid_ngram:2,sid_spm:1024,sid_spm:8192,sid_spm:131072,"
+                "sid_prefix:131072",
+        "worlds": ("balanced",), "world_draws": "once", "history": "with", "matched_world": "",
+        "num_items": 100_000, "num_users": 20_000, "num_days": 6, "impressions_per_day": 200_000,
+        "content_dim": 256, "movielens_dir": SKIP},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +61,10 @@ class StudyConfig:
     worlds: tuple[str, ...] = flag(tuple(WORLDS), "simulated worlds, by name or balance in [0, 1] "
                                                   f"({', '.join(f'{k}={v}' for k, v in WORLDS.items())})")
     seeds: int = flag(3, "seeds per arm: world seed and model seed s = 0..S-1 in each world (model seeds on MovieLens)")
+    world_draws: str = flag("per_seed", "per_seed: seed s draws world s and trains model s (t intervals over the "
+                                        "seeds); once: one draw of each world (seed 0) with model seeds 0..S-1, "
+                                        "intervals from a bootstrap over users and seeds, as on MovieLens")
+    history: str = flag("both", "the history settings the arms train in: both, with or without")
     matched_world: str = flag("balanced", "the world that also runs the matched table sizes (Figures 2-3) and F7")
     num_items: int = flag(6_000, "items per simulated world")
     num_users: int = flag(1_500, "users per simulated world")
@@ -58,6 +78,13 @@ class StudyConfig:
     def __post_init__(self):
         if self.seeds < 2:
             raise ValueError(f"--seeds must be >= 2 for intervals, got {self.seeds}")
+        if self.world_draws not in WORLD_DRAWS:
+            raise ValueError(f"--world_draws must be one of {', '.join(WORLD_DRAWS)}, got {self.world_draws!r}")
+        if self.history not in experiment.HISTORY_SETTINGS:
+            raise ValueError(f"--history must be one of {', '.join(experiment.HISTORY_SETTINGS)}, got {self.history!r}")
+        if self.world_draws == "once" and self.matched_world:
+            raise ValueError("--matched_world (its F7 pairs RQ-VAE v1 with v0 by world seed) needs "
+                             "--world_draws per_seed; pass --matched_world '' with --world_draws once")
         if self.matched_world and self.matched_world not in self.worlds:
             raise ValueError(f"--matched_world {self.matched_world!r} is not one of --worlds {list(self.worlds)}")
         for world in self.worlds:  # fails early on a bad world name
@@ -95,6 +122,9 @@ def run(layout: StudyLayout, config: StudyConfig, rqvae: RQVAEConfig = RQVAEConf
     """Runs (or reuses) every unit; writes RUN/metrics/study.json. Returns it."""
     units = []
     for world in config.worlds:
+        if config.world_draws == "once":
+            units.append(_one_draw_unit(world, layout, config, rqvae, train, beam_args, log))
+            continue
         matched = world == config.matched_world
         arms = config.arms + (f",{experiment.MATCHED}" if matched else "")
         per_seed, f7 = [], []
@@ -104,7 +134,8 @@ def run(layout: StudyLayout, config: StudyConfig, rqvae: RQVAEConfig = RQVAEConf
             _set_up_world(world_layout, config.simulator(world, seed), dataclasses.replace(rqvae, seed=seed), beam_args,
                           log)
             per_seed.append(experiment.run(
-                world_layout, experiment.ExperimentConfig(arms=arms, seeds=2 if seed == 0 else 1),
+                world_layout, experiment.ExperimentConfig(arms=arms, seeds=2 if seed == 0 else 1,
+                                                          history=config.history),
                 dataclasses.replace(train, seed=seed), beam_args, log=log))
             if matched:
                 f7.append(_rqvae_v1(layout.rqvae_v1(world, seed), world_layout, dataclasses.replace(rqvae, seed=seed),
@@ -223,16 +254,37 @@ def _movielens_unit(layout: RunLayout, config: StudyConfig, rqvae: RQVAEConfig, 
 
     _set_up(layout, {"movielens": dataclasses.asdict(ml_config), "rqvae": dataclasses.asdict(rqvae)}, beam_args, log,
             make_data)
-    results = experiment.run(layout, experiment.ExperimentConfig(arms=f"{config.arms},{experiment.MATCHED}",
-                                                                 seeds=config.seeds), train, beam_args, log=log)
+    unit = _bootstrapped_unit(layout, config, f"{config.arms},{experiment.MATCHED}", train, beam_args, log)
+    return {"name": "movielens", "kind": "real", **unit}
+
+
+def _one_draw_unit(world: str, layout: StudyLayout, config: StudyConfig, rqvae: RQVAEConfig,
+                   train: day_loop.TrainConfig, beam_args, log) -> dict:
+    """One draw of a simulated world (seed 0) with model seeds 0..S-1, bootstrapped like MovieLens: for a
+    world too large to draw S times."""
+    world_layout = layout.world(world, 0)
+    simulator = config.simulator(world, 0)
+    log(f"==== world {world}, one draw ({simulator.num_items:,} items, {simulator.num_days} days x "
+        f"{simulator.impressions_per_day:,} impressions), model seeds 0..{config.seeds - 1} ====")
+    _set_up_world(world_layout, simulator, dataclasses.replace(rqvae, seed=0), beam_args, log)
+    unit = _bootstrapped_unit(world_layout, config, config.arms, dataclasses.replace(train, seed=0), beam_args, log)
+    return {"name": f"{world}_{simulator.num_items // 1000}k", "kind": "simulator",
+            "balance": SimulatorConfig(world=world).balance, **unit}
+
+
+def _bootstrapped_unit(layout: RunLayout, config: StudyConfig, arms: str, train: day_loop.TrainConfig, beam_args,
+                       log) -> dict:
+    """The arms on one data set with model seeds 0..S-1; intervals from a bootstrap over users and seeds."""
+    results = experiment.run(layout, experiment.ExperimentConfig(arms=arms, seeds=config.seeds, history=config.history),
+                             train, beam_args, log=log)
     runs = experiment.by_requested_name(results["runs"], results["substituted"])
     rows = experiment.with_aa_differences(experiment.summarise(runs), runs)
     rows = bootstrap.with_user_bootstrap(rows, runs, runs[0]["days"], config.bootstrap_replicates)
-    return {"name": "movielens", "kind": "real", "seeds": config.seeds,
+    return {"seeds": config.seeds,
             "interval": f"percentile bootstrap over users and seeds ({config.bootstrap_replicates} replicates), "
                         "paired across arms",
             "baseline": results["baseline"], "substituted": _substitutions([results]), "eval_from": results["eval_from"],
-            "days": runs[0]["days"], "rows": rows, "runs": runs, "oracle": None,
+            "days": runs[0]["days"], "rows": rows, "runs": runs, "oracle": results["oracle"],
             "run_dirs": [layout.root], "lookups": files.read_json(layout.lookups),
             "sid_quality": files.read_json(RQVAELayout(layout.rqvae).sid_quality), "fingerprint": results["fingerprint"]}
 
