@@ -31,8 +31,10 @@ def _runs(tmp_path, noises):
             with np.load(RankerLayout(run_dir).predictions(DAYS[0])) as a, \
                     np.load(RankerLayout(run_dir).predictions(DAYS[1])) as b:
                 auc = np.mean([binary_auc(k["click"], k["click_probability"]) for k in (a, b)])
+                auc_1d = np.mean([binary_auc(k["click"][k["cold_start"]], k["click_probability"][k["cold_start"]])
+                                  for k in (a, b)])
             runs.append({"label": label, "use_history": True, "seed": seed, "is_baseline": baseline,
-                         "run_dir": run_dir, "ctr_auc": auc})
+                         "run_dir": run_dir, "ctr_auc": auc, "ctr_1d_auc": auc_1d})
     return runs
 
 
@@ -85,7 +87,7 @@ def _replicates_by_hand(runs, replicates, seed=0):
     seeds = sorted({r["seed"] for r in runs})
     run_of = {(r["label"], r["seed"]): r["run_dir"] for r in runs}
     rng = np.random.default_rng(seed)
-    out = {"arm": [], "change": []}
+    out = {"arm": [], "change": [], "base_against_arm": []}
     for _ in range(replicates):
         weights = dict(zip(users, rng.poisson(1.0, users.size).astype(float)))
         drawn = rng.choice(seeds, size=len(seeds), replace=True)
@@ -100,6 +102,7 @@ def _replicates_by_hand(runs, replicates, seed=0):
         base = [auc(run_of[("base", s)]) for s in drawn]
         out["arm"].append(np.mean(arm))
         out["change"].append(np.mean([100.0 * (a / b - 1.0) for a, b in zip(arm, base)]))
+        out["base_against_arm"].append(np.mean([100.0 * (b / a - 1.0) for a, b in zip(arm, base)]))
     return {key: np.percentile(np.asarray(v)[np.isfinite(v)], [2.5, 97.5]) for key, v in out.items()}
 
 
@@ -119,3 +122,17 @@ def test_users_are_resampled_so_one_seed_still_has_an_interval(tmp_path):
     # 0.83-0.96 and +8.9% to +20.1% here; with every user weighted 1 both would have zero width.
     assert arm["ctr_auc"]["ci95_high"] - arm["ctr_auc"]["ci95_low"] > 0.05
     assert arm["ctr_auc_change_pct"]["ci95_high"] - arm["ctr_auc_change_pct"]["ci95_low"] > 5.0
+
+
+def test_a_pair_of_arms_gets_its_paired_change_from_the_same_replicates(tmp_path):
+    """F2 and F4 compare two arms, neither the baseline: `against` gives that change the users' noise too."""
+    runs = _runs(tmp_path, [(1.0, 1.5), (0.6, 0.9)])
+    base, arm = bootstrap.with_user_bootstrap(_rows(runs), runs, DAYS, replicates=40, against=(("base", "arm"),))
+    assert "against" not in arm
+    cell = base["against"]["arm"]["ctr_auc_change_pct"]
+    assert [cell["ci95_low"], cell["ci95_high"]] == pytest.approx(_replicates_by_hand(runs, 40)["base_against_arm"],
+                                                                  abs=1e-9)
+    by_seed = {(r["label"], r["seed"]): r["ctr_auc"] for r in runs}
+    assert cell["mean"] == pytest.approx(np.mean([100.0 * (by_seed["base", s] / by_seed["arm", s] - 1.0)
+                                                  for s in (0, 1)]), abs=1e-12)
+    assert cell["replicates"] == 40 and cell["n"] == 2

@@ -151,3 +151,16 @@ def test_a_paired_difference_without_spread_has_a_zero_width_interval():
     unit = _unit(rows, _runs(rows[0], [0.7] * 3, [0.6] * 3) + _runs(rows[1], [0.7] * 3, [0.6] * 3))
     cell = findings._paired(unit, rows[1], rows[0], "ctr_auc")
     assert cell["mean"] == 0.0 and cell["ci95_low"] == cell["ci95_high"] == 0.0
+
+
+def test_a_bootstrapped_pair_is_read_from_the_bootstrap_not_the_seeds():
+    rows = [_row("sid_1gram", True), _row("sid_2gram", True)]
+    unit = _unit(rows, _runs(rows[0], [0.7] * 3, [0.6] * 3) + _runs(rows[1], [0.7] * 3, [0.6] * 3))
+    rows[1]["against"] = {rows[0]["label"]: {"ctr_auc_change_pct": _cell(0.0, -0.8, 0.8)}}
+    assert findings._paired(unit, rows[1], rows[0], "ctr_auc") == _cell(0.0, -0.8, 0.8)  # the users' noise too
+    assert findings._paired(unit, rows[1], rows[0], "ctr_1d_auc")["ci95_low"] == 0.0  # no bootstrap: the seeds'
+    shape = {"sid_quality": {"num_levels": 4, "codebook_size": 256}}
+    assert findings.compared_pairs({**unit, **shape}) == []  # no SPM or dense arms here
+    spm = [_row("sid_spm_1024", True), _row("sid_spm_131072", True)]
+    assert [(a["label"], b["label"]) for a, b in findings.compared_pairs(_unit(rows + spm, **shape))] == [
+        ("sid_spm_131072", "sid_2gram"), ("sid_spm_1024", "sid_1gram")]

@@ -10,7 +10,7 @@ mean over the seeds, as in `experiment.summarise`.
 
 import numpy as np
 
-from pipeline.core import files
+from pipeline.core import files, stats
 from pipeline.core.layout import RankerLayout
 from pipeline.core.metrics import WeightedAUC
 from pipeline.stages.experiment import baseline_for, baseline_runs
@@ -55,12 +55,14 @@ def _mean(values: list[float]) -> float:
 
 
 def with_user_bootstrap(rows: list[dict], runs: list[dict], days: list[int], replicates: int = 200,
-                        seed: int = 0) -> list[dict]:
+                        seed: int = 0, against: tuple[tuple[str, str], ...] = ()) -> list[dict]:
     """`rows` (experiment.summarise) with each AUC's and each change's interval from the bootstrap.
 
     Args:
       runs: the experiment's runs (each with run_dir, label, use_history, seed, is_baseline).
       days: the evaluation days.
+      against: (label, other label) pairs of rows: the row of `label` also gets its paired change against
+        the other row from the same replicates, as row["against"][other label][KEY_change_pct].
     """
     kept = {r["run_dir"]: _kept(r["run_dir"], days) for r in runs}
     users = np.unique(np.concatenate([day["user_key"] for run in kept.values() for day in run]))
@@ -72,6 +74,8 @@ def with_user_bootstrap(rows: list[dict], runs: list[dict], days: list[int], rep
         r["seed"]: (r, baseline_for(baselines, r["use_history"], r["seed"])) for r in runs
         if (r["label"], r["use_history"]) == (row["label"], row["use_history"])} for row in rows}
     draws = {name: {key: [] for key in KEYS + tuple(f"{k}_change_pct" for k in KEYS)} for name in pairs}
+    by_label = {(r["label"], r["seed"]): r["run_dir"] for r in runs}
+    against_draws = {pair: {key: [] for key in KEYS} for pair in against}  # the % change per replicate
     rng = np.random.default_rng(seed)
     for _ in range(replicates):
         weights = rng.poisson(1.0, users.size).astype(np.float64)
@@ -83,14 +87,34 @@ def with_user_bootstrap(rows: list[dict], runs: list[dict], days: list[int], rep
                 base = [metrics[by_seed[s][1]["run_dir"]][key] for s in drawn]
                 draws[name][key].append(np.mean(values))
                 draws[name][f"{key}_change_pct"].append(np.mean([100.0 * (v / b - 1.0) for v, b in zip(values, base)]))
+        for (label, other), pair_draws in against_draws.items():
+            for key in KEYS:
+                pair_draws[key].append(np.mean(
+                    [100.0 * (metrics[by_label[label, s]][key] / metrics[by_label[other, s]][key] - 1.0) for s in drawn]))
     out = []
     for row in rows:
         row = dict(row)
         for key, replicate_values in draws[(row["label"], row["use_history"])].items():
-            values = np.asarray(replicate_values, dtype=np.float64)
-            values = values[np.isfinite(values)]
-            low, high = np.percentile(values, [2.5, 97.5]) if values.size else (np.nan, np.nan)
-            row[key] = {**row[key], "ci95_low": float(low), "ci95_high": float(high), "n": len(seeds),
-                        "replicates": int(values.size)}
+            row[key] = {**row[key], **_percentiles(replicate_values), "n": len(seeds)}
+        for (label, other), pair_draws in against_draws.items():
+            if label == row["label"]:
+                seed_pairs = _paired_runs(runs, label, other)
+                row.setdefault("against", {})[other] = {f"{key}_change_pct": {
+                    **stats.interval([100.0 * (run[key] / base[key] - 1.0) for run, base in seed_pairs]),
+                    **_percentiles(pair_draws[key]), "n": len(seeds)} for key in KEYS}
         out.append(row)
     return out
+
+
+def _percentiles(replicate_values: list[float]) -> dict:
+    """The 2.5-97.5 percentile interval of the finite replicate values."""
+    values = np.asarray(replicate_values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    low, high = np.percentile(values, [2.5, 97.5]) if values.size else (np.nan, np.nan)
+    return {"ci95_low": float(low), "ci95_high": float(high), "replicates": int(values.size)}
+
+
+def _paired_runs(runs: list[dict], label: str, other: str) -> list[tuple[dict, dict]]:
+    """(run of `label`, run of `other`) of each seed both have."""
+    by_seed = {r["seed"]: r for r in runs if r["label"] == other}
+    return [(r, by_seed[r["seed"]]) for r in runs if r["label"] == label and r["seed"] in by_seed]

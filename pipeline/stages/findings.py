@@ -75,7 +75,12 @@ def _missing(*names: str) -> dict:
 
 
 def _paired(unit: dict, arm: dict, other: dict, key: str) -> dict:
-    """The % change of `arm` against `other`, paired by seed over the unit's runs (t interval)."""
+    """The % change of `arm` against `other`, paired by seed: the bootstrap's interval when the unit has one
+    for this pair (bootstrap.with_user_bootstrap's `against`), else a t interval over the unit's runs."""
+    bootstrapped = arm.get("against", {}).get(other["label"], {}).get(f"{key}_change_pct")
+    if bootstrapped:
+        return bootstrapped
+
     def by_seed(row):
         return {r["seed"]: r[key] for r in unit["runs"]
                 if r["label"] == row["label"] and r["use_history"] == row["use_history"]}
@@ -96,8 +101,31 @@ def f1(unit: dict) -> dict:
     return _verdict(verdict, f"dense 1x vs {unit['baseline']} (no history), CTR AUC {_pct(change)}")
 
 
+def compared_pairs(unit: dict) -> list[tuple[dict, dict]]:
+    """The (arm, other) rows whose paired change F2 and F4 read, where the unit has both."""
+    dense, spm = _f2_rows(unit), _f4_rows(unit)
+    pairs = [(dense[2], dense[0])]
+    if spm:
+        small, large, unigram, bigram = spm
+        pairs += [(large, bigram), (small, unigram)]
+    return [(a, b) for a, b in pairs if a is not None and b is not None]
+
+
+def _f2_rows(unit: dict) -> list[dict | None]:
+    return [_row(unit, "dense", False, depth) for depth in (1.0, 1.5, 2.0)]
+
+
+def _f4_rows(unit: dict) -> list[dict | None] | None:
+    """SPM at unigram's and at bigram's table size, unigram, bigram (with history); None without SID stats."""
+    sizes = matched_sizes(unit)
+    if sizes is None:
+        return None
+    return [_row(unit, f"sid_spm_{size}", True) for size in sizes] + [
+        _row(unit, "sid_1gram", True), _row(unit, "sid_2gram", True)]
+
+
 def f2(unit: dict) -> dict:
-    rows = [_row(unit, "dense", False, depth) for depth in (1.0, 1.5, 2.0)]
+    rows = _f2_rows(unit)
     if any(r is None for r in rows):
         return _missing("dense 1x / 1.5x / 2x")
     evidence, wins, losses, equivalent, ordered = [], 0, 0, 0, True
@@ -144,11 +172,10 @@ def matched_sizes(unit: dict) -> tuple[int, int] | None:
 
 
 def f4(unit: dict) -> dict:
-    sizes = matched_sizes(unit)
-    if sizes is None:
+    sizes, rows = matched_sizes(unit), _f4_rows(unit)
+    if rows is None:
         return _missing("matched-size")
-    small, large = (_row(unit, f"sid_spm_{size}", True) for size in sizes)
-    unigram, bigram = _row(unit, "sid_1gram", True), _row(unit, "sid_2gram", True)
+    small, large, unigram, bigram = rows
     if any(r is None for r in (small, large, unigram, bigram)):
         return _missing(f"sid_spm_{sizes[0]} / sid_spm_{sizes[1]} / sid_1gram / sid_2gram")
     large_1d, large_ctr = (_paired(unit, large, bigram, key) for key in ("ctr_1d_auc", "ctr_auc"))

@@ -31,7 +31,7 @@ from pipeline.core.layout import RQVAELayout, RunLayout
 from pipeline.core.protocol import split_days
 from pipeline.data import movielens
 from pipeline.data.simulator import WORLDS, SimulatorConfig
-from pipeline.stages import bootstrap, day_loop, experiment, lookups, simulate, train_rqvae
+from pipeline.stages import bootstrap, day_loop, experiment, findings, lookups, simulate, train_rqvae
 
 CORE_ARMS = experiment.DEFAULT_ARMS
 # v1 is compared with v0 arm by arm, so the table's baseline (the first arm) only satisfies the experiment.
@@ -281,14 +281,18 @@ def _bootstrapped_unit(layout: RunLayout, config: StudyConfig, arms: str, train:
                              train, beam_args, log=log)
     runs = experiment.by_requested_name(results["runs"], results["substituted"])
     rows = experiment.with_aa_differences(experiment.summarise(runs), runs)
-    rows = bootstrap.with_user_bootstrap(rows, runs, runs[0]["days"], config.bootstrap_replicates)
+    sid_quality = files.read_json(RQVAELayout(layout.rqvae).sid_quality)
+    # F2's and F4's arm-against-arm changes get the users' noise too, from the same replicates.
+    compared = findings.compared_pairs({"rows": rows, "sid_quality": sid_quality})
+    against = tuple((arm["label"], other["label"]) for arm, other in compared)
+    rows = bootstrap.with_user_bootstrap(rows, runs, runs[0]["days"], config.bootstrap_replicates, against=against)
     return {"seeds": config.seeds,
             "interval": f"percentile bootstrap over users and seeds ({config.bootstrap_replicates} replicates), "
                         "paired across arms",
             "baseline": results["baseline"], "substituted": _substitutions([results]), "eval_from": results["eval_from"],
             "days": runs[0]["days"], "rows": rows, "runs": runs, "oracle": results["oracle"],
             "run_dirs": [layout.root], "lookups": files.read_json(layout.lookups),
-            "sid_quality": files.read_json(RQVAELayout(layout.rqvae).sid_quality), "fingerprint": results["fingerprint"]}
+            "sid_quality": sid_quality, "fingerprint": results["fingerprint"]}
 
 
 def _mean_oracle(oracles: list[dict | None]) -> dict | None:
