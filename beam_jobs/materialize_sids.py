@@ -27,6 +27,7 @@ from apache_beam.ml.inference.base import RunInference
 
 from beam_jobs.counters import job_counters
 from beam_jobs.options import SHIPPING_HELP, pipeline_options
+from beam_jobs.record_batches_io import WriteTFRecordBatches
 from beam_jobs.sid_model_handler import Chunk, SidModelHandler
 from beam_jobs.sid_stats import (SAMPLE_MARGIN, MergeCountsFn, SidChunk, SidStatistics, SmallestFingerprintsFn,
                                  bucketed_counts, local_sample)
@@ -340,9 +341,9 @@ def build_pipeline(p: beam.Pipeline, config: MaterializeConfig, model_path: str,
      | "WriteParquet" >> beam.io.WriteToParquetBatched(FileSystems.join(out.table, "part"), sid_table_io.SID_SCHEMA,
                                                        file_name_suffix=".parquet", **shards))
     (sid_chunks
-     | "ToExamples" >> beam.FlatMap(_examples, version)
-     | "WriteTFRecord" >> beam.io.WriteToTFRecord(FileSystems.join(out.tfrecord, "part"),
-                                                  file_name_suffix=".tfrecord.gz", **shards))
+     | "ToExamples" >> beam.Map(_examples, version)  # a chunk's records per element: Beam's cost is per element
+     | "WriteTFRecord" >> WriteTFRecordBatches(FileSystems.join(out.tfrecord, "part"),
+                                               file_name_suffix=".tfrecord.gz", **shards))
     ((checked[REJECTED], resolved[REJECTED], *failed)
      | "AllRejected" >> beam.Flatten()
      | "RejectedToJson" >> beam.Map(to_json_line)
