@@ -14,9 +14,12 @@ import os
 
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, WorkerOptions
 
+from beam_jobs import local_runner
+
 # Imported by every worker process before any of the job's code (SentencePiece ops, file:// URLs).
 WORKER_STARTUP = "beam_jobs.worker_startup"
-LOCAL_RUNNERS = ("DirectRunner", "direct", "InteractiveRunner", "PrismRunner", "prism")
+DIRECT_RUNNERS = ("DirectRunner", "direct")
+LOCAL_RUNNERS = (*DIRECT_RUNNERS, local_runner.NAME, "InteractiveRunner", "PrismRunner", "prism")
 PROJECT_SETUP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
 SHIPPING_HELP = ("Beam flags pass through: --runner=DataflowRunner --project P --region R --temp_location gs://B/tmp; "
                  "workers get the project from --setup_file ./setup.py (the default for a remote runner) or "
@@ -30,8 +33,8 @@ def pipeline_options(beam_args, log=logging.info, **overrides) -> PipelineOption
     setup = options.view_as(SetupOptions)
     setup.beam_plugins = sorted(set(setup.beam_plugins or []) | {WORKER_STARTUP})
     standard = options.view_as(StandardOptions)
-    if not standard.runner:
-        standard.runner = "DirectRunner"
+    if not standard.runner or standard.runner in DIRECT_RUNNERS:
+        standard.runner = local_runner.NAME  # DirectRunner's own engine, without its attempt at Prism
     if standard.runner in LOCAL_RUNNERS:
         return options
     image = options.view_as(WorkerOptions).sdk_container_image

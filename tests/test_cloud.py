@@ -16,6 +16,7 @@ from apache_beam.options.pipeline_options import SetupOptions, StandardOptions
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (SentencePiece ops in the export)
 
+from beam_jobs import local_runner
 from beam_jobs.options import PROJECT_SETUP, pipeline_options
 from pipeline import cli
 from pipeline.core import features as fk
@@ -141,7 +142,9 @@ def test_remote_runners_get_the_project_and_say_how():
     options = pipeline_options(["--runner=DataflowRunner", "--sdk_container_image", "r/sidrec-beam:1"], said.append)
     assert options.view_as(SetupOptions).setup_file is None and "container image r/sidrec-beam:1" in said[0]
     said.clear()
-    assert pipeline_options([], said.append).view_as(StandardOptions).runner == "DirectRunner" and not said
+    # Here: DirectRunner's FnApiRunner, named outright (DirectRunner would first try to download Prism).
+    for local in ([], ["--runner=DirectRunner"]):
+        assert pipeline_options(local, said.append).view_as(StandardOptions).runner == local_runner.NAME and not said
 
 
 def test_the_spm_transform_job_across_worker_processes_equals_the_in_memory_one(run_dir, spm_run, tmp_path):
