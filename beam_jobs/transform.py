@@ -201,10 +201,12 @@ def count_step(layout: DataLayout, sid_table: SidTable, train_days, config, opti
     counts_prefix = TransformLayout(staging).item_impressions
     model_path = TransformLayout(staging).spm_model
     with beam.Pipeline(options=options) as p:
+        # Counted per day before the days meet: the local runner materialises a Flatten's input whole,
+        # so flattening the days' rows held the training window in memory (most of the 10x peak).
         counts = (
-            [(p | f"ReadDay{d}" >> ReadCheckedLogs(layout, d, config.max_history)).valid for d in train_days]
+            [(p | f"ReadDay{d}" >> ReadCheckedLogs(layout, d, config.max_history)).valid
+             | f"CandidatesPerBucketDay{d}" >> beam.FlatMap(_candidate_counts) for d in train_days]
             | "AllTrainingDays" >> beam.Flatten()
-            | "CandidatesPerBucket" >> beam.FlatMap(_candidate_counts)
             | "ImpressionsPerItem" >> beam.CombinePerKey(MergeCountsFn())
             | "Items" >> beam.FlatMap(lambda kv: kv[1].items()))
         _ = (counts
