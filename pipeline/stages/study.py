@@ -46,8 +46,9 @@ PRESETS = {
     # to reach bigram's (L/2) x K^2 = 131,072 pieces without a stand-in; sized to finish within 2 hours on
     # 2 cores, so one draw of the world, model seeds, a bootstrap over users, and the with-history arms only.
     "f4_at_scale": {
+        # SPM 131,072 with dropout too: its coarse pieces are then looked up in training (docs/study.md).
         "arms": "random_hash:131072,sid_ngram:1,sid_ngram:2,sid_spm:1024,sid_spm:8192,sid_spm:131072,"
-                "sid_prefix:131072",
+                "sid_spm:131072:dropout=0.1,sid_prefix:131072",
         "worlds": ("balanced",), "world_draws": "once", "history": "with", "matched_world": "",
         "num_items": 100_000, "num_users": 20_000, "num_days": 6, "impressions_per_day": 200_000,
         "content_dim": 256, "movielens_dir": SKIP},
