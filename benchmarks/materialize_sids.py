@@ -99,7 +99,7 @@ def main(argv=None) -> dict:
     marginal = 1.0 / np.polyfit(sizes, seconds, 1)[0]  # items per extra second: the slope's inverse
     results = {"preset": args.preset, "input_dim": dim, "encoder_dims": list(config.encoder_dims),
                "num_levels": config.num_levels, "codebook_size": config.codebook_size,
-               "beam_args": beam_args or ["(default: DirectRunner, in memory)"], "sample_size": args.sample_size,
+               "beam_args": beam_args or ["(default: the local FnApiRunner, in memory)"], "sample_size": args.sample_size,
                "matmul_gflops": round(gflops, 1), "flops_per_item": flops,
                "bound_items_per_s": round(bound), "items": list(sizes), "seconds": [round(s, 2) for s in seconds],
                "end_to_end_items_per_s": round(end_to_end), "marginal_items_per_s": round(marginal),

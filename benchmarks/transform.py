@@ -155,6 +155,8 @@ def main(argv=None) -> dict:
                         help="the second world's impressions a day, as a multiple of the first's")
     parser.add_argument("--out", default="")
     args, beam_args = parser.parse_known_args(argv)
+    if args.margin_factor < 2:
+        parser.error(f"--margin_factor must be >= 2 (the second world needs more rows), got {args.margin_factor}")
     with tempfile.TemporaryDirectory() as tmp:
         layout, larger = RunLayout(os.path.join(tmp, "world")), RunLayout(os.path.join(tmp, "larger"))
         for world, per_day in ((layout, args.impressions_per_day), (larger, args.margin_factor * args.impressions_per_day)):
@@ -169,7 +171,7 @@ def main(argv=None) -> dict:
         rows = args.num_days * args.impressions_per_day
         extra_rows = (args.margin_factor - 1) * rows
         results = {"examples": rows, "days": args.num_days, "margin_examples": rows + extra_rows,
-                   "beam_args": beam_args or ["(default DirectRunner)"]}
+                   "beam_args": beam_args or ["(default: the local FnApiRunner, beam_jobs/local_runner.py)"]}
         for kind, flags in REPRESENTATIONS.items():
             seconds = _timed_job(layout, layout.sids, os.path.join(tmp, kind), kind, flags, beam_args)
             more_seconds = _timed_job(larger, layout.sids, os.path.join(tmp, f"{kind}_larger"), kind, flags, beam_args)

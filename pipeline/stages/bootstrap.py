@@ -10,7 +10,7 @@ mean over the seeds, as in `experiment.summarise`.
 
 import numpy as np
 
-from pipeline.core import files, stats
+from pipeline.core import files
 from pipeline.core.layout import RankerLayout
 from pipeline.core.metrics import WeightedAUC
 from pipeline.stages.experiment import baseline_for, baseline_runs
@@ -100,7 +100,7 @@ def with_user_bootstrap(rows: list[dict], runs: list[dict], days: list[int], rep
             if label == row["label"]:
                 seed_pairs = _paired_runs(runs, label, other)
                 row.setdefault("against", {})[other] = {f"{key}_change_pct": {
-                    **stats.interval([100.0 * (run[key] / base[key] - 1.0) for run, base in seed_pairs]),
+                    "mean": float(np.mean([100.0 * (run[key] / base[key] - 1.0) for run, base in seed_pairs])),
                     **_percentiles(pair_draws[key]), "n": len(seeds)} for key in KEYS}
         out.append(row)
     return out
