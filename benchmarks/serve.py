@@ -31,7 +31,7 @@ from concurrent import futures
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-from pipeline.core.tf_env import load_sentencepiece_ops, tf  # noqa: E402
+from pipeline.core.tf_env import tf  # noqa: E402
 
 from benchmarks.common import emit  # noqa: E402
 from pipeline.core import features as fk  # noqa: E402
@@ -184,7 +184,6 @@ def main(argv=None) -> dict:
     found = export.versions(RankerLayout(run_dir).export) if run_dir else []
     if not found:
         raise SystemExit(f"no sid_spm_8192 run with exports under {layout.ranker}: run `make demo`, or give --ranker_run")
-    load_sentencepiece_ops()
     export_dir = os.path.join(RankerLayout(run_dir).export, str(found[-1]))
     requests = _requests(layout, export_dir, args.candidates)
     scratch = tempfile.mkdtemp(prefix="sidrec-serve-bench-")

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-from pipeline.core import config_flags
+from pipeline.core import config_flags, startup_noise
 from pipeline.core import features as fk
 from pipeline.core.layout import DataLayout, RQVAELayout, RunLayout
 
@@ -22,7 +22,7 @@ def _simulate(args) -> None:
     from pipeline.stages import simulate
 
     run = RunLayout(args.run_dir)
-    print(simulate.describe(simulate.run(config_flags.from_args(SimulatorConfig, args), run), run))
+    print(simulate.describe(simulate.run(config_flags.from_args(SimulatorConfig, args), run, args.through_day), run))
 
 
 def _movielens(args) -> None:
@@ -207,7 +207,7 @@ def build_parser(study_preset: str = "") -> argparse.ArgumentParser:
                     "materialise SIDs with Beam, transform with TF Transform, train the ranker day by "
                     "day, and serve it over TF Serving's gRPC API. Every stage writes under --run_dir.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level, with TensorFlow's own start-up logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     from beam_jobs.options import SHIPPING_HELP
@@ -230,6 +230,9 @@ def build_parser(study_preset: str = "") -> argparse.ArgumentParser:
     sim = command("simulate", _simulate, "generate a corpus and day-partitioned impression logs "
                   "into RUN_DIR/data and print the per-day summary with the oracle AUC")
     config_flags.add_flags(sim, SimulatorConfig)
+    sim.add_argument("--through_day", type=int, default=0,
+                     help="write the logs of days 1..D only, and the items that exist by day D; run again with a "
+                          "later D and the same flags to have the next days arrive (rehearsing `sidrec daily`)")
 
     ml = command("movielens", _movielens, "turn MovieLens ratings + content embeddings into the "
                  "corpus and log contracts under RUN_DIR/data", run_dir=os.path.join("runs", "movielens"))
@@ -358,9 +361,18 @@ BEAM_COMMANDS = ("import", "movielens", "materialize", "transform", "daily", "ex
 
 def main(argv: list[str] | None = None) -> int:
     # A study preset's values become the defaults (--help shows them); flags given beside it still win.
-    preset = argparse.ArgumentParser(add_help=False)
-    preset.add_argument("--preset", default="")
-    parser = build_parser(study_preset=preset.parse_known_args(argv)[0].preset)
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--preset", default="")
+    early.add_argument("-v", "--verbose", action="store_true")
+    known = early.parse_known_args(argv)[0]
+    if known.verbose:
+        return _main(argv, known.preset)
+    with startup_noise.filtered_stderr():
+        return _main(argv, known.preset)
+
+
+def _main(argv: list[str] | None, study_preset: str) -> int:
+    parser = build_parser(study_preset=study_preset)
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in BEAM_COMMANDS:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -369,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("apache_beam", "absl", "tensorflow"):  # their INFO lines drown the progress
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    startup_noise.quiet_known_warnings()
     try:
         args.fn(args)
     # ContractError and StaleOutputError are ValueErrors; MissingOutputError is a FileNotFoundError.

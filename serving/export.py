@@ -21,7 +21,7 @@ is that RQ-VAE's card, its version the one the transform card records for the SI
 import contextlib
 import os
 
-from pipeline.core.tf_env import load_sentencepiece_ops, tf
+from pipeline.core.tf_env import tf
 import tensorflow_transform as tft  # noqa: I100  (after the TF set-up)
 
 from models.sid_tokenizer import SidTokenizer
@@ -190,7 +190,6 @@ def export_version(model: tf.keras.Model, transform_dir: str, export_base: str, 
         raise ValueError(f"version must be a positive integer, got {version}")
     if not warmup_examples:
         raise ValueError("warm-up needs at least one serialized raw tf.Example")
-    load_sentencepiece_ops()  # sid_spm transform graphs hold SentencePiece ops
     tft_output = tft.TFTransformOutput(transform_dir)
     final = os.path.join(export_base, str(version))
     config = RepresentationConfig(**read_representation(transform_dir)["config"])

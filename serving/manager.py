@@ -7,7 +7,9 @@ chosen is unloaded only once some chosen version is available, so a model never 
 while it has something to serve. Every version seen keeps a state (START, LOADING, AVAILABLE,
 UNLOADING, END). One that failed to load stays END with its error and is tried again only when its
 files change, so a broken version costs one log entry, not one per poll. Requests holding an
-unloaded version finish on it.
+unloaded version finish on it. A base path with no version yet is polled like any other: the server says so
+(TF Serving's "No versions of servable ... found under base path", at most every NO_VERSIONS_LOG_SECONDS,
+not at every poll) and serves the first version that appears.
 """
 
 import dataclasses
@@ -26,6 +28,7 @@ from serving.servables import Servable, ServingError
 
 log = logging.getLogger(__name__)
 START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+NO_VERSIONS_LOG_SECONDS = 600.0
 
 
 @dataclasses.dataclass
@@ -41,6 +44,7 @@ class _Model:
         self.states: dict[int, VersionState] = {}
         self.available: dict[int, Servable] = {}
         self.labels: dict[str, int] = {}
+        self.said_empty_at: float | None = None  # when "no versions" was last logged (None: has versions)
 
 
 class ModelManager:
@@ -63,7 +67,9 @@ class ModelManager:
                 self._poll_model(model)
 
     def _poll_model(self, model: _Model) -> None:
-        chosen = model.config.policy.choose(list_versions(model.config.base_path))
+        found = list_versions(model.config.base_path)
+        self._say_if_empty(model, found)
+        chosen = model.config.policy.choose(found)
         to_load = [v for v in chosen if v not in model.available and self._should_try(model, v)]
         for version in to_load:
             model.states[version] = VersionState(START)
@@ -72,6 +78,23 @@ class ModelManager:
         if any(v in model.available for v in chosen):
             for version in [v for v in model.available if v not in chosen]:
                 self._unload(model, version)
+
+    @staticmethod
+    def _say_if_empty(model: _Model, found: list[int]) -> None:
+        """Logs that a base path holds no version yet: once, then every NO_VERSIONS_LOG_SECONDS while it stays so."""
+        if found:
+            model.said_empty_at = None
+            return
+        now = time.monotonic()
+        if model.said_empty_at is None or now - model.said_empty_at >= NO_VERSIONS_LOG_SECONDS:
+            model.said_empty_at = now
+            log.warning("No versions of servable %s found under base path %s; serving it once one appears "
+                        "(an integer version directory holding saved_model.pb)", model.config.name,
+                        model.config.base_path)
+
+    def has_versions(self, name: str) -> bool:
+        """Whether the model's base path held any version directory at the last poll."""
+        return self._models[name].said_empty_at is None
 
     def _should_try(self, model: _Model, version: int) -> bool:
         state = model.states.get(version)

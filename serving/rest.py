@@ -8,11 +8,12 @@
 Bodies are TF Serving's JSON (serving/json_tensors.py); an error is `{"error": "..."}` with the HTTP
 code TF Serving maps its status code to (INVALID_ARGUMENT 400, NOT_FOUND 404, ...). A body larger
 than --max_request_bytes gets 413, its bytes read and dropped (never held); more concurrent requests than
---max_concurrent_rpcs get 429.
+--max_concurrent_rpcs get 429. The transport (serving/http_server.py) answers on --rest_api_num_threads
+threads and closes a request not read and answered within --rest_api_timeout_in_ms, as TF Serving does.
 """
 
-import http.server
 import json
+import os
 import logging
 import re
 import threading
@@ -25,6 +26,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 from serving import json_tensors
 from serving.core import ServingCore
+from serving.http_server import HttpServer
 from serving.servables import ServingError
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,10 @@ HTTP_CODES = {"OK": 200, "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 4
               "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429,
               "FAILED_PRECONDITION": 400, "ABORTED": 409, "OUT_OF_RANGE": 400, "UNIMPLEMENTED": 501,
               "INTERNAL": 500, "UNAVAILABLE": 503, "DATA_LOSS": 500, "UNAUTHENTICATED": 401}
-_DRAIN_FACTOR = 16  # bodies up to this many times the limit are read and dropped before the 413; larger: closed
+# TF Serving's defaults: threads by the CPUs, 30 s a request. Connections past the cap are refused (ours).
+DEFAULT_NUM_THREADS = 4 * (os.cpu_count() or 1)
+DEFAULT_TIMEOUT_MS = 30_000
+DEFAULT_MAX_CONNECTIONS = 1024
 _SPEC = r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?"
 _PREDICTION = re.compile(_SPEC + r":(classify|regress|predict)", re.IGNORECASE)
 _STATUS = re.compile(_SPEC + r"(/metadata)?", re.IGNORECASE)
@@ -57,29 +62,29 @@ class RestServer:
     """Serves the REST API from its own threads until `stop()`."""
 
     def __init__(self, core: ServingCore, host: str, port: int, max_request_bytes: int, max_concurrent: int,
-                 prometheus_path: str | None = None):
-        self.core, self.max_request_bytes, self.prometheus_path = core, max_request_bytes, prometheus_path
+                 prometheus_path: str | None = None, num_threads: int = DEFAULT_NUM_THREADS,
+                 timeout_ms: int = DEFAULT_TIMEOUT_MS, max_connections: int = DEFAULT_MAX_CONNECTIONS):
+        self.core, self.prometheus_path = core, prometheus_path
         self._slots = threading.BoundedSemaphore(max_concurrent)
-        owner = self
-
-        class Handler(_Handler):
-            server_owner = owner
-
-        try:
-            self._http = http.server.ThreadingHTTPServer((host, port), Handler)
-        except OSError as e:
-            raise OSError(f"could not bind {host}:{port} for the REST API ({e.strerror})") from None
-        self._http.daemon_threads = True
-        self.port = self._http.server_address[1]
-        self._thread = threading.Thread(target=self._http.serve_forever, name="rest-api", daemon=True)
+        self._http = HttpServer(self._admitted, host, port, num_threads, timeout_ms / 1000, max_request_bytes,
+                                max_connections)
+        self.port = self._http.port
 
     def start(self) -> "RestServer":
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._http.shutdown()
-        self._http.server_close()
+        self._http.stop()
+
+    def _admitted(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
+        if not self._slots.acquire(blocking=False):
+            return HTTP_CODES["RESOURCE_EXHAUSTED"], json.dumps(
+                {"error": "too many concurrent requests (--max_concurrent_rpcs)"}).encode(), "application/json"
+        try:
+            return self.handle(method, path, body)
+        finally:
+            self._slots.release()
 
     # ---- one request: (HTTP code, body) ----------------------------------------------------------
     def handle(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes, str]:
@@ -144,58 +149,3 @@ class RestServer:
         response.metadata["signature_def"].Unpack(signatures)
         return json.dumps({"model_spec": _to_json(response.model_spec),
                            "metadata": {"signature_def": _to_json(signatures)}}, indent=1).encode()
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connection
-    disable_nagle_algorithm = True  # else a small reply waits ~40 ms on the client's delayed ACK
-    server_owner: RestServer
-
-    def do_GET(self):
-        self._answer("GET")
-
-    def do_POST(self):
-        self._answer("POST")
-
-    def _answer(self, method: str) -> None:
-        owner = self.server_owner
-        path = self.path.split("?", 1)[0]
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            self.close_connection = True  # the body cannot be delimited
-            return self._reply(400, json.dumps({"error": "Content-Length must be a number of bytes, got "
-                                                         f"{self.headers.get('Content-Length')!r}"}).encode())
-        if length > owner.max_request_bytes:
-            if length <= _DRAIN_FACTOR * owner.max_request_bytes:
-                self._discard(length)  # read, not kept: the client gets its answer, not a broken pipe
-            else:
-                self.close_connection = True
-            return self._reply(413, json.dumps({"error": f"request of {length} bytes is larger than "
-                                                         f"--max_request_bytes {owner.max_request_bytes}"}).encode())
-        body = self.rfile.read(length) if length else b""
-        if not owner._slots.acquire(blocking=False):
-            return self._reply(HTTP_CODES["RESOURCE_EXHAUSTED"], json.dumps(
-                {"error": "too many concurrent requests (--max_concurrent_rpcs)"}).encode())
-        try:
-            code, payload, content_type = owner.handle(method, path, body)
-        finally:
-            owner._slots.release()
-        self._reply(code, payload, content_type)
-
-    def _discard(self, length: int) -> None:
-        while length > 0:
-            chunk = self.rfile.read(min(length, 1 << 16))
-            if not chunk:
-                break
-            length -= len(chunk)
-
-    def _reply(self, code: int, payload: bytes, content_type: str = "application/json") -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format, *args):  # requests are counted in the metrics, not logged one by one
-        pass

@@ -5,7 +5,7 @@ serving/manager.py decides which versions are loaded; this file runs one.
 
 import grpc
 import numpy as np
-from pipeline.core.tf_env import load_sentencepiece_ops, tf
+from pipeline.core.tf_env import tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from pipeline.core import files
@@ -27,7 +27,6 @@ class Servable:
     def __init__(self, name: str, version: int, path: str):
         self.name, self.version, self.path = name, version, path
         self.rqvae_version = export.check_rqvae_version(path)  # refuse an export whose RQ-VAE is not its table's
-        load_sentencepiece_ops()  # sid_spm exports hold SentencePiece ops
         self._model = tf.saved_model.load(path)
         meta_graph = saved_model_pb2.SavedModel.FromString(
             files.read_bytes(files.join(path, SAVED_MODEL_FILE))).meta_graphs[0]

@@ -29,7 +29,7 @@ from serving.core import ServingCore, error_code
 from serving.manager import ModelManager
 from serving.model_config import ModelConfig
 from serving.monitoring import read_monitoring_config
-from serving.rest import RestServer
+from serving.rest import DEFAULT_MAX_CONNECTIONS, DEFAULT_NUM_THREADS, DEFAULT_TIMEOUT_MS, RestServer
 from serving.servables import ServingError
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,9 @@ class ServerOptions:
     batching: BatchingParameters | None = None
     allow_version_labels_for_unavailable_models: bool = False
     prometheus_path: str | None = None  # on the REST port
+    rest_api_num_threads: int = DEFAULT_NUM_THREADS
+    rest_api_timeout_in_ms: int = DEFAULT_TIMEOUT_MS
+    rest_api_max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 @dataclasses.dataclass
@@ -152,7 +155,9 @@ def start(models: list[ModelConfig], options: ServerOptions = ServerOptions()) -
         raise ValueError("--monitoring_config_file: the Prometheus page is served on the REST port; give --rest_api_port")
     manager = ModelManager(models, options.allow_version_labels_for_unavailable_models)
     manager.poll()
-    for m in models:  # fail at start, not on every request
+    for m in models:  # versions that are there but do not load fail at start, not on every request
+        if not manager.has_versions(m.name):
+            continue  # none yet (a lineage still to publish its first): polled, served once one appears
         try:
             manager.servable(m.name)
         except ServingError as e:
@@ -165,15 +170,16 @@ def start(models: list[ModelConfig], options: ServerOptions = ServerOptions()) -
     core = ServingCore(manager, Batcher(options.batching, manager.metrics) if options.batching else None)
     grpc_server, port = build_server(core, options.host, options.port, options.max_request_bytes,
                                      options.max_concurrent_rpcs)
-    rest = None
+    rest_api = None
     if options.rest_api_port is not None:
-        rest = RestServer(core, options.host, options.rest_api_port, options.max_request_bytes,
-                          options.max_concurrent_rpcs, options.prometheus_path)
+        rest_api = RestServer(core, options.host, options.rest_api_port, options.max_request_bytes,
+                              options.max_concurrent_rpcs, options.prometheus_path, options.rest_api_num_threads,
+                              options.rest_api_timeout_in_ms, options.rest_api_max_connections)
     grpc_server.start()
-    if rest:
-        rest.start()
+    if rest_api:
+        rest_api.start()
     manager.start_polling(options.poll_seconds)
-    return ModelServer(grpc_server, manager, port, rest)
+    return ModelServer(grpc_server, manager, port, rest_api)
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -190,6 +196,14 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port, printed)")
     parser.add_argument("--rest_api_port", type=int, default=0,
                         help="REST API port (0: no REST API; -1: any free port, printed)")
+    parser.add_argument("--rest_api_num_threads", type=int, default=DEFAULT_NUM_THREADS,
+                        help="threads that answer REST requests (TF Serving's flag); connections waiting for a "
+                             "request hold none")
+    parser.add_argument("--rest_api_timeout_in_ms", type=int, default=DEFAULT_TIMEOUT_MS,
+                        help="a REST request not read and answered within this is closed, as an idle keep-alive "
+                             "connection is (TF Serving's flag)")
+    parser.add_argument("--rest_api_max_connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                        help="open REST connections past this are closed at once")
     parser.add_argument("--monitoring_config_file", default="",
                         help="text-format MonitoringConfig; prometheus_config serves metrics on the REST port")
     parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
@@ -225,7 +239,8 @@ def _options(args) -> ServerOptions:
     rest_port = None if args.rest_api_port == 0 else max(args.rest_api_port, 0)
     return ServerOptions(args.host, args.port, rest_port, args.file_system_poll_wait_seconds, args.max_request_bytes,
                          args.max_concurrent_rpcs, batching, args.allow_version_labels_for_unavailable_models,
-                         prometheus)
+                         prometheus, args.rest_api_num_threads, args.rest_api_timeout_in_ms,
+                         args.rest_api_max_connections)
 
 
 def _watch_config_file(path: str, seconds: float, manager: ModelManager, stopped: threading.Event) -> None:

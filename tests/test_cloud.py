@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import SetupOptions, StandardOptions
 import tensorflow as tf
-import tensorflow_text  # noqa: F401  (SentencePiece ops in the export)
 
 from beam_jobs import local_runner
 from beam_jobs.options import PROJECT_SETUP, pipeline_options

@@ -7,7 +7,6 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_text  # noqa: F401  (SentencePiece ops in the export)
 
 from beam_jobs import materialize_sids
 from models.rqvae_savedmodel import LoadedRQVAE

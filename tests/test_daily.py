@@ -1,5 +1,6 @@
-"""`sidrec daily` on a 4-day world: a daily day equals the batch day, touches only its own files, blesses
-before it publishes, never lets serving go back, and a step stopped midway ends as an uninterrupted one."""
+"""`sidrec daily` on a 4-day world: the first step publishes version 1 the day the lineage is fitted, a daily
+day equals the batch day, touches only its own files, blesses before it publishes, never lets serving go back,
+and a step stopped midway ends as an uninterrupted one."""
 
 import dataclasses
 import json
@@ -11,7 +12,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
-import tensorflow_text  # noqa: F401  (SentencePiece ops in the exports)
 
 from beam_jobs import transform
 from pipeline import cli
@@ -82,7 +82,7 @@ def _log_day(layout: RunLayout, later: str, day: int) -> None:
 @pytest.fixture(scope="module")
 def worlds(tmp_path_factory):
     """The full 4-day world (the batch path), and a copy that has logged days 1-2 only, with SIDs for the items
-    seen by then, a transform fitted on them (T = 1) and lineage A trained through day 2."""
+    seen by then and a transform fitted on them (T = 1): a lineage fitted, nothing trained or served yet."""
     root = tmp_path_factory.mktemp("daily")
     full = small_run(str(root / "full"), FOUR_DAYS)
     layout = copy_world(full, str(root / "daily"))
@@ -92,16 +92,21 @@ def worlds(tmp_path_factory):
         shutil.move(layout.data.day_dir(day), os.path.join(later, f"day={day:04d}"))
     missing = _keep_sids_of_items_seen_by(layout, 2)
     _transform(layout, layout.transform_output(REPRESENTATION))
-    day_loop.train(layout.transform_output(REPRESENTATION), _run_dir(layout, CONFIG), CONFIG, log=lambda *_: None)
     return {"full": full, "daily": layout, "later": later, "missing_sids": missing, "root": root}
 
 
 @pytest.fixture(scope="module")
 def days(worlds):
-    """Day 3 by lineage A; then day 4 by the diverged lineage B (catching up from day 1), then by A; what each
-    step recorded and what the serving directory held after it. A copy of the world before day 4 is kept."""
+    """Lineage A's first step (day 2, the day it was fitted through), a step with nothing to take, then day 3 by
+    lineage A; then day 4 by the diverged lineage B (catching up from day 1), then by A; what each step recorded
+    and what the serving directory held after it. A copy of the world before day 4 is kept."""
     layout, out = worlds["daily"], {}
     transformed = TransformLayout(layout.transform_output(REPRESENTATION)).root
+    out["first_lines"] = []
+    out["first"] = daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=out["first_lines"].append)
+    out["served_first"] = _served(layout)
+    out["nothing_lines"] = []
+    out["nothing"] = daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=out["nothing_lines"].append)
     out["before"] = {**_files(os.path.join(transformed, "transformed")), **_files(layout.data.logs)}
     _log_day(layout, worlds["later"], 3)
     out["day3"] = daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=lambda *_: None)
@@ -118,7 +123,7 @@ def days(worlds):
             out["served_diverged"] = _served(layout)
             lines = []
             out["day4"] = daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=lines.append)
-            stream.wait_for_version(2)
+            stream.wait_for_version(3)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -162,28 +167,53 @@ def test_a_daily_step_touches_only_its_own_day(days):
     assert added and all("day=0003" in path for path in added), added
 
 
+def test_the_first_step_after_the_lineage_is_fitted_publishes_version_1(days):
+    """Serving starts the day the lineage is fitted: the first step trains through the fitted days (evaluating
+    day 2, the evaluation day, before fitting on it), is blessed on held-out rows with nothing served, and
+    publishes version 1."""
+    [first] = days["first"]
+    assert first["day"] == 2 and first["trained_days"] == [1, 2] and first["published"] == 1
+    assert first["blessing"]["blessed"] and first["blessing"]["served"] is None
+    assert first["blessing"]["held_out_rows"] > 0 and days["served_first"] == [(1, 2)]
+    [line] = days["first_lines"]
+    assert line.startswith("day 2 (first step of the lineage: trained on days 1-2): CTR AUC "), line
+    assert "published version 1" in line
+
+
+def test_a_step_with_nothing_to_take_says_what_is_served_and_what_comes_next(worlds, days):
+    assert days["nothing"] == []
+    [line] = days["nothing_lines"]
+    layout = worlds["daily"]
+    assert line == (f"nothing to take: the run has taken days 1-2; {layout.serving('ranker')} serves version 1 "
+                    f"(trained through day 2); the next step takes day 3 once its logs are in "
+                    f"{layout.data.day_dir(3)}")
+
+
 def test_a_blessed_candidate_is_published_and_a_diverged_one_is_not(days):
     [day3] = days["day3"]
-    assert day3["blessing"]["blessed"] and day3["published"] == 1 and days["served3"] == [(1, 3)]
-    assert day3["blessing"]["held_out_rows"] > 0 and day3["blessing"]["served"] is None  # nothing served before
-    # Lineage B has its own records: it takes day 3 (behind the served version) then day 4 (diverged).
-    assert [r["day"] for r in days["diverged4"]] == [3, 4] and all(r["published"] is None for r in days["diverged4"])
+    assert day3["blessing"]["blessed"] and day3["published"] == 2 and days["served3"] == [(1, 2), (2, 3)]
+    assert day3["blessing"]["held_out_rows"] > 0
+    assert day3["blessing"]["served"].endswith(os.path.join("serving", "ranker", "1"))
+    # Lineage B has its own records: its first step (day 2) and day 3 are behind the served version, day 4
+    # diverged.
+    assert [r["day"] for r in days["diverged4"]] == [2, 3, 4]
+    assert all(r["published"] is None for r in days["diverged4"])
     diverged = days["diverged4"][-1]
     assert not diverged["blessing"]["blessed"], diverged["blessing"]
     assert any("the same score" in reason or "not finite" in reason for reason in diverged["blessing"]["reasons"])
     assert diverged["blessing"]["reasons"] and os.path.isdir(diverged["candidate"])  # kept for inspection
-    assert days["served_diverged"] == [(1, 3)]  # the served version stays
+    assert days["served_diverged"] == [(1, 2), (2, 3)]  # the served version stays
     [day4] = days["day4"]
-    assert day4["blessing"]["blessed"] and day4["blessing"]["served"].endswith(os.path.join("serving", "ranker", "1"))
-    assert days["served4"] == [(1, 3), (2, 4)]
+    assert day4["blessing"]["blessed"] and day4["blessing"]["served"].endswith(os.path.join("serving", "ranker", "2"))
+    assert days["served4"] == [(1, 2), (2, 3), (3, 4)]
     [line] = days["lines4"]
-    assert line.startswith("day 4: CTR AUC ") and "blessed (held-out AUC" in line and "published version 2" in line
+    assert line.startswith("day 4: CTR AUC ") and "blessed (held-out AUC" in line and "published version 3" in line
 
 
 def test_a_server_watching_the_serving_directory_never_goes_back(days):
     """Through lineage B's catch-up (its day-3 candidate behind, its day-4 candidate diverged) and A's day 4."""
     answered = days["answered"]
-    assert answered[0] == 1 and answered[-1] == 2 and answered == sorted(answered), answered
+    assert answered[0] == 2 and answered[-1] == 3 and answered == sorted(answered), answered
 
 
 def test_nothing_is_pending_after_a_step_and_a_changed_history_is_refused(worlds, days):
@@ -208,7 +238,7 @@ def test_a_rebuilt_lineage_is_not_published_until_it_is_ahead_of_the_served_one(
                                       layout.serving("ranker"), STEP, CONFIG, anything_finite)
     assert record["blessing"]["blessed"] and record["published"] is None
     assert "trained through day 4: serving never goes back" in record["not_published"]
-    assert _served(layout) == [(1, 3), (2, 4)]
+    assert _served(layout) == [(1, 2), (2, 3), (3, 4)]
 
 
 class _Stop(Exception):
@@ -234,8 +264,8 @@ def test_a_step_stopped_midway_and_run_again_ends_as_an_uninterrupted_one(days, 
     [record] = daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=lambda *_: None)
     [uninterrupted] = days["day4"]
     assert record["metrics"] == pytest.approx(uninterrupted["metrics"], abs=1e-6)
-    assert record["published"] == uninterrupted["published"] == 2
-    assert _served(layout) == [(1, 3), (2, 4)]  # published once
+    assert record["published"] == uninterrupted["published"] == 3
+    assert _served(layout) == [(1, 2), (2, 3), (3, 4)]  # published once
     card = day_loop.read_protocol_card(layout.transform_output(REPRESENTATION))
     assert card["days"] == [1, 2, 3, 4]
 
@@ -248,7 +278,7 @@ def test_the_cli_takes_the_next_day(worlds, days, tmp_path, capsys):
             *IN_MEMORY]
     assert cli.main(argv) == 0
     [line] = capsys.readouterr().out.splitlines()  # one line a day
-    assert line.startswith("day 4: CTR AUC ") and "published version 2" in line
+    assert line.startswith("day 4: CTR AUC ") and "published version 3" in line
     assert cli.main(argv[:-2] + ["--holdout_per_mille", "0", *IN_MEMORY]) == 2
     assert "--holdout_per_mille must be >= 1" in capsys.readouterr().err
 
@@ -326,4 +356,4 @@ def test_a_day_without_log_files_stops_before_anything_changes(days, tmp_path):
     with pytest.raises(ValueError, match="no files matching"):
         daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=lambda *_: None)
     assert day_loop.read_protocol_card(layout.transform_output(REPRESENTATION))["days"] == [1, 2, 3]
-    assert _files(layout.sids) == sids and _served(layout) == [(1, 3)]
+    assert _files(layout.sids) == sids and _served(layout) == [(1, 2), (2, 3)]

@@ -10,7 +10,6 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_text  # noqa: F401  (SentencePiece ops in the transform graph)
 import tensorflow_transform as tft
 from google.protobuf import text_format
 

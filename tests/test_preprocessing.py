@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 import tensorflow as tf
-import tensorflow_text  # noqa: F401  (SentencePiece ops)
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 import tensorflow as tf
-import tensorflow_text  # noqa: F401  (SentencePiece ops)
 
 from pipeline.core import features as fk
 from pipeline.core.representation import RepresentationConfig, representation_name, split_kind

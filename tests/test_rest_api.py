@@ -3,7 +3,10 @@ and bodies, status and metadata, the Prometheus page, and the batching parameter
 
 import base64
 import json
+import os
 import shutil
+import socket
+import time
 import urllib.error
 import urllib.request
 
@@ -197,3 +200,53 @@ def test_config_files_for_batching_and_monitoring_are_checked(tmp_path):
     assert read_monitoring_config(str(monitoring)) == "/metrics"
     monitoring.write_text("prometheus_config { enable: false }")
     assert read_monitoring_config(str(monitoring)) is None
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Whether the server closed `sock` (EOF or reset), without waiting."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionError:
+        return True
+
+
+def test_idle_connections_hold_no_thread_and_close_at_the_timeout(served):
+    """300 clients that send half a request line and nothing more: requests from others are answered while they
+    are held, the server's threads do not grow with them, connections past --rest_api_max_connections are closed
+    at once, and the idle ones are closed at --rest_api_timeout_in_ms. (One thread a connection, as before, held
+    all 300 until the clients left.)"""
+    process, _ = _start("--model_config_file", str(served["root"] / "models.config"), "--rest_api_port", "-1",
+                        "--rest_api_timeout_in_ms", "4000", "--rest_api_num_threads", "2",
+                        "--rest_api_max_connections", "310")
+    rest = {"rest": process.rest}
+    host, port = process.rest.rsplit(":", 1)
+    threads = lambda: len(os.listdir(f"/proc/{process.pid}/task"))  # noqa: E731
+    try:
+        assert _call(rest, "/v1/models/ranker")[0] == 200
+        before = threads()
+        idle = [socket.create_connection((host, int(port))) for _ in range(300)]
+        for sock in idle:
+            sock.sendall(b"POST /v1/models/ranker:pred")
+        body = {"instances": _b64(served["sample"][:3])}
+        for _ in range(5):
+            code, answer = _call(rest, "/v1/models/ranker:predict", body)
+            assert code == 200 and len(answer["predictions"]) == 3
+        assert not any(_closed(sock) for sock in idle)  # answered while all 300 were held
+        assert threads() - before <= 2, (before, threads())
+        time.sleep(0.5)
+        extra = [socket.create_connection((host, int(port))) for _ in range(20)]
+        time.sleep(0.5)
+        assert sum(_closed(sock) for sock in extra) == 10  # past 310 open: closed at once
+        deadline = time.time() + 30
+        while not all(_closed(sock) for sock in idle) and time.time() < deadline:
+            time.sleep(0.2)
+        assert all(_closed(sock) for sock in idle)  # out of time: closed by the server
+        assert _call(rest, "/v1/models/ranker:predict", body)[0] == 200
+        for sock in idle + extra:
+            sock.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -11,7 +11,6 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_text  # noqa: F401  (SentencePiece ops in the export)
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
@@ -181,7 +180,34 @@ def test_a_new_version_is_swapped_in_without_failed_requests(exports, spm_ranker
         process.wait(timeout=30)
 
 
-def test_serve_refuses_a_base_path_without_versions(tmp_path):
+def test_serve_waits_for_the_first_version_of_a_base_path_that_has_none(exports, tmp_path):
+    """As TF Serving: a base path without a version (a lineage yet to publish) is polled, said once (not at every
+    poll), and its first version is served when it appears; until then Predict gets NOT_FOUND."""
+    root, _, sample = exports
+    base, log_path = tmp_path / "serving" / "ranker", str(tmp_path / "server.log")
+    process, target = _start("--model_name", "ranker", "--model_base_path", str(base), stderr_path=log_path)
+    try:
+        time.sleep(1.5)  # several polls (every 0.2 s)
+        with pytest.raises(grpc.RpcError) as error:
+            _stub(target).Predict(_request(sample[:2]), timeout=30)
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND
+        base.mkdir(parents=True)
+        shutil.copytree(root / "ranker" / "1", base / ".staging-1")
+        os.replace(base / ".staging-1", base / "1")
+        with PredictionStream(target, "ranker", sample[:2]) as stream:
+            stream.wait_for_version(1)
+        assert stream.versions and stream.versions[-1] == 1
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    with open(log_path) as f:
+        said = [line for line in f if "No versions of servable ranker found under base path" in line]
+    assert len(said) == 1 and str(base) in said[0], said
+
+
+def test_serve_refuses_versions_that_do_not_load(tmp_path):
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
     result = subprocess.run([sys.executable, "-m", "pipeline.cli", "serve", "--model_base_path", str(tmp_path),
                              "--port", "0"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "no loadable integer version directory" in result.stderr

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 import tensorflow as tf
-import tensorflow_text  # noqa: F401  (SentencePiece ops in the transform graph)
 import tensorflow_transform as tft
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to

@@ -23,7 +23,7 @@ from pipeline.core.metrics import binary_auc
 from pipeline.core.protocol import held_out
 from pipeline.core.records import Impressions
 from pipeline.core.representation import RepresentationConfig
-from pipeline.core.tf_env import load_sentencepiece_ops, tf
+from pipeline.core.tf_env import tf
 from pipeline.data import corpus_io, sid_table_io
 from pipeline.sid.serving_examples import ServingExampleBuilder
 from serving.export import SERVING_DEFAULT, read_warmup
@@ -73,7 +73,6 @@ class ScoredExport:
     """One export, loaded once, scored through its serving signature as a server would run it."""
 
     def __init__(self, export_dir: str):
-        load_sentencepiece_ops()
         self.export_dir = export_dir
         self.config = RepresentationConfig(**read_export_card(export_dir)["config"])
         self._serve = tf.saved_model.load(export_dir).signatures[SERVING_DEFAULT]

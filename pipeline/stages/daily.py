@@ -60,8 +60,12 @@ def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, che
     run_dir = os.path.join(layout.ranker, day_loop.run_dir_name(config.representation, train))
     serving = config.serving_dir or layout.serving(config.model_name)
     _retention(config)  # a bad --model_config_file fails here, before a day is taken
+    taken = set(taken_days(transform_dir, run_dir))
     records = []
-    for day in pending_days(layout, transform_dir, run_dir, config.day):
+    todo = pending_days(layout, transform_dir, run_dir, config.day)
+    if not todo:
+        log(describe_nothing_to_take(layout, transform_dir, serving))
+    for day in todo:
         started = time.time()
         card = day_loop.read_protocol_card(transform_dir)
         if day not in card["days"]:
@@ -76,7 +80,9 @@ def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, che
         [metrics] = [e for e in history if e["evaluated_on_day"] == day]
         lineage = day_loop.run_fingerprint(card, train).value  # the fitted transform and the training config
         record = _bless_and_publish(layout, run_dir, lineage, day, metrics, serving, config, train, checks)
-        record.update(day=day, new_items=new_items, seconds=round(time.time() - started, 1))
+        record.update(day=day, new_items=new_items, seconds=round(time.time() - started, 1),
+                      trained_days=[d for d in card["days"] if d <= day] if not taken else [day])
+        taken.add(day)
         with published(RankerLayout(run_dir).daily_step(day)) as staging:
             files.write_json(staging, record)
         log(describe_step(record))
@@ -84,9 +90,24 @@ def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, che
     return records
 
 
+def fitted_through(card: dict) -> int:
+    """The last day the lineage was fitted on (transformed by `sidrec transform`, not by a daily step)."""
+    return max(d for d in card["days"] if str(d) not in card.get("daily", {}))
+
+
+def taken_days(transform_dir: str, run_dir: str) -> list[int]:
+    """The days whose daily step finished (its record is written): the first step, on the day the lineage
+    was fitted through, then one a day."""
+    card = day_loop.read_protocol_card(transform_dir)
+    steps = [fitted_through(card)] + [int(d) for d in card.get("daily", {})]
+    return [d for d in steps if files.exists(RankerLayout(run_dir).daily_step(d))]
+
+
 def pending_days(layout: RunLayout, transform_dir: str, run_dir: str, day: int = 0) -> list[int]:
-    """The days to take: logged days after the transform output's, and days it took daily whose step did not
-    finish (no record). Refuses a history whose log files changed since they were transformed.
+    """The days to take: the day the lineage was fitted through, when no step has been taken yet (the first
+    step trains through the fitted days and publishes version 1, so serving starts the day the lineage is
+    fitted); logged days after the transform output's; and days it took daily whose step did not finish (no
+    record). Refuses a history whose log files changed since they were transformed.
 
     Raises:
       ContractError: an earlier day's logs changed (a new lineage is needed), or `day` cannot be taken.
@@ -98,8 +119,9 @@ def pending_days(layout: RunLayout, transform_dir: str, run_dir: str, day: int =
             f"the logs of day(s) {', '.join(map(str, changed))} changed after {transform_dir} took them: a changed "
             "history needs a new lineage (`sidrec transform --if_changed rebuild`, then `sidrec daily`)")
     unfinished = [int(d) for d in card.get("daily", {}) if not files.exists(RankerLayout(run_dir).daily_step(int(d)))]
+    first = [] if taken_days(transform_dir, run_dir) else [fitted_through(card)]
     new = [d for d in layout.data.logged_days() if d > max(card["days"])]
-    todo = sorted(unfinished + new)
+    todo = sorted(set(first + unfinished + new))
     if day:
         if day not in todo:
             raise contracts.ContractError(f"day {day} cannot be taken: pending days are {todo or 'none'} "
@@ -171,6 +193,29 @@ def _metrics(entry: dict) -> dict:
     return {k: entry[k] for k in ("ctr_auc", "ctr_1d_auc", "engagement_rmse", "examples", "cold_start_examples")}
 
 
+def describe_nothing_to_take(layout: RunLayout, transform_dir: str, serving: str) -> str:
+    """The line of a run with no day to take: the days taken, the version served, the day expected next."""
+    card = day_loop.read_protocol_card(transform_dir)
+    served, served_card = served_version(serving)
+    if served is None:
+        serving_now = f"nothing is served from {serving}"
+    else:
+        through = (served_card or {}).get("trained_through_day")
+        serving_now = (f"{serving} serves version {os.path.basename(served)}"
+                       + (f" (trained through day {through})" if through is not None else ""))
+    last = max(card["days"])
+    return (f"nothing to take: the run has taken days {_days(card['days'])}; {serving_now}; the next step takes day "
+            f"{last + 1} once its logs are in {layout.data.day_dir(last + 1)}")
+
+
+def _days(days: list[int]) -> str:
+    """1-4 for consecutive days, else the list."""
+    days = sorted(days)
+    if len(days) > 1 and days == list(range(days[0], days[-1] + 1)):
+        return f"{days[0]}-{days[-1]}"
+    return ", ".join(map(str, days))
+
+
 def describe_step(record: dict) -> str:
     """One line per day: metrics, blessed or not and why, version published, time taken."""
     m = record["metrics"]
@@ -178,6 +223,8 @@ def describe_step(record: dict) -> str:
         outcome = f"published version {record['published']}"
     else:
         outcome = "not published" + (f" ({record['not_published']})" if record.get("not_published") else "")
-    return (f"day {record['day']}: CTR AUC {m['ctr_auc']:.4f}, CTR/1D AUC {m['ctr_1d_auc']:.4f}; "
+    trained = record.get("trained_days", [record["day"]])
+    first = f" (first step of the lineage: trained on days {_days(trained)})" if len(trained) > 1 else ""
+    return (f"day {record['day']}{first}: CTR AUC {m['ctr_auc']:.4f}, CTR/1D AUC {m['ctr_1d_auc']:.4f}; "
             f"{bless.describe(record['blessing'])}; {outcome}; {record['new_items']:,} new item(s) given SIDs; "
             f"{record['seconds']:.0f} s")

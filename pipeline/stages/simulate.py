@@ -34,27 +34,39 @@ def to_impressions(data: SimulatedData, rows: np.ndarray | slice = slice(None)) 
         true_ctr=data.true_ctr[rows])
 
 
-def write_truth(path: str, data: SimulatedData) -> None:
-    columns = {fk.ITEM_ID: pa.array(data.item_ids.astype(str))}
+def write_truth(path: str, data: SimulatedData, items: np.ndarray | slice = slice(None)) -> None:
+    columns = {fk.ITEM_ID: pa.array(data.item_ids[items].astype(str))}
     for level in range(data.topic_path.shape[1]):
-        columns[f"topic_level_{level + 1}"] = pa.array(data.topic_path[:, level])
-    columns["quality"] = pa.array(data.quality)
-    columns["popularity"] = pa.array(data.popularity)
+        columns[f"topic_level_{level + 1}"] = pa.array(data.topic_path[items, level])
+    columns["quality"] = pa.array(data.quality[items])
+    columns["popularity"] = pa.array(data.popularity[items])
     files.write_parquet(pa.table(columns), path)
 
 
-def run(config: SimulatorConfig, run_layout: RunLayout) -> dict:
-    """Simulates and writes everything under the run's data/ (a plot in its report/); returns the summary."""
+def run(config: SimulatorConfig, run_layout: RunLayout, through_day: int = 0) -> dict:
+    """Simulates and writes everything under the run's data/ (a plot in its report/); returns the summary.
+
+    With `through_day` D, the world is the same but only what exists by day D is written: the logs of days
+    1..D and the items first seen by then. Run again with a later D (same flags otherwise) and the next days
+    land, the earlier files byte for byte as they were: days arriving as they do for the daily loop.
+    """
+    if not 0 <= through_day <= config.num_days:
+        raise ValueError(f"--through_day must be in [0, num_days {config.num_days}] (0: every day), got {through_day}")
     layout = run_layout.data
     logging.info("simulating %d items, %d days x %d impressions (seed %d)", config.num_items,
                  config.num_days, config.impressions_per_day, config.seed)
     data = simulate(config)
+    last_day = through_day or config.num_days
+    exists = data.first_day <= last_day
     corpus = to_corpus(data)
+    if through_day:
+        corpus = Corpus(item_ids=corpus.item_ids[exists], embeddings=corpus.embeddings[exists],
+                        first_day=corpus.first_day[exists])
     corpus_io.write_corpus(layout.corpus, corpus)
-    write_truth(layout.truth, data)
+    write_truth(layout.truth, data, exists)
 
     def written_days():  # one day's impressions (with their id strings) in memory at a time
-        for day in np.unique(data.day):
+        for day in np.unique(data.day[data.day <= last_day]):
             impressions = to_impressions(data, data.day == day)
             path = log_io.write_day(layout, int(day), impressions)
             logging.info("day %d: wrote %s", day, path)
