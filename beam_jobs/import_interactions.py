@@ -29,77 +29,14 @@ from apache_beam.metrics import Metrics
 from beam_jobs.counters import job_counters
 from beam_jobs.options import SHIPPING_HELP, pipeline_options
 from pipeline.core import config_flags, contracts, files
-from pipeline.core import features as fk
-from pipeline.core.config_flags import flag
 from pipeline.core.layout import DataLayout
 from pipeline.core.publish import published
 from pipeline.core.records import Corpus, Impressions
 from pipeline.data import corpus_io, log_io, log_summary
 from pipeline.data import interactions as rules
+from pipeline.data.interactions import FORMATS, ImportConfig  # noqa: F401  (re-exported beside the job)
 
 NAMESPACE = "sidrec_import"
-FORMATS = ("auto", "csv", "parquet", "jsonl")
-
-
-@dataclasses.dataclass(frozen=True)
-class ImportConfig:
-    interactions: str = flag("", "interactions table: a file or a glob of CSV, Parquet or JSON-lines files")
-    columns: str = flag("", "ROLE=COLUMN,...: user, item, time and click or rating; engagement optional")
-    output: str = flag("", "data directory written (corpus.parquet, logs/, rejects/, summary.json), replaced whole")
-    format: str = flag("auto", "csv, parquet or jsonl (auto: by the file name)")
-    delimiter: str = flag(",", "CSV delimiter (\\t for tabs)")
-    header: bool = flag(True, "CSV files start with a header line")
-    csv_columns: str = flag("", "comma-separated column names of CSV files without a header")
-    time_format: str = flag("auto", "s, ms or iso (auto: numbers >= 1e11 are milliseconds, text is ISO-8601)")
-    click_threshold: float = flag(0.0, "with a rating column: a rating at or above this is a click")
-    rating_max: float = flag(0.0, "with a rating column and no engagement column: engagement = rating / this "
-                                  "(0: engagement = the click)")
-    consumed: str = flag("click", "what becomes the next watch item and enters the history: a clicked item "
-                                  "(click) or any interaction (any)")
-    max_history: int = flag(fk.DEFAULT_MAX_HISTORY, "history length cap H (longer histories are cut to the H "
-                                                    "most recent)")
-    day_mode: str = flag("calendar", "equal (--num_steps steps of equal count), rows (a step every --rows_per_step "
-                                     "rows) or calendar (a step every --step_days days in --timezone)")
-    num_steps: int = flag(15, "equal: the number of steps")
-    rows_per_step: int = flag(0, "rows: rows per step")
-    step_days: int = flag(1, "calendar: days per step")
-    timezone: str = flag("UTC", "calendar: the time zone whose midnight starts a day")
-    items: str = flag("", "item table (Parquet) with an id and an embedding column (see --item_columns)")
-    item_columns: str = flag("item=item_id,embedding=embedding", "ROLE=COLUMN of --items: item, embedding, and "
-                                                                  "optionally first_day, title")
-    item_ids: str = flag("", "instead of --items: a text file of item ids, one a line ...")
-    embeddings: str = flag("", "... and a .npy matrix of their embeddings, one row a line")
-    titles: str = flag("", "optional CSV of titles for --item_ids (see --title_columns)")
-    title_columns: str = flag("item=item_id,title=title", "ROLE=COLUMN of --titles")
-    shards_per_day: int = flag(4, "TFRecord files per day (the transform job reads a day's files in parallel)")
-
-    def __post_init__(self):
-        for name in ("interactions", "columns", "output"):
-            if not getattr(self, name):
-                raise ValueError(f"--{name} is required")
-        rules.parse_columns(self.columns)
-        self.item_roles(), self.title_roles()
-        self.steps()  # checks the day rule's flags
-        if self.format not in FORMATS:
-            raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        if self.consumed not in rules.CONSUMED:
-            raise ValueError(f"--consumed must be click or any, got {self.consumed!r}")
-        if bool(self.items) == bool(self.item_ids and self.embeddings):
-            raise ValueError("give the items as --items (Parquet) or as --item_ids and --embeddings, one of the two")
-        if self.time_format not in rules.TIME_FORMATS:
-            raise ValueError(f"--time_format must be one of {', '.join(rules.TIME_FORMATS)}")
-        if self.shards_per_day < 1 or self.max_history < 1:
-            raise ValueError("--shards_per_day and --max_history must be >= 1")
-
-    def steps(self) -> rules.Steps:
-        return rules.Steps(self.day_mode, self.num_steps, self.rows_per_step, self.step_days, self.timezone)
-
-    def item_roles(self) -> dict[str, str]:
-        return rules.parse_roles(self.item_columns, "--item_columns", ("item", "embedding", "first_day", "title"),
-                                 ("item", "embedding"))
-
-    def title_roles(self) -> dict[str, str]:
-        return rules.parse_roles(self.title_columns, "--title_columns", ("item", "title"), ("item", "title"))
 
 
 def _format(path: str, given: str) -> str:

@@ -14,7 +14,6 @@ Incremental mode (`--existing_table`): items already in that table keep their SI
 items go through the model (the cold-start path for new items).
 """
 
-import dataclasses
 import json
 import logging
 
@@ -34,39 +33,15 @@ from beam_jobs.sid_stats import (SAMPLE_MARGIN, MergeCountsFn, SidChunk, SidStat
 from models import rqvae_savedmodel
 from pipeline.core import config_flags, fingerprint, row_rules
 from pipeline.core import features as fk
-from pipeline.core.config_flags import flag
+from pipeline.core.configs import MaterializeConfig  # noqa: F401  (re-exported beside the job)
 from pipeline.core.contracts import to_json_line
 from pipeline.core.cards import read_rqvae_card
 from pipeline.core.layout import SidTableLayout
 from pipeline.core.publish import absolute_path, published
 from pipeline.data import sid_table_io
-from pipeline.sid import sid_quality
 
 NAMESPACE = "sidrec_materialize"
 REJECTED = "rejected"
-
-
-@dataclasses.dataclass(frozen=True)
-class MaterializeConfig:
-    """What the job reads and writes; every other flag goes to Beam's PipelineOptions."""
-
-    corpus: str = flag("", "corpus file pattern: *.parquet, else TFRecord of tf.Example")
-    model: str = flag("", "RQ-VAE export: a version directory or the base directory (newest version)")
-    output: str = flag("", "SID table directory (replaced atomically)")
-    existing_table: str = flag("", "incremental: keep the SIDs of the items in this SID table directory")
-    num_shards: int = flag(0, "output shards (0: the runner decides)")
-    sample_size: int = flag(sid_quality.DEFAULT_SAMPLE_SIZE,
-                            "items in the prefix-similarity sample (bottom-k by id fingerprint)")
-    buckets: int = flag(64, "hash buckets for id and prefix counting: one worker holds about items x L / "
-                            "buckets keys (raise it for corpora of 100M+ items)")
-    chunk_rows: int = flag(2048, "rows per unit of work (validation, inference, writing)")
-
-    def __post_init__(self):
-        for name in ("corpus", "model", "output"):
-            if not getattr(self, name):
-                raise ValueError(f"--{name} is required")
-        if self.chunk_rows < 1 or self.buckets < 1:
-            raise ValueError("chunk_rows and buckets must be >= 1")
 
 
 # ------------------------------------------------------------------------------ model location

@@ -15,15 +15,13 @@ import os
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, WorkerOptions
 
 from beam_jobs import local_runner
+from pipeline.core.configs import SHIPPING_HELP  # noqa: F401  (the jobs' --help epilog)
 
 # Imported by every worker process before any of the job's code (SentencePiece ops, file:// URLs).
 WORKER_STARTUP = "beam_jobs.worker_startup"
 DIRECT_RUNNERS = ("DirectRunner", "direct")
 LOCAL_RUNNERS = (local_runner.NAME, "InteractiveRunner", "PrismRunner", "prism")  # DIRECT_RUNNERS become the first
 PROJECT_SETUP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
-SHIPPING_HELP = ("Beam flags pass through: --runner=DataflowRunner --project P --region R --temp_location gs://B/tmp; "
-                 "workers get the project from --setup_file ./setup.py (the default for a remote runner) or "
-                 "--sdk_container_image IMAGE built from beam_jobs/Dockerfile")
 
 
 def pipeline_options(beam_args, log=logging.info, **overrides) -> PipelineOptions:

@@ -20,7 +20,6 @@ from; a rerun with the same inputs reuses it.
       --output runs/demo/transform --kind sid_spm --vocab_size 8192
 """
 
-import dataclasses
 import json
 import logging
 
@@ -45,12 +44,12 @@ from pipeline.core import config_flags, contracts, fingerprint, row_rules
 from pipeline.core import features as fk
 from pipeline.core.examples import to_examples
 from pipeline.core.cards import read_json, read_representation, read_sid_stats
-from pipeline.core.config_flags import flag
+from pipeline.core.configs import SHUFFLE_JOIN_ABOVE, TransformConfig  # noqa: F401  (re-exported)
 from pipeline.core.layout import LOG_FILE_PATTERN, TRANSFORMED_SUFFIX, DataLayout, SidTableLayout, TransformLayout
 from pipeline.core.protocol import split_days
 from pipeline.core.publish import absolute_path, published
 from pipeline.core.records import SidTable
-from pipeline.core.representation import KINDS, Kind, RepresentationConfig, split_kind
+from pipeline.core.representation import RepresentationConfig, split_kind
 from pipeline.data import corpus_io, log_io, sid_table_io
 from pipeline.sid import lookup_stats, spm_vocab
 from pipeline.sid.preprocessing import make_preprocessing_fn, raw_feature_spec, serving_feature_spec
@@ -59,45 +58,8 @@ BATCH_ROWS = 4096
 COUNT_BUCKETS = 64
 SERVING_SAMPLE_ROWS = 64
 ANALYSIS_NAMESPACE = NAMESPACE + "_analysis"  # the analysis pass's second read: not the job's counters
-SHUFFLE_JOIN_ABOVE = 5_000_000  # items above which the item join is keyed (the daily job decides alike)
 # Bump when a change to this job changes its output for the same inputs (old outputs then rebuild).
 OUTPUT_FORMAT = 4  # 4: the card records the RQ-VAE that made the SID table (instant cold start)
-
-
-@dataclasses.dataclass(frozen=True)
-class TransformConfig:
-    """What the job reads and writes, and the representation; every other flag goes to Beam."""
-
-    data_dir: str = flag("", "corpus.parquet and logs/day=NNNN/")
-    sids: str = flag("", "SID table directory (from `sidrec materialize`)")
-    output: str = flag("", "transform output directory (replaced atomically)")
-    kind: str = flag(Kind.SID_SPM.value, f"item representation: {', '.join(KINDS)} (KIND+id: the SID pieces plus "
-                                         "a random-hash ID piece of --id_buckets rows)")
-    buckets: int = flag(8192, "random_hash and sid_prefix buckets B")
-    ngram: int = flag(2, "sid_ngram N (must divide L)")
-    vocab_size: int = flag(8192, "sid_spm table size V")
-    prefix_lengths: tuple[int, ...] = flag((), "sid_prefix: comma-separated prefix lengths that make an item's pieces "
-                                                "(empty: 1..L)")
-    id_buckets: int = flag(1024, "KIND+id: rows of the ID table added to the SID pieces")
-    eval_from: int = flag(0, "first evaluation day T+1: vocabularies and analyzers learn from days 1..T only, and "
-                             "each day from T+1 on is evaluated before the model trains on it (default: the "
-                             "second half of the days is evaluated)")
-    max_history: int = flag(fk.DEFAULT_MAX_HISTORY,
-                            "history cap H of the log contract: rows with longer histories are rejected")
-    if_changed: str = flag("rebuild", "when the output exists but was made from other inputs: rebuild it, or refuse "
-                                      f"({' or '.join(fingerprint.POLICIES)})")
-    shuffle_join_above: int = flag(SHUFFLE_JOIN_ABOVE, "items (SID table or corpus rows) above which the item "
-                                                       "features are joined by key (CoGroupByKey) instead of tables "
-                                                       "every worker process loads whole; the output is the same")
-
-    def __post_init__(self):
-        for name in ("data_dir", "sids", "output"):
-            if not getattr(self, name):
-                raise ValueError(f"--{name} is required")
-        if split_kind(self.kind)[1] and self.id_buckets < 1:
-            raise ValueError(f"--kind {self.kind} needs --id_buckets >= 1, got {self.id_buckets}")
-        if self.if_changed not in fingerprint.POLICIES:
-            raise ValueError(f"--if_changed must be one of {', '.join(fingerprint.POLICIES)}, got {self.if_changed!r}")
 
 
 class ReadNumberedBatches(beam.DoFn):

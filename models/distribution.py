@@ -8,32 +8,11 @@ table becomes a sharded TPUEmbedding table. How the model trains is the same und
 global batch is split over the replicas and the loss is averaged over it (models.ranker).
 """
 
-import dataclasses
 import json
 import os
 
-from pipeline.core.config_flags import flag
+from pipeline.core.configs import STRATEGIES, DistributionConfig  # noqa: F401  (re-exported)
 from pipeline.core.tf_env import tf
-
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-
-
-@dataclasses.dataclass(frozen=True)
-class DistributionConfig:
-    """Where the ranker trains; not part of what it trains (a run's fingerprint leaves it out)."""
-
-    strategy: str = flag("default", f"tf.distribute strategy: {', '.join(STRATEGIES)} (multi_worker reads the "
-                                    "cluster from TF_CONFIG; tpu needs --tpu)")
-    tpu: str = flag("", "TPU name or grpc:// address for --strategy tpu ('local' on a TPU VM)")
-    cpu_replicas: int = flag(2, "--strategy mirrored without GPUs: replicas on this many logical CPU devices")
-
-    def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        if self.strategy == "tpu" and not self.tpu:
-            raise ValueError("--strategy tpu needs --tpu (a TPU name, grpc:// address, or 'local')")
-        if self.cpu_replicas < 1:
-            raise ValueError(f"--cpu_replicas must be >= 1, got {self.cpu_replicas}")
 
 
 def make_strategy(config: DistributionConfig) -> tf.distribute.Strategy:

@@ -6,51 +6,11 @@ reset to residuals of random items of the current batch (the paper's remedy for 
 collapse); `kmeans_init` optionally seeds each level by k-means on the residuals of the first items.
 """
 
-import dataclasses
 
 import numpy as np
 from pipeline.core.tf_env import tf
 
-from pipeline.core.config_flags import flag
-
-
-@dataclasses.dataclass(frozen=True)
-class RQVAEConfig:
-    """Architecture and training of the tokenizer (defaults: the demo; the paper: L=8, K=2048)."""
-
-    encoder_dims: tuple[int, ...] = flag(
-        (256, 32), "encoder layer widths, ReLU between them; the last is the latent dim. The paper "
-                   "states one layer of 256 (--encoder_dims 256); a 32-d latent after it keeps the "
-                   "deeper levels from collapsing (see docs/rqvae.md)")
-    num_levels: int = flag(4, "L: codes per SID (the paper: 8)")
-    codebook_size: int = flag(256, "K: codes per level (the paper: 2048)")
-    beta: float = flag(0.25, "commitment weight")
-    learning_rate: float = flag(1e-3, "Adam learning rate")
-    batch_size: int = flag(512, "items per training step")
-    max_epochs: int = flag(200, "upper bound on epochs")
-    patience: int = flag(5, "stop after this many epochs without a relative improvement of "
-                            "the reconstruction loss of at least min_improvement")
-    min_improvement: float = flag(0.005, "relative improvement that counts as progress")
-    kmeans_init: bool = flag(True, "seed each level by k-means on the residuals of the first items")
-    kmeans_iterations: int = flag(15, "Lloyd iterations of the k-means initialisation")
-    reset_interval: int = flag(20, "reset codes unused over this many steps (0: never)")
-    seed: int = flag(0, "random seed: the same seed gives the same model and SIDs")
-
-    def __post_init__(self):
-        if not self.encoder_dims or min(self.encoder_dims) < 1:
-            raise ValueError(f"encoder_dims must be positive widths, got {self.encoder_dims}")
-        for name in ("num_levels", "codebook_size", "batch_size", "max_epochs", "patience",
-                     "kmeans_iterations"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.codebook_size < 2:
-            raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
-        if self.reset_interval < 0:
-            raise ValueError(f"reset_interval must be >= 0, got {self.reset_interval}")
-
-    @property
-    def latent_dim(self) -> int:
-        return self.encoder_dims[-1]
+from pipeline.core.configs import RQVAEConfig  # noqa: F401  (re-exported beside the model)
 
 
 def nearest_codes(residual: tf.Tensor, codebook: tf.Tensor) -> tf.Tensor:

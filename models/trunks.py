@@ -1,9 +1,9 @@
 """Multitask trunks: one hidden vector per task, from a shared bottom or a multi-gate mixture of experts."""
 
+from pipeline.core.configs import TRUNKS
 from pipeline.core.tf_env import tf
 
 TASKS = ("click", "engagement")
-TRUNKS = ("shared_bottom", "mmoe")
 
 
 def _mlp(hidden_dims, name: str) -> tf.keras.Sequential:

@@ -185,21 +185,15 @@ def _demo(args) -> None:
 
 def build_parser(study_preset: str = "") -> argparse.ArgumentParser:
     """The `sidrec` parser; `study_preset` names the study.PRESETS entry whose values are the study's defaults."""
-    from beam_jobs.materialize_sids import MaterializeConfig
-    from beam_jobs.transform import TransformConfig
-    from models.distribution import DistributionConfig
-    from models.rqvae import RQVAEConfig
+    # Configs only, from modules that import neither TensorFlow nor Beam: --help answers at once.
+    from pipeline.core.configs import (SHIPPING_HELP, DistributionConfig, MaterializeConfig, RQVAEConfig,
+                                       TransformConfig, add_server_flags)
     from pipeline.core.fingerprint import POLICIES
     from pipeline.core.representation import DEFAULT_SERVED
-    from pipeline.data.movielens import MovieLensConfig
+    from pipeline.data.interactions import ImportConfig, MovieLensConfig
     from pipeline.data.simulator import SimulatorConfig
-    from pipeline.stages.browse import BrowseConfig
-    from pipeline.stages.day_loop import TrainConfig
-    from pipeline.stages.experiment import ExperimentConfig
-    from pipeline.stages.lookups import LookupsConfig
-    from pipeline.stages.predict import PredictConfig
-    from pipeline.stages.study import PRESETS, StudyConfig
-    from serving.server import add_flags as add_server_flags
+    from pipeline.stages.configs import (DEMO_WORLD, PRESETS, BlessConfig, BrowseConfig, DailyConfig, ExperimentConfig,
+                                         LookupsConfig, PredictConfig, StudyConfig, TrainConfig)
 
     parser = argparse.ArgumentParser(
         prog="sidrec",
@@ -207,10 +201,9 @@ def build_parser(study_preset: str = "") -> argparse.ArgumentParser:
                     "materialise SIDs with Beam, transform with TF Transform, train the ranker day by "
                     "day, and serve it over TF Serving's gRPC API. Every stage writes under --run_dir.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level, with TensorFlow's own start-up logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log progress at INFO level, with TensorFlow's own start-up logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    from beam_jobs.options import SHIPPING_HELP
 
     def command(name, fn, help_text, run_dir=DEFAULT_RUN_DIR):
         sub = commands.add_parser(name, help=help_text, description=help_text,
@@ -219,8 +212,6 @@ def build_parser(study_preset: str = "") -> argparse.ArgumentParser:
         if run_dir:
             sub.add_argument("--run_dir", default=run_dir, help="run directory")
         return sub
-
-    from pipeline.stages.demo import DEMO_WORLD
 
     demo = command("demo", _demo, "run the whole pipeline on the built-in simulator, a small study with two "
                    "seeds and its report (writes runs/demo)")
@@ -237,8 +228,6 @@ def build_parser(study_preset: str = "") -> argparse.ArgumentParser:
     ml = command("movielens", _movielens, "turn MovieLens ratings + content embeddings into the "
                  "corpus and log contracts under RUN_DIR/data", run_dir=os.path.join("runs", "movielens"))
     config_flags.add_flags(ml, MovieLensConfig)
-
-    from beam_jobs.import_interactions import ImportConfig
 
     im = command("import", _import, "Beam job: your interactions table (CSV, Parquet or JSON lines; --columns "
                  "user=...,item=...,time=...,click=...) and item table into the corpus and log contracts under "
@@ -291,9 +280,6 @@ def build_parser(study_preset: str = "") -> argparse.ArgumentParser:
                     help="when the run directory holds a run made from other inputs: rebuild it, or refuse")
     config_flags.add_flags(tn, TrainConfig)
     config_flags.add_flags(tn, DistributionConfig)
-
-    from pipeline.stages.bless import BlessConfig
-    from pipeline.stages.daily import DailyConfig
 
     dy = command("daily", _daily, "advance the run by every logged day it has not taken, one transaction a day: "
                  "new items get SIDs, the day is transformed with the graph fitted on the training window, the "

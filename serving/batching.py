@@ -19,26 +19,10 @@ import numpy as np
 from google.protobuf import text_format
 
 from pipeline.core import files
-from pipeline.core.config_flags import flag
+from pipeline.core.configs import BatchingParameters  # noqa: F401  (re-exported: the server's flags)
 from serving.config_protos import BatchingParametersProto
 from serving.monitoring import Metrics
 from serving.servables import Servable, ServingError
-
-
-@dataclasses.dataclass(frozen=True)
-class BatchingParameters:
-    """The fields of TF Serving's BatchingParameters that this server honours."""
-
-    max_batch_size: int = flag(1024, "most rows (tf.Examples) in one batched signature call")
-    batch_timeout_micros: int = flag(1000, "how long the first request of a batch waits for others")
-    max_enqueued_batches: int = flag(16, "queued rows beyond this many full batches get UNAVAILABLE")
-    num_batch_threads: int = flag(2, "batches formed and run in parallel")
-
-    def __post_init__(self):
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if value < (0 if field.name == "batch_timeout_micros" else 1):
-                raise ValueError(f"batching parameter {field.name} must be positive, got {value}")
 
 
 def read_batching_parameters_file(path: str, defaults: BatchingParameters) -> BatchingParameters:

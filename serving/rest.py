@@ -13,7 +13,6 @@ threads and closes a request not read and answered within --rest_api_timeout_in_
 """
 
 import json
-import os
 import logging
 import re
 import threading
@@ -25,6 +24,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      regression_pb2)
 
 from serving import json_tensors
+from pipeline.core.configs import REST_MAX_CONNECTIONS, REST_NUM_THREADS, REST_TIMEOUT_MS
 from serving.core import ServingCore
 from serving.http_server import HttpServer
 from serving.servables import ServingError
@@ -36,10 +36,6 @@ HTTP_CODES = {"OK": 200, "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 4
               "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429,
               "FAILED_PRECONDITION": 400, "ABORTED": 409, "OUT_OF_RANGE": 400, "UNIMPLEMENTED": 501,
               "INTERNAL": 500, "UNAVAILABLE": 503, "DATA_LOSS": 500, "UNAUTHENTICATED": 401}
-# TF Serving's defaults: threads by the CPUs, 30 s a request. Connections past the cap are refused (ours).
-DEFAULT_NUM_THREADS = 4 * (os.cpu_count() or 1)
-DEFAULT_TIMEOUT_MS = 30_000
-DEFAULT_MAX_CONNECTIONS = 1024
 _SPEC = r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?"
 _PREDICTION = re.compile(_SPEC + r":(classify|regress|predict)", re.IGNORECASE)
 _STATUS = re.compile(_SPEC + r"(/metadata)?", re.IGNORECASE)
@@ -62,8 +58,8 @@ class RestServer:
     """Serves the REST API from its own threads until `stop()`."""
 
     def __init__(self, core: ServingCore, host: str, port: int, max_request_bytes: int, max_concurrent: int,
-                 prometheus_path: str | None = None, num_threads: int = DEFAULT_NUM_THREADS,
-                 timeout_ms: int = DEFAULT_TIMEOUT_MS, max_connections: int = DEFAULT_MAX_CONNECTIONS):
+                 prometheus_path: str | None = None, num_threads: int = REST_NUM_THREADS,
+                 timeout_ms: int = REST_TIMEOUT_MS, max_connections: int = REST_MAX_CONNECTIONS):
         self.core, self.prometheus_path = core, prometheus_path
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self._http = HttpServer(self._admitted, host, port, num_threads, timeout_ms / 1000, max_request_bytes,

@@ -12,7 +12,6 @@ paths with the same flags and files:
   tensorflow_model_server --model_name=ranker --model_base_path=$PWD/RUN/serving/ranker --port=8500 --rest_api_port=8501
 """
 
-import argparse
 import dataclasses
 import logging
 import signal
@@ -23,18 +22,18 @@ import grpc
 from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from pipeline.core import config_flags, files
+from pipeline.core.configs import (DEFAULT_MAX_CONCURRENT_RPCS, DEFAULT_MAX_REQUEST_BYTES, REST_MAX_CONNECTIONS,
+                                   REST_NUM_THREADS, REST_TIMEOUT_MS, BatchingParameters)
 from serving import model_config
-from serving.batching import Batcher, BatchingParameters, read_batching_parameters_file
+from serving.batching import Batcher, read_batching_parameters_file
 from serving.core import ServingCore, error_code
 from serving.manager import ModelManager
 from serving.model_config import ModelConfig
 from serving.monitoring import read_monitoring_config
-from serving.rest import DEFAULT_MAX_CONNECTIONS, DEFAULT_NUM_THREADS, DEFAULT_TIMEOUT_MS, RestServer
+from serving.rest import RestServer
 from serving.servables import ServingError
 
 log = logging.getLogger(__name__)
-DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
-DEFAULT_MAX_CONCURRENT_RPCS = 64
 
 
 def _handle(fn):
@@ -124,9 +123,9 @@ class ServerOptions:
     batching: BatchingParameters | None = None
     allow_version_labels_for_unavailable_models: bool = False
     prometheus_path: str | None = None  # on the REST port
-    rest_api_num_threads: int = DEFAULT_NUM_THREADS
-    rest_api_timeout_in_ms: int = DEFAULT_TIMEOUT_MS
-    rest_api_max_connections: int = DEFAULT_MAX_CONNECTIONS
+    rest_api_num_threads: int = REST_NUM_THREADS
+    rest_api_timeout_in_ms: int = REST_TIMEOUT_MS
+    rest_api_max_connections: int = REST_MAX_CONNECTIONS
 
 
 @dataclasses.dataclass
@@ -180,43 +179,6 @@ def start(models: list[ModelConfig], options: ServerOptions = ServerOptions()) -
         rest_api.start()
     manager.start_polling(options.poll_seconds)
     return ModelServer(grpc_server, manager, port, rest_api)
-
-
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model_name", default="ranker", help="the model name clients ask for")
-    parser.add_argument("--model_base_path", default="", help="directory of integer version directories")
-    parser.add_argument("--model_config_file", default="",
-                        help="text-format ModelServerConfig with a model_config_list: models, version policies, "
-                             "version labels (instead of the two above)")
-    parser.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0.0,
-                        help="how often to reread --model_config_file and apply it as ReloadConfig does (0: never)")
-    parser.add_argument("--allow_version_labels_for_unavailable_models", action="store_true",
-                        help="a new label may name a version that is not loaded yet")
-    parser.add_argument("--host", default="127.0.0.1", help="address both APIs bind (0.0.0.0 exposes them)")
-    parser.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port, printed)")
-    parser.add_argument("--rest_api_port", type=int, default=0,
-                        help="REST API port (0: no REST API; -1: any free port, printed)")
-    parser.add_argument("--rest_api_num_threads", type=int, default=DEFAULT_NUM_THREADS,
-                        help="threads that answer REST requests (TF Serving's flag); connections waiting for a "
-                             "request hold none")
-    parser.add_argument("--rest_api_timeout_in_ms", type=int, default=DEFAULT_TIMEOUT_MS,
-                        help="a REST request not read and answered within this is closed, as an idle keep-alive "
-                             "connection is (TF Serving's flag)")
-    parser.add_argument("--rest_api_max_connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
-                        help="open REST connections past this are closed at once")
-    parser.add_argument("--monitoring_config_file", default="",
-                        help="text-format MonitoringConfig; prometheus_config serves metrics on the REST port")
-    parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
-                        help="how often to look for new versions")
-    parser.add_argument("--max_request_bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
-                        help="larger requests get RESOURCE_EXHAUSTED (gRPC) or 413 (REST)")
-    parser.add_argument("--max_concurrent_rpcs", type=int, default=DEFAULT_MAX_CONCURRENT_RPCS,
-                        help="more concurrent requests get RESOURCE_EXHAUSTED (gRPC) or 429 (REST), per API")
-    parser.add_argument("--enable_batching", action="store_true",
-                        help="run concurrent Predict requests as one batched call (the flags below, or the file)")
-    parser.add_argument("--batching_parameters_file", default="",
-                        help="text-format BatchingParameters (TF Serving's); the fields it sets replace the flags")
-    config_flags.add_flags(parser, BatchingParameters)
 
 
 def _models(args) -> list[ModelConfig]:

@@ -29,7 +29,10 @@ PAGES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").
 
 # Pages that run in one working directory, in this order.
 TOURS = {
-    "operating": ["docs/operating.md"],
+    "operating": ["docs/operating.md", "docs/serving.md"],  # serving.md's examples use the operating run
+    "pages": ["docs/simulator.md", "docs/rqvae.md", "docs/materialize.md", "docs/transform.md", "docs/ranker.md"],
+    "your data": ["docs/your_data.md"],  # tests/test_report.py: the report of its experiment
+    "contracts": ["docs/contracts.md"],
 }
 
 SKIP_REASONS = {
@@ -38,6 +41,8 @@ SKIP_REASONS = {
     "cluster": "needs several machines",
     "tpu": "needs a Cloud TPU",
     "tensorflow_model_server": "needs TF Serving's own binary, not installed here",
+    "hours": "a study takes hours at the sizes its findings need; tests/test_study.py runs `sidrec study` from a "
+             "shell on a tiny world",
 }
 
 # The one place a documented command is changed: per command, size flags appended (argparse keeps the
@@ -50,7 +55,9 @@ SIZES = {
                     "--patience", "2", "--kmeans_iterations", "5"],
     "daily": ["--holdout_per_mille", "200"],  # enough held-out rows to bless on 1,500 impressions a day
 }
-TABLE_SIZES = {"8192": "512"}  # hash buckets and SPM pieces: 8,192 on the page, 512 on the tiny world
+# Sizes given as values: hash buckets and SPM pieces (8,192 on the page, 512 on the tiny world; names such
+# as sid_spm_8192 follow), and model seeds.
+VALUE_SIZES = [(r"(?<![\d.])8192(?!\d)", "512"), (r"--seeds 3\b", "--seeds 2")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,8 +119,8 @@ def _strip_comment(line: str) -> str:
 
 def sized(command: str) -> str:
     """A documented command at the tiny world's sizes (see SIZES)."""
-    for page_size, tiny in TABLE_SIZES.items():
-        command = re.sub(rf"(?<![\d.]){page_size}(?!\d)", tiny, command)
+    for pattern, tiny in VALUE_SIZES:
+        command = re.sub(pattern, tiny, command)
     words = command.split()
     if len(words) > 1 and words[0] == "sidrec" and words[1] in SIZES:
         command += " " + " ".join(shlex.quote(w) for w in SIZES[words[1]])
@@ -144,11 +151,13 @@ class Tour:
       tour.stop()                                          # the servers its background blocks started
     """
 
-    def __init__(self, name: str, workdir, ports: dict[str, int] | None = None, timeout: float = 600.0):
+    def __init__(self, name: str, workdir, paths: dict[str, str] | None = None, timeout: float = 600.0):
         self.name, self.pages, self.workdir, self.timeout = name, TOURS[name], str(workdir), timeout
+        # Paths a page names for the reader's machine (a data set's place), and where they are here.
+        self.paths = {"/srv/": self.workdir + "/", **(paths or {})}
         os.makedirs(self.workdir, exist_ok=True)
         # The documented ports, each on a free one here (tours may run side by side).
-        self.ports = ports or {"8500": free_port(), "8501": free_port()}
+        self.ports = {"8500": free_port(), "8501": free_port()}
         self.outputs: dict[tuple[str, int], str] = {}
         self.stderr: list[tuple[str, str]] = []  # (where, what a block wrote to stderr), blocks that wrote any
         self.servers: list[tuple[subprocess.Popen, str]] = []
@@ -158,13 +167,18 @@ class Tour:
         self.ran: list[str] = []  # every command run, as run (shown when one fails)
 
     def script(self, block: Block) -> str:
-        """The block as the tour runs it: each command at the tiny world's sizes, the ports free ones."""
+        """The block as the tour runs it: each command at the tiny world's sizes, its paths and ports here."""
         lines = []
-        for command in commands(block.text):
+        for command in commands(self.placed(block.text)):
             for documented, port in self.ports.items():
                 command = re.sub(rf"(?<=[:= ]){documented}\b", str(port), command)
             lines.append(sized(command))
         return "\n".join(lines) + "\n"
+
+    def placed(self, text: str) -> str:
+        for documented, here in self.paths.items():
+            text = text.replace(documented, here)
+        return text
 
     def run_page(self, page: str, on_block=None) -> list[str]:
         """Runs every runnable block of `page`, in order; returns their stdout. `on_block(number, block, stdout)`
@@ -173,7 +187,7 @@ class Tour:
         printed = []
         for index, block in enumerate(b for b in blocks(page) if b.runnable or "file" in b.options):
             if "file" in block.options:
-                pathlib.Path(self.workdir, block.options["file"]).write_text(block.text)
+                pathlib.Path(self.workdir, block.options["file"]).write_text(self.placed(block.text))
                 continue
             script = self.script(block)
             self.ran.append(f"# {block.where()}\n{script}")

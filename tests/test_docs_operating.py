@@ -1,8 +1,10 @@
 """docs/operating.md from fresh shells, as an operator follows it, on a tiny world: the lineage is fitted,
 the first `sidrec daily` publishes version 1, a server serves it, the next day is taken and swapped in;
-then the same daily loop for every other representation kind, with a server that was watching their
-serving directories before any version existed."""
+docs/serving.md on that server (ranking, REST status, a canary label moved by two reloads); then the same
+daily loop for every other representation kind, with a server that was watching their serving
+directories before any version existed."""
 
+import json
 import os
 import re
 
@@ -12,7 +14,7 @@ from doc_blocks import Tour, free_port
 from pipeline.core.cards import read_serving_sample
 from worlds import PredictionStream
 
-PAGE = "docs/operating.md"
+PAGE, SERVING = "docs/operating.md", "docs/serving.md"
 # The other kinds, fitted as the page fits sid_spm (sizes as the page gives them: 8,192 rows).
 OTHER_KINDS = {"random_hash": "--buckets 8192", "dense": "", "sid_ngram": "--ngram 2", "sid_prefix": "--buckets 8192"}
 
@@ -34,6 +36,7 @@ def tour(tmp_path_factory):
         stream["it"].wait_for_version(2)
         stream["it"].__exit__(None, None, None)
         out["stream"] = stream["it"]
+        out["serving"] = tour.run_page(SERVING)
         out["others"] = _other_kinds(tour)
         yield out
     finally:
@@ -87,6 +90,19 @@ def test_the_server_serves_version_1_then_swaps_version_2_in_without_a_failed_re
 def test_commands_print_only_what_they_say(tour):
     """No TensorFlow or SentencePiece start-up logging on stderr (the filter of pipeline.core.startup_noise)."""
     assert tour["tour"].stderr == []
+
+
+def test_the_serving_page_ranks_reports_status_and_moves_a_label(tour):
+    predict, reload_canary, reload_stable = tour["serving"]
+    assert sum(line.startswith("user ") for line in predict.splitlines()) == 3, predict
+    assert "  1. " in predict and " click " in predict
+    status = json.loads(predict[predict.index("{"):])
+    assert status["model_version_status"][0] == {"version": "2", "state": "AVAILABLE",
+                                                 "status": {"error_code": "OK", "error_message": ""}}
+    for printed, version in ((reload_canary, "2"), (reload_stable, "2")):
+        assert "now serves models.config" in printed
+        answer = json.loads(printed[printed.index("{"):])
+        assert answer["model_version_status"][0]["version"] == version
 
 
 @pytest.mark.parametrize("kind", OTHER_KINDS)

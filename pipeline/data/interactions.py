@@ -20,7 +20,11 @@ an engagement. Stated rules:
 import dataclasses
 import datetime
 import math
+import os
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pipeline.core import features as fk
+from pipeline.core.config_flags import flag
 
 MAX_STEPS = 100
 ROLES = ("user", "item", "time", "click", "rating", "engagement")
@@ -184,3 +188,115 @@ def user_rows(rows: list[Interaction], consumed: str, max_history: int, has_embe
         if consumed == "any" or row.click == 1:
             taken.append(row.item_id)
     return impressions, rejected
+
+
+# ---- the import job's config (beam_jobs/import_interactions.py): its flags are the rules above
+FORMATS = ("auto", "csv", "parquet", "jsonl")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportConfig:
+    interactions: str = flag("", "interactions table: a file or a glob of CSV, Parquet or JSON-lines files")
+    columns: str = flag("", "ROLE=COLUMN,...: user, item, time and click or rating; engagement optional")
+    output: str = flag("", "data directory written (corpus.parquet, logs/, rejects/, summary.json), replaced whole")
+    format: str = flag("auto", "csv, parquet or jsonl (auto: by the file name)")
+    delimiter: str = flag(",", "CSV delimiter (\\t for tabs)")
+    header: bool = flag(True, "CSV files start with a header line")
+    csv_columns: str = flag("", "comma-separated column names of CSV files without a header")
+    time_format: str = flag("auto", "s, ms or iso (auto: numbers >= 1e11 are milliseconds, text is ISO-8601)")
+    click_threshold: float = flag(0.0, "with a rating column: a rating at or above this is a click")
+    rating_max: float = flag(0.0, "with a rating column and no engagement column: engagement = rating / this "
+                                  "(0: engagement = the click)")
+    consumed: str = flag("click", "what becomes the next watch item and enters the history: a clicked item "
+                                  "(click) or any interaction (any)")
+    max_history: int = flag(fk.DEFAULT_MAX_HISTORY, "history length cap H (longer histories are cut to the H "
+                                                    "most recent)")
+    day_mode: str = flag("calendar", "equal (--num_steps steps of equal count), rows (a step every --rows_per_step "
+                                     "rows) or calendar (a step every --step_days days in --timezone)")
+    num_steps: int = flag(15, "equal: the number of steps")
+    rows_per_step: int = flag(0, "rows: rows per step")
+    step_days: int = flag(1, "calendar: days per step")
+    timezone: str = flag("UTC", "calendar: the time zone whose midnight starts a day")
+    items: str = flag("", "item table (Parquet) with an id and an embedding column (see --item_columns)")
+    item_columns: str = flag("item=item_id,embedding=embedding", "ROLE=COLUMN of --items: item, embedding, and "
+                                                                  "optionally first_day, title")
+    item_ids: str = flag("", "instead of --items: a text file of item ids, one a line ...")
+    embeddings: str = flag("", "... and a .npy matrix of their embeddings, one row a line")
+    titles: str = flag("", "optional CSV of titles for --item_ids (see --title_columns)")
+    title_columns: str = flag("item=item_id,title=title", "ROLE=COLUMN of --titles")
+    shards_per_day: int = flag(4, "TFRecord files per day (the transform job reads a day's files in parallel)")
+
+    def __post_init__(self):
+        for name in ("interactions", "columns", "output"):
+            if not getattr(self, name):
+                raise ValueError(f"--{name} is required")
+        parse_columns(self.columns)
+        self.item_roles(), self.title_roles()
+        self.steps()  # checks the day rule's flags
+        if self.format not in FORMATS:
+            raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.consumed not in CONSUMED:
+            raise ValueError(f"--consumed must be click or any, got {self.consumed!r}")
+        if bool(self.items) == bool(self.item_ids and self.embeddings):
+            raise ValueError("give the items as --items (Parquet) or as --item_ids and --embeddings, one of the two")
+        if self.time_format not in TIME_FORMATS:
+            raise ValueError(f"--time_format must be one of {', '.join(TIME_FORMATS)}")
+        if self.shards_per_day < 1 or self.max_history < 1:
+            raise ValueError("--shards_per_day and --max_history must be >= 1")
+
+    def steps(self) -> Steps:
+        return Steps(self.day_mode, self.num_steps, self.rows_per_step, self.step_days, self.timezone)
+
+    def item_roles(self) -> dict[str, str]:
+        return parse_roles(self.item_columns, "--item_columns", ("item", "embedding", "first_day", "title"),
+                                 ("item", "embedding"))
+
+    def title_roles(self) -> dict[str, str]:
+        return parse_roles(self.title_columns, "--title_columns", ("item", "title"), ("item", "title"))
+
+
+# ---- the MovieLens preset's config (`sidrec movielens`: the import job on ml-latest-small's files)
+ENV_VAR = "SIDREC_MOVIELENS_DIR"
+
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+_SHARED_COPY = os.path.join(_REPO_ROOT, "..", "shared", "data", "movielens-latest-small")
+
+
+def default_dir() -> str:
+    """$SIDREC_MOVIELENS_DIR if set, else ../shared/data/movielens-latest-small beside the repo."""
+    return _absolute(os.environ.get(ENV_VAR, _SHARED_COPY))
+
+
+@dataclasses.dataclass(frozen=True)
+class MovieLensConfig:
+    data_dir: str = flag("", f"the MovieLens files (default: ${ENV_VAR}, else ../shared/data/...)")
+    num_steps: int = flag(15, "time steps (log partitions): the ratings, in time order, split into this many "
+                              "steps of equal size (the default way to step)")
+    step_days: int = flag(0, "if > 0, one step per this many calendar days instead (ml-latest-small spans "
+                             "22 years: 7 gives over 1,000 steps and is refused)")
+    ratings_per_step: int = flag(0, "if > 0, step by this many ratings (in time order) instead")
+    click_threshold: float = flag(4.0, "a rating at or above this is a click")
+    max_history: int = flag(fk.DEFAULT_MAX_HISTORY, "history length cap H")
+
+    def __post_init__(self):
+        if self.num_steps < 2:
+            raise ValueError(f"num_steps must be >= 2 (a training window, then evaluation), got {self.num_steps}")
+        if self.step_days < 0 or self.ratings_per_step < 0:
+            raise ValueError(f"step_days and ratings_per_step must be >= 0, got {self.step_days}, "
+                             f"{self.ratings_per_step}")
+        if self.step_days and self.ratings_per_step:
+            raise ValueError("give step_days or ratings_per_step, not both")
+        if self.max_history < 1:
+            raise ValueError(f"max_history must be >= 1, got {self.max_history}")
+
+    @property
+    def resolved_dir(self) -> str:
+        return _absolute(self.data_dir) if self.data_dir else default_dir()
+
+
+def _absolute(path: str) -> str:
+    """A local path made absolute (pipeline.core.publish.absolute_path, without TensorFlow); URLs as given."""
+    return path if "://" in path else os.path.abspath(path)

@@ -9,7 +9,6 @@ first rating has no watch item and is written aside.
 
 import dataclasses
 import logging
-import os
 
 import numpy as np
 import pandas as pd
@@ -17,51 +16,14 @@ import pandas as pd
 from pipeline.data import corpus_io
 from pipeline.data import log_io
 from pipeline.data import log_summary
-from pipeline.data.interactions import MAX_STEPS
+from pipeline.data.interactions import ENV_VAR, MAX_STEPS, MovieLensConfig, default_dir  # noqa: F401
 from pipeline.core import features as fk
 from pipeline.core import files
-from pipeline.core.publish import absolute_path
-from pipeline.core.config_flags import flag
 from pipeline.core.contracts import ContractError, Rejection, RejectSink
 from pipeline.core.records import Corpus, Impressions
 from pipeline.core.layout import DataLayout
 
-ENV_VAR = "SIDREC_MOVIELENS_DIR"
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_SHARED_COPY = os.path.join(_REPO_ROOT, "..", "shared", "data", "movielens-latest-small")
 _SECONDS_PER_DAY = 86_400
-
-
-def default_dir() -> str:
-    """$SIDREC_MOVIELENS_DIR if set, else ../shared/data/movielens-latest-small beside the repo."""
-    return absolute_path(os.environ.get(ENV_VAR, _SHARED_COPY))
-
-
-@dataclasses.dataclass(frozen=True)
-class MovieLensConfig:
-    data_dir: str = flag("", f"the MovieLens files (default: ${ENV_VAR}, else ../shared/data/...)")
-    num_steps: int = flag(15, "time steps (log partitions): the ratings, in time order, split into this many "
-                              "steps of equal size (the default way to step)")
-    step_days: int = flag(0, "if > 0, one step per this many calendar days instead (ml-latest-small spans "
-                             "22 years: 7 gives over 1,000 steps and is refused)")
-    ratings_per_step: int = flag(0, "if > 0, step by this many ratings (in time order) instead")
-    click_threshold: float = flag(4.0, "a rating at or above this is a click")
-    max_history: int = flag(fk.DEFAULT_MAX_HISTORY, "history length cap H")
-
-    def __post_init__(self):
-        if self.num_steps < 2:
-            raise ValueError(f"num_steps must be >= 2 (a training window, then evaluation), got {self.num_steps}")
-        if self.step_days < 0 or self.ratings_per_step < 0:
-            raise ValueError(f"step_days and ratings_per_step must be >= 0, got {self.step_days}, "
-                             f"{self.ratings_per_step}")
-        if self.step_days and self.ratings_per_step:
-            raise ValueError("give step_days or ratings_per_step, not both")
-        if self.max_history < 1:
-            raise ValueError(f"max_history must be >= 1, got {self.max_history}")
-
-    @property
-    def resolved_dir(self) -> str:
-        return absolute_path(self.data_dir) if self.data_dir else default_dir()
 
 
 def _read_csv(path: str, columns: dict[str, str]) -> pd.DataFrame:

@@ -9,7 +9,9 @@ import hashlib
 
 import numpy as np
 
-DEFAULT_SAMPLE_SIZE = 20_000
+from pipeline.core.configs import PREFIX_SAMPLE_SIZE
+
+DEFAULT_SAMPLE_SIZE = PREFIX_SAMPLE_SIZE
 
 
 def fingerprint(item_id: str) -> int:

@@ -11,13 +11,11 @@ blessed when every rule holds:
 The verdict keeps every number and, when not blessed, each reason.
 """
 
-import dataclasses
 
 import numpy as np
 
 from pipeline.core import features as fk
 from pipeline.core.cards import read_export_card
-from pipeline.core.config_flags import flag
 from pipeline.core.layout import SidTableLayout
 from pipeline.core.metrics import binary_auc
 from pipeline.core.protocol import held_out
@@ -27,20 +25,9 @@ from pipeline.core.tf_env import tf
 from pipeline.data import corpus_io, sid_table_io
 from pipeline.sid.serving_examples import ServingExampleBuilder
 from serving.export import SERVING_DEFAULT, read_warmup
+from pipeline.stages.configs import BlessConfig  # noqa: F401  (re-exported)
 
 SCORE_BATCH = 1024
-
-
-@dataclasses.dataclass(frozen=True)
-class BlessConfig:
-    max_auc_drop: float = flag(0.005, "a candidate whose held-out CTR AUC is more than this below the served "
-                                      "model's on the same rows is not published")
-    min_auc: float = flag(0.5, "nor one whose held-out CTR AUC is below this floor")
-
-    def __post_init__(self):
-        if self.max_auc_drop < 0 or not 0 <= self.min_auc <= 1:
-            raise ValueError(f"--max_auc_drop must be >= 0 and --min_auc in [0, 1], got {self.max_auc_drop}, "
-                             f"{self.min_auc}")
 
 
 def held_out_rows(logs: Impressions, day: int, per_mille: int) -> Impressions:

@@ -8,21 +8,10 @@ import dataclasses
 
 import numpy as np
 
-from pipeline.core.config_flags import flag
 from pipeline.core.layout import RunLayout, SidTableLayout
 from pipeline.core.records import SidTable
 from pipeline.data import corpus_io, sid_table_io
-
-
-@dataclasses.dataclass(frozen=True)
-class BrowseConfig:
-    prefix: tuple[int, ...] = flag((), "SID prefix, comma-separated codes from the first level (e.g. 12,7); "
-                                       "empty: the root")
-    limit: int = flag(20, "items listed (the sub-trie's size is always given)")
-
-    def __post_init__(self):
-        if self.limit < 0:
-            raise ValueError(f"--limit must be >= 0, got {self.limit}")
+from pipeline.stages.configs import BrowseConfig  # noqa: F401  (re-exported)
 
 
 def subtrie(item_ids: np.ndarray, sids: np.ndarray, prefix: tuple[int, ...]) -> dict:

@@ -14,7 +14,6 @@ again ends as an uninterrupted one):
 A candidate that is not published stays in the run's export directory for inspection.
 """
 
-import dataclasses
 import os
 import time
 
@@ -22,32 +21,13 @@ from beam_jobs import materialize_sids, transform_day
 from pipeline.core import contracts, files
 from pipeline.core import features as fk
 from pipeline.core.cards import read_json
-from pipeline.core.config_flags import flag
 from pipeline.core.layout import ExportLayout, RankerLayout, RQVAELayout, RunLayout, SidTableLayout
 from pipeline.core.publish import list_versions, publish_version, published
-from pipeline.core.representation import DEFAULT_SERVED, RepresentationConfig
+from pipeline.core.representation import RepresentationConfig
 from pipeline.data import log_io
 from pipeline.stages import bless, day_loop
 from serving import model_config
-
-
-@dataclasses.dataclass(frozen=True)
-class DailyConfig:
-    representation: str = flag(DEFAULT_SERVED, "the transform output under RUN_DIR/transform/ whose fitted graph "
-                                               "transforms each new day (made once by `sidrec transform`)")
-    day: int = flag(0, "take this day only (0: every logged day the run has not taken, in order)")
-    model_name: str = flag("ranker", "model name: the serving directory RUN_DIR/serving/<name> and the warm-up")
-    serving_dir: str = flag("", "where blessed versions are published (default RUN_DIR/serving/MODEL_NAME)")
-    keep_versions: int = flag(5, "published versions kept in the serving directory (the newest always)")
-    model_config_file: str = flag("", "the model_config_list the servers of the serving directory read: the "
-                                      "versions its labels and `specific` policy name for MODEL_NAME are never "
-                                      "deleted, and `latest N` keeps at least N")
-
-    def __post_init__(self):
-        if self.keep_versions < 1:
-            raise ValueError(f"--keep_versions must be >= 1 (the served version stays), got {self.keep_versions}")
-        if self.day < 0:
-            raise ValueError(f"--day must be a logged day (or 0 for every new one), got {self.day}")
+from pipeline.stages.configs import DailyConfig  # noqa: F401  (re-exported)
 
 
 def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, checks: bless.BlessConfig,
@@ -75,8 +55,10 @@ def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, che
                                         log=lambda *_: None)
         else:
             new_items = 0  # transformed before a stop: the step goes on from training
+        # Only the candidates of the days stepped are exported: the first step trains through every fitted day,
+        # and an export of each of those would be blessed by nothing (seconds each).
         history = day_loop.train(transform_dir, run_dir, train, model_name=config.model_name, log=lambda *_: None,
-                                 fit_verbose=0)
+                                 export_every_day=False, export_days=todo, fit_verbose=0)
         [metrics] = [e for e in history if e["evaluated_on_day"] == day]
         lineage = day_loop.run_fingerprint(card, train).value  # the fitted transform and the training config
         record = _bless_and_publish(layout, run_dir, lineage, day, metrics, serving, config, train, checks)

@@ -29,55 +29,21 @@ import tensorflow_transform as tft  # noqa: I100  (after the TF set-up)
 from models import distribution
 from models.item_encoder import DenseItemEncoder, PieceItemEncoder
 from models.ranker import MultitaskRanker, ranker_optimizer
-from models.trunks import TRUNKS
 from pipeline.core import features as fk
 from pipeline.core import files, fingerprint
 from pipeline.core.cards import read_representation, read_serving_sample
 from pipeline.core.layout import TRANSFORMED_SUFFIX, RankerLayout, TransformLayout
 from pipeline.core.representation import RepresentationConfig, is_dense_name
-from pipeline.core.config_flags import flag
 from pipeline.core.contracts import MissingOutputError
 from pipeline.core.metrics import binary_auc, rmse
-from pipeline.core.protocol import HOLDOUT_BUCKETS, held_out
+from pipeline.core.protocol import held_out
 from pipeline.core.publish import published
 from pipeline.sid.spm_dropout import dropout_fn, split_table
 from serving.export import export_version, sid_tokenizer_for
+from pipeline.stages.configs import TrainConfig  # noqa: F401  (re-exported beside the loop)
 
 # Bump when a change to the loop changes its metrics for the same inputs (old runs then rebuild).
 RUN_FORMAT = 4  # 3: lazy Adam on the item table; 4: row 0 no longer moved by empty histories
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    embedding_dim: int = flag(32, "item table dimension")
-    hidden_dims: tuple[int, ...] = flag((128, 64), "trunk widths")
-    depth_multiplier: float = flag(1.0, "trunk depth: round(m x layers) layers at the base widths (1, 1.5, 2 "
-                                        "for the dense baselines, as the paper's 1.5x-2x layers)")
-    use_history: bool = flag(True, "feed the pooled history (the paper's two settings)")
-    batch_size: int = flag(512, "examples per step")
-    learning_rate: float = flag(0.005, "Adam learning rate of the dense layers")
-    table_learning_rate: float = flag(0.02, "Adam learning rate of the item table (its own optimizer)")
-    engagement_weight: float = flag(1.0, "weight of the engagement loss")
-    trunk: str = flag("shared_bottom", f"multitask trunk: {' or '.join(TRUNKS)}")
-    num_experts: int = flag(4, "experts of the mmoe trunk")
-    seed: int = flag(0, "random seed")
-    spm_dropout: float = flag(0.0, "sid_spm only: in training, each piece is replaced by its split into shorter "
-                                   "vocabulary pieces with this probability (BPE-dropout style, deterministic per "
-                                   "--seed), so the pieces new items fall back to are trained; evaluation and "
-                                   "serving use the plain pieces")
-    holdout_per_mille: int = flag(0, "rows of this many users per mille, drawn anew each day, are left out of "
-                                     "training (still evaluated), so a daily candidate can be blessed on rows neither "
-                                     "it nor the served model trained on; `sidrec daily` needs it above 0")
-
-    def __post_init__(self):
-        if self.batch_size < 1 or self.embedding_dim < 1:
-            raise ValueError("batch_size and embedding_dim must be >= 1")
-        if self.trunk not in TRUNKS:
-            raise ValueError(f"trunk must be one of {TRUNKS}, got {self.trunk!r}")
-        if not 0.0 <= self.spm_dropout <= 1.0:
-            raise ValueError(f"spm_dropout must be in [0, 1], got {self.spm_dropout}")
-        if not 0 <= self.holdout_per_mille < HOLDOUT_BUCKETS:
-            raise ValueError(f"holdout_per_mille must be in [0, {HOLDOUT_BUCKETS}), got {self.holdout_per_mille}")
 
 
 def config_fields(config: TrainConfig) -> dict:
@@ -210,7 +176,7 @@ def read_protocol_card(transform_dir: str) -> dict:
 def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base: str | None = None,
           model_name: str = "ranker", log=print, export_every_day: bool = True,
           if_changed: str = "rebuild", strategy: tf.distribute.Strategy | None = None,
-          rqvae_export: str = "", fit_verbose: int = 2) -> list[dict]:
+          rqvae_export: str = "", fit_verbose: int = 2, export_days=()) -> list[dict]:
     """Trains on every day, evaluating the evaluation days first (resuming after the last checkpointed day).
 
     Args:
@@ -218,7 +184,8 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
       output_dir: checkpoints, metrics.jsonl, fingerprint.json and TensorBoard logs go here.
       export_base: where the daily SavedModels go as <day>/ (default OUTPUT_DIR/export).
       model_name: the model name in the exports' warm-up requests.
-      export_every_day: False exports only after the last day (experiments that compare many runs).
+      export_every_day: False exports only after the last day (experiments that compare many runs) and the days
+        in `export_days` (the days `sidrec daily` blesses).
       if_changed: "rebuild" or "refuse" when output_dir holds a run made from other inputs.
       strategy: a tf.distribute strategy (models.distribution.make_strategy); default: the current one.
       rqvae_export: SID representations: the export version directory of the RQ-VAE that made the SID
@@ -239,7 +206,7 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
         try:
             return _train(transform_dir, card, RankerLayout(output_dir).checkpoints, scratch, config,
                           os.path.join(scratch, "export"), model_name, log, export_every_day, strategy, tokenizer,
-                          fit_verbose)
+                          fit_verbose, export_days)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)  # local: the scratch above
     if files.exists(output_dir) and not fingerprint.up_to_date(output_dir, made_from, if_changed, "ranker run", log):
@@ -247,12 +214,12 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
     made_from.write(output_dir)
     return _train(transform_dir, card, RankerLayout(output_dir).checkpoints, output_dir, config,
                   export_base or RankerLayout(output_dir).export, model_name, log, export_every_day, strategy,
-                  tokenizer, fit_verbose)
+                  tokenizer, fit_verbose, export_days)
 
 
 def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, config: TrainConfig,
            export_base: str, model_name: str, log, export_every_day: bool,
-           strategy: tf.distribute.Strategy, tokenizer, fit_verbose: int = 2) -> list[dict]:
+           strategy: tf.distribute.Strategy, tokenizer, fit_verbose: int = 2, export_days=()) -> list[dict]:
     """The day loop; every worker runs it alike (collective ops need them all), writing to output_dir."""
     days, eval_from = card["days"], card["eval_from"]
     run = RankerLayout(output_dir)
@@ -305,7 +272,7 @@ def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, c
         # Keras counts epochs across the days, so TensorBoard's epoch axis is the training day's index.
         model.fit(training, initial_epoch=step, epochs=step + 1,
                   verbose=fit_verbose, callbacks=[tf.keras.callbacks.TensorBoard(tensorboard, write_graph=False)])
-        if export_every_day or day == days[-1]:
+        if export_every_day or day == days[-1] or day in export_days:
             exported = export_version(model, transform_dir, export_base, day, warmup, model_name, tokenizer)
             log(f"exported {exported}")
             if entry:

@@ -11,13 +11,12 @@ from pipeline.data.simulator import SimulatorConfig
 from pipeline.stages import day_loop, experiment, lookups, predict, report, simulate, train_rqvae
 from serving import server
 from serving.model_config import ModelConfig
+from pipeline.stages.configs import DEMO_WORLD  # noqa: F401  (re-exported)
 
 # The demo's small version of the paper's table (the dense depth variants are left to `sidrec study`), with two
 # model seeds so every number carries an interval.
 DEMO_ARMS = "random_hash:8192,dense:1,sid_ngram:1,sid_ngram:2,sid_spm:8192"
 DEMO_SEEDS = 2
-# The demo's world: the simulator's, over 8 days of 20,000 impressions, so that two seeds fit in 10 minutes.
-DEMO_WORLD = {"num_days": 8, "impressions_per_day": 20_000}
 SERVED = DEFAULT_SERVED
 # Items that arrive after the last SID materialisation: the demo ranks them from their content embeddings.
 ARRIVALS = 2

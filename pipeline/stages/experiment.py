@@ -18,50 +18,14 @@ import numpy as np
 from beam_jobs import transform
 from pipeline.core import files, fingerprint, stats
 from pipeline.core.cards import read_sid_stats
-from pipeline.core.config_flags import flag
-from pipeline.core.features import DEFAULT_MAX_HISTORY
 from pipeline.core.layout import RankerLayout, RunLayout
 from pipeline.core.representation import KINDS, SIZE_FIELD, Kind, parse_kind, representation_name, split_kind
 from pipeline.sid.spm_vocab import VocabularyUnsupported
 from pipeline.stages import day_loop, plots
+from pipeline.stages.configs import DEFAULT_ARMS, HISTORY_SETTINGS, ExperimentConfig  # noqa: F401
 
 # In --arms, stands for matched_arms: the study's table sizes for the run's L and K.
 MATCHED = "matched"
-DEFAULT_ARMS = "random_hash:8192,dense:1,dense:1.5,dense:2,sid_ngram:1,sid_ngram:2,sid_spm:8192"
-HISTORY_SETTINGS = {"both": (True, False), "with": (True,), "without": (False,)}
-
-
-@dataclasses.dataclass(frozen=True)
-class ExperimentConfig:
-    """The arms and the protocol of one comparison (the ranker's own settings are a day_loop.TrainConfig)."""
-
-    arms: str = flag(DEFAULT_ARMS, "comma-separated KIND[:VALUE][:OPTION=X...]: random_hash:B, dense:DEPTH_MULTIPLIER, "
-                                   "sid_ngram:N, sid_spm:V, sid_prefix:B, and any SID kind as KIND+id (plus an ID "
-                                   "table); options dropout=P (sid_spm: BPE-dropout-style splits in training), "
-                                   "lengths=1-2-4 (sid_prefix's prefix lengths), ids=ROWS (the hybrid's ID table); "
-                                   "`matched` adds dense 1x/1.5x/2x, unigram, bigram, and random hashing and SPM at "
-                                   "unigram's and bigram's table sizes, one between, one above")
-    id_buckets: int = flag(1024, "rows of the hybrids' (KIND+id) ID table, unless an arm says ids=ROWS")
-    baseline: str = flag("", "the arm the %% changes are against, as in --arms (default: the first random_hash arm)")
-    eval_from: int = flag(0, "first evaluation day T+1: vocabularies and analyzers learn from days 1..T only, and "
-                             "each day from T+1 on is evaluated before the model trains on it (default: the "
-                             "second half of the days is evaluated)")
-    max_history: int = flag(DEFAULT_MAX_HISTORY,
-                            "history cap H of the log contract: rows with longer histories are rejected")
-    history: str = flag("both", "the history settings each arm trains in: both, with or without (dense arms "
-                                "have no history: they always train without)")
-    seeds: int = flag(1, "model seeds per arm: each arm and the baseline train with --seed, --seed + 1, ...; the "
-                         "table then gives 95% intervals over the seeds and paired changes (same seed, same days)")
-    if_changed: str = flag("rebuild", "when an output exists but was made from other inputs: rebuild it, or refuse "
-                                      f"({' or '.join(fingerprint.POLICIES)})")
-
-    def __post_init__(self):
-        if self.seeds < 1:
-            raise ValueError(f"--seeds must be >= 1, got {self.seeds}")
-        if self.history not in HISTORY_SETTINGS:
-            raise ValueError(f"--history must be one of {', '.join(HISTORY_SETTINGS)}, got {self.history!r}")
-        if self.if_changed not in fingerprint.POLICIES:
-            raise ValueError(f"--if_changed must be one of {', '.join(fingerprint.POLICIES)}, got {self.if_changed!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,31 +5,19 @@ sizes (plain, with an ID table, and in training with dropout), counted on the tr
 impressions only (pipeline.core.protocol).
 """
 
-import dataclasses
 
 import numpy as np
 
 from pipeline.core import files
 from pipeline.core.cards import read_sid_stats
-from pipeline.core.config_flags import flag
 from pipeline.core.layout import RunLayout, SidTableLayout
 from pipeline.core.protocol import split_days
 from pipeline.data import log_io, sid_table_io
 from pipeline.sid import lookup_stats
 from pipeline.stages import plots
+from pipeline.stages.configs import LookupsConfig  # noqa: F401  (re-exported)
 
 BUCKETS = ("head", "torso", "tail")
-
-
-@dataclasses.dataclass(frozen=True)
-class LookupsConfig:
-    sids: str = flag("", "SID table directory (default: RUN_DIR/sids)")
-    buckets: int = flag(8192, "random_hash and sid_prefix buckets B")
-    vocab_sizes: tuple[int, ...] = flag((2048, 8192, 32768, 65536), "SPM table sizes V")
-    id_buckets: int = flag(1024, "the hybrids' (KIND+id) ID table rows")
-    spm_dropout: float = flag(0.1, "SPM dropout p whose training lookups are counted (0: none)")
-    eval_from: int = flag(0, "first evaluation day: lookups count the days before it, the training window "
-                             "(default: the second half of the days is evaluated)")
 
 
 def run(layout: RunLayout, config: LookupsConfig) -> dict:

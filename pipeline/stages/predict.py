@@ -5,34 +5,17 @@ are sent with their content embedding from the corpus, and the served export com
 the frozen RQ-VAE it holds (serving.cold_start); the output says which items went that way.
 """
 
-import dataclasses
 
 import grpc
 import numpy as np
 
 from pipeline.core.cards import read_representation
-from pipeline.core.config_flags import flag
 from pipeline.core.layout import RunLayout, SidTableLayout
-from pipeline.core.representation import DEFAULT_SERVED, RepresentationConfig
+from pipeline.core.representation import RepresentationConfig
 from pipeline.data import corpus_io, log_io, sid_table_io
 from pipeline.sid.serving_examples import ServingExampleBuilder
 from serving.client import RankerClient
-
-
-@dataclasses.dataclass(frozen=True)
-class PredictConfig:
-    server: str = flag("127.0.0.1:8500", "host:port of the server")
-    model_name: str = flag("ranker", "model name on the server")
-    representation: str = flag(DEFAULT_SERVED, "the representation the served model was trained on "
-                                               "(RUN_DIR/transform/<name>)")
-    day: int = flag(0, "logged day to take users from (default: the last)")
-    users: int = flag(3, "how many users")
-    user: str = flag("", "one user id instead")
-    candidates: tuple[str, ...] = flag((), "comma-separated item ids instead of the logged ones")
-    also_rank: tuple[str, ...] = flag((), "comma-separated item ids ranked along with each user's candidates "
-                                          "(e.g. items that arrived after the last SID materialisation)")
-    corpus: str = flag("", "corpus file with the content embeddings of items missing from the SID table, sent "
-                           "instead of their SIDs (default: RUN_DIR/data/corpus.parquet)")
+from pipeline.stages.configs import PredictConfig  # noqa: F401  (re-exported)
 
 
 def builder_for_run(layout: RunLayout, card: dict, corpus_path: str = "") -> ServingExampleBuilder:

@@ -26,76 +26,17 @@ import os
 from beam_jobs import materialize_sids
 from models.rqvae import RQVAEConfig
 from pipeline.core import files, fingerprint, stats
-from pipeline.core.config_flags import flag
 from pipeline.core.layout import RQVAELayout, RunLayout
 from pipeline.core.protocol import split_days
 from pipeline.data import movielens
-from pipeline.data.simulator import WORLDS, SimulatorConfig
+from pipeline.data.simulator import SimulatorConfig
+from pipeline.stages.configs import CORE_ARMS, PRESETS, SKIP, WORLD_DRAWS, StudyConfig  # noqa: F401
 from pipeline.stages import bootstrap, day_loop, experiment, findings, lookups, simulate, train_rqvae
 
-CORE_ARMS = experiment.DEFAULT_ARMS
 # v1 is compared with v0 arm by arm, so the table's baseline (the first arm) only satisfies the experiment.
 F7_ARMS = "sid_ngram:2,sid_spm:8192"
 LOOKUP_SIZES = (1024, 2048, 8192, 11585, 32768)
-SKIP = "none"
-WORLD_DRAWS = ("per_seed", "once")
 
-# Named sets of flag defaults (`sidrec study --preset NAME`; flags given beside it still win).
-PRESETS = {
-    # F4 where it can appear: a world whose training window holds enough distinct SIDs (about 50k) for SPM
-    # to reach bigram's (L/2) x K^2 = 131,072 pieces without a stand-in; sized to finish within 2 hours on
-    # 2 cores, so one draw of the world, model seeds, a bootstrap over users, and the with-history arms only.
-    "f4_at_scale": {
-        # SPM 131,072 with dropout too: its coarse pieces are then looked up in training (docs/study.md).
-        "arms": "random_hash:131072,sid_ngram:1,sid_ngram:2,sid_spm:1024,sid_spm:8192,sid_spm:131072,"
-                "sid_spm:131072:dropout=0.1,sid_prefix:131072",
-        "worlds": ("balanced",), "world_draws": "once", "history": "with", "matched_world": "",
-        "num_items": 100_000, "num_users": 20_000, "num_days": 6, "impressions_per_day": 200_000,
-        "content_dim": 256, "movielens_dir": SKIP},
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class StudyConfig:
-    arms: str = flag(CORE_ARMS, "the arms of every unit, as `sidrec experiment --arms` (the matched world and "
-                                "MovieLens add the matched table sizes)")
-    worlds: tuple[str, ...] = flag(tuple(WORLDS), "simulated worlds, by name or balance in [0, 1] "
-                                                  f"({', '.join(f'{k}={v}' for k, v in WORLDS.items())})")
-    seeds: int = flag(3, "seeds per arm: world seed and model seed s = 0..S-1 in each world (model seeds on MovieLens)")
-    world_draws: str = flag("per_seed", "per_seed: seed s draws world s and trains model s (t intervals over the "
-                                        "seeds); once: one draw of each world (seed 0) with model seeds 0..S-1, "
-                                        "intervals from a bootstrap over users and seeds, as on MovieLens")
-    history: str = flag("both", "the history settings the arms train in: both, with or without")
-    matched_world: str = flag("balanced", "the world that also runs the matched table sizes (Figures 2-3) and F7; "
-                                                 "MovieLens runs the matched sizes too unless this is ''")
-    num_items: int = flag(6_000, "items per simulated world")
-    num_users: int = flag(1_500, "users per simulated world")
-    num_days: int = flag(8, "days per simulated world")
-    impressions_per_day: int = flag(15_000, "impressions per simulated day")
-    content_dim: int = flag(64, "content embedding dimension D of the simulated worlds")
-    movielens_dir: str = flag("", f"MovieLens files (default: ${movielens.ENV_VAR}, else ../shared/data/...); "
-                                  f"`{SKIP}` leaves MovieLens out")
-    bootstrap_replicates: int = flag(200, "bootstrap replicates over users and seeds (MovieLens)")
-
-    def __post_init__(self):
-        if self.seeds < 2:
-            raise ValueError(f"--seeds must be >= 2 for intervals, got {self.seeds}")
-        if self.world_draws not in WORLD_DRAWS:
-            raise ValueError(f"--world_draws must be one of {', '.join(WORLD_DRAWS)}, got {self.world_draws!r}")
-        if self.history not in experiment.HISTORY_SETTINGS:
-            raise ValueError(f"--history must be one of {', '.join(experiment.HISTORY_SETTINGS)}, got {self.history!r}")
-        if self.world_draws == "once" and self.matched_world:
-            raise ValueError("--matched_world (its F7 pairs RQ-VAE v1 with v0 by world seed) needs "
-                             "--world_draws per_seed; pass --matched_world '' with --world_draws once")
-        if self.matched_world and self.matched_world not in self.worlds:
-            raise ValueError(f"--matched_world {self.matched_world!r} is not one of --worlds {list(self.worlds)}")
-        for world in self.worlds:  # fails early on a bad world name
-            SimulatorConfig(world=world)
-
-    def simulator(self, world: str, seed: int) -> SimulatorConfig:
-        return SimulatorConfig(seed=seed, world=world, num_items=self.num_items, num_users=self.num_users,
-                               num_days=self.num_days, impressions_per_day=self.impressions_per_day,
-                               embedding_dim=self.content_dim)
 
 
 @dataclasses.dataclass(frozen=True)
