@@ -100,7 +100,7 @@ def blocks(page: str) -> list[Block]:
 
 def commands(text: str) -> list[str]:
     """The logical lines of a shell block: continuations joined, comments and blank lines dropped."""
-    joined = re.sub(r"\\\n\s*", " ", text)
+    joined = re.sub(r"[ \t]*\\\n\s*", " ", text)
     return [line for line in (_strip_comment(raw).strip() for raw in joined.splitlines()) if line]
 
 

@@ -93,7 +93,8 @@ def test_commands_print_only_what_they_say(tour):
 
 
 def test_the_serving_page_ranks_reports_status_and_moves_a_label(tour):
-    predict, reload_canary, reload_stable = tour["serving"]
+    predict, load_both, reload_canary, reload_stable = tour["serving"]
+    assert "now serves models.config" in load_both
     assert sum(line.startswith("user ") for line in predict.splitlines()) == 3, predict
     assert "  1. " in predict and " click " in predict
     status = json.loads(predict[predict.index("{"):])

@@ -87,7 +87,12 @@ def experiment_run(tmp_path_factory):
     _exports(tour.workdir)
     tour.run_page(PAGE)
     assert tour.stderr == []
-    return RunLayout(os.path.join(tour.workdir, "runs", "mine"))
+    before = os.getcwd()
+    os.chdir(tour.workdir)  # the run's cards name its directories as the page's commands did: runs/mine/...
+    try:
+        yield RunLayout(os.path.join(tour.workdir, "runs", "mine"))
+    finally:
+        os.chdir(before)
 
 
 def _parse(path: str) -> _Page:
