@@ -165,6 +165,7 @@ class Tour:
         self.env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
         self.env.pop("TF_USE_LEGACY_KERAS", None)  # what a fresh shell has: the package sets it itself
         self.ran: list[str] = []  # every command run, as run (shown when one fails)
+        self.seconds: list[tuple[str, float]] = []  # (where, wall seconds) of each block run
 
     def script(self, block: Block) -> str:
         """The block as the tour runs it: each command at the tiny world's sizes, its paths and ports here."""
@@ -209,8 +210,10 @@ class Tour:
         return self._run(block, script)
 
     def _run(self, block: Block, script: str) -> str:
+        started = time.time()
         result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=self.workdir, env=self.env,
                                 capture_output=True, text=True, timeout=self.timeout)
+        self.seconds.append((f"{block.where()} {script.strip()[:60]}", round(time.time() - started, 1)))
         if result.returncode != 0:
             raise AssertionError(f"{block.where()}: exit {result.returncode}\n$ {script}\nstdout:\n{result.stdout}\n"
                                  f"stderr:\n{result.stderr}")

@@ -21,7 +21,7 @@ from pipeline.core.layout import ExportLayout, RankerLayout, RunLayout, SidTable
 from pipeline.core.publish import list_versions, publish_version
 from pipeline.data import corpus_io, log_io, sid_table_io
 from pipeline.stages import bless, daily, day_loop
-from worlds import IN_MEMORY, SMALL_WORLD, PredictionStream, copy_world, small_run, start_server
+from worlds import IN_MEMORY, SMALL_WORLD, copy_world, small_run
 
 FOUR_DAYS = dataclasses.replace(SMALL_WORLD, num_days=4)
 REPRESENTATION = "sid_spm_300"
@@ -115,19 +115,13 @@ def days(worlds):
     _log_day(layout, worlds["later"], 4)
     out["before4"] = str(worlds["root"] / "before4")
     shutil.copytree(layout.root, out["before4"], symlinks=True)
-    # A server watches the serving directory while lineage B catches up and lineage A takes day 4.
-    process, target = start_server("--model_name", "ranker", "--model_base_path", layout.serving("ranker"))
-    try:
-        with PredictionStream(target, "ranker", read_serving_sample(transformed)[:4], pause=0.1) as stream:
-            out["diverged4"] = daily.run(layout, STEP, DIVERGED, CHECKS, IN_MEMORY, log=lambda *_: None)
-            out["served_diverged"] = _served(layout)
-            lines = []
-            out["day4"] = daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=lines.append)
-            stream.wait_for_version(3)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    out["lines4"], out["served4"], out["answered"] = lines, _served(layout), stream.versions
+    # Lineage B catches up, then lineage A takes day 4. (A server watching a serving directory while days
+    # are taken: tests/test_docs_operating.py, from the shell.)
+    out["diverged4"] = daily.run(layout, STEP, DIVERGED, CHECKS, IN_MEMORY, log=lambda *_: None)
+    out["served_diverged"] = _served(layout)
+    lines = []
+    out["day4"] = daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=lines.append)
+    out["lines4"], out["served4"] = lines, _served(layout)
     return out
 
 
@@ -210,12 +204,6 @@ def test_a_blessed_candidate_is_published_and_a_diverged_one_is_not(days):
     assert line.startswith("day 4: CTR AUC ") and "blessed (held-out AUC" in line and "published version 3" in line
 
 
-def test_a_server_watching_the_serving_directory_never_goes_back(days):
-    """Through lineage B's catch-up (its day-3 candidate behind, its day-4 candidate diverged) and A's day 4."""
-    answered = days["answered"]
-    assert answered[0] == 2 and answered[-1] == 3 and answered == sorted(answered), answered
-
-
 def test_nothing_is_pending_after_a_step_and_a_changed_history_is_refused(worlds, days):
     layout = worlds["daily"]
     assert daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=lambda *_: None) == []
@@ -270,17 +258,14 @@ def test_a_step_stopped_midway_and_run_again_ends_as_an_uninterrupted_one(days, 
     assert card["days"] == [1, 2, 3, 4]
 
 
-def test_the_cli_takes_the_next_day(worlds, days, tmp_path, capsys):
+def test_the_cli_refuses_a_step_without_held_out_rows(days, tmp_path, capsys):
+    """The CLI's steps run from a shell in tests/test_docs_operating.py; here, the refusal before any work."""
     layout = RunLayout(str(tmp_path / "world"))
     shutil.copytree(days["before4"], layout.root, symlinks=True)
-    argv = ["daily", "--run_dir", layout.root, "--representation", REPRESENTATION, "--batch_size", "256",
-            "--hidden_dims", "16", "--embedding_dim", "8", "--holdout_per_mille", "200", "--min_auc", "0",
-            *IN_MEMORY]
-    assert cli.main(argv) == 0
-    [line] = capsys.readouterr().out.splitlines()  # one line a day
-    assert line.startswith("day 4: CTR AUC ") and "published version 3" in line
-    assert cli.main(argv[:-2] + ["--holdout_per_mille", "0", *IN_MEMORY]) == 2
+    argv = ["daily", "--run_dir", layout.root, "--representation", REPRESENTATION, "--holdout_per_mille", "0"]
+    assert cli.main(argv) == 2
     assert "--holdout_per_mille must be >= 1" in capsys.readouterr().err
+    assert _served(layout) == [(1, 2), (2, 3)]  # nothing changed
 
 
 def test_training_leaves_out_exactly_the_held_out_users_rows_of_each_day(worlds, days, tmp_path, monkeypatch):

@@ -118,3 +118,4 @@ def test_every_kind_is_published_served_and_takes_the_next_day(tour, kind):
     log = others["log"]
     assert log.count(f"No versions of servable {kind} found under base path") == 1
     assert f"model {kind}: version 1 available" in log and f"model {kind}: version 2 available" in log
+

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from doc_blocks import Tour
+from serving import export
 
 PAGES = ["docs/simulator.md", "docs/rqvae.md", "docs/materialize.md", "docs/transform.md", "docs/ranker.md"]
 
@@ -30,18 +31,42 @@ def test_each_stage_prints_its_summary_and_writes_its_output(tour):
     assert "SID table" in materialize and "rows_materialised" in materialize
     [transforms] = printed["docs/transform.md"]
     assert "transform output: runs/demo/transform/sid_spm_512" in transforms
-    assert "transform output: runs/demo/transform/sid_2gram" in transforms
     assert os.path.exists(os.path.join(tour.workdir, "runs", "demo", "metrics", "lookups.json"))
 
 
-def test_the_ranker_trains_day_by_day_and_the_experiment_reuses_the_transforms(tour):
+def test_the_ranker_trains_day_by_day(tour):
     tour, printed = tour
-    train, experiment = printed["docs/ranker.md"]
+    train, _ = printed["docs/ranker.md"]
     days = [line.split()[0] for line in train.splitlines() if line.split() and line.split()[0].isdigit()]
     assert days == ["5", "6", "7"], train  # the evaluation days, each before it is trained on
+    run = os.path.join(tour.workdir, "runs", "demo", "ranker")
+    [spm] = [d for d in os.listdir(run) if d.startswith("sid_spm_512-")]
+    assert export.versions(os.path.join(run, spm, "export")) == [1, 2, 3, 4, 5, 6, 7]  # one per day
+
+
+def test_the_experiment_prints_the_table_relative_to_random_hash(tour):
+    tour, printed = tour
+    _, out = printed["docs/ranker.md"]
+    assert "% change vs random_hash_512" in out and "oracle (true CTR)" in out
+    assert "vocabularies learned on days before 5 only" in out
     with open(os.path.join(tour.workdir, "runs", "demo", "metrics", "experiment.json")) as f:
-        result = json.load(f)
-    labels = {row["label"] for row in result["rows"]}
-    assert {"random_hash_512", "sid_2gram", "sid_spm_512", "sid_spm_512_no_history"} <= labels
-    assert "sid_spm_512" in experiment and "random_hash_512" in experiment
+        results = json.load(f)
+    labels = [r["label"] for r in results["runs"]]
+    assert labels == ["random_hash_512", "random_hash_512_no_history", "sid_spm_512", "sid_spm_512_no_history"]
+    for r in results["runs"]:
+        assert r["days"] == [5, 6, 7] and 0 < r["ctr_auc"] <= 1
+        if r["representation"] == "random_hash_512":
+            assert r["ctr_auc_change_pct"] == 0 and r["ctr_1d_auc_change_pct"] == 0
+        baseline = next(b for b in results["runs"] if b["representation"] == "random_hash_512"
+                        and b["use_history"] == r["use_history"])
+        assert r["ctr_auc_change_pct"] == pytest.approx(100 * (r["ctr_auc"] / baseline["ctr_auc"] - 1))
+    assert 0.5 < results["oracle"]["ctr_auc"] <= 1
+    assert os.path.getsize(os.path.join(tour.workdir, "runs", "demo", "report", "experiment.png")) > 10_000
+    # Experiments export only the model trained through the last day; run directories are keyed by config.
+    [run] = [r for r in results["runs"] if r["label"] == "random_hash_512"]
+    assert os.path.basename(run["run_dir"]).startswith("random_hash_512-")
+    assert export.versions(os.path.join(tour.workdir, run["run_dir"], "export")) == [7]
+    # The SPM arm with history is `sidrec train`'s run of the page before, same config: reused, not retrained.
+    [spm] = [r for r in results["runs"] if r["label"] == "sid_spm_512"]
+    assert export.versions(os.path.join(tour.workdir, spm["run_dir"], "export")) == [1, 2, 3, 4, 5, 6, 7]
     assert tour.stderr == []

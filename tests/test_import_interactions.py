@@ -1,4 +1,6 @@
-"""`sidrec import`: a flat interactions table into the log contract, by hand and against the MovieLens loader."""
+"""`sidrec import`: a flat interactions table into the log contract, by hand and against the MovieLens loader
+(whose preset, `sidrec movielens`, runs from a fresh shell as docs/contracts.md writes it, after the page's
+`sidrec validate` commands)."""
 
 import json
 import os
@@ -13,6 +15,7 @@ from pipeline import cli
 from pipeline.core.layout import DataLayout
 from pipeline.data import corpus_io, log_io, movielens
 from pipeline.data.interactions import Steps
+from doc_blocks import Tour
 from worlds import IN_MEMORY
 
 # Three users; times in Europe/Paris (UTC+1 in January): u1's 23:30 UTC on Jan 1 is Jan 2 there.
@@ -97,10 +100,32 @@ def test_parquet_and_json_lines_give_what_csv_gives(tmp_path):
         assert _rows(result["output"]) == expected, name
 
 
-def test_the_movielens_preset_gives_what_the_movielens_loader_gives(movielens_dir, tmp_path):
+CONTRACTS = "docs/contracts.md"
+
+
+@pytest.fixture(scope="module")
+def contracts_tour(tmp_path_factory, movielens_dir):
+    """docs/contracts.md from fresh shells: validate a data directory (lenient, then strict), then import the
+    MovieLens files (the page's path is where they are here)."""
+    tour = Tour("contracts", tmp_path_factory.mktemp("contracts"),
+                paths={"/path/to/movielens-latest-small": movielens_dir})
+    tour.run("sidrec simulate --run_dir runs/mine")  # given: data in the contracts under runs/mine/data
+    validate, imported = tour.run_page(CONTRACTS)
+    return {"tour": tour, "validate": validate, "movielens": imported,
+            "output": os.path.join(tour.workdir, "runs", "movielens", "data")}
+
+
+def test_the_contracts_page_validates_and_imports(contracts_tour):
+    assert contracts_tour["validate"].count("10,500 impressions") == 2  # 7 tiny days of 1,500, both ways
+    assert "corpus: runs/movielens/data/corpus.parquet" in contracts_tour["movielens"]
+    assert contracts_tour["tour"].stderr == []
+
+
+def test_the_movielens_preset_gives_what_the_movielens_loader_gives(contracts_tour, movielens_dir, tmp_path):
     config = movielens.MovieLensConfig(data_dir=movielens_dir)
     corpus, impressions = movielens.load(config, rejects_path=str(tmp_path / "rejects.jsonl"))
-    result = imp.run(imp.movielens_preset(config, str(tmp_path / "data")), IN_MEMORY)
+    with open(DataLayout(contracts_tour["output"]).summary) as f:
+        result = {"output": contracts_tour["output"], "counters": json.load(f)["counters"]}
     imported = corpus_io.read_corpus(DataLayout(result["output"]).corpus)
     assert imported.item_ids.tolist() == corpus.item_ids.tolist()
     np.testing.assert_array_equal(imported.embeddings, corpus.embeddings)
