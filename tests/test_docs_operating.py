@@ -49,10 +49,10 @@ def _other_kinds(tour: Tour) -> dict:
     """Each other kind's lineage on the same world (days 1-6 logged by now), one server watching all four
     serving directories from before the first version; day 7 arrives; one `sidrec daily` per kind takes the
     day its lineage was fitted through (version 1) and day 7 (version 2)."""
-    names = {}
+    names, transforms = {}, {}
     for kind, flags in OTHER_KINDS.items():
-        printed = tour.run(f"sidrec transform --run_dir runs/live --kind {kind} {flags} --eval_from 5")
-        names[kind] = re.search(r"transform output: runs/live/transform/(\S+)", printed).group(1)
+        transforms[kind] = tour.run(f"sidrec transform --run_dir runs/live --kind {kind} {flags} --eval_from 5")
+        names[kind] = re.search(r"transform output: runs/live/transform/(\S+)", transforms[kind]).group(1)
     config = "".join(f'  config {{ name: "{kind}" base_path: "{tour.workdir}/runs/live/serving/{kind}" '
                      'model_platform: "tensorflow" }\n' for kind in OTHER_KINDS)
     with open(os.path.join(tour.workdir, "kinds.config"), "w") as f:
@@ -68,7 +68,8 @@ def _other_kinds(tour: Tour) -> dict:
         with PredictionStream(f"127.0.0.1:{server_port}", kind, sample) as stream:
             stream.wait_for_version(2)
         answered[kind] = stream
-    return {"names": names, "lines": lines, "answered": answered, "log": tour.server_log(-1)}
+    return {"names": names, "transforms": transforms, "lines": lines, "answered": answered,
+            "log": tour.server_log(-1)}
 
 
 def test_the_first_daily_step_publishes_version_1_and_says_so_in_one_line(tour):
@@ -109,6 +110,8 @@ def test_the_serving_page_ranks_reports_status_and_moves_a_label(tour):
 @pytest.mark.parametrize("kind", OTHER_KINDS)
 def test_every_kind_is_published_served_and_takes_the_next_day(tour, kind):
     others = tour["others"]
+    rows = {"random_hash": "512 table rows", "dense": "0 table rows"}.get(kind, "table rows")
+    assert rows in others["transforms"][kind] and "rows_joined 9,000" in others["transforms"][kind]  # days 1-6
     first, next_day = others["lines"][kind].splitlines()
     assert first.startswith("day 6 (first step of the lineage: trained on days 1-6): ") and \
         "published version 1" in first, first

@@ -152,22 +152,6 @@ def test_items_without_a_sid_get_the_oov_row_and_are_counted(run_dir, tmp_path):
                if r[fk.CANDIDATE_PIECES].values.numpy().tolist() != [oov, oov])
 
 
-@pytest.mark.parametrize("kind, rows, name", [("random_hash", 8192, "random_hash_8192"), ("dense", 0, "dense")])
-def test_cli_transforms_the_baselines(run_dir, kind, rows, name, capsys):
-    from pipeline import cli
-
-    assert cli.main(["transform", "--run_dir", run_dir.root, "--kind", kind, *IN_MEMORY]) == 0
-    out = capsys.readouterr().out
-    assert f"{rows:,} table rows" in out and "rows_joined 4,500" in out
-    output = os.path.join(run_dir.transform, name)
-    day = _read_day(output, 3, output)
-    assert len(day) == 1500
-    if kind == "dense":
-        assert day[0][fk.CANDIDATE_EMBEDDING].shape == (32,)
-    else:
-        assert 0 <= int(day[0][fk.CANDIDATE_PIECES].values[0]) < 8192
-
-
 def test_rows_breaking_the_log_rules_are_written_aside_counted_and_never_transformed(run_dir, tmp_path):
     """One bad row of each kind in day 2: exactly those rows rejected, counted, and written aside."""
     from worlds import bad_log_rows, copy_world
