@@ -66,3 +66,34 @@ def test_a_bad_flag_value_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and ("kind must be one of random_hash, dense, sid_ngram, sid_spm, sid_prefix, "
                                            "sid_ngram+id, sid_spm+id, sid_prefix+id, got 'sid_trigram'") in err
+
+
+def test_the_parser_is_built_without_tensorflow():
+    """`sidrec --help` and `sidrec CMD --help` answer at once: every command's flags come from configs that import
+    neither TensorFlow nor Beam (a fresh interpreter, as the console script starts)."""
+    script = ("import sys; from pipeline import cli; cli.build_parser(study_preset='f4_at_scale'); "
+              "print(sorted(m for m in ('tensorflow', 'apache_beam', 'tensorflow_transform', 'grpc') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_startup_logging_is_filtered_and_warnings_still_show(tmp_path):
+    """What a command writes to file descriptor 2 goes through pipeline.core.startup_noise: absl's pre-init INFO
+    lines, cpu_feature_guard's second line, SentencePiece's LOG(INFO) and the no-GPU cuInit error are dropped;
+    warnings, errors and Python's own output pass, in order."""
+    noise = ["WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+             "I0000 00:00:1796520090.133165    1977 port.cc:153] oneDNN custom operations are on.",
+             "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the "
+             "appropriate compiler flags.",
+             "normalizer.cc(51) LOG(INFO) precompiled_charsmap is empty. use identity normalization.",
+             "E0000 00:00:1796520952.240834   25209 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error"]
+    kept = ["W0000 00:00:1796520952.240834   25209 some_op.cc:12] a real warning",
+            "E0000 00:00:1796520952.240834   25209 loader.cc:99] a real error",
+            "UserWarning: something a user should see"]
+    written = tmp_path / "stderr.txt"
+    written.write_text("\n".join([noise[0], kept[0], noise[1], noise[2], kept[1], noise[3], noise[4], kept[2]]) + "\n")
+    script = ("import os, sys; from pipeline.core import startup_noise\n"
+              "with startup_noise.filtered_stderr():\n"
+              "    os.write(2, open(sys.argv[1], 'rb').read())\n")
+    result = subprocess.run([sys.executable, "-c", script, str(written)], capture_output=True, text=True, check=True)
+    assert result.stderr.splitlines() == kept

@@ -80,41 +80,6 @@ def _run_small(run_dir, capsys, arms: str, *flags) -> tuple[str, dict]:
         return capsys.readouterr().out, json.load(f)
 
 
-def test_several_seeds_give_intervals_and_changes_paired_by_seed(run_dir, capsys):
-    out, results = _run_small(run_dir, capsys, "random_hash:8192,sid_ngram:2", "--seeds", "2")
-    assert "2 seeds per arm; changes paired by seed against random_hash_8192" in out
-    assert results["seeds"] == 2 and len(results["runs"]) == 8  # 2 arms x 2 settings x 2 seeds
-    by = {(r["label"], r["seed"]): r for r in results["runs"]}
-    for seed in (0, 1):  # each seed's change is against the baseline of the same seed
-        arm, base = by[("sid_2gram", seed)], by[("random_hash_8192", seed)]
-        assert arm["ctr_auc_change_pct"] == pytest.approx(100 * (arm["ctr_auc"] / base["ctr_auc"] - 1))
-    [row] = [r for r in results["rows"] if r["label"] == "sid_2gram"]
-    changes = [by[("sid_2gram", s)]["ctr_auc_change_pct"] for s in (0, 1)]
-    assert row["seeds"] == [0, 1] and row["ctr_auc_change_pct"]["mean"] == pytest.approx(sum(changes) / 2)
-    half = 12.706 * abs(changes[0] - changes[1]) / 2  # t(1) x sd / sqrt(2), sd = |a - b| / sqrt(2)
-    assert row["ctr_auc_change_pct"]["ci95_high"] - row["ctr_auc_change_pct"]["mean"] == pytest.approx(half)
-    [base_row] = [r for r in results["rows"] if r["label"] == "random_hash_8192"]
-    assert base_row["ctr_auc_change_pct"]["ci95_low"] == base_row["ctr_auc_change_pct"]["ci95_high"] == 0
-    assert f"{row['ctr_auc']['mean']:.4f} [{row['ctr_auc']['ci95_low']:.4f}, " in out
-    # The A/A difference of the arm's two seeds, from the predictions each run kept, by hand.
-    import numpy as np
-
-    from pipeline.core.layout import RankerLayout
-
-    runs = [RankerLayout(by[("sid_2gram", s)]["run_dir"]) for s in (0, 1)]
-    p = [np.concatenate([np.load(run.predictions(d))["click_probability"] for d in (2, 3)]) for run in runs]
-    cold = np.concatenate([np.load(runs[0].predictions(d))["cold_start"] for d in (2, 3)])
-    assert row["aa_difference"]["overall"] == pytest.approx(float(np.abs(p[0] - p[1]).mean()))
-    assert row["aa_difference"]["cold_start"] == pytest.approx(float(np.abs(p[0] - p[1])[cold].mean()))
-    assert 0 < row["aa_difference"]["overall"] < 0.5 and "A/A prediction difference" in out
-    # The per-day curves: each day's mean over the two seeds, and the plot of them.
-    assert [d["day"] for d in row["per_day"]] == [2, 3]
-    for i, day in enumerate(row["per_day"]):
-        per_seed = [by[("sid_2gram", s)]["per_day"][i]["ctr_auc"] for s in (0, 1)]
-        assert day["ctr_auc"]["mean"] == pytest.approx(sum(per_seed) / 2) and day["ctr_auc"]["n"] == 2
-    assert os.path.getsize(os.path.join(run_dir.report, "per_day.png")) > 10_000
-
-
 def test_matched_table_sizes_by_hand():
     # The demo's L=4, K=256: unigram 4 x 256, bigram 2 x 256^2, their geometric mean, twice bigram.
     assert experiment.matched_table_sizes(4, 256) == [1024, 11585, 131072, 262144]

@@ -52,6 +52,7 @@ class _Page(HTMLParser):
 
 
 PAGE = "docs/your_data.md"
+PRINTED = {}  # what the page's blocks printed
 PARIS_NOON_UTC = 1_767_265_200  # 2026-01-01 12:00 in Paris: day d of the world is 2026-01-0d there
 
 
@@ -85,7 +86,7 @@ def _exports(root: str) -> None:
 def experiment_run(tmp_path_factory):
     tour = Tour("your data", tmp_path_factory.mktemp("your_data"))
     _exports(tour.workdir)
-    tour.run_page(PAGE)
+    _, PRINTED["experiment"] = tour.run_page(PAGE)
     assert tour.stderr == []
     before = os.getcwd()
     os.chdir(tour.workdir)  # the run's cards name its directories as the page's commands did: runs/mine/...
@@ -203,3 +204,39 @@ def test_a_study_of_two_units_compares_them_in_one_figure(experiment_run, tmp_pa
 def test_a_run_without_results_is_told_what_makes_them(tmp_path, capsys):
     assert cli.main(["report", "--run_dir", str(tmp_path)]) == 2
     assert "make one with `sidrec study` or `sidrec experiment`" in capsys.readouterr().err
+
+
+def test_several_seeds_give_intervals_and_changes_paired_by_seed(experiment_run):
+    """The page's `--seeds 3` (2 on the tiny world): each change against the baseline of its own seed, a t
+    interval over the seeds, the A/A difference of an arm's two seeds and the per-day means, by hand."""
+    out = PRINTED["experiment"]
+    with open(experiment_run.experiment) as f:
+        results = json.load(f)
+    assert "2 seeds per arm; changes paired by seed against random_hash_512" in out
+    assert results["seeds"] == 2 and len(results["runs"]) == 10  # (2 + 2 + 1 settings) x 2 seeds
+    by = {(r["label"], r["seed"]): r for r in results["runs"]}
+    for seed in (0, 1):  # each seed's change is against the baseline of the same seed
+        arm, base = by[("sid_2gram", seed)], by[("random_hash_512", seed)]
+        assert arm["ctr_auc_change_pct"] == pytest.approx(100 * (arm["ctr_auc"] / base["ctr_auc"] - 1))
+    [row] = [r for r in results["rows"] if r["label"] == "sid_2gram"]
+    changes = [by[("sid_2gram", s)]["ctr_auc_change_pct"] for s in (0, 1)]
+    assert row["seeds"] == [0, 1] and row["ctr_auc_change_pct"]["mean"] == pytest.approx(sum(changes) / 2)
+    half = 12.706 * abs(changes[0] - changes[1]) / 2  # t(1) x sd / sqrt(2), sd = |a - b| / sqrt(2)
+    assert row["ctr_auc_change_pct"]["ci95_high"] - row["ctr_auc_change_pct"]["mean"] == pytest.approx(half)
+    [base_row] = [r for r in results["rows"] if r["label"] == "random_hash_512"]
+    assert base_row["ctr_auc_change_pct"]["ci95_low"] == base_row["ctr_auc_change_pct"]["ci95_high"] == 0
+    assert f"{row['ctr_auc']['mean']:.4f} [{row['ctr_auc']['ci95_low']:.4f}, " in out
+    # The A/A difference of the arm's two seeds, from the predictions each run kept, by hand.
+    days = results["runs"][0]["days"]
+    runs = [RankerLayout(by[("sid_2gram", s)]["run_dir"]) for s in (0, 1)]
+    p = [np.concatenate([np.load(run.predictions(d))["click_probability"] for d in days]) for run in runs]
+    cold = np.concatenate([np.load(runs[0].predictions(d))["cold_start"] for d in days])
+    assert row["aa_difference"]["overall"] == pytest.approx(float(np.abs(p[0] - p[1]).mean()))
+    assert row["aa_difference"]["cold_start"] == pytest.approx(float(np.abs(p[0] - p[1])[cold].mean()))
+    assert 0 < row["aa_difference"]["overall"] < 0.5 and "A/A prediction difference" in out
+    # The per-day curves: each day's mean over the two seeds, and the plot of them.
+    assert [d["day"] for d in row["per_day"]] == days
+    for i, day in enumerate(row["per_day"]):
+        per_seed = [by[("sid_2gram", s)]["per_day"][i]["ctr_auc"] for s in (0, 1)]
+        assert day["ctr_auc"]["mean"] == pytest.approx(sum(per_seed) / 2) and day["ctr_auc"]["n"] == 2
+    assert os.path.getsize(os.path.join(experiment_run.report, "per_day.png")) > 10_000
