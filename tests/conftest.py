@@ -9,11 +9,12 @@ from pipeline.core import tf_env  # noqa: F401  (first: TensorFlow with Keras 2,
 from pipeline.data import movielens
 
 # Seconds each slow module took on 2 cores (pytest --durations, December 2026). The two xdist workers take
-# whole modules (--dist loadfile) in collection order, so the slowest go first and the workers finish
-# together; a module not listed goes after them. A stale figure costs balance, never a result.
-SLOW_MODULES = {"test_docs_operating": 250, "test_study": 135, "test_daily": 130, "test_experiment": 125,
-                "test_rqvae": 110, "test_docs_pages": 95, "test_report": 85, "test_cloud": 75, "test_day_loop": 70,
-                "test_distributed_training": 55, "test_import_interactions": 50, "test_transform_job": 45,
+# whole modules (--dist loadfile) in collection order (--no-loadscope-reorder: not by test count), so the
+# slowest go first and the workers finish together; a module not listed goes after them. A stale figure
+# costs balance, never a result.
+SLOW_MODULES = {"test_docs_operating": 240, "test_study": 140, "test_daily": 120, "test_report": 95,
+                "test_experiment": 95, "test_rqvae": 110, "test_docs_pages": 90, "test_cloud": 75, "test_day_loop": 70,
+                "test_distributed_training": 55, "test_import_interactions": 50, "test_transform_job": 40,
                 "test_serving": 45, "test_model_versions": 35, "test_representations_beyond_the_paper": 25}
 
 
