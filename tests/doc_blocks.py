@@ -41,8 +41,8 @@ SKIP_REASONS = {
     "cluster": "needs several machines",
     "tpu": "needs a Cloud TPU",
     "tensorflow_model_server": "needs TF Serving's own binary, not installed here",
-    "hours": "a study takes hours at the sizes its findings need; tests/test_study.py runs `sidrec study` from a "
-             "shell on a tiny world",
+    "hours": "a study takes hours at the sizes its findings need (tests/test_study.py runs its stage on a tiny "
+             "world; the suite's shell tours run every command a study is made of)",
 }
 
 # The one place a documented command is changed: per command, size flags appended (argparse keeps the

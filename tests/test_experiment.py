@@ -30,8 +30,10 @@ def test_any_arm_can_be_the_baseline():
 
 
 def _experiment(world, capsys, *flags):
-    argv = ["experiment", "--run_dir", world.root, "--arms", "random_hash:8192,sid_ngram:2", "--batch_size", "256",
-            "--hidden_dims", "16", "--embedding_dim", "8", *IN_MEMORY, *flags]
+    """One SID arm, its own baseline: a transform over the SID table and two ranker runs (with and without
+    the history) are what the fingerprints decide on."""
+    argv = ["experiment", "--run_dir", world.root, "--arms", "sid_ngram:2", "--baseline", "sid_ngram:2",
+            "--batch_size", "256", "--hidden_dims", "16", "--embedding_dim", "8", *IN_MEMORY, *flags]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     return out, out[out.index("mean over the evaluation days"):]
@@ -45,20 +47,20 @@ def test_fingerprints_reuse_exactly_what_is_unchanged_and_rebuild_what_is_downst
     trained = lambda out: out.count("): fit on day 1 (training window")  # noqa: E731  (one per ranker run)
 
     out, again = _experiment(world, capsys)  # unchanged: every output reused, the same table
-    assert again == table and trained(out) == 0 and out.count("is up to date") == 2
+    assert again == table and trained(out) == 0 and out.count("is up to date") == 1
     assert "rebuilding" not in out
 
     out, _ = _experiment(world, capsys, "--learning_rate", "0.01")  # the rankers' config only
-    assert out.count("is up to date") == 2 and trained(out) == 4 and "rebuilding" not in out  # new run dirs
-    assert len(os.listdir(world.ranker)) == 8
+    assert out.count("is up to date") == 1 and trained(out) == 2 and "rebuilding" not in out  # new run dirs
+    assert len(os.listdir(world.ranker)) == 4
 
-    out, table3 = _experiment(world, capsys, "--eval_from", "3")  # upstream: transforms, then their rankers
-    assert out.count("rebuilding, changed: eval_from 2 -> 3") == 2 and "is up to date" not in out
-    assert out.count("ranker run") == 4 and trained(out) == 4
+    out, table3 = _experiment(world, capsys, "--eval_from", "3")  # upstream: the transform, then its rankers
+    assert out.count("rebuilding, changed: eval_from 2 -> 3") == 1 and "is up to date" not in out
+    assert out.count("ranker run") == 2 and trained(out) == 2
     assert "mean over the evaluation days 3-3" in table3
 
-    assert cli.main(["experiment", "--run_dir", world.root, "--arms", "random_hash:8192", "--if_changed", "refuse",
-                     *IN_MEMORY]) == 2
+    assert cli.main(["experiment", "--run_dir", world.root, "--arms", "sid_ngram:2", "--baseline", "sid_ngram:2",
+                     "--if_changed", "refuse", *IN_MEMORY]) == 2
     assert "eval_from 3 -> 2" in capsys.readouterr().err
 
 

@@ -1,10 +1,7 @@
 """`sidrec study` on a tiny world with two seeds: units, pairing by seed, reuse; and its pieces by hand."""
 
-import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -112,20 +109,9 @@ def test_study_flags_are_checked():
 
 
 def test_one_draw_of_a_world_trains_model_seeds_on_it_and_bootstraps_over_users(tmp_path):
-    """`sidrec study` as a user runs it, from a fresh shell (the docs' full studies take hours: this is its size
-    for the suite), with one draw of the world."""
     layout = study.StudyLayout(str(tmp_path / "study"))
     config = _config(world_draws="once", history="with")
-    flags = [f"--{name}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
-             for name, value in dataclasses.asdict(config).items()]
-    ranker = ["--batch_size", str(TINY_RANKER.batch_size), "--hidden_dims", "16", "--embedding_dim", "8"]
-    result = subprocess.run(["sidrec", "study", "--run_dir", layout.root, *flags, *ranker, *IN_MEMORY],
-                            capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]})
-    assert result.returncode == 0, result.stderr
-    assert "balanced_1k" in result.stdout and result.stderr == ""
-    with open(os.path.join(layout.root, "metrics", "study.json")) as f:
-        [unit] = json.load(f)["units"]
+    [unit] = study.run(layout, config, TINY, TINY_RANKER, IN_MEMORY, log=lambda *_: None)["units"]
     assert unit["name"] == "balanced_1k" and unit["kind"] == "simulator" and unit["oracle"]
     # One world (seed 0), model seeds 0 and 1 on it; only the with-history runs.
     assert not os.path.exists(layout.world("balanced", 1).root)
