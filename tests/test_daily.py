@@ -132,7 +132,8 @@ def test_a_daily_day_equals_the_same_day_of_the_batch_path(worlds, days):
     full, layout = worlds["full"], worlds["daily"]
     batch_transform = _transform(full, str(worlds["root"] / "batch_transform"))
     batch = {e["evaluated_on_day"]: e for e in day_loop.train(batch_transform, str(worlds["root"] / "batch_run"),
-                                                               CONFIG, log=lambda *_: None)}
+                                                               CONFIG, log=lambda *_: None, export_every_day=False,
+                                                               export_days=(3, 4))}
     daily_transform = layout.transform_output(REPRESENTATION)
     sample = read_serving_sample(batch_transform)
     for day, [record] in ((3, days["day3"]), (4, days["day4"])):

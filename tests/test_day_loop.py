@@ -61,7 +61,7 @@ def test_a_diverged_model_is_not_reported_as_perfect():
 
 def test_each_evaluation_day_is_evaluated_before_the_model_trains_on_it(spm_run, tmp_path):
     logs = []
-    history = day_loop.train(spm_run["output"], str(tmp_path / "run"), CONFIG, log=logs.append)
+    history = day_loop.train(spm_run["output"], str(tmp_path / "run"), CONFIG, log=logs.append, export_every_day=False)
     assert [(e["evaluated_on_day"], e["trained_through_day"]) for e in history] == [(2, 1), (3, 2)]
     assert all(0.5 < e["ctr_auc"] <= 1 for e in history) and history[-1]["cold_start_examples"] > 0
     starts = [line for line in logs if line.startswith("day ")]
@@ -95,11 +95,14 @@ def test_each_evaluation_day_scores_as_the_export_trained_through_the_day_before
 
 def test_day_loop_resumes_after_a_kill_with_the_metrics_of_an_uninterrupted_run(spm_run, tmp_path):
     """Killed mid-day 2 (day 1 checkpointed), the rerun resumes after day 1 and ends as a whole run does."""
-    whole = day_loop.train(spm_run["output"], str(tmp_path / "whole"), CONFIG, log=lambda *_: None)
+    # Exports are left out (export_every_day=False): the day loop's resumption is what is under test.
+    whole = day_loop.train(spm_run["output"], str(tmp_path / "whole"), CONFIG, log=lambda *_: None,
+                           export_every_day=False)
     killed = str(tmp_path / "killed")
     script = (f"from pipeline.stages import day_loop\n"
               f"config = day_loop.TrainConfig(batch_size=256, hidden_dims=(32,))\n"
-              f"day_loop.train({spm_run['output']!r}, {killed!r}, config, log=lambda msg: print(msg, flush=True))\n")
+              f"day_loop.train({spm_run['output']!r}, {killed!r}, config, log=lambda msg: print(msg, flush=True), "
+              "export_every_day=False)\n")
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     for line in process.stdout:
         if line.startswith("day 2 ("):  # day 1 finished and checkpointed: kill it mid-day 2
@@ -109,7 +112,7 @@ def test_day_loop_resumes_after_a_kill_with_the_metrics_of_an_uninterrupted_run(
     assert tf.train.latest_checkpoint(os.path.join(killed, "checkpoints")), "no checkpoint before the kill"
 
     logs = []
-    resumed = day_loop.train(spm_run["output"], killed, CONFIG, log=logs.append)
+    resumed = day_loop.train(spm_run["output"], killed, CONFIG, log=logs.append, export_every_day=False)
     assert logs[0].startswith("resuming after day 1 ")
     started = [m.group(1) for m in map(re.compile(r"^day (\d+) \(\d+/\d+\)").match, logs) if m]
     assert started == ["2", "3"]  # training resumed after day 1, not from the start
