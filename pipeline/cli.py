@@ -109,11 +109,13 @@ def _train(args) -> None:
 
 
 def _daily(args) -> None:
+    from models import distribution
     from pipeline.stages import bless, daily, day_loop
 
+    strategy = distribution.make_strategy(config_flags.from_args(distribution.DistributionConfig, args))
     daily.run(RunLayout(args.run_dir), config_flags.from_args(daily.DailyConfig, args),
               config_flags.from_args(day_loop.TrainConfig, args), config_flags.from_args(bless.BlessConfig, args),
-              args.beam_args)
+              args.beam_args, strategy=strategy)
 
 
 def _experiment(args) -> None:
@@ -289,6 +291,7 @@ def build_parser(study_preset: str = "") -> argparse.ArgumentParser:
     config_flags.add_flags(dy, DailyConfig)
     config_flags.add_flags(dy, BlessConfig)
     config_flags.add_flags(dy, TrainConfig, defaults={"holdout_per_mille": 50})
+    config_flags.add_flags(dy, DistributionConfig)
 
     ex = command("experiment", _experiment, "the paper's table: transform (or reuse) and train every arm day by "
                  "day with and without history on the same data, then print the %% change in CTR AUC and CTR/1D "

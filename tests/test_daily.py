@@ -6,6 +6,8 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +23,7 @@ from pipeline.core.layout import ExportLayout, RankerLayout, RunLayout, SidTable
 from pipeline.core.publish import list_versions, publish_version
 from pipeline.data import corpus_io, log_io, sid_table_io
 from pipeline.stages import bless, daily, day_loop
+from doc_blocks import free_port
 from worlds import IN_MEMORY, SMALL_WORLD, copy_world, small_run
 
 FOUR_DAYS = dataclasses.replace(SMALL_WORLD, num_days=4)
@@ -257,6 +260,34 @@ def test_a_step_stopped_midway_and_run_again_ends_as_an_uninterrupted_one(days, 
     assert _served(layout) == [(1, 2), (2, 3), (3, 4)]  # published once
     card = day_loop.read_protocol_card(layout.transform_output(REPRESENTATION))
     assert card["days"] == [1, 2, 3, 4]
+
+
+def test_two_workers_take_a_day_as_the_default_strategy_does_and_only_the_chief_writes(days, tmp_path):
+    """`sidrec daily --strategy multi_worker` from the shell, two workers on localhost: the chief transforms,
+    blesses and publishes; the other waits for its transform and trains beside it (each on half of every global
+    batch): day 4's metrics are the in-process default strategy's up to the order of float sums."""
+    layout = RunLayout(str(tmp_path / "world"))
+    shutil.copytree(days["before4"], layout.root, symlinks=True)
+    argv = [os.path.join(os.path.dirname(sys.executable), "sidrec"), "daily", "--run_dir", layout.root,
+            "--representation", REPRESENTATION, "--batch_size", "256", "--hidden_dims", "16", "--embedding_dim", "8",
+            "--holdout_per_mille", "200", "--max_auc_drop", "0.005", "--min_auc", "0", "--strategy", "multi_worker",
+            *IN_MEMORY]
+    cluster = {"worker": [f"127.0.0.1:{free_port()}" for _ in range(2)]}
+    workers = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster,
+                                                                             "task": {"type": "worker", "index": i}})})
+               for i in range(2)]
+    (chief_out, chief_err), (other_out, other_err) = (w.communicate(timeout=600) for w in workers)
+    assert [w.returncode for w in workers] == [0, 0], chief_err[-2000:] + other_err[-2000:]
+    assert chief_out.startswith("day 4: CTR AUC ") and "published version 3" in chief_out, chief_out
+    assert other_out == ""
+    with open(RankerLayout(_run_dir(layout, CONFIG)).daily_step(4)) as f:
+        record = json.load(f)
+    [uninterrupted] = days["day4"]
+    for key in ("ctr_auc", "ctr_1d_auc", "engagement_rmse"):
+        assert record["metrics"][key] == pytest.approx(uninterrupted["metrics"][key], abs=1e-3), key
+    assert record["metrics"]["examples"] == uninterrupted["metrics"]["examples"]
+    assert _served(layout) == [(1, 2), (2, 3), (3, 4)]  # published once
 
 
 def test_the_cli_refuses_a_step_without_held_out_rows(days, tmp_path, capsys):

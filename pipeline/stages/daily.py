@@ -12,12 +12,19 @@ again ends as an uninterrupted one):
      integer version of the serving directory (RUN/serving/<model>, what servers watch); the newest
      --keep_versions stay. RUN/ranker/<run>/daily/day=NNNN.json records the step (its commit).
 A candidate that is not published stays in the run's export directory for inspection.
+
+Under `--strategy multi_worker` every worker runs the step: the chief (models.distribution.is_chief) does
+1, 2, 4 and 5 and writes the record; the other workers wait for the chief's transform of each day, then
+train with it (step 3 is one collective fit) and leave nothing behind.
 """
 
 import os
 import time
 
+from pipeline.core.tf_env import tf
+
 from beam_jobs import materialize_sids, transform_day
+from models import distribution
 from pipeline.core import contracts, files
 from pipeline.core import features as fk
 from pipeline.core.cards import read_json
@@ -30,9 +37,15 @@ from serving import model_config
 from pipeline.stages.configs import DailyConfig  # noqa: F401  (re-exported)
 
 
+# How long a worker waits for the chief's transform of a day before it gives up.
+WORKER_WAIT_SECONDS = 3600
+
+
 def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, checks: bless.BlessConfig,
-        beam_args=(), log=print) -> list[dict]:
-    """Takes every pending day (see the module); returns one record per day taken."""
+        beam_args=(), log=print, strategy: tf.distribute.Strategy | None = None) -> list[dict]:
+    """Takes every pending day (see the module); returns one record per day taken (none on a worker that is
+    not the chief)."""
+    strategy = strategy or tf.distribute.get_strategy()
     if train.holdout_per_mille < 1:
         raise ValueError("--holdout_per_mille must be >= 1 for `sidrec daily`: a candidate is blessed on rows "
                          "neither it nor the served model trained on")
@@ -43,6 +56,12 @@ def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, che
     taken = set(taken_days(transform_dir, run_dir))
     records = []
     todo = pending_days(layout, transform_dir, run_dir, config.day)
+    if not distribution.is_chief(strategy):
+        for day in todo:
+            _wait_for_the_chiefs_transform(transform_dir, day)
+            day_loop.train(transform_dir, run_dir, train, model_name=config.model_name, log=lambda *_: None,
+                           export_every_day=False, export_days=todo, fit_verbose=0, strategy=strategy)
+        return []
     if not todo:
         log(describe_nothing_to_take(layout, transform_dir, serving))
     for day in todo:
@@ -58,7 +77,7 @@ def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, che
         # Only the candidates of the days stepped are exported: the first step trains through every fitted day,
         # and an export of each of those would be blessed by nothing (seconds each).
         history = day_loop.train(transform_dir, run_dir, train, model_name=config.model_name, log=lambda *_: None,
-                                 export_every_day=False, export_days=todo, fit_verbose=0)
+                                 export_every_day=False, export_days=todo, fit_verbose=0, strategy=strategy)
         [metrics] = [e for e in history if e["evaluated_on_day"] == day]
         lineage = day_loop.run_fingerprint(card, train).value  # the fitted transform and the training config
         record = _bless_and_publish(layout, run_dir, lineage, day, metrics, serving, config, train, checks)
@@ -70,6 +89,20 @@ def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, che
         log(describe_step(record))
         records.append(record)
     return records
+
+
+def _wait_for_the_chiefs_transform(transform_dir: str, day: int, timeout: float = WORKER_WAIT_SECONDS) -> None:
+    """Returns once the transform output lists `day` (the chief transformed it).
+
+    Raises:
+      TimeoutError: it did not within `timeout` seconds (the chief failed or was stopped).
+    """
+    deadline = time.monotonic() + timeout
+    while day not in day_loop.read_protocol_card(transform_dir)["days"]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"worker: the chief did not transform day {day} into {transform_dir} within "
+                               f"{timeout:.0f} s; run the step again on every worker")
+        time.sleep(1)
 
 
 def fitted_through(card: dict) -> int:
