@@ -224,8 +224,11 @@ def join_step(p, valid: dict, config: RepresentationConfig, shuffle_join: bool, 
 
 
 def transform_step(layout: DataLayout, days, train_days, config: RepresentationConfig, spm_model, options,
-                   staging: str, sids_dir: str, shuffle_join: bool) -> dict:
-    """Pipeline 2: join, analyse the training days, transform every day; returns the counters."""
+                   staging: str, sids_dir: str, shuffle_join: bool, known_sids=None) -> dict:
+    """Pipeline 2: join, analyse the training days, transform every day; returns the counters.
+
+    `known_sids` (sid_spm): the SID table's SIDs, whose pieces the graph holds (pipeline.sid.known_pieces).
+    """
     metadata = tft.DatasetMetadata.from_feature_spec(raw_feature_spec(config))
     adapter = tensor_adapter_config(config)
     out = TransformLayout(staging)
@@ -237,7 +240,7 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
             valid[day] = logs.valid
         shared = Shared()
         joined = join_step(p, valid, config, shuffle_join, sids_dir, layout.corpus, shared)
-        preprocessing_fn = make_preprocessing_fn(config, spm_model)
+        preprocessing_fn = make_preprocessing_fn(config, spm_model, known_sids)
         if not has_analyzers(preprocessing_fn, adapter):
             # Nothing to fit (vocabularies and the SPM model were fitted by the count step): the
             # transform_fn needs no rows, so each day streams from read to write, never held whole.
@@ -340,7 +343,7 @@ def run(config: TransformConfig, beam_args=(), log=logging.info) -> dict:
         log(f"joining item features {'by key (CoGroupByKey)' if shuffle_join else 'from tables loaded once per worker process'}: "
             f"{max(len(sid_table.item_ids), corpus.size):,} items, threshold {config.shuffle_join_above:,}")
         counters = transform_step(layout, days, train_days, representation, spm_model, options, staging,
-                                  config.sids, shuffle_join)
+                                  config.sids, shuffle_join, sid_table.sids if representation.uses_spm else None)
         card = {"config": representation.card(), "name": representation.name, "table_rows": representation.table_rows,
                 "train_days": train_days, "eval_from": split.eval_from, "eval_days": split.eval_days,
                 "days": days, "counters": counters, "fingerprint": made_from.value,

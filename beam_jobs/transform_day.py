@@ -9,6 +9,7 @@ are in place: the card is the commit, so a job killed midway leaves the output a
 redoes the day. Its bytes equal what the batch job writes for the same day (tests/test_daily.py).
 """
 
+import contextlib
 import logging
 
 import apache_beam as beam
@@ -19,6 +20,7 @@ from pipeline.core.tf_env import tf  # noqa: F401  (TensorFlow with Keras 2, bef
 import tensorflow_transform.beam as tft_beam  # noqa: I100  (after the TF set-up)
 
 from beam_jobs.counters import job_counters
+from beam_jobs.held_out_rows import WriteHeldOutRows
 from beam_jobs.item_features_join import NAMESPACE
 from beam_jobs.options import pipeline_options
 from beam_jobs.record_batches_io import WriteTFRecordBatches
@@ -33,8 +35,9 @@ from pipeline.data import log_io
 
 
 def transform_day(output: str, data_dir: str, sids_dir: str, day: int, beam_args=(),
-                  shuffle_join_above: int = SHUFFLE_JOIN_ABOVE, log=logging.info) -> dict:
-    """Transforms `day` into the fitted output `output` and adds it to the card.
+                  shuffle_join_above: int = SHUFFLE_JOIN_ABOVE, log=logging.info, held_out_per_mille: int = 0) -> dict:
+    """Transforms `day` into the fitted output `output` and adds it to the card; with `held_out_per_mille`,
+    writes the day's held-out rows too (beam_jobs.held_out_rows), in the same pass over the day.
 
     Returns:
       The day's counters (rows read, rejected, joined, items without a SID per role).
@@ -54,7 +57,9 @@ def transform_day(output: str, data_dir: str, sids_dir: str, day: int, beam_args
     # The item count the fitted job decided its join on (0 in a card that predates recording it).
     shuffle_join = int(card.get("items", 0)) > shuffle_join_above
     try:
-        with published(out.day_dir(day)) as day_staging, published(out.rejected_day(day)) as rejected_staging:
+        held_out_dir = out.held_out_day(held_out_per_mille, day) if held_out_per_mille else None
+        with published(out.day_dir(day)) as day_staging, published(out.rejected_day(day)) as rejected_staging, \
+                _published_if(held_out_dir) as held_out_staging:
             with beam.Pipeline(options=pipeline_options(beam_args, log)) as p, tft_beam.Context(temp_dir=scratch):
                 logs = p | "ReadDay" >> ReadCheckedLogs(layout, day, config.max_history)
                 joined = join_step(p, {day: logs.valid}, config, shuffle_join, sids_dir, layout.corpus, Shared())[day]
@@ -67,6 +72,8 @@ def transform_day(output: str, data_dir: str, sids_dir: str, day: int, beam_args
                                                        file_name_suffix=TRANSFORMED_SUFFIX))
                 _ = logs.rejected | "WriteRejected" >> beam.io.WriteToText(files.join(rejected_staging, "part"),
                                                                            file_name_suffix=".jsonl")
+                if held_out_per_mille:
+                    _ = logs.valid | "HeldOutRows" >> WriteHeldOutRows(held_out_per_mille, held_out_staging)
     finally:
         if FileSystems.exists(scratch):
             FileSystems.delete([scratch])
@@ -81,3 +88,8 @@ def transform_day(output: str, data_dir: str, sids_dir: str, day: int, beam_args
         f"{counters.get('rows_joined', 0):,} rows, {counters.get('rows_rejected', 0):,} rejected")
     return counters
 
+
+
+def _published_if(path: str | None):
+    """`published(path)`, or nothing to publish."""
+    return published(path) if path else contextlib.nullcontext(None)

@@ -178,6 +178,22 @@ def test_the_first_step_after_the_lineage_is_fitted_publishes_version_1(days):
     assert "published version 1" in line
 
 
+def test_blessing_reads_the_held_out_rows_the_beam_jobs_wrote(worlds, days):
+    """The rows a candidate is blessed on come from the Beam job that read the day (day 3: the daily transform;
+    day 2, the fitted-through day: a job of their own), and are exactly the held-out users' logged rows."""
+    from beam_jobs import held_out_rows
+
+    layout = worlds["daily"]
+    out = TransformLayout(layout.transform_output(REPRESENTATION))
+    for day, [record] in ((2, days["first"]), (3, days["day3"])):
+        written = held_out_rows.read(out.held_out_day(CONFIG.holdout_per_mille, day), day)
+        expected = bless.held_out_rows(log_io.read_logs(layout.data, days=[day]), day, CONFIG.holdout_per_mille)
+        key = lambda rows: sorted(zip(rows.user_id, rows.candidate_item_id, rows.click))  # noqa: E731
+        assert written.size == expected.size == record["blessing"]["held_out_rows"] > 0
+        assert key(written) == key(expected)
+        assert sorted(written.history_values) == sorted(expected.history_values)
+
+
 def test_a_step_with_nothing_to_take_says_what_is_served_and_what_comes_next(worlds, days):
     assert days["nothing"] == []
     [line] = days["nothing_lines"]

@@ -31,13 +31,13 @@ ROWS = [
 ]
 
 
-def _transform(config, rows=ROWS, spm_model=None):
+def _transform(config, rows=ROWS, spm_model=None, known_sids=None):
     spec = raw_feature_spec(config)
     rows = [{k: v for k, v in r.items() if k in spec} for r in rows]
     metadata = tft.DatasetMetadata.from_feature_spec(spec)
     with tft_beam.Context(temp_dir=tempfile.mkdtemp()):
         (out, _), _ = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
-            make_preprocessing_fn(config, spm_model))
+            make_preprocessing_fn(config, spm_model, known_sids))
     return out
 
 
@@ -135,10 +135,37 @@ def test_spm_representation_runs_inside_tf_transform():
     sids = np.array([[1, 2, 3, 0], [0, 0, 0, 1], [3, 3, 3, 3], [1, 2, 0, 0]])
     model = spm_vocab.train_sid_spm(sids, np.array([50, 20, 5, 1]), K, vocab_size=24)
     config = RepresentationConfig(kind="sid_spm", vocab_size=24, num_levels=L, codebook_size=K)
-    first, second = _transform(config, spm_model=model)
     processor = spm.SentencePieceProcessor(model_proto=model)
     encode = lambda sid: processor.encode(sid_text.sid_text(np.array([sid]), K)[0])  # noqa: E731
-    assert _as_list(first[fk.WATCH_PIECES]) == encode([1, 2, 3, 0])
-    assert _as_list(first[fk.HISTORY_PIECES]) == encode([1, 2, 3, 0]) + encode([0, 0, 0, 1])
-    assert _as_list(second[fk.CANDIDATE_PIECES]) == [config.oov_piece]
+    # Tokenized in the graph, or held in its table for the SID table's SIDs ([0, 0, 0, 1] left out: tokenized).
+    for known in (None, sids[[0, 2, 3]]):
+        first, second = _transform(config, spm_model=model, known_sids=known)
+        assert _as_list(first[fk.WATCH_PIECES]) == encode([1, 2, 3, 0])
+        assert _as_list(first[fk.HISTORY_PIECES]) == encode([1, 2, 3, 0]) + encode([0, 0, 0, 1])
+        assert _as_list(second[fk.CANDIDATE_PIECES]) == [config.oov_piece]
     assert config.table_rows == 25
+
+
+@pytest.mark.parametrize("levels, codebook", [(4, 256), (8, 2048)])  # packed keys; fingerprints (88 bits)
+def test_known_pieces_equal_the_tokenizers(levels, codebook):
+    """The table of known SIDs gives the tokenizer's pieces, for known SIDs, SIDs it lacks and items without a SID,
+    in any mix; with fingerprints, a SID whose key is in the table but whose codes differ is tokenized."""
+    from pipeline.sid import known_pieces
+    from pipeline.sid.preprocessing import known_spm_pieces
+
+    rng = np.random.default_rng(levels)
+    sids = np.concatenate([rng.integers(0, 8, (3000, levels // 2)), rng.integers(0, 32, (3000, levels // 2))], 1)
+    uniq, counts = np.unique(sids, axis=0, return_counts=True)
+    model = spm_vocab.train_sid_spm(uniq, counts, codebook, vocab_size=600)
+    config = RepresentationConfig(kind="sid_spm", vocab_size=600, num_levels=levels, codebook_size=codebook)
+    known = known_spm_pieces(sids[:2000], config, model)
+    assert known.packed == (levels * 11 <= 63) and known.size == len(np.unique(sids[:2000], axis=0))
+    queries = np.concatenate([sids, -np.ones((5, levels), np.int64), sids[:5] * 0 + codebook - 1])
+    rng.shuffle(queries)
+    assert (spm_pieces(tf.constant(queries), config, model, known).to_list()
+            == spm_pieces(tf.constant(queries), config, model).to_list())
+    if not known.packed:  # a table whose stored codes differ from the query's under the same key
+        forged = known_pieces.KnownPieces(codebook, known.keys, (known.sids + 1) % codebook, known.padded * 0,
+                                          known.lengths)
+        assert (spm_pieces(tf.constant(sids[:50]), config, model, forged).to_list()
+                == spm_pieces(tf.constant(sids[:50]), config, model).to_list())

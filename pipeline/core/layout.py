@@ -191,6 +191,11 @@ class TransformLayout:
         """Where day `day`'s transformed examples go (shards PREFIX-*-of-*.tfrecord)."""
         return _join(self.day_dir(day), "part")
 
+    def held_out_day(self, per_mille: int, day: int) -> str:
+        """The raw log rows of the users held out of training on `day` at `per_mille` (what `sidrec daily`
+        blesses on), written by the Beam job that read the day."""
+        return _join(self.root, "held_out", f"per_mille={per_mille}", f"day={day:04d}")
+
 
 @dataclasses.dataclass(frozen=True)
 class RankerLayout:

@@ -9,7 +9,7 @@ through (dense). Items without a SID (codes of -1) get the table's out-of-vocabu
 from pipeline.core.tf_env import tf
 
 from pipeline.core import features as fk
-from pipeline.sid import sid_text
+from pipeline.sid import known_pieces, sid_text
 from pipeline.core.representation import RepresentationConfig
 
 
@@ -57,23 +57,41 @@ def ngram_pieces(sids: tf.Tensor, config: RepresentationConfig) -> tf.Tensor:
     return tf.where(missing, tf.constant(config.oov_piece, tf.int64), pieces)
 
 
-def spm_pieces(sids: tf.Tensor, config: RepresentationConfig, spm_model: bytes) -> tf.RaggedTensor:
+def spm_pieces(sids: tf.Tensor, config: RepresentationConfig, spm_model: bytes,
+               known: known_pieces.KnownPieces | None = None) -> tf.RaggedTensor:
     """int64 [B, L] -> ragged int64 [B, (pieces)] by the SentencePiece model.
 
     The model is Python bytes at graph-construction time: SentencepieceTokenizer keeps it as an op
-    attribute, so it travels inside the transform graph and the serving SavedModel.
+    attribute, so it travels inside the transform graph and the serving SavedModel. With `known` (the
+    pieces of the SID table's SIDs, built by `known_spm_pieces` from the same model), only the SIDs it
+    lacks are tokenized.
     """
+    tokenize = _spm_tokenizer(config, spm_model)
+    return tokenize(sids) if known is None else known_pieces.pieces(tf.cast(sids, tf.int64), known, tokenize)
+
+
+def known_spm_pieces(sids, config: RepresentationConfig, spm_model: bytes) -> known_pieces.KnownPieces:
+    """The pieces of the SIDs [N, L] (a SID table's), as `spm_pieces` gives them, to hold in the graph."""
+    return known_pieces.build(sids, config.codebook_size, _spm_tokenizer(config, spm_model))
+
+
+def _spm_tokenizer(config: RepresentationConfig, spm_model: bytes):
+    """int64 SIDs [B, L] -> ragged int64 pieces [B, (P)] by the model; the OOV piece for a SID with a -1 code."""
     import tensorflow_text as tf_text
 
     tokenizer = tf_text.SentencepieceTokenizer(model=spm_model, out_type=tf.int32)
-    sids = tf.cast(sids, tf.int64)
-    # Once per distinct SID: a batch repeats the watch item and the history in row after row, and a
-    # SID's pieces do not depend on the row it is in.
-    distinct, row = tf.raw_ops.UniqueV2(x=sids, axis=tf.constant([0], tf.int64))
-    distinct = tf.reshape(distinct, [-1, config.num_levels])  # UniqueV2 drops the static L
-    text = sid_text.sid_text_tf(tf.maximum(distinct, 0), config.codebook_size)
-    pieces = tf.cast(tokenizer.tokenize(text), tf.int64)
-    return tf.gather(_oov_where(tf.reduce_any(distinct < 0, axis=-1), pieces, config.oov_piece), row)
+
+    def tokenize(sids: tf.Tensor) -> tf.RaggedTensor:
+        sids = tf.cast(sids, tf.int64)
+        # Once per distinct SID: a batch repeats the watch item and the history in row after row, and a
+        # SID's pieces do not depend on the row it is in.
+        distinct, row = tf.raw_ops.UniqueV2(x=sids, axis=tf.constant([0], tf.int64))
+        distinct = tf.reshape(distinct, [-1, config.num_levels])  # UniqueV2 drops the static L
+        text = sid_text.sid_text_tf(tf.maximum(distinct, 0), config.codebook_size)
+        pieces = tf.cast(tokenizer.tokenize(text), tf.int64)
+        return tf.gather(_oov_where(tf.reduce_any(distinct < 0, axis=-1), pieces, config.oov_piece), row)
+
+    return tokenize
 
 
 # sid_prefix's fingerprint (numpy-free, so a plain-Python reference can recompute it): a running
@@ -118,20 +136,20 @@ def _oov_where(missing: tf.Tensor, pieces: tf.RaggedTensor, oov_piece: int) -> t
 
 
 def item_pieces(sids: tf.Tensor, item_ids: tf.Tensor, config: RepresentationConfig,
-                spm_model: bytes | None) -> tf.RaggedTensor:
+                spm_model: bytes | None, known: known_pieces.KnownPieces | None = None) -> tf.RaggedTensor:
     """int64 SIDs [B, L] and their items' ids [B] -> each item's pieces [B, (pieces)] (SID kinds)."""
     if config.is_ngram:
         pieces = tf.RaggedTensor.from_tensor(ngram_pieces(sids, config))
     elif config.is_prefix:
         pieces = prefix_pieces(sids, config)
     else:
-        pieces = spm_pieces(sids, config, spm_model)
+        pieces = spm_pieces(sids, config, spm_model, known)
     if config.is_hybrid:
         pieces = tf.concat([pieces, id_pieces(item_ids, config)[:, None]], axis=1)
     return pieces
 
 
-def _sid_pieces(inputs: dict, config, spm_model) -> tuple[tf.SparseTensor, tf.SparseTensor, tf.SparseTensor]:
+def _sid_pieces(inputs: dict, config, spm_model, known) -> tuple[tf.SparseTensor, tf.SparseTensor, tf.SparseTensor]:
     """The pieces of the watch item [B, (P)], the candidate [B, (P)] and every history item, per row [B, (P)].
 
     Every item of the batch goes through `item_pieces` in one call: SentencePiece then tokenizes each
@@ -144,23 +162,27 @@ def _sid_pieces(inputs: dict, config, spm_model) -> tuple[tf.SparseTensor, tf.Sp
     rows = tf.shape(watch, out_type=tf.int64)[0]
     pieces = item_pieces(tf.concat([tf.cast(watch, tf.int64), tf.cast(candidate, tf.int64), history], axis=0),
                          tf.concat([inputs[fk.WATCH_ITEM_ID], inputs[fk.CANDIDATE_ITEM_ID],
-                                    inputs[fk.HISTORY_ITEM_IDS].values], axis=0), config, spm_model)
+                                    inputs[fk.HISTORY_ITEM_IDS].values], axis=0), config, spm_model, known)
     history_pieces = tf.RaggedTensor.from_row_lengths(pieces[2 * rows:], items_per_row).merge_dims(1, 2)
     return pieces[:rows].to_sparse(), pieces[rows:2 * rows].to_sparse(), history_pieces.to_sparse()
 
 
-def make_preprocessing_fn(config: RepresentationConfig, spm_model: bytes | None = None):
+def make_preprocessing_fn(config: RepresentationConfig, spm_model: bytes | None = None, known_sids=None):
     """Builds the preprocessing_fn of one representation.
 
     Args:
       config: the representation.
       spm_model: the serialized SentencePiece model (sid_spm only), baked into the graph.
+      known_sids: sid_spm: the SID table's SIDs [N, L], whose pieces the graph holds (tokenized here, once);
+        other SIDs are tokenized in the graph. The outputs are the same with or without them.
 
     Raises:
       ValueError: sid_spm without a model.
     """
     if config.uses_spm and not spm_model:
         raise ValueError("sid_spm needs the trained SentencePiece model (bytes)")
+    known = (known_spm_pieces(known_sids, config, spm_model)
+             if config.uses_spm and known_sids is not None and len(known_sids) else None)
 
     def preprocessing_fn(inputs):
         outputs = {key: inputs[key] for key in fk.LABEL_KEYS}
@@ -182,7 +204,7 @@ def make_preprocessing_fn(config: RepresentationConfig, spm_model: bytes | None 
             outputs[fk.CANDIDATE_EMBEDDING] = inputs[fk.CANDIDATE_EMBEDDING]
         else:
             outputs[fk.WATCH_PIECES], outputs[fk.CANDIDATE_PIECES], outputs[fk.HISTORY_PIECES] = _sid_pieces(
-                inputs, config, spm_model)
+                inputs, config, spm_model, known)
         return outputs
 
     return preprocessing_fn

@@ -4,10 +4,12 @@ For day d, in order (each step commits before the next starts, so a step killed 
 again ends as an uninterrupted one):
   1. SIDs: corpus items without one get it from the frozen RQ-VAE (incremental; skipped when none is new);
   2. transform: day d alone, with the graph fitted on the training window (beam_jobs.transform_day);
-     its logs are checked by the row rules, rejected rows written aside; the card lists d once done;
+     its logs are checked by the row rules, rejected rows written aside, and the rows of the users held out of
+     training written as they were logged (beam_jobs.held_out_rows); the card lists d once done;
   3. train: the ranker resumes from its last checkpoint, evaluates day d unseen, then fits on it
      (holding out --holdout_per_mille of the users), and exports the candidate RUN/ranker/<run>/export/d;
-  4. bless: the candidate against the served version on the held-out rows (pipeline.stages.bless);
+  4. bless: the candidate against the served version on the held-out rows the job wrote (pipeline.stages.bless;
+     no process reads the whole day);
   5. publish: a blessed candidate trained through more days than the served version becomes the next
      integer version of the serving directory (RUN/serving/<model>, what servers watch); the newest
      --keep_versions stay. RUN/ranker/<run>/daily/day=NNNN.json records the step (its commit).
@@ -23,12 +25,13 @@ import time
 
 from pipeline.core.tf_env import tf
 
+from beam_jobs import held_out_rows as held_out_rows_job
 from beam_jobs import materialize_sids, transform_day
 from models import distribution
 from pipeline.core import contracts, files
 from pipeline.core import features as fk
 from pipeline.core.cards import read_json
-from pipeline.core.layout import ExportLayout, RankerLayout, RQVAELayout, RunLayout, SidTableLayout
+from pipeline.core.layout import ExportLayout, RankerLayout, RQVAELayout, RunLayout, SidTableLayout, TransformLayout
 from pipeline.core.publish import list_versions, publish_version, published
 from pipeline.core.representation import RepresentationConfig
 from pipeline.data import log_io
@@ -71,7 +74,7 @@ def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, che
             log_io.day_files(layout.data, day)  # a day without log files stops here, before anything changes
             new_items = _materialise_new_items(layout, card, beam_args)
             transform_day.transform_day(transform_dir, layout.data.root, layout.sids, day, beam_args,
-                                        log=lambda *_: None)
+                                        log=lambda *_: None, held_out_per_mille=train.holdout_per_mille)
         else:
             new_items = 0  # transformed before a stop: the step goes on from training
         # Only the candidates of the days stepped are exported: the first step trains through every fitted day,
@@ -80,7 +83,7 @@ def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, che
                                  export_every_day=False, export_days=todo, fit_verbose=0, strategy=strategy)
         [metrics] = [e for e in history if e["evaluated_on_day"] == day]
         lineage = day_loop.run_fingerprint(card, train).value  # the fitted transform and the training config
-        record = _bless_and_publish(layout, run_dir, lineage, day, metrics, serving, config, train, checks)
+        record = _bless_and_publish(layout, run_dir, lineage, day, metrics, serving, config, train, checks, beam_args)
         record.update(day=day, new_items=new_items, seconds=round(time.time() - started, 1),
                       trained_days=[d for d in card["days"] if d <= day] if not taken else [day])
         taken.add(day)
@@ -172,15 +175,27 @@ def served_version(serving: str) -> tuple[str | None, dict | None]:
     return path, (read_json(card_path, "publication card", "sidrec daily") if files.exists(card_path) else {})
 
 
+def held_out_rows(layout: RunLayout, transform_dir: str, day: int, per_mille: int, beam_args=()):
+    """The day's held-out rows, as the Beam job that read the day wrote them (the daily transform), or as a job
+    run for them now (the day the lineage was fitted through, transformed by the batch job)."""
+    directory = TransformLayout(transform_dir).held_out_day(per_mille, day)
+    max_history = RepresentationConfig(**day_loop.read_protocol_card(transform_dir)["config"]).max_history
+    if not files.exists(directory):
+        held_out_rows_job.run(layout.data.root, day, per_mille, directory, max_history, beam_args, log=lambda *_: None)
+    return held_out_rows_job.read(directory, day, max_history)
+
+
 def _bless_and_publish(layout: RunLayout, run_dir: str, lineage: str, day: int, metrics: dict, serving: str,
-                       config: DailyConfig, train: day_loop.TrainConfig, checks: bless.BlessConfig) -> dict:
+                       config: DailyConfig, train: day_loop.TrainConfig, checks: bless.BlessConfig,
+                       beam_args=()) -> dict:
     candidate = os.path.join(RankerLayout(run_dir).export, str(day))
     served, served_card = served_version(serving)
     if served_card and served_card.get("lineage") == lineage and served_card.get("trained_through_day") == day:
         # Published before a stop, not yet recorded.
         return {"metrics": _metrics(metrics), "blessing": served_card.get("blessing"),
                 "published": served_card["version"], "candidate": candidate}
-    rows = bless.held_out_rows(log_io.read_logs(layout.data, days=[day]), day, train.holdout_per_mille)
+    rows = held_out_rows(layout, layout.transform_output(config.representation), day, train.holdout_per_mille,
+                         beam_args)
     verdict = bless.bless(candidate, served, rows, bless.ItemFeatures(layout.sids, layout.data.corpus), checks)
     record = {"metrics": _metrics(metrics), "blessing": verdict, "published": None, "candidate": candidate}
     behind = served_card is not None and served_card.get("trained_through_day", 0) >= day
