@@ -11,7 +11,11 @@ wall time and peak resident memory are its own (benchmarks/scale.py's run_stage)
 Targets: the lineage fit <= 30 min; each daily step <= 3 min and <= 6 GiB; step day 10 / step day 6 <= 1.2
 in time and in memory.
 
+Stages that finished are recorded in ROOT/stages.jsonl; a rerun with --resume_from STAGE keeps the
+records (and outputs) of the stages before it and runs the rest again.
+
   python benchmarks/million.py --root /work/bench/million --out benchmarks/results/million.json   # ~1 h
+  python benchmarks/million.py --root /work/bench/million --resume_from transform --out ...
   python benchmarks/million.py --items 100000 --impressions_per_day 100000 --users 20000 --root /tmp/m  # 10x smaller
 """
 
@@ -31,6 +35,7 @@ from benchmarks.scale import run_stage  # noqa: E402
 from pipeline.core.layout import RunLayout  # noqa: E402
 
 DAYS, FIRST_STEP_DAY = 10, 5
+FIT_STAGES = ["train_rqvae", "materialize", "transform", "first_step"]
 VOCAB = 131_072
 TARGETS = {"lineage_fit_seconds": 30 * 60, "step_seconds": 3 * 60, "step_peak_rss_gib": 6.0,
            "step_growth": 1.2}
@@ -60,19 +65,32 @@ def main(argv=None) -> dict:
     parser.add_argument("--impressions_per_day", type=int, default=1_000_000)
     parser.add_argument("--rqvae_epochs", type=int, default=20)
     parser.add_argument("--vocab_size", type=int, default=VOCAB)
+    parser.add_argument("--resume_from", default="", choices=["", *FIT_STAGES],
+                        help="keep the recorded stages before this one (their outputs too) and run the rest")
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
     root = os.path.abspath(args.root)
     source, layout = RunLayout(os.path.join(root, "source")), RunLayout(os.path.join(root, "live"))
-    logs = os.path.join(root, "logs")
+    logs, record = os.path.join(root, "logs"), os.path.join(root, "stages.jsonl")
     os.makedirs(logs, exist_ok=True)
-    rows = []
+    kept = {}
+    if args.resume_from and os.path.exists(record):
+        with open(record) as f:
+            done = {row["stage"]: row for row in map(json.loads, f)}
+        kept = {name: done[name] for name in FIT_STAGES[:FIT_STAGES.index(args.resume_from)]}
+    rows = list(kept.values())
+    with open(record, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
 
     def stage(name: str, command: list[str], run_dir: str, units: int, unit: str) -> dict:
+        if name in kept:
+            return kept[name]
         print(f"{name} ...", file=sys.stderr, flush=True)
         seconds, gib = run_stage(command, run_dir, os.path.join(logs, f"{name}.log"))
         rows.append(_row(name, seconds, gib, units, unit))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        with open(record, "a") as f:
+            f.write(json.dumps(rows[-1]) + "\n")
         return rows[-1]
 
     world = {"num_items": args.items, "num_users": args.users, "num_days": DAYS,
@@ -80,7 +98,15 @@ def main(argv=None) -> dict:
     if not os.path.exists(source.data.summary):
         stage("simulate", ["simulate", *(f"--{k}={v}" for k, v in world.items())], source.root,
               DAYS * args.impressions_per_day, "impressions")
-    shutil.rmtree(layout.root, ignore_errors=True)
+    if args.resume_from:  # the kept stages' outputs stay; what the others made goes
+        for stage_name, path in (("materialize", layout.sids), ("transform", layout.transform),
+                                 ("first_step", layout.ranker), ("first_step", os.path.dirname(layout.serving("ranker")))):
+            if stage_name not in kept:
+                shutil.rmtree(path, ignore_errors=True)
+        for day in range(FIRST_STEP_DAY + 1, DAYS + 1):
+            shutil.rmtree(layout.data.day_dir(day), ignore_errors=True)
+    else:
+        shutil.rmtree(layout.root, ignore_errors=True)
     corpus = pq.read_table(source.data.corpus)
     for day in range(1, FIRST_STEP_DAY + 1):
         items = _land(source, layout, corpus, day)

@@ -4,14 +4,16 @@ A simulated world (3 days by default) with SIDs from a briefly trained RQ-VAE; f
 representation:
   - the job's rate: the whole transform job (read, row rules, join, count/SPM step, analyse,
     transform, encode, write) on every day, in examples/s;
-  - the graph's rate: the same transform graph (the job's transform_fn) on the last day's joined
-    rows in process, in a tight tf.data loop: parse, transform, convert and serialize exactly as the
-    job does (the serialized examples must equal the job's, and are checked to);
+  - the graph's rate: the same transform graph (the job's transform_fn) in process on the second
+    world's joined rows (as many rows as the margin below), in a tight tf.data loop over batches of the
+    job's size: parse, transform, convert and serialize exactly as the job does (the serialized examples
+    must equal the job's, and are checked to);
   - the job's rate at the margin: a second world with --margin_factor times the impressions a day
     (the same corpus and SIDs) is transformed too, and the extra rows over the extra seconds remove
     the job's fixed costs (two pipeline start-ups, DoFn set-up, graph tracing, the SPM training);
   - their ratios (target >= 0.5), and SPM's rate against random hashing's, in the job and in the
     graph (target >= 0.8).
+Every time is the median of --repeats runs (min and max recorded); the ratios are of medians.
 Also the SPM tokenisation rate of the transform graph's op (tensorflow_text) against
 `sentencepiece`'s own batch encode on the same SID strings.
 
@@ -21,6 +23,7 @@ Also the SPM tokenisation rate of the transform graph's op (tensorflow_text) aga
 import argparse
 import dataclasses
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -72,9 +75,11 @@ def spm_rates(sids: np.ndarray, codebook_size: int, vocab_size: int, batch: int 
             "in_graph_to_library": round(in_graph / library, 3)}
 
 
-def graph_rate(layout: RunLayout, output: str, day: int, batch_size: int = 1024) -> dict:
-    """Examples/s of the job's transform graph on one day's joined rows, in process; and whether its
-    serialized outputs equal the job's for that day."""
+def graph_rate(layout: RunLayout, output: str, days: list[int], repeats: int,
+               batch_size: int = transform.BATCH_ROWS) -> dict:
+    """Examples/s of the job's transform graph on `days`' joined rows, in process, in batches of the job's
+    size (median, min and max of `repeats` passes after a warm one); and whether its serialized outputs
+    equal the job's for those days."""
     import glob
 
     import pyarrow as pa
@@ -92,12 +97,13 @@ def graph_rate(layout: RunLayout, output: str, day: int, batch_size: int = 1024)
     config = RepresentationConfig(**read_json(os.path.join(output, "representation.json"), "card", "")["config"])
     index = ItemTablesFromFiles(layout.sids, layout.data.corpus, config)()
     decoder = example_coder.ExamplesToRecordBatchDecoder()
-    raw = []  # the day's rows as the graph reads them: checked, joined, serialized (not timed)
-    for path in sorted(glob.glob(layout.data.day_pattern(day))):
-        for records in log_io.read_tfrecord_batches(path, 4096):
-            batch = decoder.DecodeBatch(records)
-            checked = row_rules.check_log_batch(batch, path, day, config.max_history)
-            raw += to_examples(join_batch(config, batch.filter(pa.array(checked.ok)), index))
+    raw = []  # the days' rows as the graph reads them: checked, joined, serialized (not timed)
+    for day in days:
+        for path in sorted(glob.glob(layout.data.day_pattern(day))):
+            for records in log_io.read_tfrecord_batches(path, batch_size):
+                batch = decoder.DecodeBatch(records)
+                checked = row_rules.check_log_batch(batch, path, day, config.max_history)
+                raw += to_examples(join_batch(config, batch.filter(pa.array(checked.ok)), index))
     layer = tft.TFTransformOutput(output).transform_features_layer()
     spec = raw_feature_spec(config)
 
@@ -125,16 +131,25 @@ def graph_rate(layout: RunLayout, output: str, day: int, batch_size: int = 1024)
             produced += to_examples(converter.convert(step(batch)))
         return produced
 
-    run()  # warm: traced, caches filled
-    start = time.perf_counter()
-    produced = run()
-    seconds = time.perf_counter() - start
+    produced = run()  # warm: traced, caches filled
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - started)
     job = []
-    for path in sorted(glob.glob(os.path.join(output, "transformed", f"day={day:04d}", "*"))):
-        for records in log_io.read_tfrecord_batches(path, 10_000):
-            job += records
-    return {"examples": len(raw), "examples_per_s": round(len(raw) / seconds),
+    for day in days:
+        for path in sorted(glob.glob(os.path.join(output, "transformed", f"day={day:04d}", "*"))):
+            for records in log_io.read_tfrecord_batches(path, 10_000):
+                job += records
+    return {"examples": len(raw), "seconds": spread(seconds),
+            "examples_per_s": round(len(raw) / float(np.median(seconds))),
             "outputs_equal_the_job": sorted(produced) == sorted(job)}
+
+
+def spread(values: list[float]) -> dict:
+    """Median, min and max of repeated timings (seconds)."""
+    return {"median": round(float(np.median(values)), 2), "min": round(min(values), 2), "max": round(max(values), 2)}
 
 
 def _timed_job(layout: RunLayout, sids: str, output: str, kind: str, flags: dict, beam_args: list[str]) -> float:
@@ -153,6 +168,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--num_days", type=int, default=3)
     parser.add_argument("--margin_factor", type=int, default=3,
                         help="the second world's impressions a day, as a multiple of the first's")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of every job and graph pass (median taken)")
     parser.add_argument("--out", default="")
     args, beam_args = parser.parse_known_args(argv)
     if args.margin_factor < 2:
@@ -171,19 +187,34 @@ def main(argv=None) -> dict:
         rows = args.num_days * args.impressions_per_day
         extra_rows = (args.margin_factor - 1) * rows
         results = {"examples": rows, "days": args.num_days, "margin_examples": rows + extra_rows,
+                   "repeats": args.repeats, "graph_batch_rows": transform.BATCH_ROWS,
                    "beam_args": beam_args or ["(default: the local FnApiRunner, beam_jobs/local_runner.py)"]}
         for kind, flags in REPRESENTATIONS.items():
-            seconds = _timed_job(layout, layout.sids, os.path.join(tmp, kind), kind, flags, beam_args)
-            more_seconds = _timed_job(larger, layout.sids, os.path.join(tmp, f"{kind}_larger"), kind, flags, beam_args)
-            graph = graph_rate(layout, os.path.join(tmp, kind), args.num_days)
+            small, large = [], []
+            for repeat in range(args.repeats):  # interleaved, so a slow spell of the machine hits both worlds
+                small.append(_timed_job(layout, layout.sids, os.path.join(tmp, f"{kind}_{repeat}"), kind, flags,
+                                        beam_args))
+                large.append(_timed_job(larger, layout.sids, os.path.join(tmp, f"{kind}_larger_{repeat}"), kind,
+                                        flags, beam_args))
+            graph = graph_rate(larger, os.path.join(tmp, f"{kind}_larger_0"), list(range(1, args.num_days + 1)),
+                               args.repeats)
+            seconds, more_seconds = float(np.median(small)), float(np.median(large))
             job, margin = rows / seconds, extra_rows / max(more_seconds - seconds, 1e-9)
-            results[kind] = {"job_examples_per_s": round(job), "job_marginal_examples_per_s": round(margin),
+            results[kind] = {"job_seconds": spread(small), "larger_job_seconds": spread(large),
+                             "graph_seconds": graph["seconds"], "graph_examples": graph["examples"],
+                             "job_examples_per_s": round(job), "job_marginal_examples_per_s": round(margin),
+                             "larger_job_examples_per_s": round((rows + extra_rows) / more_seconds),
                              "graph_examples_per_s": graph["examples_per_s"],
                              "job_to_graph": round(job / graph["examples_per_s"], 3),
+                             "larger_job_to_graph": round((rows + extra_rows) / more_seconds
+                                                          / graph["examples_per_s"], 3),
                              "job_marginal_to_graph": round(margin / graph["examples_per_s"], 3),
                              "fixed_seconds": round(seconds - rows / margin, 1),
                              "graph_outputs_equal_the_job": graph["outputs_equal_the_job"]}
-        for where in ("job", "job_marginal", "graph"):
+            for repeat in range(args.repeats):  # outputs are large at scale: only one kind's at a time
+                shutil.rmtree(os.path.join(tmp, f"{kind}_{repeat}"))
+                shutil.rmtree(os.path.join(tmp, f"{kind}_larger_{repeat}"))
+        for where in ("job", "job_marginal", "larger_job", "graph"):
             results[f"sid_spm_to_random_hash_{where}"] = round(
                 results["sid_spm"][f"{where}_examples_per_s"] / results["random_hash"][f"{where}_examples_per_s"], 3)
         sids = rqvae_job.encode(model, corpus.embeddings)
