@@ -87,3 +87,22 @@ def test_the_keyed_join_transforms_every_day_to_the_same_bytes(run_dir, tmp_path
         return {k: v for k, v in counters.items() if k not in (JOINED_BY_KEY, JOINED_IN_MEMORY)}
     assert job_counters(side["counters"]) == job_counters(keyed["counters"])
     assert job_counters(keyed["counters"])["rows_joined"] == 3 * 1500
+
+
+def test_the_item_index_finds_exactly_the_known_ids():
+    """Ids are found by a binary search of fixed-width bytes: an unknown id that extends a known one, one that
+    differs from a known one by a trailing NUL, and one longer than every known id land on the defaults' row."""
+    import pyarrow as pa
+
+    from pipeline.sid.item_join import ItemIndex
+
+    config = RepresentationConfig(kind="sid_ngram", ngram=1, num_levels=2, codebook_size=4)
+    known = ["b", "a", "ab", "é", "z9"]
+    index = ItemIndex(config, {i: np.array([n, n]) for n, i in enumerate(known)}, {})
+    queries = ["a", "é", "abc", "a\0", "zzzzzzzz", "", "z9", "ab"]
+    rows = index.rows(pa.array(queries))
+    sids, missing = index.lookup("sid", rows)
+    expected = [known.index(q) if q in known else None for q in queries]
+    assert [None if s[0] < 0 else int(s[0]) for s in sids] == expected
+    assert missing == expected.count(None) == 4
+    assert (index.rows([]) == np.zeros(0)).all() and (ItemIndex(config, {}, {}).rows(["a"]) == [0]).all()
