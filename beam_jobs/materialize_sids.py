@@ -11,11 +11,15 @@ SID statistics computed with combiners. Outputs appear atomically: a failed run 
   #   --temp_location gs://B/tmp --setup_file ./setup.py  (paths may be gs://)
 
 Incremental mode (`--existing_table`): items already in that table keep their SID; only missing
-items go through the model (the cold-start path for new items).
+items go through the model (the cold-start path for new items). The table is rewritten whole, with
+the known items joined back by id. With `--append` (the daily step's mode) the known ids are a side
+input that filters the corpus before the model, and the new items' SIDs are added to the table as new
+shards: a day's work is its new items, not the table.
 """
 
 import json
 import logging
+import uuid
 
 import apache_beam as beam
 import numpy as np
@@ -31,7 +35,7 @@ from beam_jobs.sid_model_handler import Chunk, SidModelHandler
 from beam_jobs.sid_stats import (SAMPLE_MARGIN, MergeCountsFn, SidChunk, SidStatistics, SmallestFingerprintsFn,
                                  bucketed_counts, local_sample)
 from models import rqvae_savedmodel
-from pipeline.core import config_flags, fingerprint, row_rules
+from pipeline.core import config_flags, files, fingerprint, row_rules
 from pipeline.core import features as fk
 from pipeline.core.configs import MaterializeConfig  # noqa: F401  (re-exported beside the job)
 from pipeline.core.contracts import to_json_line
@@ -139,6 +143,18 @@ def explode(chunk: Chunk):
     """
     for item_id, first_day, embedding in zip(*chunk):
         yield item_id, (int(first_day), "", embedding)
+
+
+class DropKnownItems(beam.DoFn):
+    """Append mode: the rows of a chunk whose id the table lacks (the ids it has are a side input)."""
+
+    def process(self, chunk: Chunk, known: dict):
+        new = np.array([i not in known for i in chunk.item_ids], dtype=bool)
+        Metrics.counter(NAMESPACE, "rows_already_materialised").inc(int((~new).sum()))
+        if new.all():
+            yield chunk
+        elif new.any():
+            yield Chunk(chunk.item_ids[new], chunk.first_day[new], chunk.embeddings[new])
 
 
 class SplitKnownItems(beam.DoFn):
@@ -279,7 +295,14 @@ def build_pipeline(p: beam.Pipeline, config: MaterializeConfig, model_path: str,
 
     # Two model applications, so the large stream never meets the small one before the model.
     inputs, known = {"Unique": split.unique, "Kept": kept_chunks}, None
-    if config.existing_table:
+    if config.append:
+        known_ids = beam.pvalue.AsDict(
+            _read_rows(p, FileSystems.join(SidTableLayout(config.existing_table).table, "*.parquet"), "KnownIds",
+                       [fk.ITEM_ID])
+            | "KnownIdKeys" >> beam.FlatMap(lambda table: ((i, True) for i in table.column(fk.ITEM_ID).to_pylist())))
+        inputs = {name: chunks | f"DropKnown{name}" >> beam.ParDo(DropKnownItems(), known_ids)
+                  for name, chunks in inputs.items()}
+    elif config.existing_table:
         unique = [split.unique, kept_chunks] | "UniqueChunks" >> beam.Flatten()
         table = (p | "ReadExistingTable" >> beam.io.ReadFromParquet(
                      FileSystems.join(SidTableLayout(config.existing_table).table, "*.parquet"))
@@ -326,7 +349,7 @@ def build_pipeline(p: beam.Pipeline, config: MaterializeConfig, model_path: str,
                                               file_name_suffix=".jsonl", num_shards=1))
     (sid_chunks
      | "Statistics" >> SidStatistics(samples | "AllSamples" >> beam.Flatten(), num_levels, codebook_size,
-                                     config.sample_size, config.buckets)
+                                     config.sample_size, config.buckets, allow_empty=config.append)
      | "AddVersion" >> beam.Map(lambda r: dict(r, rqvae_version=version, model=model_path))
      | "WriteStats" >> beam.ParDo(_WriteJson(out.stats)))
 
@@ -358,12 +381,61 @@ def run(config: MaterializeConfig, beam_args=(), save_main_session: bool = False
     card = read_rqvae_card(model_path)
     logging.info("materialising SIDs of %s with RQ-VAE %s into %s", config.corpus, card["rqvae_version"],
                  config.output)
+    if config.append:
+        return _append(config, options, model_path, card)
     with published(config.output) as staging:
         with beam.Pipeline(options=options) as p:
             build_pipeline(p, config, model_path, card, staging)
         table_fingerprint(config, card).write(staging)
     counters = job_counters(p.result, NAMESPACE)
     with FileSystems.open(SidTableLayout(config.output).stats) as f:
+        stats = json.loads(f.read().decode("utf-8"))
+    return {"output": config.output, "counters": counters, "stats": stats}
+
+
+def _has_rows(path: str) -> bool:
+    """Whether a shard the job wrote holds a row (Parquet by its footer, TFRecord by its first record)."""
+    if path.endswith(".parquet"):
+        return files.read_parquet(path).num_rows > 0
+    if ".tfrecord" in path:
+        from pipeline.data import log_io
+
+        return next(log_io.read_tfrecord_batches(path, 1), None) is not None
+    return files.size(path) > 0
+
+
+def _append(config: MaterializeConfig, options, model_path: str, card: dict) -> dict:
+    """Append mode: the new items' SIDs are written beside the table, then moved into it shard by shard.
+
+    Every moved shard holds complete rows of items the table lacked, so a run stopped between two moves
+    leaves a table whose every SID is right, and a rerun adds only the items still missing.
+    """
+    table = SidTableLayout(config.output)
+    with FileSystems.open(table.stats) as f:
+        made_by = json.loads(f.read().decode("utf-8"))["rqvae_version"]
+    if made_by != card["rqvae_version"]:
+        raise ValueError(f"--existing_table holds SIDs of RQ-VAE {made_by}, but --model is {card['rqvae_version']}: "
+                         "re-materialise the whole corpus")
+    token = uuid.uuid4().hex[:12]
+    staging = files.join(files.dirname(config.output.rstrip("/")), f".append-{token}")
+    try:
+        with beam.Pipeline(options=options) as p:
+            build_pipeline(p, config, model_path, card, staging)
+        added = SidTableLayout(staging)
+        for source_dir, target_dir in ((added.table, table.table), (added.tfrecord, table.tfrecord),
+                                       (added.rejected, table.rejected)):
+            files.makedirs(target_dir)
+            for path in files.files_in(source_dir):
+                if _has_rows(path):  # the sinks write a shard even with nothing to write; readers refuse it
+                    files.rename(path, files.join(target_dir, f"append-{token}-{files.basename(path)}"))
+        files.makedirs(files.dirname(table.appended_stats(token)))
+        files.rename(added.stats, table.appended_stats(token))
+        table_fingerprint(config, card).write(config.output)
+    finally:
+        if files.exists(staging):
+            files.remove(staging)
+    counters = job_counters(p.result, NAMESPACE)
+    with FileSystems.open(table.appended_stats(token)) as f:
         stats = json.loads(f.read().decode("utf-8"))
     return {"output": config.output, "counters": counters, "stats": stats}
 

@@ -184,8 +184,11 @@ def local_sample(chunk: SidChunk, k: int, max_fingerprint: int = 2 ** 63 - 1):
         yield fps[order], chunk.sids[order], chunk.embeddings[order]
 
 
-def _finish(_, counts, size_counts, sample):
-    """Builds the report once every aggregate is in (called on a single element)."""
+def _finish(_, counts, size_counts, sample, allow_empty: bool = False):
+    """Builds the report once every aggregate is in (called on a single element); with `allow_empty`, no SID
+    gives a report of no items (an append that found nothing new)."""
+    if (sample is None or not counts.any()) and allow_empty:
+        return {"num_levels": counts.shape[0], "codebook_size": counts.shape[1], "items": 0}
     if sample is None or not counts.any():
         raise ValueError("no SIDs to report on: every row was rejected or the corpus is empty")
     histograms = [{size: c for (n, size), c in size_counts if n == level}
@@ -197,7 +200,7 @@ def _finish(_, counts, size_counts, sample):
 
 @beam.ptransform_fn
 def SidStatistics(chunks, samples, num_levels: int, codebook_size: int,
-                  sample_size: int = sid_quality.DEFAULT_SAMPLE_SIZE, buckets: int = 64):
+                  sample_size: int = sid_quality.DEFAULT_SAMPLE_SIZE, buckets: int = 64, allow_empty: bool = False):
     """SidChunks (embeddings not needed) and their `local_sample` parts -> one report dict.
 
     Codebook use and sub-trie sizes count every row; the prefix-similarity cosines use the
@@ -220,4 +223,4 @@ def SidStatistics(chunks, samples, num_levels: int, codebook_size: int,
         | "One" >> beam.Create([None])
         | "Report" >> beam.Map(_finish, counts=beam.pvalue.AsSingleton(counts),
                                size_counts=beam.pvalue.AsSingleton(size_counts),
-                               sample=beam.pvalue.AsSingleton(sample)))
+                               sample=beam.pvalue.AsSingleton(sample), allow_empty=allow_empty))

@@ -4,6 +4,7 @@ import dataclasses
 import glob
 import json
 import os
+import shutil
 
 import apache_beam as beam
 import numpy as np
@@ -161,6 +162,32 @@ def test_incremental_mode_materialises_only_missing_items(world, default_run, tm
     assert summary["counters"]["rows_already_materialised"] == 400
     assert summary["counters"]["rows_materialised"] == corpus.size - 400
     assert _table(tmp_path / "incremental") == _table(output)
+
+
+def test_append_mode_adds_only_the_missing_items_as_new_shards(world, default_run, tmp_path):
+    """The daily step's mode: the 400 known items are dropped before the model, the table's shards stay byte for
+    byte, the new items' SIDs arrive as new shards, and the table then equals a full run's; a rerun adds nothing."""
+    output, _ = default_run
+    corpus = world["corpus"]
+    full = pq.read_table(glob.glob(os.path.join(str(output), "table", "*.parquet")))
+    table = tmp_path / "sids"
+    shutil.copytree(str(output), str(table))
+    for path in glob.glob(str(table / "table" / "*")) + glob.glob(str(table / "tfrecord" / "*")):
+        os.remove(path)
+    known = full.filter(pa.compute.is_in(full.column(fk.ITEM_ID), pa.array(sorted(corpus.item_ids[:400]))))
+    pq.write_table(known, str(table / "table" / "part-00000-of-00001.parquet"))
+    before = {p: open(p, "rb").read() for p in glob.glob(str(table / "table" / "*"))}
+    summary = _run(world, table, "--existing_table", str(table), "--append", "true", *IN_MEMORY)
+    assert summary["counters"]["rows_already_materialised"] == 400
+    assert summary["counters"]["rows_materialised"] == corpus.size - 400
+    assert all(open(p, "rb").read() == data for p, data in before.items())
+    assert _table(table) == _table(output)
+    assert sorted(os.listdir(table / "appends")) and not glob.glob(str(tmp_path / ".append-*"))
+    again = _run(world, table, "--existing_table", str(table), "--append", "true", *IN_MEMORY)
+    assert again["counters"].get("rows_materialised", 0) == 0 and _table(table) == _table(output)
+    with pytest.raises(ValueError, match="same directory as --output"):
+        materialize_sids.MaterializeConfig(corpus=world["corpus_path"], model="m", output=str(tmp_path / "elsewhere"),
+                                           existing_table=str(table), append=True)
 
 
 def test_failed_run_leaves_no_partial_output(world, default_run, tmp_path):

@@ -97,6 +97,9 @@ class MaterializeConfig:
     model: str = flag("", "RQ-VAE export: a version directory or the base directory (newest version)")
     output: str = flag("", "SID table directory (replaced atomically)")
     existing_table: str = flag("", "incremental: keep the SIDs of the items in this SID table directory")
+    append: bool = flag(False, "incremental, with --existing_table the same directory as --output: only the "
+                               "corpus items the table lacks go through the model, and their SIDs are added to "
+                               "the table as new shards (nothing else is rewritten; a rerun adds what is missing)")
     num_shards: int = flag(0, "output shards (0: the runner decides)")
     sample_size: int = flag(PREFIX_SAMPLE_SIZE,
                             "items in the prefix-similarity sample (bottom-k by id fingerprint)")
@@ -110,6 +113,9 @@ class MaterializeConfig:
                 raise ValueError(f"--{name} is required")
         if self.chunk_rows < 1 or self.buckets < 1:
             raise ValueError("chunk_rows and buckets must be >= 1")
+        if self.append and self.existing_table.rstrip("/") != self.output.rstrip("/"):
+            raise ValueError("--append adds to the table it reads: give --existing_table the same directory as "
+                             f"--output (got {self.existing_table!r} and {self.output!r})")
 
 
 SHUFFLE_JOIN_ABOVE = 5_000_000  # items above which the item join is keyed (the daily job decides alike)

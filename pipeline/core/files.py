@@ -81,6 +81,11 @@ def tree_state(path: str) -> tuple:
     return tuple(sorted(out))
 
 
+def rename(source: str, target: str) -> None:
+    """Moves a file (a rename where the store has one; an existing target is an error)."""
+    gfile.rename(source, target, overwrite=False)
+
+
 def remove(path: str) -> None:
     """Removes a file or a directory tree; nothing when it is not there."""
     if gfile.isdir(path):

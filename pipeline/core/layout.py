@@ -142,6 +142,10 @@ class SidTableLayout:
     def stats(self) -> str:
         return _join(self.root, "stats.json")
 
+    def appended_stats(self, token: str) -> str:
+        """The statistics of the items one `--append` run added (stats.json stays the table's as made)."""
+        return _join(self.root, "appends", f"{token}.json")
+
 
 @dataclasses.dataclass(frozen=True)
 class TransformLayout:

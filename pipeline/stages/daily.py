@@ -160,8 +160,8 @@ def _materialise_new_items(layout: RunLayout, card: dict, beam_args) -> int:
     if new:
         model = card.get("rqvae", {}).get("export") or RQVAELayout(layout.rqvae).export
         materialize_sids.run(materialize_sids.MaterializeConfig(corpus=layout.data.corpus, model=model,
-                                                                output=layout.sids, existing_table=layout.sids),
-                               beam_args)
+                                                                output=layout.sids, existing_table=layout.sids,
+                                                                append=True), beam_args)
     return new
 
 
