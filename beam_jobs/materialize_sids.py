@@ -437,15 +437,18 @@ def _append(config: MaterializeConfig, options, model_path: str, card: dict) -> 
     counters = job_counters(p.result, NAMESPACE)
     with FileSystems.open(table.appended_stats(token)) as f:
         stats = json.loads(f.read().decode("utf-8"))
-    return {"output": config.output, "counters": counters, "stats": stats}
+    return {"output": config.output, "counters": counters, "stats": stats, "appended": True}
 
 
 def describe(summary: dict) -> str:
     """The job's counters and the table's headline statistics."""
     stats = summary["stats"]
+    counters = "counters: " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary["counters"].items())) + "\n"
+    if not stats["items"]:
+        return counters + f"SID table ({stats['rqvae_version']}): {summary['output']}; nothing added: every item has a SID"
     utilisation = " ".join(f"{level['utilisation']:.0%}" for level in stats["levels"])
-    return ("counters: " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary["counters"].items())) + "\n"
-            f"SID table ({stats['rqvae_version']}): {summary['output']}; unique-SID ratio "
+    added = f"{stats['items']:,} items added; among them " if summary.get("appended") else ""
+    return (counters + f"SID table ({stats['rqvae_version']}): {summary['output']}; {added}unique-SID ratio "
             f"{stats['unique_sid_ratio']:.4f}, utilisation per level {utilisation}")
 
 

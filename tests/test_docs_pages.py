@@ -27,8 +27,9 @@ def test_each_stage_prints_its_summary_and_writes_its_output(tour):
     assert "oracle AUC" in simulate and "1,500 items (D=32)" in simulate
     [rqvae] = printed["docs/rqvae.md"]
     assert "exported to runs/demo/rqvae/export/1" in rqvae
-    [materialize] = printed["docs/materialize.md"]
+    [materialize, append] = printed["docs/materialize.md"]
     assert "SID table" in materialize and "rows_materialised" in materialize
+    assert "nothing added: every item has a SID" in append and "rows_already_materialised 1,500" in append
     [transforms] = printed["docs/transform.md"]
     assert "transform output: runs/demo/transform/sid_spm_512" in transforms
     assert os.path.exists(os.path.join(tour.workdir, "runs", "demo", "metrics", "lookups.json"))
