@@ -76,7 +76,7 @@ def spm_rates(sids: np.ndarray, codebook_size: int, vocab_size: int, batch: int 
 
 
 def graph_rate(layout: RunLayout, output: str, days: list[int], repeats: int,
-               batch_size: int = transform.BATCH_ROWS) -> dict:
+               batch_size: int = transform.BATCH_ROWS, sids_dir: str = "") -> dict:
     """Examples/s of the job's transform graph on `days`' joined rows, in process, in batches of the job's
     size (median, min and max of `repeats` passes after a warm one); and whether its serialized outputs
     equal the job's for those days."""
@@ -95,7 +95,7 @@ def graph_rate(layout: RunLayout, output: str, days: list[int], repeats: int,
     from pipeline.sid.preprocessing import raw_feature_spec
 
     config = RepresentationConfig(**read_json(os.path.join(output, "representation.json"), "card", "")["config"])
-    index = ItemTablesFromFiles(layout.sids, layout.data.corpus, config)()
+    index = ItemTablesFromFiles(sids_dir or layout.sids, layout.data.corpus, config)()
     decoder = example_coder.ExamplesToRecordBatchDecoder()
     raw = []  # the days' rows as the graph reads them: checked, joined, serialized (not timed)
     for day in days:
@@ -197,7 +197,7 @@ def main(argv=None) -> dict:
                 large.append(_timed_job(larger, layout.sids, os.path.join(tmp, f"{kind}_larger_{repeat}"), kind,
                                         flags, beam_args))
             graph = graph_rate(larger, os.path.join(tmp, f"{kind}_larger_0"), list(range(1, args.num_days + 1)),
-                               args.repeats)
+                               args.repeats, sids_dir=layout.sids)
             seconds, more_seconds = float(np.median(small)), float(np.median(large))
             job, margin = rows / seconds, extra_rows / max(more_seconds - seconds, 1e-9)
             results[kind] = {"job_seconds": spread(small), "larger_job_seconds": spread(large),

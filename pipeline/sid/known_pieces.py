@@ -65,11 +65,15 @@ def key(sids: tf.Tensor, codebook_size: int) -> tf.Tensor:
     z = tf.zeros_like(codes[:, 0])
     for level in range(num_levels):
         z = z * tf.constant(MULTIPLIER, tf.uint64) + codes[:, level]
+    return tf.bitcast(splitmix64(z), tf.int64)
+
+
+def splitmix64(z: tf.Tensor) -> tf.Tensor:
+    """splitmix64's finaliser of uint64 `z`: every output bit depends on every input bit."""
     shift1, mul1, shift2, mul2, shift3 = SPLITMIX
     z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(shift1, tf.uint64))) * tf.constant(mul1, tf.uint64)
     z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(shift2, tf.uint64))) * tf.constant(mul2, tf.uint64)
-    z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(shift3, tf.uint64)))
-    return tf.bitcast(z, tf.int64)
+    return tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(shift3, tf.uint64)))
 
 
 def build(sids: np.ndarray, codebook_size: int, tokenize) -> KnownPieces:

@@ -97,15 +97,7 @@ def _spm_tokenizer(config: RepresentationConfig, spm_model: bytes):
 # sid_prefix's fingerprint (numpy-free, so a plain-Python reference can recompute it): a running
 # polynomial of the codes (each + 1, so a 0 code still moves it), then splitmix64's finaliser of it
 # XOR the prefix length, whose bits all depend on every code; the piece is that mod `buckets`.
-PREFIX_MULTIPLIER = 0x9E3779B97F4A7C15
-SPLITMIX = (30, 0xBF58476D1CE4E5B9, 27, 0x94D049BB133111EB, 31)
-
-
-def _splitmix64(z: tf.Tensor) -> tf.Tensor:
-    shift1, mul1, shift2, mul2, shift3 = SPLITMIX
-    z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(shift1, tf.uint64))) * tf.constant(mul1, tf.uint64)
-    z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(shift2, tf.uint64))) * tf.constant(mul2, tf.uint64)
-    return tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, tf.constant(shift3, tf.uint64)))
+PREFIX_MULTIPLIER = known_pieces.MULTIPLIER
 
 
 def prefix_pieces(sids: tf.Tensor, config: RepresentationConfig) -> tf.RaggedTensor:
@@ -116,7 +108,7 @@ def prefix_pieces(sids: tf.Tensor, config: RepresentationConfig) -> tf.RaggedTen
     for length in range(1, config.num_levels + 1):
         spread = spread * tf.constant(PREFIX_MULTIPLIER, tf.uint64) + codes[:, length - 1]
         if length in config.lengths:
-            key = _splitmix64(tf.bitwise.bitwise_xor(spread, tf.constant(length, tf.uint64)))
+            key = known_pieces.splitmix64(tf.bitwise.bitwise_xor(spread, tf.constant(length, tf.uint64)))
             pieces.append(tf.cast(tf.math.floormod(key, tf.constant(config.buckets, tf.uint64)), tf.int64))
     pieces = tf.RaggedTensor.from_tensor(tf.stack(pieces, axis=1))
     return _oov_where(tf.reduce_any(sids < 0, axis=-1), pieces, config.oov_piece)
