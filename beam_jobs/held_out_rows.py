@@ -7,14 +7,10 @@ alone (the day the lineage was fitted through, transformed by the batch job). Ei
 reads a whole day: on Dataflow the launcher reads only the held-out share.
 """
 
-import glob
 import logging
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
-
-from pipeline.core.tf_env import tf
 
 from beam_jobs.options import pipeline_options
 from beam_jobs.transform import ReadCheckedLogs
@@ -22,7 +18,7 @@ from pipeline.core import features as fk
 from pipeline.core import files
 from pipeline.core.contracts import ContractError
 from pipeline.core.examples import to_examples
-from pipeline.core.protocol import held_out
+from pipeline.core.protocol import held_out_users
 from pipeline.core.publish import published
 from pipeline.core.records import Impressions
 from pipeline.core.layout import DataLayout
@@ -34,9 +30,7 @@ SUFFIX = ".tfrecord.gz"
 def held_out_examples(element, per_mille: int):
     """(day, RecordBatch of checked log rows) -> the held-out rows as serialized tf.Examples."""
     day, batch = element
-    users = np.array(batch.column(fk.USER_ID).flatten().to_pylist(), dtype=object)
-    keys = tf.strings.to_hash_bucket_fast(users, fk.USER_KEY_BUCKETS).numpy()
-    mask = held_out(keys, day, per_mille)
+    mask = held_out_users(batch.column(fk.USER_ID).flatten().to_pylist(), day, per_mille)
     if mask.any():
         yield from to_examples(batch.filter(pa.array(mask)))
 

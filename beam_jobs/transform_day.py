@@ -89,7 +89,6 @@ def transform_day(output: str, data_dir: str, sids_dir: str, day: int, beam_args
     return counters
 
 
-
 def _published_if(path: str | None):
     """`published(path)`, or nothing to publish."""
     return published(path) if path else contextlib.nullcontext(None)

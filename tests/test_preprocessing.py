@@ -164,6 +164,12 @@ def test_known_pieces_equal_the_tokenizers(levels, codebook):
     rng.shuffle(queries)
     assert (spm_pieces(tf.constant(queries), config, model, known).to_list()
             == spm_pieces(tf.constant(queries), config, model).to_list())
+    # The table is what answers for known SIDs: pieces altered in it come out altered.
+    shifted = known_pieces.KnownPieces(codebook, known.keys, known.sids,
+                                       np.where(known.padded >= 0, known.padded + 1, known.padded), known.lengths)
+    plain = spm_pieces(tf.constant(sids[:50]), config, model).to_list()
+    assert spm_pieces(tf.constant(sids[:50]), config, model, shifted).to_list() == [[p + 1 for p in row]
+                                                                                 for row in plain]
     if not known.packed:  # a table whose stored codes differ from the query's under the same key
         forged = known_pieces.KnownPieces(codebook, known.keys, (known.sids + 1) % codebook, known.padded * 0,
                                           known.lengths)

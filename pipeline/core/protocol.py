@@ -58,3 +58,15 @@ _HOLDOUT_DAY_STRIDE = 104_729
 def held_out(user_key, day, per_mille: int):
     """True for the rows of `user_key` (the non-negative int64 user fingerprint) held out on `day`."""
     return (user_key + day * _HOLDOUT_DAY_STRIDE) % HOLDOUT_BUCKETS < per_mille
+
+
+def held_out_users(user_ids, day: int, per_mille: int):
+    """True for the rows of the users (ids: str or bytes) held out on `day`: their user key, as the transform
+    graph computes it (features.USER_KEY), through `held_out`."""
+    import numpy as np
+
+    from pipeline.core import features as fk
+    from pipeline.core.tf_env import tf
+
+    keys = tf.strings.to_hash_bucket_fast(np.asarray(user_ids, dtype=object), fk.USER_KEY_BUCKETS).numpy()
+    return held_out(keys, day, per_mille)

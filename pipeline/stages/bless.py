@@ -18,7 +18,7 @@ from pipeline.core import features as fk
 from pipeline.core.cards import read_export_card
 from pipeline.core.layout import SidTableLayout
 from pipeline.core.metrics import binary_auc
-from pipeline.core.protocol import held_out
+from pipeline.core.protocol import held_out_users
 from pipeline.core.records import Impressions
 from pipeline.core.representation import RepresentationConfig
 from pipeline.core.tf_env import tf
@@ -32,8 +32,7 @@ SCORE_BATCH = 1024
 
 def held_out_rows(logs: Impressions, day: int, per_mille: int) -> Impressions:
     """The day's rows of the users the day loop left out of training that day."""
-    keys = tf.strings.to_hash_bucket_fast(logs.user_id.astype(str), fk.USER_KEY_BUCKETS).numpy()
-    return logs.select(held_out(keys, day, per_mille))
+    return logs.select(held_out_users(logs.user_id.astype(str), day, per_mille))
 
 
 class ItemFeatures:
