@@ -26,8 +26,9 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import RunInference
+from apache_beam.ml.inference.base import PredictionResult, RunInference
 
+from beam_jobs import chunk_coders
 from beam_jobs.counters import job_counters
 from beam_jobs.options import SHIPPING_HELP, pipeline_options
 from beam_jobs.record_batches_io import WriteTFRecordBatches
@@ -46,6 +47,7 @@ from pipeline.data import sid_table_io
 
 NAMESPACE = "sidrec_materialize"
 REJECTED = "rejected"
+chunk_coders.register(Chunk, SidChunk, PredictionResult, pa.Table)
 
 
 # ------------------------------------------------------------------------------ model location
@@ -245,11 +247,11 @@ class _WriteJson(beam.DoFn):
 def _read_rows(p: beam.Pipeline, corpus: str, label: str, columns=None, chunk_rows: int = 2048):
     """The corpus as Arrow tables (Parquet: only `columns`, if given; TFRecord: parsed tf.Examples)."""
     if corpus.endswith(".parquet"):
-        return p | f"Read{label}" >> beam.io.ReadFromParquetBatched(corpus, columns=columns)
+        return p | f"Read{label}" >> beam.io.ReadFromParquetBatched(corpus, columns=columns).with_output_types(pa.Table)
     return (p | f"Read{label}" >> beam.io.ReadFromTFRecord(corpus)
             | f"Parse{label}" >> beam.ParDo(ParseExample())
             | f"Batch{label}" >> beam.BatchElements(min_batch_size=1, max_batch_size=chunk_rows)
-            | f"{label}ToTables" >> beam.Map(rows_to_table))
+            | f"{label}ToTables" >> beam.Map(rows_to_table).with_output_types(pa.Table))
 
 
 def _present_ids(table: pa.Table) -> list[str]:
@@ -282,16 +284,18 @@ def build_pipeline(p: beam.Pipeline, config: MaterializeConfig, model_path: str,
                   | "CountIds" >> beam.CombinePerKey(MergeCountsFn())
                   | "Duplicated" >> beam.FlatMap(lambda kv: ((i, c) for i, c in kv[1].items() if c > 1)))
     checked = (_read_rows(p, config.corpus, "Corpus", None, config.chunk_rows)
-               | "Validate" >> beam.ParDo(ValidateToChunks(dim, config.chunk_rows, config.corpus)).with_outputs(
+               | "Validate" >> beam.ParDo(ValidateToChunks(dim, config.chunk_rows, config.corpus))
+               .with_output_types(Chunk).with_outputs(
                    REJECTED, main="valid"))
     # No Reshuffle: the readers split the input already (Parquet row groups, TFRecord byte ranges).
     split = checked.valid | "SplitDuplicated" >> beam.ParDo(
-        SplitDuplicated(), duplicated=beam.pvalue.AsDict(duplicated)).with_outputs(
+        SplitDuplicated(), duplicated=beam.pvalue.AsDict(duplicated)).with_output_types(Chunk).with_outputs(
         SplitDuplicated.DUPLICATED, main="unique")
     resolved = (split[SplitDuplicated.DUPLICATED]
                 | "GroupDuplicates" >> beam.GroupByKey()
                 | "KeepOnePerId" >> beam.FlatMap(keep_one_per_id).with_outputs(REJECTED, main="kept"))
-    kept_chunks = resolved.kept | rechunk("BatchKept") | "KeptToChunks" >> beam.Map(rows_to_chunk)
+    kept_chunks = (resolved.kept | rechunk("BatchKept")
+                   | "KeptToChunks" >> beam.Map(rows_to_chunk).with_output_types(Chunk))
 
     # Two model applications, so the large stream never meets the small one before the model.
     inputs, known = {"Unique": split.unique, "Kept": kept_chunks}, None
@@ -300,7 +304,7 @@ def build_pipeline(p: beam.Pipeline, config: MaterializeConfig, model_path: str,
             _read_rows(p, FileSystems.join(SidTableLayout(config.existing_table).table, "*.parquet"), "KnownIds",
                        [fk.ITEM_ID])
             | "KnownIdKeys" >> beam.FlatMap(lambda table: ((i, True) for i in table.column(fk.ITEM_ID).to_pylist())))
-        inputs = {name: chunks | f"DropKnown{name}" >> beam.ParDo(DropKnownItems(), known_ids)
+        inputs = {name: chunks | f"DropKnown{name}" >> beam.ParDo(DropKnownItems(), known_ids).with_output_types(Chunk)
                   for name, chunks in inputs.items()}
     elif config.existing_table:
         unique = [split.unique, kept_chunks] | "UniqueChunks" >> beam.Flatten()
@@ -311,8 +315,10 @@ def build_pipeline(p: beam.Pipeline, config: MaterializeConfig, model_path: str,
                   | "JoinExisting" >> beam.CoGroupByKey()
                   | "SplitKnown" >> beam.ParDo(SplitKnownItems(version)).with_outputs(
                       SplitKnownItems.KNOWN, main="new"))
-        inputs = {"New": joined.new | rechunk("BatchNew") | "NewToChunks" >> beam.Map(rows_to_chunk)}
-        known = joined[SplitKnownItems.KNOWN] | rechunk("BatchKnown") | "KnownToChunks" >> beam.Map(known_to_sid_chunk)
+        inputs = {"New": joined.new | rechunk("BatchNew")
+                  | "NewToChunks" >> beam.Map(rows_to_chunk).with_output_types(Chunk)}
+        known = (joined[SplitKnownItems.KNOWN] | rechunk("BatchKnown")
+                 | "KnownToChunks" >> beam.Map(known_to_sid_chunk).with_output_types(SidChunk))
 
     drop_embeddings = DropEmbeddings(config.sample_size)
     threshold = beam.pvalue.AsSingleton(max_fingerprint)
@@ -321,13 +327,14 @@ def build_pipeline(p: beam.Pipeline, config: MaterializeConfig, model_path: str,
         inferred, failures = (chunks | f"RunInference{name}" >> RunInference(
             SidModelHandler(model_path)).with_exception_handling())
         failed.append(failures.failed_inferences | f"FailedInference{name}" >> beam.FlatMap(_failed_inference))
-        parts = (inferred | f"ToSidChunks{name}" >> beam.Map(_materialised)
-                 | f"DropEmbeddings{name}" >> beam.ParDo(drop_embeddings, threshold)
+        parts = (inferred | f"ToSidChunks{name}" >> beam.Map(_materialised).with_output_types(SidChunk)
+                 | f"DropEmbeddings{name}" >> beam.ParDo(drop_embeddings, threshold).with_output_types(SidChunk)
                  .with_outputs(DropEmbeddings.SAMPLE, main="sids"))
         sid_parts.append(parts.sids)
         samples.append(parts[DropEmbeddings.SAMPLE])
     if known is not None:
-        parts = known | "DropEmbeddingsKnown" >> beam.ParDo(drop_embeddings, threshold).with_outputs(
+        parts = known | "DropEmbeddingsKnown" >> beam.ParDo(drop_embeddings, threshold).with_output_types(
+            SidChunk).with_outputs(
             DropEmbeddings.SAMPLE, main="sids")
         sid_parts.append(parts.sids)
         samples.append(parts[DropEmbeddings.SAMPLE])

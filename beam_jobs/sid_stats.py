@@ -109,11 +109,12 @@ def bucketed_counts(keys, buckets: int):
 
 
 def _prefix_counts(chunk: SidChunk, buckets: int):
-    """((prefix length, bucket), {prefix bytes: items}) for the chunk's prefixes of every length.
+    """((prefix length, bucket), (prefixes, items)) for the chunk's prefixes of every length.
 
-    Vectorised: each length's distinct prefixes and their counts come from one np.unique, and a
-    prefix's bucket is a polynomial hash of its codes mod `buckets` (any fixed rule works: every
-    worker buckets a prefix alike).
+    Vectorised: each length's distinct prefixes (fixed-width bytes, numpy void) and their counts come
+    from one np.unique, and a prefix's bucket is a polynomial hash of its codes mod `buckets` (any fixed
+    rule works: every worker buckets a prefix alike). Arrays, not dicts: a chunk's L x items prefixes
+    cross the shuffle as raw bytes.
     """
     sids = np.ascontiguousarray(chunk.sids, dtype=np.int64)
     spread = np.zeros(len(sids), np.uint64)
@@ -122,18 +123,50 @@ def _prefix_counts(chunk: SidChunk, buckets: int):
         keys = np.ascontiguousarray(sids[:, :n]).view(np.dtype((np.void, 8 * n))).ravel()
         unique, first, counts = np.unique(keys, return_index=True, return_counts=True)
         bucket = (spread[first] % np.uint64(buckets)).astype(np.int64)
-        for b in np.unique(bucket):
-            mine = bucket == b
-            yield (n, int(b)), dict(zip((k.tobytes() for k in unique[mine]), counts[mine].tolist()))
+        order = np.argsort(bucket, kind="stable")
+        bounds = np.flatnonzero(np.diff(bucket[order])) + 1
+        for part in np.split(order, bounds):
+            yield (n, int(bucket[part[0]])), (unique[part], counts[part].astype(np.int64))
+
+
+class MergeKeyCountsFn(beam.CombineFn):
+    """Adds (keys, counts) arrays: the count of each distinct key. The accumulator is a list of parts,
+    merged (np.unique over the concatenation) only when it has doubled, so adding a part costs amortised
+    O(part)."""
+
+    def create_accumulator(self):
+        return []
+
+    @staticmethod
+    def _merge(parts):
+        keys = np.concatenate([k for k, _ in parts])
+        unique, inverse = np.unique(keys, return_inverse=True)
+        return [(unique, np.bincount(inverse.ravel(), np.concatenate([c for _, c in parts]),
+                                     minlength=len(unique)).astype(np.int64))]
+
+    def _maybe_merge(self, parts):
+        total = sum(len(k) for k, _ in parts)
+        return self._merge(parts) if len(parts) > 1 and total > 2 * len(parts[0][0]) else parts
+
+    def add_input(self, acc, value):
+        acc.append(value)
+        return self._maybe_merge(acc)
+
+    def merge_accumulators(self, accs):
+        return self._maybe_merge([part for acc in accs for part in acc])
+
+    def compact(self, acc):
+        return self._merge(acc) if len(acc) > 1 else acc
+
+    def extract_output(self, acc):
+        return self._merge(acc)[0] if acc else (np.zeros(0, np.void), np.zeros(0, np.int64))
 
 
 def _size_histogram(kv):
-    """((n, bucket), {prefix: items}) -> ((n, sub-trie size), number of prefixes) pairs."""
-    (n, _), counts = kv
-    sizes: dict[int, int] = {}
-    for items in counts.values():
-        sizes[items] = sizes.get(items, 0) + 1
-    return [((n, size), count) for size, count in sizes.items()]
+    """((n, bucket), (prefixes, items)) -> ((n, sub-trie size), number of prefixes) pairs."""
+    (n, _), (_, counts) = kv
+    sizes, prefixes = np.unique(counts, return_counts=True)
+    return [((n, int(size)), int(count)) for size, count in zip(sizes, prefixes)]
 
 
 # Sample candidates per sample item wanted: the k-th smallest id fingerprint of the whole corpus
@@ -213,7 +246,7 @@ def SidStatistics(chunks, samples, num_levels: int, codebook_size: int,
     size_counts = (
         chunks
         | "Prefixes" >> beam.FlatMap(_prefix_counts, buckets)
-        | "ItemsPerPrefix" >> beam.CombinePerKey(MergeCountsFn())
+        | "ItemsPerPrefix" >> beam.CombinePerKey(MergeKeyCountsFn())
         | "SizesPerBucket" >> beam.FlatMap(_size_histogram)
         | "PrefixesPerSize" >> beam.CombinePerKey(sum)
         | "CollectSizes" >> beam.combiners.ToList())

@@ -106,7 +106,8 @@ def main(argv=None) -> dict:
                "end_to_end_ratio_to_bound": round(end_to_end / bound, 3),
                "marginal_ratio_to_bound": round(marginal / bound, 3),
                "savedmodel_in_process_items_per_s": round(in_process),
-               "savedmodel_in_process_ratio_to_bound": round(in_process / bound, 3)}
+               "savedmodel_in_process_ratio_to_bound": round(in_process / bound, 3),
+               "marginal_ratio_to_savedmodel": round(marginal / in_process, 3)}
     return emit(results, args.out)
 
 

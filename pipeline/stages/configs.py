@@ -140,6 +140,14 @@ PRESETS = {
         "worlds": ("balanced",), "world_draws": "once", "history": "with", "matched_world": "",
         "num_items": 100_000, "num_users": 20_000, "num_days": 6, "impressions_per_day": 200_000,
         "content_dim": 256, "movielens_dir": SKIP},
+    # F4 in the paper's regime: a vocabulary much smaller than the training window's distinct SIDs (about
+    # 250,000 at a million items), so SPM 131,072 and 32,768 must split SIDs into shared pieces; sized to
+    # finish within 2 hours on 2 cores (docs/study.md).
+    "f4_at_a_million": {
+        "arms": "random_hash:131072,sid_ngram:1,sid_ngram:2,sid_spm:1024,sid_spm:32768,sid_spm:131072",
+        "worlds": ("balanced",), "world_draws": "once", "history": "with", "matched_world": "",
+        "num_items": 1_000_000, "num_users": 100_000, "num_days": 6, "impressions_per_day": 500_000,
+        "content_dim": 256, "movielens_dir": SKIP},
 }
 
 
