@@ -6,15 +6,30 @@ spends on the record. Here an element is a whole batch's records (a list), writt
 by Beam's own TFRecord sink: the same files, shard names, temp-then-rename commit, and framing.
 """
 
+import struct
+
 import apache_beam as beam
 from apache_beam.io import iobase, tfrecordio
 from apache_beam.io.filesystem import CompressionTypes
 
 
-class _BatchedTFRecordSink(tfrecordio._TFRecordSink):  # the framing and file handling are Beam's
+def framed(records) -> bytes:
+    """Records in TFRecord framing (length, its masked CRC-32C, data, its masked CRC-32C), one after another.
+
+    Beam's own writer frames a record as four writes into the (compressing) file: a batch framed at once
+    is one write, one call into zlib instead of four per record.
+    """
+    masked_crc = tfrecordio._TFRecordUtil._masked_crc32c  # Beam's CRC, so the bytes are the ones it writes
+    parts = []
+    for record in records:
+        length = struct.pack("<Q", len(record))
+        parts += (length, struct.pack("<I", masked_crc(length)), record, struct.pack("<I", masked_crc(record)))
+    return b"".join(parts)
+
+
+class _BatchedTFRecordSink(tfrecordio._TFRecordSink):  # the file handling is Beam's
     def write_record(self, file_handle, value):
-        for record in value:
-            self.write_encoded_record(file_handle, record)
+        file_handle.write(framed(value))
 
 
 class WriteTFRecordBatches(beam.PTransform):

@@ -149,39 +149,47 @@ def tensor_adapter_config(config: RepresentationConfig):
         arrow_schema, tensor_representation_util.InferTensorRepresentationsFromSchema(schema))
 
 
-def count_step(layout: DataLayout, sid_table: SidTable, train_days, config, options, staging: str):
-    """Pipeline 1: impressions per candidate over the training window; then (sid_spm) the BPE model.
+def count_impressions(p, valid: dict, train_days, counts_prefix: str) -> None:
+    """Adds to p: impressions per candidate over the training days' valid rows, as sharded JSON lines.
 
-    Rows that break the row rules are left out here too; pipeline 2 writes them aside. The counts are
-    written as sharded JSON lines (no worker gathers them), then the launching process reads them and
-    trains the BPE model (one model from one list, as a single worker would), so a vocabulary the data
-    cannot support raises VocabularyUnsupported to the caller.
-
-    Returns:
-      ({item_id: impressions}, SentencePiece model bytes or None).
+    Counted per day before the days meet: the local runner materialises a Flatten's input whole, so
+    flattening the days' rows held the training window in memory (most of the 10x peak).
     """
-    counts_prefix = TransformLayout(staging).item_impressions
-    model_path = TransformLayout(staging).spm_model
-    with beam.Pipeline(options=options) as p:
-        # Counted per day before the days meet: the local runner materialises a Flatten's input whole,
-        # so flattening the days' rows held the training window in memory (most of the 10x peak).
-        counts = (
-            [(p | f"ReadDay{d}" >> ReadCheckedLogs(layout, d, config.max_history)).valid
-             | f"CandidatesPerBucketDay{d}" >> beam.FlatMap(_candidate_counts) for d in train_days]
-            | "AllTrainingDays" >> beam.Flatten()
-            | "ImpressionsPerItem" >> beam.CombinePerKey(MergeCountsFn())
-            | "Items" >> beam.FlatMap(lambda kv: kv[1].items()))
-        _ = (counts
-             | "ToJson" >> beam.Map(json.dumps)
-             | "WriteCounts" >> beam.io.WriteToText(counts_prefix, file_name_suffix=".jsonl"))
+    _ = ([valid[d] | f"CandidatesPerBucketDay{d}" >> beam.FlatMap(_candidate_counts) for d in train_days]
+         | "AllTrainingDays" >> beam.Flatten()
+         | "ImpressionsPerItem" >> beam.CombinePerKey(MergeCountsFn())
+         | "Items" >> beam.FlatMap(lambda kv: kv[1].items())
+         | "ToJson" >> beam.Map(json.dumps)
+         | "WriteCounts" >> beam.io.WriteToText(counts_prefix, file_name_suffix=".jsonl"))
+
+
+def read_impressions(counts_prefix: str) -> dict:
+    """{item_id: impressions} from count_impressions' shards."""
     impressions = {}
     for shard in FileSystems.match([counts_prefix + "*"])[0].metadata_list:
         with FileSystems.open(shard.path) as f:
             impressions.update(json.loads(line) for line in f.read().decode("utf-8").splitlines())
-    if not config.uses_spm:
-        return impressions, None
+    return impressions
+
+
+def count_step(layout: DataLayout, sid_table: SidTable, train_days, config, options, staging: str):
+    """Pipeline 1 (sid_spm only): impressions per candidate over the training window, then the BPE model.
+
+    Rows that break the row rules are left out here too; pipeline 2 writes them aside. The counts are
+    written as sharded JSON lines (no worker gathers them), then the launching process reads them and
+    trains the BPE model (one model from one list, as a single worker would), so a vocabulary the data
+    cannot support raises VocabularyUnsupported to the caller. Other kinds count inside pipeline 2.
+
+    Returns:
+      ({item_id: impressions}, SentencePiece model bytes).
+    """
+    counts_prefix = TransformLayout(staging).item_impressions
+    with beam.Pipeline(options=options) as p:
+        valid = {d: (p | f"ReadDay{d}" >> ReadCheckedLogs(layout, d, config.max_history)).valid for d in train_days}
+        count_impressions(p, valid, train_days, counts_prefix)
+    impressions = read_impressions(counts_prefix)
     model = _train_spm(impressions.items(), sid_table.lookup(), config)
-    _write_bytes(model, model_path)
+    _write_bytes(model, TransformLayout(staging).spm_model)
     return impressions, model
 
 
@@ -224,10 +232,11 @@ def join_step(p, valid: dict, config: RepresentationConfig, shuffle_join: bool, 
 
 
 def transform_step(layout: DataLayout, days, train_days, config: RepresentationConfig, spm_model, options,
-                   staging: str, sids_dir: str, shuffle_join: bool, known_sids=None) -> dict:
+                   staging: str, sids_dir: str, shuffle_join: bool, known_sids=None, count: bool = False) -> dict:
     """Pipeline 2: join, analyse the training days, transform every day; returns the counters.
 
     `known_sids` (sid_spm): the SID table's SIDs, whose pieces the graph holds (pipeline.sid.known_pieces).
+    `count`: the impressions per candidate are counted here, from the same reads (no pipeline 1).
     """
     metadata = tft.DatasetMetadata.from_feature_spec(raw_feature_spec(config))
     adapter = tensor_adapter_config(config)
@@ -238,6 +247,8 @@ def transform_step(layout: DataLayout, days, train_days, config: RepresentationC
             logs = p | f"ReadDay{day}" >> ReadCheckedLogs(layout, day, config.max_history)
             rejected.append(logs.rejected)
             valid[day] = logs.valid
+        if count:
+            count_impressions(p, valid, train_days, out.item_impressions)
         shared = Shared()
         joined = join_step(p, valid, config, shuffle_join, sids_dir, layout.corpus, shared)
         preprocessing_fn = make_preprocessing_fn(config, spm_model, known_sids)
@@ -338,12 +349,16 @@ def run(config: TransformConfig, beam_args=(), log=logging.info) -> dict:
     options = pipeline_options(beam_args, log)
     with published(output) as staging:
         out = TransformLayout(staging)
-        impressions, spm_model = count_step(layout, sid_table, train_days, representation, options, staging)
+        impressions, spm_model = (count_step(layout, sid_table, train_days, representation, options, staging)
+                                  if representation.uses_spm else (None, None))
         shuffle_join = max(len(sid_table.item_ids), corpus.size) > config.shuffle_join_above
         log(f"joining item features {'by key (CoGroupByKey)' if shuffle_join else 'from tables loaded once per worker process'}: "
             f"{max(len(sid_table.item_ids), corpus.size):,} items, threshold {config.shuffle_join_above:,}")
         counters = transform_step(layout, days, train_days, representation, spm_model, options, staging,
-                                  config.sids, shuffle_join, sid_table.sids if representation.uses_spm else None)
+                                  config.sids, shuffle_join, sid_table.sids if representation.uses_spm else None,
+                                  count=impressions is None)
+        if impressions is None:
+            impressions = read_impressions(out.item_impressions)
         card = {"config": representation.card(), "name": representation.name, "table_rows": representation.table_rows,
                 "train_days": train_days, "eval_from": split.eval_from, "eval_days": split.eval_days,
                 "days": days, "counters": counters, "fingerprint": made_from.value,

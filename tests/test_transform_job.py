@@ -241,15 +241,18 @@ def test_no_representation_has_tft_analyzers_so_the_analysis_reads_no_rows(kind)
     assert transform.has_analyzers(with_an_analyzer, adapter)
 
 
-def test_the_count_step_counts_every_training_day(run_dir, tmp_path):
-    """Impressions per candidate over several training days: counted day by day, then merged."""
+def test_impressions_are_counted_over_every_training_day(run_dir, tmp_path):
+    """Impressions per candidate over several training days: counted day by day, then merged (the branch
+    pipeline 2 adds for kinds without SPM, and pipeline 1 runs for sid_spm)."""
     import collections
 
     from beam_jobs.options import pipeline_options
 
-    days = [1, 2, 3]
-    sid_table = sid_table_io.read_sid_table(os.path.join(run_dir.sids, "table"))
-    counts, model = transform.count_step(run_dir.data, sid_table, days, RepresentationConfig(kind="random_hash"),
-                                         pipeline_options(IN_MEMORY), str(tmp_path))
+    days, prefix = [1, 2, 3], str(tmp_path / "counts" / "part")
+    with beam.Pipeline(options=pipeline_options(IN_MEMORY)) as p:
+        valid = {d: (p | f"ReadDay{d}" >> transform.ReadCheckedLogs(run_dir.data, d, fk.DEFAULT_MAX_HISTORY)).valid
+                 for d in days}
+        transform.count_impressions(p, valid, days, prefix)
+    counts = transform.read_impressions(prefix)
     expected = collections.Counter(log_io.read_logs(run_dir.data, days=days).candidate_item_id.tolist())
-    assert model is None and counts == dict(expected) and sum(counts.values()) == 3 * 1500
+    assert counts == dict(expected) and sum(counts.values()) == 3 * 1500
