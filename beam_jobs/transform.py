@@ -59,7 +59,7 @@ COUNT_BUCKETS = 64
 SERVING_SAMPLE_ROWS = 64
 ANALYSIS_NAMESPACE = NAMESPACE + "_analysis"  # the analysis pass's second read: not the job's counters
 # Bump when a change to this job changes its output for the same inputs (old outputs then rebuild).
-OUTPUT_FORMAT = 4  # 4: the card records the RQ-VAE that made the SID table (instant cold start)
+OUTPUT_FORMAT = 5  # 5: item age and candidate key for the evaluation slices; 4: the card records the RQ-VAE
 
 
 class ReadNumberedBatches(beam.DoFn):

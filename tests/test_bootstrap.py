@@ -136,3 +136,15 @@ def test_a_pair_of_arms_gets_its_paired_change_from_the_same_replicates(tmp_path
     assert cell["mean"] == pytest.approx(np.mean([100.0 * (by_seed["base", s] / by_seed["arm", s] - 1.0)
                                                   for s in (0, 1)]), abs=1e-12)
     assert cell["replicates"] == 40 and cell["n"] == 2
+
+
+def test_weighted_ne_and_calibration_equal_the_rows_repeated_by_their_weights():
+    from pipeline.core.metrics import calibration, normalized_entropy
+
+    rng = np.random.default_rng(3)
+    y, p = rng.integers(0, 2, 50), rng.uniform(0.05, 0.95, 50)
+    weights = rng.poisson(1.0, 50).astype(np.float64)
+    repeated = np.repeat(np.arange(50), weights.astype(int))
+    ne, cal = bootstrap._WeightedLogLoss(y, p)(weights)
+    assert ne == pytest.approx(normalized_entropy(y[repeated], p[repeated]))
+    assert cal == pytest.approx(calibration(y[repeated], p[repeated]))

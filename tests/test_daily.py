@@ -31,7 +31,10 @@ REPRESENTATION = "sid_spm_300"
 CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(16,), embedding_dim=8, holdout_per_mille=200)
 # A lineage whose updates blow the weights up (another config: another run directory).
 DIVERGED = dataclasses.replace(CONFIG, learning_rate=1e4, table_learning_rate=1e4)
-CHECKS = bless.BlessConfig(max_auc_drop=0.005, min_auc=0.0)
+# This small world's ranker is barely better than the base rate (AUC about 0.55) and its calibration on ~300
+# held-out rows swings between 0.75 and 1.15: the lineage tests check publication, so the quality rules are wide.
+CHECKS = bless.BlessConfig(max_auc_drop=0.005, min_auc=0.0, min_calibration=0.5, max_calibration=2.0,
+                           max_ne_increase=0.05)
 STEP = daily.DailyConfig(representation=REPRESENTATION)
 
 
@@ -239,7 +242,8 @@ def test_a_rebuilt_lineage_is_not_published_until_it_is_ahead_of_the_served_one(
     """Lineage B caught up from day 1 in one step: what it could publish was trained through day 4 at most, and
     it was not blessed; a lineage never publishes a model trained through fewer days than the served one."""
     layout = worlds["daily"]
-    anything_finite = bless.BlessConfig(max_auc_drop=1.0, min_auc=0.0)
+    anything_finite = bless.BlessConfig(max_auc_drop=1.0, min_auc=0.0, min_calibration=1e-6, max_calibration=1e6,
+                                        max_ne_increase=1e6)
     lineage = day_loop.run_fingerprint(day_loop.read_protocol_card(layout.transform_output(REPRESENTATION)),
                                        CONFIG).value
     record = daily._bless_and_publish(layout, _run_dir(layout, CONFIG), lineage, 3, days["day3"][0]["metrics"],
@@ -390,3 +394,61 @@ def test_a_day_without_log_files_stops_before_anything_changes(days, tmp_path):
         daily.run(layout, STEP, CONFIG, CHECKS, IN_MEMORY, log=lambda *_: None)
     assert day_loop.read_protocol_card(layout.transform_output(REPRESENTATION))["days"] == [1, 2, 3]
     assert _files(layout.sids) == sids and _served(layout) == [(1, 2), (2, 3)]
+
+
+def _odds_shifted_copy(export_dir: str, target: str, shift: float) -> str:
+    """The export with every click probability's logit shifted by `shift` (odds times e^shift), as a SavedModel
+    of its own beside the same card and warm-up requests: the ranking, hence the AUC, is unchanged."""
+    loaded = tf.saved_model.load(export_dir)
+    serve = loaded.signatures["serving_default"]
+
+    class OddsShifted(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = loaded
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def __call__(self, examples):
+            out = dict(serve(examples=examples))
+            p = tf.clip_by_value(out[fk.CLICK_PROBABILITY], 1e-7, 1 - 1e-7)
+            out[fk.CLICK_PROBABILITY] = tf.sigmoid(tf.math.log(p) - tf.math.log1p(-p) + shift)
+            return out
+
+    module = OddsShifted()
+    tf.saved_model.save(module, target, signatures={"serving_default": module.__call__})
+    for name in os.listdir(export_dir):  # the card and the warm-up requests (assets.extra)
+        if not os.path.exists(os.path.join(target, name)):
+            (shutil.copytree if os.path.isdir(os.path.join(export_dir, name)) else shutil.copy)(
+                os.path.join(export_dir, name), os.path.join(target, name))
+    return target
+
+
+def test_a_candidate_with_the_same_auc_but_doubled_odds_is_not_blessed(worlds, days, tmp_path):
+    """AUC cannot see a model whose predicted CTRs are all too high; the blessing's calibration band and NE
+    margin (their defaults) can. The served model is day 3's export shifted to be calibrated on the held-out rows
+    (this small world's ranker is not, on 300 rows); the candidate is the same with its odds doubled."""
+    from beam_jobs import held_out_rows
+
+    layout, [day3] = worlds["daily"], days["day3"]
+    rows = held_out_rows.read(TransformLayout(layout.transform_output(REPRESENTATION)).held_out_day(
+        CONFIG.holdout_per_mille, 3), 3)
+    items = bless.ItemFeatures(layout.sids, layout.data.corpus)
+    p = np.clip(bless.ScoredExport(day3["candidate"]).held_out_scores(rows, items).astype(np.float64), 1e-7, 1 - 1e-7)
+    logits, rate = np.log(p) - np.log1p(-p), np.mean(rows.click)
+    low, high = -10.0, 10.0  # the shift that makes the mean prediction the click rate
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if np.mean(1 / (1 + np.exp(-(logits + middle)))) < rate else (low, middle)
+    calibrated = _odds_shifted_copy(day3["candidate"], str(tmp_path / "calibrated"), low)
+    doubled = _odds_shifted_copy(day3["candidate"], str(tmp_path / "odds_doubled"), low + np.log(2.0))
+    defaults = bless.BlessConfig(min_auc=0.0)  # this small world's AUC is barely above 0.5
+    verdict = bless.bless(doubled, calibrated, rows, items, defaults)
+    assert verdict["candidate_auc"] == pytest.approx(verdict["served_auc"], abs=1e-4)
+    assert verdict["served_calibration"] == pytest.approx(1.0, abs=1e-3)
+    assert not verdict["blessed"]
+    assert verdict["candidate_calibration"] > defaults.max_calibration
+    assert any(reason.startswith("held-out calibration") for reason in verdict["reasons"]), verdict["reasons"]
+    assert verdict["candidate_ne"] > verdict["served_ne"] + defaults.max_ne_increase
+    assert any(reason.startswith("held-out NE") for reason in verdict["reasons"]), verdict["reasons"]
+    # The calibrated export against itself, on the same rows and rules, is blessed.
+    assert bless.bless(calibrated, calibrated, rows, items, defaults)["blessed"]

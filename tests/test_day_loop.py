@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from beam_jobs import transform
 from pipeline.core import features as fk
+from pipeline.core import slices
 from pipeline.core.cards import read_representation, read_serving_sample
 from pipeline.core.layout import RankerLayout, SidTableLayout
 from pipeline.core.metrics import binary_auc
@@ -39,6 +40,8 @@ def _rows(scores):
         fk.CLICK: tf.constant([1, 0, 1, 0, 1, 0], tf.int64),
         fk.COLD_START: tf.constant([1, 1, 1, 0, 0, 0], tf.int64),
         fk.USER_KEY: tf.constant([7, 7, 8, 8, 9, 9], tf.int64),
+        fk.ITEM_AGE: tf.constant([0, 0, 0, 3, 10, 2], tf.int64),
+        fk.CANDIDATE_KEY: tf.constant([11, 11, 12, 13, 14, 15], tf.int64),
         fk.ENGAGEMENT: tf.constant([0.5, 0.0, 0.4, 0.0, 0.9, 0.0], tf.float32),
         "engagement_prediction": tf.constant([0.6, -0.1, 0.5, -0.1, 1.0, -0.1], tf.float32),
     }).batch(4)  # two batches: the metrics are over the whole day, not averaged per batch
@@ -52,6 +55,30 @@ def test_evaluate_day_on_rows_worked_out_by_hand():
     assert result["ctr_1d_auc"] == pytest.approx(0.5)
     assert (result["examples"], result["cold_start_examples"]) == (6, 3)
     assert result["engagement_rmse"] == pytest.approx(0.1)
+
+
+def test_log_loss_ne_calibration_and_slices_on_rows_worked_out_by_hand():
+    # Items 11, 12, 13 were impressed 10, 5 and 1 times in the training window: head, torso, tail by thirds of
+    # the 16 impressions; 14 and 15 were never impressed (unseen).
+    bands = slices.PopularityBands(np.array([13, 11, 12]), np.array([1, 10, 5]))
+    result = day_loop.evaluate_day(_FixedScores(), _rows([0.9, 0.8, 0.2, 0.1, 0.7, 0.3]), bands=bands)
+    # Clicked rows score 0.9, 0.2, 0.7 and the others 0.8, 0.1, 0.3: -ln of 0.9, 0.2, 0.7, 0.2, 0.9, 0.7.
+    loss = -(np.log(0.9) + np.log(0.2) + np.log(0.7)) / 3
+    assert result["ctr_log_loss"] == pytest.approx(loss)
+    assert result["ctr_ne"] == pytest.approx(loss / np.log(2))  # the day's click rate is 1/2: entropy ln 2
+    assert result["calibration"] == pytest.approx(3.0 / 3)  # 3.0 clicks predicted, 3 clicked
+    assert result["calibration_1d"] == pytest.approx(1.9 / 2)  # cold rows 0-2: 0.9 + 0.8 + 0.2 against 2
+    age = result["slices"]["age"]
+    assert age["new"]["impressions"] == 3 and age["new"]["ctr_auc"] == pytest.approx(0.5)
+    assert age["1-7 days"] == {"impressions": 2, "clicks": 0, "ctr_auc": None, "ne": None, "calibration": None}
+    assert age["older"] == {"impressions": 1, "clicks": 1, "ctr_auc": None, "ne": None,
+                            "calibration": pytest.approx(0.7)}
+    popularity = result["slices"]["popularity"]
+    assert {name: popularity[name]["impressions"] for name in slices.POPULARITY_BANDS} == {
+        "head": 2, "torso": 1, "tail": 1, "unseen": 2}
+    assert popularity["head"]["ctr_auc"] == 1.0 and popularity["unseen"]["ctr_auc"] == 1.0
+    assert popularity["head"]["ne"] == pytest.approx(-(np.log(0.9) + np.log(0.2)) / 2 / np.log(2))
+    assert popularity["torso"]["calibration"] == pytest.approx(0.2)
 
 
 def test_a_diverged_model_is_not_reported_as_perfect():

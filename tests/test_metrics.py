@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.core.metrics import WeightedAUC, binary_auc, rmse
+from pipeline.core.metrics import WeightedAUC, binary_auc, calibration, log_loss, normalized_entropy, rmse
 
 
 def test_hand_worked_cases():
@@ -58,3 +58,17 @@ def test_weighted_auc_is_the_auc_of_the_examples_repeated_by_their_weights():
 def test_weighted_auc_refuses_what_binary_auc_refuses():
     with pytest.raises(ValueError, match="not finite"):
         WeightedAUC(np.array([1, 0]), np.array([np.nan, 0.1]))
+
+
+def test_log_loss_ne_and_calibration_by_hand():
+    labels, p = [1, 0, 0, 0], [0.5, 0.5, 0.25, 0.25]
+    loss = -(np.log(0.5) + np.log(0.5) + 2 * np.log(0.75)) / 4
+    assert log_loss(labels, p) == pytest.approx(loss)
+    rate = 0.25
+    assert normalized_entropy(labels, p) == pytest.approx(loss / -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate)))
+    assert normalized_entropy(labels, [rate] * 4) == pytest.approx(1.0)  # the base rate for everyone: NE 1
+    assert calibration(labels, p) == pytest.approx(1.5)  # 1.5 clicks predicted, 1 clicked
+    assert np.isnan(normalized_entropy([0, 0], [0.1, 0.2])) and np.isnan(calibration([0, 0], [0.1, 0.2]))
+    assert log_loss([1], [0.0]) == pytest.approx(-np.log(1e-7))  # clipped, not infinite
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        log_loss([1], [1.5])

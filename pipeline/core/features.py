@@ -43,6 +43,8 @@ HISTORY_LENGTH = "history_length"  # history items, to turn the pooled sum into 
 COLD_START = "cold_start"  # 1 if the candidate was first seen on the impression's day
 USER_KEY = "user_key"  # int64 fingerprint of the user id: evaluation groups impressions by user (bootstrap)
 USER_KEY_BUCKETS = 2 ** 62  # tf.strings.to_hash_bucket_fast(user_id, USER_KEY_BUCKETS): never negative
+ITEM_AGE = "item_age"  # days since the candidate was first seen, on the impression's day (evaluation slices)
+CANDIDATE_KEY = "candidate_key"  # int64 fingerprint of the candidate id, as USER_KEY (popularity slices)
 LABEL_KEYS = (CLICK, ENGAGEMENT)
 # Raw features only training and evaluation read (the cold-start flag, the user of the bootstrap); serving
 # requests leave them out.

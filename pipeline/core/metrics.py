@@ -79,3 +79,52 @@ def rmse(targets: np.ndarray, predictions: np.ndarray) -> float:
         if not np.isfinite(values).all():
             raise ValueError(f"{int((~np.isfinite(values)).sum())} of {values.size} {name} are not finite (NaN or inf)")
     return float(np.sqrt(np.mean((targets - predictions) ** 2)))
+
+
+# Probabilities are clipped this far from 0 and 1 before their logarithm (a saturated score costs ~16 nats).
+LOG_LOSS_EPSILON = 1e-7
+
+
+def _labels_and_probabilities(labels, probabilities) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels, dtype=np.float64).ravel()
+    probabilities = np.asarray(probabilities, dtype=np.float64).ravel()
+    if labels.shape != probabilities.shape:
+        raise ValueError(f"labels {labels.shape} and probabilities {probabilities.shape} differ in shape")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError("labels must be 0 or 1")
+    if not np.isfinite(probabilities).all() or (probabilities < 0).any() or (probabilities > 1).any():
+        raise ValueError("probabilities must be finite and in [0, 1]")
+    return labels, probabilities
+
+
+def log_loss(labels, probabilities) -> float:
+    """Mean binary cross-entropy in nats (NaN on no rows)."""
+    labels, p = _labels_and_probabilities(labels, probabilities)
+    if not labels.size:
+        return float("nan")
+    p = np.clip(p, LOG_LOSS_EPSILON, 1.0 - LOG_LOSS_EPSILON)
+    return float(-np.mean(labels * np.log(p) + (1.0 - labels) * np.log1p(-p)))
+
+
+def base_rate_entropy(labels) -> float:
+    """The log loss of always predicting the rows' own click rate: the entropy of that rate (NaN when the rows
+    hold one class only, or none)."""
+    labels = np.asarray(labels, dtype=np.float64).ravel()
+    rate = labels.mean() if labels.size else float("nan")
+    if not 0.0 < rate < 1.0:
+        return float("nan")
+    return float(-(rate * np.log(rate) + (1.0 - rate) * np.log1p(-rate)))
+
+
+def normalized_entropy(labels, probabilities) -> float:
+    """Normalized entropy (NE): the log loss over the entropy of the rows' click rate. 1 is no better than
+    predicting the base rate for everyone; lower is better. NaN when the rows hold one class only."""
+    return log_loss(labels, probabilities) / base_rate_entropy(labels)
+
+
+def calibration(labels, probabilities) -> float:
+    """Mean predicted click probability over the observed click rate: 1 is calibrated, 2 predicts twice as
+    many clicks as happened. NaN without clicks."""
+    labels, p = _labels_and_probabilities(labels, probabilities)
+    clicks = labels.sum()
+    return float(p.sum() / clicks) if clicks else float("nan")

@@ -181,6 +181,8 @@ def make_preprocessing_fn(config: RepresentationConfig, spm_model: bytes | None 
         outputs[fk.DAY] = inputs[fk.DAY]
         outputs[fk.COLD_START] = tf.cast(tf.equal(inputs[fk.CANDIDATE_FIRST_DAY], inputs[fk.DAY]), tf.int64)
         outputs[fk.USER_KEY] = tf.strings.to_hash_bucket_fast(inputs[fk.USER_ID], fk.USER_KEY_BUCKETS)
+        outputs[fk.ITEM_AGE] = inputs[fk.DAY] - inputs[fk.CANDIDATE_FIRST_DAY]
+        outputs[fk.CANDIDATE_KEY] = tf.strings.to_hash_bucket_fast(inputs[fk.CANDIDATE_ITEM_ID], fk.USER_KEY_BUCKETS)
         history_ids = inputs[fk.HISTORY_ITEM_IDS]
         outputs[fk.HISTORY_LENGTH] = tf.RaggedTensor.from_sparse(history_ids).row_lengths()
         if config.is_random_hash:

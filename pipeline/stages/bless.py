@@ -7,7 +7,12 @@ blessed when every rule holds:
   - its scores on its own warm-up requests and on the held-out rows are finite, and not all the same
     (a diverged model saturates to one score);
   - its held-out CTR AUC is at least `min_auc`;
-  - it is at most `max_auc_drop` below the served model's CTR AUC on the same rows.
+  - it is at most `max_auc_drop` below the served model's CTR AUC on the same rows;
+  - its calibration (mean predicted CTR over the rows' click rate) is within [`min_calibration`,
+    `max_calibration`]: AUC cannot see a model whose scores are all twice too high, every use of the score
+    as a probability can;
+  - its normalized entropy (NE: log loss over the entropy of the rows' click rate) is at most
+    `max_ne_increase` above the served model's on the same rows.
 The verdict keeps every number and, when not blessed, each reason.
 """
 
@@ -17,7 +22,7 @@ import numpy as np
 from pipeline.core import features as fk
 from pipeline.core.cards import read_export_card
 from pipeline.core.layout import SidTableLayout
-from pipeline.core.metrics import binary_auc
+from pipeline.core.metrics import binary_auc, calibration, normalized_entropy
 from pipeline.core.protocol import held_out_users
 from pipeline.core.records import Impressions
 from pipeline.core.representation import RepresentationConfig
@@ -86,6 +91,12 @@ def _auc(clicks: np.ndarray, scores: np.ndarray) -> float | None:
     return binary_auc(clicks, scores) if 0 < clicks.sum() < clicks.size else None
 
 
+def _quality(clicks: np.ndarray, scores: np.ndarray) -> dict:
+    """AUC, NE and calibration of scores on rows holding both classes."""
+    return {"auc": binary_auc(clicks, scores), "ne": normalized_entropy(clicks, scores),
+            "calibration": calibration(clicks, scores)}
+
+
 def bless(candidate: str, served: str | None, rows: Impressions, items: ItemFeatures, config: BlessConfig) -> dict:
     """The verdict on `candidate` against `served` (None: nothing served yet) on the held-out `rows`."""
     reasons = []
@@ -95,24 +106,32 @@ def bless(candidate: str, served: str | None, rows: Impressions, items: ItemFeat
         reasons.append(f"{int((~np.isfinite(warmup)).sum())} of {warmup.size} warm-up scores are not finite")
     scores = export.held_out_scores(rows, items)
     verdict = {"candidate": candidate, "served": served, "held_out_rows": int(rows.size),
-               "candidate_auc": None, "served_auc": None}
+               "candidate_auc": None, "served_auc": None, "candidate_ne": None, "served_ne": None,
+               "candidate_calibration": None, "served_calibration": None}
     clicks = np.asarray(rows.click)
     if not np.isfinite(scores).all():
         reasons.append(f"{int((~np.isfinite(scores)).sum())} of {scores.size} held-out scores are not finite")
     elif scores.size > 1 and np.ptp(scores) == 0:
         reasons.append(f"every held-out row gets the same score ({scores[0]:.4g}): a diverged or dead model")
-    elif (auc := _auc(clicks, scores)) is None:
+    elif _auc(clicks, scores) is None:
         reasons.append(f"the {rows.size} held-out rows hold one class only: raise --holdout_per_mille")
     else:
-        verdict["candidate_auc"] = auc
-        if auc < config.min_auc:
-            reasons.append(f"held-out CTR AUC {auc:.4f} is below the floor {config.min_auc:.4f}")
+        mine = _quality(clicks, scores)
+        verdict.update(candidate_auc=mine["auc"], candidate_ne=mine["ne"], candidate_calibration=mine["calibration"])
+        if mine["auc"] < config.min_auc:
+            reasons.append(f"held-out CTR AUC {mine['auc']:.4f} is below the floor {config.min_auc:.4f}")
+        if not config.min_calibration <= mine["calibration"] <= config.max_calibration:
+            reasons.append(f"held-out calibration {mine['calibration']:.3f} (predicted / observed clicks) is outside "
+                           f"[{config.min_calibration:g}, {config.max_calibration:g}]")
         if served:
-            served_auc = _auc(clicks, ScoredExport(served).held_out_scores(rows, items))
-            verdict["served_auc"] = served_auc
-            if served_auc is not None and auc < served_auc - config.max_auc_drop:
-                reasons.append(f"held-out CTR AUC {auc:.4f} is more than {config.max_auc_drop:g} below the served "
-                               f"model's {served_auc:.4f}")
+            theirs = _quality(clicks, ScoredExport(served).held_out_scores(rows, items))
+            verdict.update(served_auc=theirs["auc"], served_ne=theirs["ne"], served_calibration=theirs["calibration"])
+            if mine["auc"] < theirs["auc"] - config.max_auc_drop:
+                reasons.append(f"held-out CTR AUC {mine['auc']:.4f} is more than {config.max_auc_drop:g} below the "
+                               f"served model's {theirs['auc']:.4f}")
+            if mine["ne"] > theirs["ne"] + config.max_ne_increase:
+                reasons.append(f"held-out NE {mine['ne']:.4f} is more than {config.max_ne_increase:g} above the "
+                               f"served model's {theirs['ne']:.4f}")
     verdict.update(blessed=not reasons, reasons=reasons)
     return verdict
 
@@ -123,6 +142,11 @@ def describe(verdict: dict) -> str:
                else "held-out AUC n/a")
     if verdict["served_auc"] is not None:
         numbers += f" vs served {verdict['served_auc']:.4f}"
+    if verdict.get("candidate_ne") is not None:
+        numbers += f", NE {verdict['candidate_ne']:.4f}"
+        if verdict.get("served_ne") is not None:
+            numbers += f" vs {verdict['served_ne']:.4f}"
+        numbers += f", calibration {verdict['candidate_calibration']:.3f}"
     numbers += f" on {verdict['held_out_rows']:,} rows"
     return f"blessed ({numbers})" if verdict["blessed"] else f"not blessed: {'; '.join(verdict['reasons'])} ({numbers})"
 

@@ -12,10 +12,10 @@ import numpy as np
 
 from pipeline.core import files
 from pipeline.core.layout import RankerLayout
-from pipeline.core.metrics import WeightedAUC
-from pipeline.stages.experiment import baseline_for, baseline_runs
+from pipeline.core.metrics import LOG_LOSS_EPSILON, WeightedAUC
+from pipeline.stages.experiment import CHANGES, SCORES, baseline_for, baseline_runs
 
-KEYS = ("ctr_auc", "ctr_1d_auc")
+KEYS = SCORES
 
 
 def _kept(run_dir: str, days: list[int]) -> list[dict]:
@@ -30,8 +30,27 @@ def _kept(run_dir: str, days: list[int]) -> list[dict]:
     return out
 
 
+class _WeightedLogLoss:
+    """NE and calibration of fixed predictions under changing per-example weights (metrics.normalized_entropy
+    and metrics.calibration with every row counted `weight` times)."""
+
+    def __init__(self, labels: np.ndarray, probabilities: np.ndarray):
+        p = np.clip(np.asarray(probabilities, np.float64), LOG_LOSS_EPSILON, 1 - LOG_LOSS_EPSILON)
+        self._y = np.asarray(labels, np.float64)
+        self._p = np.asarray(probabilities, np.float64)
+        self._loss = -(self._y * np.log(p) + (1 - self._y) * np.log1p(-p))
+
+    def __call__(self, weights: np.ndarray) -> tuple[float, float]:
+        total, clicks = weights.sum(), (weights * self._y).sum()
+        if not 0 < clicks < total:
+            return float("nan"), float("nan")
+        rate = clicks / total
+        entropy = -(rate * np.log(rate) + (1 - rate) * np.log1p(-rate))
+        return float((weights * self._loss).sum() / total / entropy), float((weights * self._p).sum() / clicks)
+
+
 class _RunScores:
-    """One run's evaluation days, ready for weighted AUCs: each day's AUCs and each impression's user."""
+    """One run's evaluation days, ready for weighted metrics: each day's AUCs, log losses and impressions' users."""
 
     def __init__(self, days: list[dict], users: np.ndarray):
         self.days = []
@@ -39,12 +58,14 @@ class _RunScores:
             y, p, cold = kept["click"], kept["click_probability"], kept["cold_start"]
             user = np.searchsorted(users, kept["user_key"])  # index into the replicate's user weights
             self.days.append((WeightedAUC(y, p), WeightedAUC(y[cold], p[cold]) if cold.any() else None,
-                              user, user[cold]))
+                              user, user[cold], _WeightedLogLoss(y, p)))
 
     def metrics(self, user_weights: np.ndarray) -> dict:
-        overall = [auc(user_weights[users]) for auc, _, users, _ in self.days]
-        cold = [auc(user_weights[users]) for _, auc, _, users in self.days if auc is not None]
-        return {"ctr_auc": _mean(overall), "ctr_1d_auc": _mean(cold)}
+        overall = [auc(user_weights[users]) for auc, _, users, _, _ in self.days]
+        cold = [auc(user_weights[users]) for _, auc, _, users, _ in self.days if auc is not None]
+        ne, calibration = zip(*(loss(user_weights[users]) for _, _, users, _, loss in self.days))
+        return {"ctr_auc": _mean(overall), "ctr_1d_auc": _mean(cold), "ctr_ne": _mean(ne),
+                "calibration": _mean(calibration)}
 
 
 def _mean(values: list[float]) -> float:
@@ -73,9 +94,10 @@ def with_user_bootstrap(rows: list[dict], runs: list[dict], days: list[int], rep
     pairs = {(row["label"], row["use_history"]): {
         r["seed"]: (r, baseline_for(baselines, r["use_history"], r["seed"])) for r in runs
         if (r["label"], r["use_history"]) == (row["label"], row["use_history"])} for row in rows}
-    draws = {name: {key: [] for key in KEYS + tuple(f"{k}_change_pct" for k in KEYS)} for name in pairs}
+    draws = {name: {key: [] for key in KEYS + tuple(f"{k}_change_pct" for k in CHANGES)} for name in pairs}
     by_label = {(r["label"], r["seed"]): r["run_dir"] for r in runs}
-    against_draws = {pair: {key: [] for key in KEYS} for pair in against}  # the % change per replicate
+    compared = tuple(key for key in CHANGES if all(key in r for r in runs))  # (runs from before NE have none)
+    against_draws = {pair: {key: [] for key in compared} for pair in against}  # the % change per replicate
     rng = np.random.default_rng(seed)
     for _ in range(replicates):
         weights = rng.poisson(1.0, users.size).astype(np.float64)
@@ -86,22 +108,24 @@ def with_user_bootstrap(rows: list[dict], runs: list[dict], days: list[int], rep
                 values = [metrics[by_seed[s][0]["run_dir"]][key] for s in drawn]
                 base = [metrics[by_seed[s][1]["run_dir"]][key] for s in drawn]
                 draws[name][key].append(np.mean(values))
-                draws[name][f"{key}_change_pct"].append(np.mean([100.0 * (v / b - 1.0) for v, b in zip(values, base)]))
+                if key in CHANGES:
+                    draws[name][f"{key}_change_pct"].append(
+                        np.mean([100.0 * (v / b - 1.0) for v, b in zip(values, base)]))
         for (label, other), pair_draws in against_draws.items():
-            for key in KEYS:
+            for key in compared:
                 pair_draws[key].append(np.mean(
                     [100.0 * (metrics[by_label[label, s]][key] / metrics[by_label[other, s]][key] - 1.0) for s in drawn]))
     out = []
     for row in rows:
         row = dict(row)
         for key, replicate_values in draws[(row["label"], row["use_history"])].items():
-            row[key] = {**row[key], **_percentiles(replicate_values), "n": len(seeds)}
+            row[key] = {**row.get(key, {}), **_percentiles(replicate_values), "n": len(seeds)}
         for (label, other), pair_draws in against_draws.items():
             if label == row["label"]:
                 seed_pairs = _paired_runs(runs, label, other)
                 row.setdefault("against", {})[other] = {f"{key}_change_pct": {
                     "mean": float(np.mean([100.0 * (run[key] / base[key] - 1.0) for run, base in seed_pairs])),
-                    **_percentiles(pair_draws[key]), "n": len(seeds)} for key in KEYS}
+                    **_percentiles(pair_draws[key]), "n": len(seeds)} for key in compared}
         out.append(row)
     return out
 

@@ -57,11 +57,19 @@ class BlessConfig:
     max_auc_drop: float = flag(0.005, "a candidate whose held-out CTR AUC is more than this below the served "
                                       "model's on the same rows is not published")
     min_auc: float = flag(0.5, "nor one whose held-out CTR AUC is below this floor")
+    min_calibration: float = flag(0.8, "nor one whose held-out calibration (mean predicted CTR over the observed "
+                                       "click rate) is below this")
+    max_calibration: float = flag(1.25, "or above this")
+    max_ne_increase: float = flag(0.01, "nor one whose held-out normalized entropy (log loss over the entropy of "
+                                        "the rows' click rate) is more than this above the served model's")
 
     def __post_init__(self):
         if self.max_auc_drop < 0 or not 0 <= self.min_auc <= 1:
             raise ValueError(f"--max_auc_drop must be >= 0 and --min_auc in [0, 1], got {self.max_auc_drop}, "
                              f"{self.min_auc}")
+        if not 0 < self.min_calibration <= 1 <= self.max_calibration or self.max_ne_increase < 0:
+            raise ValueError("need 0 < --min_calibration <= 1 <= --max_calibration and --max_ne_increase >= 0, got "
+                             f"{self.min_calibration}, {self.max_calibration}, {self.max_ne_increase}")
 
 
 # ---- daily (pipeline/stages/daily.py)

@@ -35,7 +35,8 @@ from pipeline.core.cards import read_representation, read_serving_sample
 from pipeline.core.layout import TRANSFORMED_SUFFIX, RankerLayout, TransformLayout
 from pipeline.core.representation import RepresentationConfig, is_dense_name
 from pipeline.core.contracts import MissingOutputError
-from pipeline.core.metrics import binary_auc, rmse
+from pipeline.core import slices
+from pipeline.core.metrics import binary_auc, calibration, log_loss, normalized_entropy, rmse
 from pipeline.core.protocol import held_out
 from pipeline.core.publish import published
 from pipeline.sid.spm_dropout import dropout_fn, split_table
@@ -43,7 +44,7 @@ from serving.export import export_version, sid_tokenizer_for
 from pipeline.stages.configs import TrainConfig  # noqa: F401  (re-exported beside the loop)
 
 # Bump when a change to the loop changes its metrics for the same inputs (old runs then rebuild).
-RUN_FORMAT = 4  # 3: lazy Adam on the item table; 4: row 0 no longer moved by empty histories
+RUN_FORMAT = 5  # 3: lazy Adam on the item table; 4: row 0 no longer moved by empty histories; 5: NE, slices
 
 
 def config_fields(config: TrainConfig) -> dict:
@@ -135,29 +136,54 @@ def day_dataset(transform_dir: str, day: int, batch_size: int, holdout_per_mille
             .prefetch(tf.data.AUTOTUNE))
 
 
-def evaluate_day(model: MultitaskRanker, dataset: tf.data.Dataset, predictions_path: str | None = None) -> dict:
-    """CTR AUC overall and on cold-start impressions, engagement RMSE, over one day.
+def read_popularity_bands(transform_dir: str) -> slices.PopularityBands:
+    """The training window's popularity band of every item it impressed (the transform output's counts), keyed
+    as the graph keys candidates (features.CANDIDATE_KEY)."""
+    ids, impressions = [], []
+    for path in sorted(files.glob(TransformLayout(transform_dir).item_impressions + "*")):
+        for line in files.read_text(path).splitlines():
+            item_id, count = json.loads(line)
+            ids.append(item_id)
+            impressions.append(count)
+    keys = (tf.strings.to_hash_bucket_fast(np.array(ids, dtype=object), fk.USER_KEY_BUCKETS).numpy() if ids
+            else np.zeros(0, np.int64))
+    return slices.PopularityBands(keys, np.array(impressions, np.int64))
 
-    With `predictions_path`, the click probabilities, cold-start flags, clicks and user keys are kept there
-    (.npz), in the order of the day's examples, for comparisons between runs (the A/A difference, the
-    bootstrap over users).
+
+def evaluate_day(model: MultitaskRanker, dataset: tf.data.Dataset, predictions_path: str | None = None,
+                 bands: slices.PopularityBands | None = None) -> dict:
+    """One day's metrics: CTR AUC overall and on cold-start impressions, log loss, NE and calibration (overall
+    and cold start), engagement RMSE, and the slices by item age and (with `bands`) training-window popularity.
+
+    With `predictions_path`, the click probabilities, cold-start flags, clicks, user keys, item ages and
+    candidate keys are kept there (.npz), in the order of the day's examples, for comparisons between runs
+    (the A/A difference, the bootstrap over users).
     """
-    probabilities, engagement, clicks, watched, cold, users = [], [], [], [], [], []
+    columns = {name: [] for name in ("p", "e", "y", "w", "cold", "users", "age", "items")}
     for batch in dataset:
         out = model(batch)
-        probabilities.append(out["click_probability"].numpy().ravel())
-        engagement.append(out["engagement"].numpy().ravel())
-        clicks.append(batch[fk.CLICK].numpy().ravel())
-        watched.append(batch[fk.ENGAGEMENT].numpy().ravel())
-        cold.append(batch[fk.COLD_START].numpy().ravel() == 1)
-        users.append(batch[fk.USER_KEY].numpy().ravel())
-    p, e, y, w, c, u = (np.concatenate(v) for v in (probabilities, engagement, clicks, watched, cold, users))
+        for name, value in (("p", out["click_probability"]), ("e", out["engagement"]), ("y", batch[fk.CLICK]),
+                            ("w", batch[fk.ENGAGEMENT]), ("cold", batch[fk.COLD_START]),
+                            ("users", batch[fk.USER_KEY]), ("age", batch[fk.ITEM_AGE]),
+                            ("items", batch[fk.CANDIDATE_KEY])):
+            columns[name].append(value.numpy().ravel())
+    p, e, y, w, cold, u, age, items = (np.concatenate(v) for v in columns.values())
+    c = cold == 1
     if predictions_path:
         with published(predictions_path) as staging:
-            files.save_npz(staging, click_probability=p, cold_start=c, click=y, user_key=u)
-    return {"examples": int(len(y)), "ctr_auc": binary_auc(y, p),
-            "ctr_1d_auc": binary_auc(y[c], p[c]) if c.any() else float("nan"),
-            "cold_start_examples": int(c.sum()), "engagement_rmse": rmse(w, e)}
+            files.save_npz(staging, click_probability=p, cold_start=c, click=y, user_key=u, item_age=age,
+                           candidate_key=items)
+    nan = float("nan")
+    entry = {"examples": int(len(y)), "ctr_auc": binary_auc(y, p),
+             "ctr_1d_auc": binary_auc(y[c], p[c]) if c.any() else nan,
+             "cold_start_examples": int(c.sum()), "engagement_rmse": rmse(w, e),
+             "ctr_log_loss": log_loss(y, p), "ctr_ne": normalized_entropy(y, p),
+             "ctr_1d_ne": normalized_entropy(y[c], p[c]) if c.any() else nan,
+             "calibration": calibration(y, p), "calibration_1d": calibration(y[c], p[c]) if c.any() else nan,
+             "slices": {"age": slices.slice_metrics(y, p, slices.age_masks(age))}}
+    if bands is not None:
+        entry["slices"]["popularity"] = slices.slice_metrics(y, p, bands.masks(items))
+    return entry
 
 
 def read_protocol_card(transform_dir: str) -> dict:
@@ -245,6 +271,7 @@ def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, c
         log(f"resuming after day {int(done.numpy())} from {latest}")
     metrics_path = run.metrics
     history = _read_metrics(metrics_path, int(done.numpy()))
+    bands = read_popularity_bands(transform_dir)
     tensorboard = run.tensorboard
     evaluation_writer = tf.summary.create_file_writer(os.path.join(tensorboard, "next_day"))
     for step, day in enumerate(days):
@@ -255,12 +282,13 @@ def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, c
             log(f"day {day} ({step + 1}/{len(days)}): evaluate on day {day}, unseen, then fit on it")
             entry = {"evaluated_on_day": day, "trained_through_day": days[step - 1], "representation": card["name"],
                      "use_history": config.use_history and not representation.is_dense,
-                     **evaluate_day(model, day_dataset(transform_dir, day, config.batch_size), run.predictions(day))}
+                     **evaluate_day(model, day_dataset(transform_dir, day, config.batch_size), run.predictions(day),
+                                    bands)}
             log(f"day {day}: CTR AUC {entry['ctr_auc']:.4f}, CTR/1D AUC {entry['ctr_1d_auc']:.4f} "
-                f"({entry['cold_start_examples']:,} cold-start impressions), "
-                f"engagement RMSE {entry['engagement_rmse']:.4f}")
+                f"({entry['cold_start_examples']:,} cold-start impressions), NE {entry['ctr_ne']:.4f}, "
+                f"calibration {entry['calibration']:.3f}, engagement RMSE {entry['engagement_rmse']:.4f}")
             with evaluation_writer.as_default(step=step):
-                for name in ("ctr_auc", "ctr_1d_auc", "engagement_rmse"):
+                for name in ("ctr_auc", "ctr_1d_auc", "ctr_ne", "calibration", "engagement_rmse"):
                     tf.summary.scalar(name, entry[name])
         else:
             log(f"day {day} ({step + 1}/{len(days)}): fit on day {day} (training window, days before {eval_from})")
@@ -290,9 +318,9 @@ def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, c
 def describe(history: list[dict], output_dir: str, export_base: str | None = None) -> str:
     """The per-day metrics table, and where the metrics, exports and TensorBoard logs are."""
     run = RankerLayout(output_dir)
-    lines = [f"{'day':>4} {'CTR AUC':>8} {'CTR/1D AUC':>10} {'engagement RMSE':>15}"]
-    lines += [f"{e['evaluated_on_day']:>4} {e['ctr_auc']:>8.4f} {e['ctr_1d_auc']:>10.4f} {e['engagement_rmse']:>15.4f}"
-              for e in history]
+    lines = [f"{'day':>4} {'CTR AUC':>8} {'CTR/1D AUC':>10} {'NE':>7} {'calibration':>11} {'engagement RMSE':>15}"]
+    lines += [f"{e['evaluated_on_day']:>4} {e['ctr_auc']:>8.4f} {e['ctr_1d_auc']:>10.4f} {e['ctr_ne']:>7.4f} "
+              f"{e['calibration']:>11.3f} {e['engagement_rmse']:>15.4f}" for e in history]
     lines.append(f"metrics: {run.metrics}\nexports: {export_base or run.export} (one version per day)\n"
                  f"TensorBoard: tensorboard --logdir {run.tensorboard}")
     return "\n".join(lines)

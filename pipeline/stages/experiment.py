@@ -181,9 +181,9 @@ def run(layout: RunLayout, experiment: ExperimentConfig, config: day_loop.TrainC
                      "is_baseline": arm == base, "run_dir": run_dir,
                      "fingerprint": fingerprint.read(run_dir)["fingerprint"],
                      "days": [e["evaluated_on_day"] for e in history],
-                     "per_day": [{k: e[k] for k in ("evaluated_on_day", "ctr_auc", "ctr_1d_auc",
-                                                    "cold_start_examples")} for e in history],
-                     "ctr_auc": mean_over_days(history, "ctr_auc"), "ctr_1d_auc": mean_over_days(history, "ctr_1d_auc"),
+                     "per_day": [{k: e[k] for k in ("evaluated_on_day", *SCORES, "cold_start_examples")}
+                                 for e in history],
+                     **{key: mean_over_days(history, key) for key in SCORES},
                      "last_day_ctr_auc": history[-1]["ctr_auc"], "last_day_ctr_1d_auc": history[-1]["ctr_1d_auc"]})
     card = cards[base.representation]
     runs = _relative_to_baseline(runs)
@@ -269,6 +269,12 @@ def _transform(layout: RunLayout, arm: Arm, experiment: ExperimentConfig, beam_a
     return day_loop.read_protocol_card(summary["output"])
 
 
+# What each run reports as its mean over the evaluation days; the first three also as % changes against the
+# baseline (calibration is read against 1, not against another arm).
+SCORES = ("ctr_auc", "ctr_1d_auc", "ctr_ne", "calibration")
+CHANGES = ("ctr_auc", "ctr_1d_auc", "ctr_ne")
+
+
 def mean_over_days(history: list[dict], key: str) -> float:
     """The mean of one metric over a run's evaluation days (NaN days, without cold start, left out)."""
     return float(np.nanmean([e[key] for e in history]))
@@ -290,8 +296,9 @@ def _relative_to_baseline(runs: list[dict]) -> list[dict]:
     baselines = baseline_runs(runs)
     for r in runs:
         base = baseline_for(baselines, r["use_history"], r.get("seed", 0))
-        for key in ("ctr_auc", "ctr_1d_auc"):
-            r[f"{key}_change_pct"] = 100.0 * (r[key] / base[key] - 1.0)
+        for key in CHANGES:
+            if key in r and key in base:
+                r[f"{key}_change_pct"] = 100.0 * (r[key] / base[key] - 1.0)
     return runs
 
 
@@ -310,12 +317,13 @@ def summarise(runs: list[dict]) -> list[dict]:
                                            "is_baseline")}
         row["spm_dropout"] = first.get("spm_dropout", 0.0)
         row["seeds"] = [r.get("seed", 0) for r in group]
-        for key in ("ctr_auc", "ctr_1d_auc", "ctr_auc_change_pct", "ctr_1d_auc_change_pct", "last_day_ctr_auc",
-                    "last_day_ctr_1d_auc"):
-            row[key] = stats.interval([r[key] for r in group])
+        for key in (*SCORES, *(f"{k}_change_pct" for k in CHANGES), "last_day_ctr_auc", "last_day_ctr_1d_auc"):
+            if all(key in r for r in group):  # (runs recorded before NE and calibration have neither)
+                row[key] = stats.interval([r[key] for r in group])
         if all("per_day" in r for r in group):  # the curves: each evaluation day, over the seeds
             row["per_day"] = [{"day": entries[0]["evaluated_on_day"],
-                               **{key: stats.interval([e[key] for e in entries]) for key in ("ctr_auc", "ctr_1d_auc")}}
+                               **{key: stats.interval([e[key] for e in entries]) for key in SCORES
+                                  if all(key in e for e in entries)}}
                               for entries in zip(*(r["per_day"] for r in group))]
         summary.append(row)
     return summary
