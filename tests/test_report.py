@@ -113,8 +113,8 @@ def test_the_report_of_an_experiment(experiment_run):
     html_path, md_path = (os.path.join(experiment_run.report, name) for name in (report.HTML, report.MARKDOWN))
 
     page = _parse(html_path)
-    figures = [f for f in os.listdir(experiment_run.report) if f.startswith(("fig", "per_day_"))]
-    assert {"fig2_3_mine.png", "per_day_mine.png"} <= set(figures)
+    figures = [f for f in os.listdir(experiment_run.report) if f.startswith(("fig", "per_day_", "calibration_"))]
+    assert {"fig2_3_mine.png", "per_day_mine.png", "calibration_mine.png"} <= set(figures)
     assert len(page.images) == len(figures)  # every figure drawn is in the page, embedded
     for image in page.images:
         assert image["src"].startswith("data:image/png;base64,") and image["alt"]
@@ -150,6 +150,18 @@ def test_the_report_of_an_experiment(experiment_run):
     [evidence] = [r[2] for r in page.rows if len(r) == 3 and r[0] == "F1" and r[1] == f1]
     assert f"CTR AUC {mean:+.2f}% [{mean - half:+.2f}, {mean + half:+.2f}]" in evidence
     assert {f["id"]: f["verdict"] for f in results["units"]["mine"]["findings"]} == expected
+
+    # The slice table: each run's slice metrics averaged over its evaluation days (metrics.jsonl), then over
+    # the seeds; impressions per run.
+    per_seed = []
+    for seed in (0, 1):
+        [run_dir] = [r["run_dir"] for r in runs if r["label"] == "sid_2gram" and r["seed"] == seed]
+        with open(RankerLayout(run_dir).metrics) as f:
+            per_seed.append([json.loads(line)["slices"]["age"]["new"] for line in f])
+    [new] = [r for r in page.rows if len(r) == 7 and r[:3] == ["sid_2gram", "yes", "age: new"]]
+    assert new[3] == f"{np.mean([sum(d['impressions'] for d in days) for days in per_seed]):,.0f}"
+    assert new[5].startswith(f"{np.mean([np.mean([d['ne'] for d in days]) for days in per_seed]):.3f} [")
+    assert row["slices"]["popularity"]["unseen"]["impressions"] > 0 and len(row["reliability"]) == 10
 
     with open(md_path) as f:
         markdown = f.read()

@@ -66,3 +66,29 @@ def slice_metrics(clicks: np.ndarray, probabilities: np.ndarray, masks: dict[str
 
 def _or_none(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
+
+
+def over_days(day_slices: list[dict]) -> dict:
+    """Each slice's metrics over a run's evaluation days: impressions summed, the metrics averaged over the
+    days where they are defined (None where none is)."""
+    out = {}
+    for family in day_slices[0] if day_slices else {}:
+        out[family] = {}
+        for name in day_slices[0][family]:
+            cells = [day[family][name] for day in day_slices if name in day.get(family, {})]
+            out[family][name] = {"impressions": int(sum(c["impressions"] for c in cells))}
+            for key in ("ctr_auc", "ne", "calibration"):
+                values = [c[key] for c in cells if c[key] is not None]
+                out[family][name][key] = float(np.mean(values)) if values else None
+    return out
+
+
+def reliability(clicks: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> list[dict]:
+    """Predicted against observed click rate by score decile (equal-count bins of the sorted predictions)."""
+    order = np.argsort(probabilities, kind="stable")
+    out = []
+    for part in np.array_split(order, bins):
+        if part.size:
+            out.append({"predicted": float(np.mean(probabilities[part])), "observed": float(np.mean(clicks[part])),
+                        "impressions": int(part.size)})
+    return out

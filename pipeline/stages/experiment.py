@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from beam_jobs import transform
-from pipeline.core import files, fingerprint, stats
+from pipeline.core import files, fingerprint, slices, stats
 from pipeline.core.cards import read_sid_stats
 from pipeline.core.layout import RankerLayout, RunLayout
 from pipeline.core.representation import KINDS, SIZE_FIELD, Kind, parse_kind, representation_name, split_kind
@@ -184,6 +184,8 @@ def run(layout: RunLayout, experiment: ExperimentConfig, config: day_loop.TrainC
                      "per_day": [{k: e[k] for k in ("evaluated_on_day", *SCORES, "cold_start_examples")}
                                  for e in history],
                      **{key: mean_over_days(history, key) for key in SCORES},
+                     "slices": slices.over_days([e["slices"] for e in history if "slices" in e]),
+                     "reliability": _reliability(run_dir, [e["evaluated_on_day"] for e in history]),
                      "last_day_ctr_auc": history[-1]["ctr_auc"], "last_day_ctr_1d_auc": history[-1]["ctr_1d_auc"]})
     card = cards[base.representation]
     runs = _relative_to_baseline(runs)
@@ -275,6 +277,13 @@ SCORES = ("ctr_auc", "ctr_1d_auc", "ctr_ne", "calibration")
 CHANGES = ("ctr_auc", "ctr_1d_auc", "ctr_ne")
 
 
+def _reliability(run_dir: str, days: list[int]) -> list[dict]:
+    """Predicted against observed CTR by score decile over a run's evaluation days (its kept predictions)."""
+    kept = [files.load_npz(RankerLayout(run_dir).predictions(day)) for day in days]
+    return slices.reliability(np.concatenate([k["click"] for k in kept]),
+                              np.concatenate([k["click_probability"] for k in kept]))
+
+
 def mean_over_days(history: list[dict], key: str) -> float:
     """The mean of one metric over a run's evaluation days (NaN days, without cold start, left out)."""
     return float(np.nanmean([e[key] for e in history]))
@@ -320,6 +329,16 @@ def summarise(runs: list[dict]) -> list[dict]:
         for key in (*SCORES, *(f"{k}_change_pct" for k in CHANGES), "last_day_ctr_auc", "last_day_ctr_1d_auc"):
             if all(key in r for r in group):  # (runs recorded before NE and calibration have neither)
                 row[key] = stats.interval([r[key] for r in group])
+        if all(r.get("slices") for r in group):
+            row["slices"] = {family: {name: {
+                "impressions": float(np.mean([r["slices"][family][name]["impressions"] for r in group])),
+                **{key: stats.interval([r["slices"][family][name][key] for r in group])
+                   for key in ("ctr_auc", "ne", "calibration")
+                   if all(r["slices"][family][name][key] is not None for r in group)}}
+                for name in names} for family, names in group[0]["slices"].items()}
+        if all(r.get("reliability") for r in group):  # each decile's predicted and observed CTR, over the seeds
+            row["reliability"] = [{key: float(np.mean([c[key] for c in cells])) for key in cells[0]}
+                                  for cells in zip(*(r["reliability"] for r in group))]
         if all("per_day" in r for r in group):  # the curves: each evaluation day, over the seeds
             row["per_day"] = [{"day": entries[0]["evaluated_on_day"],
                                **{key: stats.interval([e[key] for e in entries]) for key in SCORES

@@ -225,3 +225,22 @@ def worlds(units: list[dict], labels: list[str], path: str) -> str:
         ax.set_ylabel(f"% change in {name}")
         ax.legend(fontsize="small", title="world / data")
     return _save(fig, path)
+
+
+def calibration(rows: list[dict], path: str) -> str:
+    """Predicted against observed CTR by score decile, one line per arm and setting (the diagonal: calibrated)."""
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    top = 0.0
+    for row in rows:
+        curve = row.get("reliability") or []
+        if curve:
+            predicted, observed = [c["predicted"] for c in curve], [c["observed"] for c in curve]
+            top = max(top, *predicted, *observed)
+            ax.plot(predicted, observed, marker="o", markersize=3,
+                    label=f"{row['label']}{'' if row['use_history'] else ' (no history)'}")
+    ax.plot([0, top], [0, top], color="black", linestyle="--", linewidth=1, label="calibrated")
+    ax.set_xlabel("mean predicted CTR (score decile)")
+    ax.set_ylabel("observed CTR")
+    ax.set_title("Calibration over the evaluation days")
+    ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, path)

@@ -158,6 +158,9 @@ def _figures(units: list[dict], output: str) -> dict:
         if all(r.get("per_day") for r in unit["rows"]):
             add(f"per_day_{name}", f"{name}: CTR AUC and CTR/1D AUC by evaluation day (95% interval shaded)",
                 lambda p, u=unit: plots.per_day(u, p))
+        if any(r.get("reliability") for r in unit["rows"]):
+            add(f"calibration_{name}", f"{name}: predicted against observed CTR by score decile",
+                lambda p, u=unit: plots.calibration(u["rows"], p))
     return figures
 
 
@@ -218,6 +221,20 @@ def experiment_table(unit: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def slice_table(unit: dict) -> tuple[list[str], list[list[str]]]:
+    """Per arm, setting and slice: impressions, CTR AUC, NE and calibration with their intervals."""
+    header = ["arm", "history", "slice", "impressions", "CTR AUC", "NE", "calibration"]
+    rows = []
+    for r in (r for r in unit["rows"] if r.get("slices")):
+        for family, cells in r["slices"].items():
+            for name, cell in cells.items():
+                rows.append([r["label"], "yes" if r["use_history"] else "no", f"{family}: {name}",
+                             f"{cell['impressions']:,.0f}"] +
+                            [stats.format_interval(cell[key], 3) if key in cell else "n/a"
+                             for key in ("ctr_auc", "ne", "calibration")])
+    return header, rows
+
+
 def _sections(units: list[dict], figures: dict, subtries: list[dict]) -> list[tuple[str, object]]:
     s = [("h1", "Semantic IDs in ranking: the paper's findings, with intervals"),
          ("p", "Every number below is computed from the runs listed in results.json; each verdict follows a fixed "
@@ -251,6 +268,15 @@ def _sections(units: list[dict], figures: dict, subtries: list[dict]) -> list[tu
         for key in (f"fig2_3_{name}", f"fig4_{name}", f"fig5_{name}", f"per_day_{name}"):
             if key in figures:
                 s.append(("figure", figures[key]))
+        if any(r.get("slices") for r in unit["rows"]):
+            s.append(("h3", "Slices: item age and training-window popularity"))
+            s.append(("p", "CTR AUC, normalized entropy (log loss over the entropy of the slice's click rate; lower "
+                           "is better) and calibration (mean predicted over observed CTR; 1 is calibrated) per slice, "
+                           "mean over the evaluation days, with impressions per run. Popularity: thirds of the "
+                           "training window's impressions (head, torso, tail) and items it never impressed."))
+            s.append(("table", slice_table(unit)))
+            if f"calibration_{name}" in figures:
+                s.append(("figure", figures[f"calibration_{name}"]))
         if unit.get("sid_quality"):
             s.append(("h3", "Table 1: similarity of items sharing a SID prefix"))
             s.append(("table", (["shared prefix length", "item pairs", "mean cosine", "sub-trie size p25-p75"],
