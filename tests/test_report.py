@@ -208,7 +208,7 @@ def test_a_study_of_two_units_compares_them_in_one_figure(experiment_run, tmp_pa
     result = report.run(study, str(tmp_path / "out"))
     assert os.path.basename(result["figures"][0]) == "worlds.png"
     page = _parse(result["html"])
-    assert len(page.images) == len(result["figures"]) == 5  # worlds, and figures 2-3 and per-day for each
+    assert len(page.images) == len(result["figures"]) == 7  # worlds, and figures 2-3, per-day and calibration for each
     header = next(r for r in page.rows if r[:2] == ["finding", "claim"])
     assert header[2:] == ["content", "memorisation"]
 

@@ -97,13 +97,17 @@ def _labels_and_probabilities(labels, probabilities) -> tuple[np.ndarray, np.nda
     return labels, probabilities
 
 
+def row_log_losses(labels, probabilities) -> np.ndarray:
+    """Each row's binary cross-entropy in nats."""
+    labels, p = _labels_and_probabilities(labels, probabilities)
+    p = np.clip(p, LOG_LOSS_EPSILON, 1.0 - LOG_LOSS_EPSILON)
+    return -(labels * np.log(p) + (1.0 - labels) * np.log1p(-p))
+
+
 def log_loss(labels, probabilities) -> float:
     """Mean binary cross-entropy in nats (NaN on no rows)."""
-    labels, p = _labels_and_probabilities(labels, probabilities)
-    if not labels.size:
-        return float("nan")
-    p = np.clip(p, LOG_LOSS_EPSILON, 1.0 - LOG_LOSS_EPSILON)
-    return float(-np.mean(labels * np.log(p) + (1.0 - labels) * np.log1p(-p)))
+    losses = row_log_losses(labels, probabilities)
+    return float(losses.mean()) if losses.size else float("nan")
 
 
 def base_rate_entropy(labels) -> float:

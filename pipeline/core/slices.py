@@ -9,10 +9,19 @@ Every slice reports its impressions beside its metrics, so a thin slice reads as
 import numpy as np
 
 from pipeline.core import metrics
-from pipeline.sid.lookup_stats import popularity_buckets
 
 AGE_BUCKETS = (("new", 0, 0), ("1-7 days", 1, 7), ("older", 8, None))
 POPULARITY_BANDS = ("head", "torso", "tail", "unseen")
+
+
+def popularity_buckets(impressions: np.ndarray) -> np.ndarray:
+    """0 (head), 1 (torso) or 2 (tail) per item, by cumulative share of impressions."""
+    impressions = np.asarray(impressions, dtype=np.float64)
+    order = np.argsort(-impressions, kind="stable")
+    before = (np.cumsum(impressions[order]) - impressions[order]) / impressions.sum()
+    buckets = np.empty(len(impressions), np.int64)
+    buckets[order] = np.minimum((before * 3).astype(np.int64), 2)
+    return buckets
 
 
 def age_masks(item_age: np.ndarray) -> dict[str, np.ndarray]:

@@ -16,18 +16,9 @@ import sentencepiece as spm
 from pipeline.sid import sid_text
 from pipeline.sid import spm_dropout as spm_dropout_lib
 from pipeline.core.representation import Kind, RepresentationConfig
+from pipeline.core.slices import popularity_buckets
 
 BUCKETS = ("head", "torso", "tail")
-
-
-def popularity_buckets(impressions: np.ndarray) -> np.ndarray:
-    """0 (head), 1 (torso) or 2 (tail) per item, by cumulative share of impressions."""
-    impressions = np.asarray(impressions, dtype=np.float64)
-    order = np.argsort(-impressions, kind="stable")
-    before = (np.cumsum(impressions[order]) - impressions[order]) / impressions.sum()
-    buckets = np.empty(len(impressions), np.int64)
-    buckets[order] = np.minimum((before * 3).astype(np.int64), 2)
-    return buckets
 
 
 def pieces_per_item(config: RepresentationConfig, sids: np.ndarray, spm_model: bytes | None = None,

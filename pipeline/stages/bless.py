@@ -8,11 +8,15 @@ blessed when every rule holds:
     (a diverged model saturates to one score);
   - its held-out CTR AUC is at least `min_auc`;
   - it is at most `max_auc_drop` below the served model's CTR AUC on the same rows;
-  - its calibration (mean predicted CTR over the rows' click rate) is within [`min_calibration`,
-    `max_calibration`]: AUC cannot see a model whose scores are all twice too high, every use of the score
-    as a probability can;
-  - its normalized entropy (NE: log loss over the entropy of the rows' click rate) is at most
-    `max_ne_increase` above the served model's on the same rows.
+  - its calibration (mean predicted CTR over the rows' click rate) is not outside [`min_calibration`,
+    `max_calibration`] beyond the noise of the held-out click count (its 95% interval, the clicks taken
+    as Poisson, lies outside the band): AUC cannot see a model whose scores are all twice too high, every
+    use of the score as a probability can;
+  - its normalized entropy (NE: log loss over the entropy of the rows' click rate) is not more than
+    `max_ne_increase` above the served model's on the same rows beyond noise (the 95% interval of the
+    increase, the rows' paired losses, lies above the margin).
+A band applied to the point values alone would refuse good candidates of a small day for the noise of a
+few hundred held-out rows.
 The verdict keeps every number and, when not blessed, each reason.
 """
 
@@ -22,7 +26,7 @@ import numpy as np
 from pipeline.core import features as fk
 from pipeline.core.cards import read_export_card
 from pipeline.core.layout import SidTableLayout
-from pipeline.core.metrics import binary_auc, calibration, normalized_entropy
+from pipeline.core.metrics import base_rate_entropy, binary_auc, calibration, normalized_entropy, row_log_losses
 from pipeline.core.protocol import held_out_users
 from pipeline.core.records import Impressions
 from pipeline.core.representation import RepresentationConfig
@@ -91,10 +95,25 @@ def _auc(clicks: np.ndarray, scores: np.ndarray) -> float | None:
     return binary_auc(clicks, scores) if 0 < clicks.sum() < clicks.size else None
 
 
+Z95 = 1.959964  # the standard normal's 97.5th percentile
+
+
 def _quality(clicks: np.ndarray, scores: np.ndarray) -> dict:
-    """AUC, NE and calibration of scores on rows holding both classes."""
+    """AUC, NE and calibration of scores on rows holding both classes, the calibration's 95% interval from the
+    Poisson noise of the click count."""
+    predicted, observed = float(np.sum(scores, dtype=np.float64)), float(clicks.sum())
+    half = Z95 * np.sqrt(observed)
     return {"auc": binary_auc(clicks, scores), "ne": normalized_entropy(clicks, scores),
-            "calibration": calibration(clicks, scores)}
+            "calibration": calibration(clicks, scores),
+            "calibration_ci95": [predicted / (observed + half), predicted / max(observed - half, 0.5)]}
+
+
+def _ne_increase(clicks: np.ndarray, candidate: np.ndarray, served: np.ndarray) -> tuple[float, float]:
+    """The candidate's NE minus the served model's on the same rows, and its 95% half-width (paired rows)."""
+    difference = row_log_losses(clicks, candidate) - row_log_losses(clicks, served)
+    entropy = base_rate_entropy(clicks)
+    return (float(difference.mean() / entropy),
+            float(Z95 * difference.std(ddof=1) / np.sqrt(difference.size) / entropy))
 
 
 def bless(candidate: str, served: str | None, rows: Impressions, items: ItemFeatures, config: BlessConfig) -> dict:
@@ -107,7 +126,8 @@ def bless(candidate: str, served: str | None, rows: Impressions, items: ItemFeat
     scores = export.held_out_scores(rows, items)
     verdict = {"candidate": candidate, "served": served, "held_out_rows": int(rows.size),
                "candidate_auc": None, "served_auc": None, "candidate_ne": None, "served_ne": None,
-               "candidate_calibration": None, "served_calibration": None}
+               "candidate_calibration": None, "served_calibration": None, "candidate_calibration_ci95": None,
+               "ne_increase": None, "ne_increase_ci95": None}
     clicks = np.asarray(rows.click)
     if not np.isfinite(scores).all():
         reasons.append(f"{int((~np.isfinite(scores)).sum())} of {scores.size} held-out scores are not finite")
@@ -117,21 +137,28 @@ def bless(candidate: str, served: str | None, rows: Impressions, items: ItemFeat
         reasons.append(f"the {rows.size} held-out rows hold one class only: raise --holdout_per_mille")
     else:
         mine = _quality(clicks, scores)
-        verdict.update(candidate_auc=mine["auc"], candidate_ne=mine["ne"], candidate_calibration=mine["calibration"])
+        verdict.update(candidate_auc=mine["auc"], candidate_ne=mine["ne"], candidate_calibration=mine["calibration"],
+                       candidate_calibration_ci95=mine["calibration_ci95"])
         if mine["auc"] < config.min_auc:
             reasons.append(f"held-out CTR AUC {mine['auc']:.4f} is below the floor {config.min_auc:.4f}")
-        if not config.min_calibration <= mine["calibration"] <= config.max_calibration:
-            reasons.append(f"held-out calibration {mine['calibration']:.3f} (predicted / observed clicks) is outside "
+        low, high = mine["calibration_ci95"]
+        if low > config.max_calibration or high < config.min_calibration:
+            reasons.append(f"held-out calibration {mine['calibration']:.3f} (predicted / observed clicks; 95% interval "
+                           f"[{low:.3f}, {high:.3f}] from {int(clicks.sum()):,} clicks) is outside "
                            f"[{config.min_calibration:g}, {config.max_calibration:g}]")
         if served:
-            theirs = _quality(clicks, ScoredExport(served).held_out_scores(rows, items))
+            served_scores = ScoredExport(served).held_out_scores(rows, items)
+            theirs = _quality(clicks, served_scores)
             verdict.update(served_auc=theirs["auc"], served_ne=theirs["ne"], served_calibration=theirs["calibration"])
             if mine["auc"] < theirs["auc"] - config.max_auc_drop:
                 reasons.append(f"held-out CTR AUC {mine['auc']:.4f} is more than {config.max_auc_drop:g} below the "
                                f"served model's {theirs['auc']:.4f}")
-            if mine["ne"] > theirs["ne"] + config.max_ne_increase:
+            increase, half = _ne_increase(clicks, scores, served_scores)
+            verdict.update(ne_increase=increase, ne_increase_ci95=[increase - half, increase + half])
+            if increase - half > config.max_ne_increase:
                 reasons.append(f"held-out NE {mine['ne']:.4f} is more than {config.max_ne_increase:g} above the "
-                               f"served model's {theirs['ne']:.4f}")
+                               f"served model's {theirs['ne']:.4f} (increase {increase:+.4f}, 95% interval "
+                               f"[{increase - half:+.4f}, {increase + half:+.4f}])")
     verdict.update(blessed=not reasons, reasons=reasons)
     return verdict
 

@@ -58,10 +58,12 @@ class BlessConfig:
                                       "model's on the same rows is not published")
     min_auc: float = flag(0.5, "nor one whose held-out CTR AUC is below this floor")
     min_calibration: float = flag(0.8, "nor one whose held-out calibration (mean predicted CTR over the observed "
-                                       "click rate) is below this")
-    max_calibration: float = flag(1.25, "or above this")
+                                       "click rate) is below this beyond the noise of the held-out clicks (its 95%% "
+                                       "interval below it)")
+    max_calibration: float = flag(1.25, "or above this (its 95%% interval above it)")
     max_ne_increase: float = flag(0.01, "nor one whose held-out normalized entropy (log loss over the entropy of "
-                                        "the rows' click rate) is more than this above the served model's")
+                                        "the rows' click rate) is more than this above the served model's beyond "
+                                        "noise (the increase's 95%% interval above it)")
 
     def __post_init__(self):
         if self.max_auc_drop < 0 or not 0 <= self.min_auc <= 1:

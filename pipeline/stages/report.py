@@ -109,7 +109,11 @@ def results_json(units: list[dict], source: str) -> dict:
                 cell = row[key]
                 entry[key] = {"mean": cell["mean"], "ci95_low": cell["ci95_low"], "ci95_high": cell["ci95_high"],
                               "seeds": cell["n"]}
+            for key in ("ctr_ne", "calibration"):
+                if key in row:
+                    entry[key] = {k: row[key][k] for k in ("mean", "ci95_low", "ci95_high")} | {"seeds": row[key]["n"]}
             entry["aa_difference"] = row.get("aa_difference")
+            entry["slices"], entry["reliability"] = row.get("slices"), row.get("reliability")
             rows.append(entry)
         out["units"][unit["name"]] = {
             "kind": unit["kind"], "balance": unit.get("balance"), "interval": unit["interval"],
