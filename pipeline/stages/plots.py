@@ -236,8 +236,7 @@ def calibration(rows: list[dict], path: str) -> str:
         if curve:
             predicted, observed = [c["predicted"] for c in curve], [c["observed"] for c in curve]
             top = max(top, *predicted, *observed)
-            ax.plot(predicted, observed, marker="o", markersize=3,
-                    label=f"{row['label']}{'' if row['use_history'] else ' (no history)'}")
+            ax.plot(predicted, observed, marker="o", markersize=3, label=row["label"])  # labels name the setting
     ax.plot([0, top], [0, top], color="black", linestyle="--", linewidth=1, label="calibrated")
     ax.set_xlabel("mean predicted CTR (score decile)")
     ax.set_ylabel("observed CTR")
