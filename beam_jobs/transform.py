@@ -43,7 +43,7 @@ from beam_jobs.sid_stats import MergeCountsFn, bucketed_counts
 from pipeline.core import config_flags, contracts, fingerprint, row_rules
 from pipeline.core import features as fk
 from pipeline.core.examples import to_examples
-from pipeline.core.cards import read_json, read_representation, read_sid_stats
+from pipeline.core.cards import read_item_impressions, read_json, read_representation, read_sid_stats
 from pipeline.core.configs import SHUFFLE_JOIN_ABOVE, TransformConfig  # noqa: F401  (re-exported)
 from pipeline.core.layout import LOG_FILE_PATTERN, TRANSFORMED_SUFFIX, DataLayout, SidTableLayout, TransformLayout
 from pipeline.core.protocol import split_days
@@ -163,15 +163,6 @@ def count_impressions(p, valid: dict, train_days, counts_prefix: str) -> None:
          | "WriteCounts" >> beam.io.WriteToText(counts_prefix, file_name_suffix=".jsonl"))
 
 
-def read_impressions(counts_prefix: str) -> dict:
-    """{item_id: impressions} from count_impressions' shards."""
-    impressions = {}
-    for shard in FileSystems.match([counts_prefix + "*"])[0].metadata_list:
-        with FileSystems.open(shard.path) as f:
-            impressions.update(json.loads(line) for line in f.read().decode("utf-8").splitlines())
-    return impressions
-
-
 def count_step(layout: DataLayout, sid_table: SidTable, train_days, config, options, staging: str):
     """Pipeline 1 (sid_spm only): impressions per candidate over the training window, then the BPE model.
 
@@ -183,11 +174,10 @@ def count_step(layout: DataLayout, sid_table: SidTable, train_days, config, opti
     Returns:
       ({item_id: impressions}, SentencePiece model bytes).
     """
-    counts_prefix = TransformLayout(staging).item_impressions
     with beam.Pipeline(options=options) as p:
         valid = {d: (p | f"ReadDay{d}" >> ReadCheckedLogs(layout, d, config.max_history)).valid for d in train_days}
-        count_impressions(p, valid, train_days, counts_prefix)
-    impressions = read_impressions(counts_prefix)
+        count_impressions(p, valid, train_days, TransformLayout(staging).item_impressions)
+    impressions = read_item_impressions(staging)
     model = _train_spm(impressions.items(), sid_table.lookup(), config)
     _write_bytes(model, TransformLayout(staging).spm_model)
     return impressions, model
@@ -358,7 +348,7 @@ def run(config: TransformConfig, beam_args=(), log=logging.info) -> dict:
                                   config.sids, shuffle_join, sid_table.sids if representation.uses_spm else None,
                                   count=impressions is None)
         if impressions is None:
-            impressions = read_impressions(out.item_impressions)
+            impressions = read_item_impressions(staging)
         card = {"config": representation.card(), "name": representation.name, "table_rows": representation.table_rows,
                 "train_days": train_days, "eval_from": split.eval_from, "eval_days": split.eval_days,
                 "days": days, "counters": counters, "fingerprint": made_from.value,

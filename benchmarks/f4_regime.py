@@ -22,18 +22,11 @@ import sentencepiece as spm  # noqa: E402
 
 from benchmarks.common import emit  # noqa: E402
 from pipeline.core import files  # noqa: E402
-from pipeline.core.cards import read_representation, read_sid_stats  # noqa: E402
+from pipeline.core.cards import read_item_impressions, read_representation, read_sid_stats  # noqa: E402
 from pipeline.core.layout import RunLayout, SidTableLayout, TransformLayout  # noqa: E402
 from pipeline.core.representation import RepresentationConfig  # noqa: E402
 from pipeline.data import corpus_io, sid_table_io  # noqa: E402
 from pipeline.sid import sid_text  # noqa: E402
-
-
-def _impressions(transform_dir: str) -> dict:
-    counts = {}
-    for path in sorted(files.glob(TransformLayout(transform_dir).item_impressions + "*")):
-        counts.update(json.loads(line) for line in files.read_text(path).splitlines())
-    return counts
 
 
 def _pieces(config: RepresentationConfig, transform_dir: str, sids: np.ndarray) -> list[tuple]:
@@ -57,7 +50,7 @@ def main(argv=None) -> dict:
     first_day = dict(zip(corpus.item_ids, corpus.first_day.tolist()))
     arms = sorted(name for name in files.listdir(layout.transform) if name.startswith("sid_"))
     card = read_representation(layout.transform_output(arms[0]))
-    impressions = _impressions(layout.transform_output(arms[0]))  # the same training window for every arm
+    impressions = read_item_impressions(layout.transform_output(arms[0]))  # the same training window for every arm
     trained_items = [i for i in impressions if i in sid_of]
     distinct = len({tuple(sid_of[i].tolist()) for i in trained_items})
     new_items = [i for i, d in first_day.items() if d >= card["eval_from"] and i in sid_of]

@@ -18,7 +18,8 @@ def _keep(run_dir, rng, noise):
         click = rng.integers(0, 2, 40)
         path = RankerLayout(run_dir).predictions(day)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        np.savez(path, click=click, click_probability=click + noise * rng.normal(size=40),
+        score = click + noise * rng.normal(size=40)
+        np.savez(path, click=click, click_probability=1.0 / (1.0 + np.exp(-score)),  # probabilities, same order
                  cold_start=np.arange(40) % 4 == 0, user_key=np.arange(40) % 8 + 1000)
 
 

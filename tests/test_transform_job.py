@@ -248,11 +248,14 @@ def test_impressions_are_counted_over_every_training_day(run_dir, tmp_path):
 
     from beam_jobs.options import pipeline_options
 
-    days, prefix = [1, 2, 3], str(tmp_path / "counts" / "part")
+    from pipeline.core.cards import read_item_impressions
+    from pipeline.core.layout import TransformLayout
+
+    days = [1, 2, 3]
     with beam.Pipeline(options=pipeline_options(IN_MEMORY)) as p:
         valid = {d: (p | f"ReadDay{d}" >> transform.ReadCheckedLogs(run_dir.data, d, fk.DEFAULT_MAX_HISTORY)).valid
                  for d in days}
-        transform.count_impressions(p, valid, days, prefix)
-    counts = transform.read_impressions(prefix)
+        transform.count_impressions(p, valid, days, TransformLayout(str(tmp_path)).item_impressions)
+    counts = read_item_impressions(str(tmp_path))
     expected = collections.Counter(log_io.read_logs(run_dir.data, days=days).candidate_item_id.tolist())
     assert counts == dict(expected) and sum(counts.values()) == 3 * 1500

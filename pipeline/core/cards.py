@@ -15,6 +15,15 @@ def read_json(path: str, what: str, make_with: str) -> dict:
         return json.load(f)
 
 
+def read_item_impressions(transform_dir: str) -> dict:
+    """{item_id: impressions over the training window} of a transform output (its item_impressions shards)."""
+    impressions = {}
+    for path in sorted(tf.io.gfile.glob(TransformLayout(transform_dir).item_impressions + "*")):
+        with tf.io.gfile.GFile(path) as f:
+            impressions.update(json.loads(line) for line in f.read().splitlines())
+    return impressions
+
+
 def read_representation(transform_dir: str) -> dict:
     """The representation card (representation.json) of a transform output."""
     return read_json(TransformLayout(transform_dir).card, "transform output (representation.json)",

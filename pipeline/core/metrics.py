@@ -110,14 +110,18 @@ def log_loss(labels, probabilities) -> float:
     return float(losses.mean()) if losses.size else float("nan")
 
 
+def rate_entropy(rate: float) -> float:
+    """The entropy of a click rate in nats (NaN outside (0, 1))."""
+    if not 0.0 < rate < 1.0:
+        return float("nan")
+    return float(-(rate * np.log(rate) + (1.0 - rate) * np.log1p(-rate)))
+
+
 def base_rate_entropy(labels) -> float:
     """The log loss of always predicting the rows' own click rate: the entropy of that rate (NaN when the rows
     hold one class only, or none)."""
     labels = np.asarray(labels, dtype=np.float64).ravel()
-    rate = labels.mean() if labels.size else float("nan")
-    if not 0.0 < rate < 1.0:
-        return float("nan")
-    return float(-(rate * np.log(rate) + (1.0 - rate) * np.log1p(-rate)))
+    return rate_entropy(labels.mean() if labels.size else float("nan"))
 
 
 def normalized_entropy(labels, probabilities) -> float:

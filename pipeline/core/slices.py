@@ -40,10 +40,6 @@ class PopularityBands:
         self._keys = keys[order]
         self._bands = popularity_buckets(impressions)[order] if len(keys) else np.zeros(0, np.int64)
 
-    @property
-    def items(self) -> int:
-        return len(self._keys)
-
     def bands(self, candidate_keys: np.ndarray) -> np.ndarray:
         """0 head, 1 torso, 2 tail, 3 unseen, per row."""
         candidate_keys = np.asarray(candidate_keys, np.int64)

@@ -90,11 +90,6 @@ class ScoredExport:
                                for request in read_warmup(self.export_dir)])
 
 
-def _auc(clicks: np.ndarray, scores: np.ndarray) -> float | None:
-    """CTR AUC, or None when the rows hold one class only."""
-    return binary_auc(clicks, scores) if 0 < clicks.sum() < clicks.size else None
-
-
 Z95 = 1.959964  # the standard normal's 97.5th percentile
 
 
@@ -133,7 +128,7 @@ def bless(candidate: str, served: str | None, rows: Impressions, items: ItemFeat
         reasons.append(f"{int((~np.isfinite(scores)).sum())} of {scores.size} held-out scores are not finite")
     elif scores.size > 1 and np.ptp(scores) == 0:
         reasons.append(f"every held-out row gets the same score ({scores[0]:.4g}): a diverged or dead model")
-    elif _auc(clicks, scores) is None:
+    elif not 0 < clicks.sum() < clicks.size:
         reasons.append(f"the {rows.size} held-out rows hold one class only: raise --holdout_per_mille")
     else:
         mine = _quality(clicks, scores)

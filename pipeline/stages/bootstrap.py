@@ -12,7 +12,7 @@ import numpy as np
 
 from pipeline.core import files
 from pipeline.core.layout import RankerLayout
-from pipeline.core.metrics import LOG_LOSS_EPSILON, WeightedAUC
+from pipeline.core.metrics import WeightedAUC, rate_entropy, row_log_losses
 from pipeline.stages.experiment import CHANGES, SCORES, baseline_for, baseline_runs
 
 KEYS = SCORES
@@ -35,18 +35,16 @@ class _WeightedLogLoss:
     and metrics.calibration with every row counted `weight` times)."""
 
     def __init__(self, labels: np.ndarray, probabilities: np.ndarray):
-        p = np.clip(np.asarray(probabilities, np.float64), LOG_LOSS_EPSILON, 1 - LOG_LOSS_EPSILON)
         self._y = np.asarray(labels, np.float64)
         self._p = np.asarray(probabilities, np.float64)
-        self._loss = -(self._y * np.log(p) + (1 - self._y) * np.log1p(-p))
+        self._loss = row_log_losses(labels, probabilities)
 
     def __call__(self, weights: np.ndarray) -> tuple[float, float]:
         total, clicks = weights.sum(), (weights * self._y).sum()
         if not 0 < clicks < total:
             return float("nan"), float("nan")
-        rate = clicks / total
-        entropy = -(rate * np.log(rate) + (1 - rate) * np.log1p(-rate))
-        return float((weights * self._loss).sum() / total / entropy), float((weights * self._p).sum() / clicks)
+        ne = (weights * self._loss).sum() / total / rate_entropy(clicks / total)
+        return float(ne), float((weights * self._p).sum() / clicks)
 
 
 class _RunScores:

@@ -31,7 +31,7 @@ from models.item_encoder import DenseItemEncoder, PieceItemEncoder
 from models.ranker import MultitaskRanker, ranker_optimizer
 from pipeline.core import features as fk
 from pipeline.core import files, fingerprint
-from pipeline.core.cards import read_representation, read_serving_sample
+from pipeline.core.cards import read_item_impressions, read_representation, read_serving_sample
 from pipeline.core.layout import TRANSFORMED_SUFFIX, RankerLayout, TransformLayout
 from pipeline.core.representation import RepresentationConfig, is_dense_name
 from pipeline.core.contracts import MissingOutputError
@@ -139,12 +139,8 @@ def day_dataset(transform_dir: str, day: int, batch_size: int, holdout_per_mille
 def read_popularity_bands(transform_dir: str) -> slices.PopularityBands:
     """The training window's popularity band of every item it impressed (the transform output's counts), keyed
     as the graph keys candidates (features.CANDIDATE_KEY)."""
-    ids, impressions = [], []
-    for path in sorted(files.glob(TransformLayout(transform_dir).item_impressions + "*")):
-        for line in files.read_text(path).splitlines():
-            item_id, count = json.loads(line)
-            ids.append(item_id)
-            impressions.append(count)
+    counts = read_item_impressions(transform_dir)
+    ids, impressions = list(counts), list(counts.values())
     keys = (tf.strings.to_hash_bucket_fast(np.array(ids, dtype=object), fk.USER_KEY_BUCKETS).numpy() if ids
             else np.zeros(0, np.int64))
     return slices.PopularityBands(keys, np.array(impressions, np.int64))
