@@ -1,4 +1,4 @@
-"""The verdict rules of F1-F7 on units built by hand: each rule's three outcomes."""
+"""The verdict rules of F1-F8 on units built by hand: each rule's three outcomes."""
 
 from pipeline.stages import findings
 from pipeline.stages.findings import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
@@ -142,7 +142,7 @@ def test_f7_is_an_equivalence_test_within_one_percent():
 
 def test_judge_states_every_finding_once():
     verdicts = findings.judge(_unit([]))
-    assert [v["id"] for v in verdicts] == [f"F{i}" for i in range(1, 8)]
+    assert [v["id"] for v in verdicts] == [f"F{i}" for i in range(1, 9)]
     assert all(v["verdict"] in findings.VERDICTS and v["claim"] and v["evidence"] for v in verdicts)
 
 
@@ -164,3 +164,36 @@ def test_a_bootstrapped_pair_is_read_from_the_bootstrap_not_the_seeds():
     spm = [_row("sid_spm_1024", True), _row("sid_spm_131072", True)]
     assert [(a["label"], b["label"]) for a, b in findings.compared_pairs(_unit(rows + spm, **shape))] == [
         ("sid_spm_131072", "sid_2gram"), ("sid_spm_1024", "sid_1gram")]
+
+
+def test_f8_wants_less_churn_than_random_hashing_of_the_same_size_and_no_more_on_tail_or_new_items():
+    quality = {"num_levels": 4, "codebook_size": 16}  # bigram: 2 x 256 = 512 rows
+
+    def unit(sid_churn, random_churn=(0.010, 0.012, 0.011), tail_new=None, size=512):
+        """SPM 512 and bigram against random hashing at `size` rows; per seed churn (overall, tail, new)."""
+        rows, runs = [], []
+        for representation, churn in (("random_hash_512", random_churn), ("sid_spm_512", sid_churn),
+                                      ("sid_2gram", sid_churn)):
+            if representation == "random_hash_512" and size != 512:
+                representation = f"random_hash_{size}"
+            sliced = {"overall": churn, "tail": churn, "new": churn}
+            if tail_new and representation != f"random_hash_{size}":
+                sliced.update(tail_new)
+            row = _row(representation, True)
+            row.update({f"churn_{k}": _cell(sum(v) / 3, min(v), max(v)) for k, v in sliced.items()})
+            rows.append(row)
+            runs += [{"label": row["label"], "use_history": True, "seed": s,
+                      **{f"churn_{k}": v[s] for k, v in sliced.items()}} for s in range(3)]
+        return _unit(rows, runs, sid_quality=quality)
+
+    lower, higher = (0.006, 0.007, 0.0065), (0.015, 0.016, 0.0155)
+    assert _verdict(findings.f8, unit(lower)) == REPRODUCED
+    assert len(findings.churn_pairs(unit(lower))) == 2  # SPM 512 and bigram's 512 rows, against one random hashing
+    assert _verdict(findings.f8, unit(higher)) == NOT_REPRODUCED
+    # Each clause alone: overall lower but churn on new items higher (b);
+    assert _verdict(findings.f8, unit(lower, tail_new={"new": higher})) == NOT_REPRODUCED
+    # overall not lower beyond the noise, nothing higher (a).
+    assert _verdict(findings.f8, unit((0.005, 0.016, 0.011))) == INCONCLUSIVE
+    # Random hashing of another size: nothing to compare.
+    assert _verdict(findings.f8, unit(lower, size=8192)) == INCONCLUSIVE
+    assert "random_hash_512" in findings.f8(unit(lower))["evidence"]

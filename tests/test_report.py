@@ -13,6 +13,7 @@ import pytest
 
 from doc_blocks import Tour
 from pipeline import cli
+from pipeline.core import stability
 from pipeline.core.layout import RankerLayout, RunLayout, SidTableLayout
 from pipeline.data import corpus_io, sid_table_io
 from pipeline.stages import findings, report
@@ -113,8 +114,9 @@ def test_the_report_of_an_experiment(experiment_run):
     html_path, md_path = (os.path.join(experiment_run.report, name) for name in (report.HTML, report.MARKDOWN))
 
     page = _parse(html_path)
-    figures = [f for f in os.listdir(experiment_run.report) if f.startswith(("fig", "per_day_", "calibration_"))]
-    assert {"fig2_3_mine.png", "per_day_mine.png", "calibration_mine.png"} <= set(figures)
+    figures = [f for f in os.listdir(experiment_run.report)
+               if f.startswith(("fig", "per_day_", "calibration_", "stability_"))]
+    assert {"fig2_3_mine.png", "per_day_mine.png", "calibration_mine.png", "stability_mine.png"} <= set(figures)
     assert len(page.images) == len(figures)  # every figure drawn is in the page, embedded
     for image in page.images:
         assert image["src"].startswith("data:image/png;base64,") and image["alt"]
@@ -142,8 +144,17 @@ def test_the_report_of_an_experiment(experiment_run):
     steps = np.diff([c for c in cosines if c is not None])
     f5 = findings.REPRODUCED if (steps > 0).all() else findings.NOT_REPRODUCED if (steps < -0.01).any() else \
         findings.INCONCLUSIVE
+    # F8: bigram's (L/2) x K^2 = 512 rows against random hashing's 512, both with history: each seed's churn
+    # on the probe (from the kept probe predictions) against random hashing's of that seed, per slice.
+    churn_changes = {name: [100.0 * (_probe_churn(runs, "sid_2gram", seed, name)
+                                     / _probe_churn(runs, "random_hash_512", seed, name) - 1.0) for seed in (0, 1)]
+                     for name in ("overall", "tail", "new")}
+    bounds = {name: (np.mean(c) - T_975_ONE_DEGREE * np.std(c, ddof=1) / np.sqrt(2),
+                     np.mean(c) + T_975_ONE_DEGREE * np.std(c, ddof=1) / np.sqrt(2)) for name, c in churn_changes.items()}
+    f8 = findings.NOT_REPRODUCED if any(low > 0 for low, _ in bounds.values()) else \
+        findings.REPRODUCED if bounds["overall"][1] < 0 else findings.INCONCLUSIVE
     expected = {claim: findings.INCONCLUSIVE for claim in CLAIM_IDS}
-    expected.update(F1=f1, F5=f5)
+    expected.update(F1=f1, F5=f5, F8=f8)
     summary = {r[0]: r[2] for r in page.rows if len(r) == 3 and r[0] in CLAIM_IDS and r[1] in findings.CLAIMS.values()}
     per_unit = {r[0]: r[1] for r in page.rows if len(r) == 3 and r[0] in CLAIM_IDS and r[1] not in findings.CLAIMS.values()}
     assert summary == per_unit == expected
@@ -162,6 +173,10 @@ def test_the_report_of_an_experiment(experiment_run):
     assert new[3] == f"{np.mean([sum(d['impressions'] for d in days) for days in per_seed]):,.0f}"
     assert new[5].startswith(f"{np.mean([np.mean([d['ne'] for d in days]) for days in per_seed]):.3f} [")
     assert row["slices"]["popularity"]["unseen"]["impressions"] > 0 and len(row["reliability"]) == 10
+    # The stability table: churn per slice over the seeds, the first two seeds' variance.
+    [shown] = [r for r in page.rows if len(r) == 8 and r[:2] == ["sid_2gram", "yes"]]
+    assert shown[2].startswith(f"{row['churn_overall']['mean']:.4f} [") and row["churn_overall"]["seeds"] == 2
+    assert shown[5] == f"{row['seed_variance']['overall']:.4f}"
 
     with open(md_path) as f:
         markdown = f.read()
@@ -170,7 +185,7 @@ def test_the_report_of_an_experiment(experiment_run):
         assert f"]({figure})" in markdown
 
 
-CLAIM_IDS = [f"F{i}" for i in range(1, 8)]
+CLAIM_IDS = [f"F{i}" for i in range(1, 9)]
 T_975_ONE_DEGREE = 12.706204736  # Student's t, 97.5th percentile, one degree of freedom
 
 
@@ -192,6 +207,15 @@ def _mean_cosine_by_shared_prefix(world) -> list[float | None]:
             for n in range(1, table.sids.shape[1] + 1)]
 
 
+def _probe_churn(runs: list[dict], label: str, seed: int, name: str) -> float:
+    """A run's churn on a slice of the probe: the mean |p_d - p_(d-1)| of its kept probe predictions."""
+    [run] = [r for r in runs if r["label"] == label and r["seed"] == seed]
+    kept = [np.load(RankerLayout(run["run_dir"]).probe_predictions(day)) for day in run["days"]]
+    rows = {"overall": np.ones(len(kept[0]["tail"]), bool), "tail": kept[0]["tail"], "new": kept[0]["new"]}[name]
+    return float(np.mean([np.abs(b["click_probability"] - a["click_probability"])[rows].mean()
+                          for a, b in zip(kept, kept[1:])]))
+
+
 def _mean_ctr_auc(runs: list[dict], label: str, seed: int) -> float:
     """A run's score: the mean CTR AUC over the evaluation days, read from its metrics.jsonl."""
     [run_dir] = [r["run_dir"] for r in runs if r["label"] == label and r["seed"] == seed]
@@ -208,7 +232,7 @@ def test_a_study_of_two_units_compares_them_in_one_figure(experiment_run, tmp_pa
     result = report.run(study, str(tmp_path / "out"))
     assert os.path.basename(result["figures"][0]) == "worlds.png"
     page = _parse(result["html"])
-    assert len(page.images) == len(result["figures"]) == 7  # worlds, and figures 2-3, per-day and calibration for each
+    assert len(page.images) == len(result["figures"]) == 9  # worlds; figures 2-3, per-day, stability, calibration each
     header = next(r for r in page.rows if r[:2] == ["finding", "claim"])
     assert header[2:] == ["content", "memorisation"]
 
@@ -246,6 +270,20 @@ def test_several_seeds_give_intervals_and_changes_paired_by_seed(experiment_run)
     assert row["aa_difference"]["overall"] == pytest.approx(float(np.abs(p[0] - p[1]).mean()))
     assert row["aa_difference"]["cold_start"] == pytest.approx(float(np.abs(p[0] - p[1])[cold].mean()))
     assert 0 < row["aa_difference"]["overall"] < 0.5 and "A/A prediction difference" in out
+    # Stability: the probe is the last day's first rows, scored by the model of every evaluation day; churn is
+    # the mean |p_d - p_(d-1)|, the seed variance the mean |p(seed 0) - p(seed 1)| over the days, by hand.
+    probes = [[np.load(run.probe_predictions(d)) for d in days] for run in runs]
+    last_day = np.load(runs[0].predictions(days[-1]))
+    assert len(probes[0][0]["click_probability"]) == min(stability.PROBE_ROWS, len(last_day["click"]))
+    assert np.array_equal(probes[0][-1]["click_probability"],  # the last day's model scored it as it evaluated
+                          last_day["click_probability"][:len(probes[0][-1]["click_probability"])])
+    assert np.array_equal(probes[0][0]["new"], last_day["cold_start"][:len(probes[0][0]["new"])])
+    churn = [np.mean([np.abs(b["click_probability"] - a["click_probability"]).mean() for a, b in zip(p, p[1:])])
+             for p in probes]
+    assert [by[("sid_2gram", s)]["churn_overall"] for s in (0, 1)] == pytest.approx(churn)
+    assert row["churn_overall"]["mean"] == pytest.approx(np.mean(churn)) and np.mean(churn) > 0
+    assert row["seed_variance"]["overall"] == pytest.approx(np.mean(
+        [np.abs(a["click_probability"] - b["click_probability"]).mean() for a, b in zip(*probes)]))
     # The per-day curves: each day's mean over the two seeds, and the plot of them.
     assert [d["day"] for d in row["per_day"]] == days
     for i, day in enumerate(row["per_day"]):

@@ -227,6 +227,10 @@ class RankerLayout:
         """An evaluation day's click probabilities and cold-start flags, in the day's example order."""
         return _join(self.root, "predictions", f"day={day:04d}.npz")
 
+    def probe_predictions(self, day: int) -> str:
+        """The click probabilities of the fixed probe (pipeline.core.stability) by the model that evaluated `day`."""
+        return _join(self.root, "predictions", f"probe_by_day={day:04d}.npz")
+
     @property
     def export(self) -> str:
         """Default base of the daily export versions."""

@@ -4,8 +4,9 @@ The protocol (pipeline.core.protocol): the transform output's training window is
 trains on every day; each day d from T+1 on is first evaluated by the model trained on days 1..d-1
 (progressive validation: CTR AUC over all of day d, CTR/1D AUC over its impressions of items first
 seen that day, exact AUCs from `pipeline.core.metrics`, and the engagement RMSE), then trained on. Per
-day: TensorBoard scalars, a line in metrics.jsonl (evaluation days), an export EXPORT_BASE/<d>/ for
-TF Serving and a checkpoint. Run again after a crash, it resumes after the last completed day and
+day: TensorBoard scalars, a line in metrics.jsonl (evaluation days), the model's predictions of the
+stability probe (evaluation days; pipeline.core.stability), an export EXPORT_BASE/<d>/ for TF Serving
+and a checkpoint. Run again after a crash, it resumes after the last completed day and
 ends with the same metrics. The run directory's fingerprint.json records the transform output and
 config it was trained from; a run made from other inputs is rebuilt (or refused), never resumed.
 
@@ -35,7 +36,7 @@ from pipeline.core.cards import read_item_impressions, read_representation, read
 from pipeline.core.layout import TRANSFORMED_SUFFIX, RankerLayout, TransformLayout
 from pipeline.core.representation import RepresentationConfig, is_dense_name
 from pipeline.core.contracts import MissingOutputError
-from pipeline.core import slices
+from pipeline.core import slices, stability
 from pipeline.core.metrics import binary_auc, calibration, log_loss, normalized_entropy, rmse
 from pipeline.core.protocol import held_out
 from pipeline.core.publish import published
@@ -44,7 +45,8 @@ from serving.export import export_version, sid_tokenizer_for
 from pipeline.stages.configs import TrainConfig  # noqa: F401  (re-exported beside the loop)
 
 # Bump when a change to the loop changes its metrics for the same inputs (old runs then rebuild).
-RUN_FORMAT = 5  # 3: lazy Adam on the item table; 4: row 0 no longer moved by empty histories; 5: NE, slices
+RUN_FORMAT = 6  # 3: lazy Adam on the item table; 4: row 0 no longer moved by empty histories; 5: NE, slices;
+# 6: the stability probe
 
 
 def config_fields(config: TrainConfig) -> dict:
@@ -120,12 +122,15 @@ def transformed_day_files(transform_dir: str, day: int) -> tuple[list[str], str]
     return files, "GZIP" if files[0].endswith(".gz") else ""
 
 
-def day_dataset(transform_dir: str, day: int, batch_size: int, holdout_per_mille: int = 0) -> tf.data.Dataset:
+def day_dataset(transform_dir: str, day: int, batch_size: int, holdout_per_mille: int = 0,
+                limit: int = 0) -> tf.data.Dataset:
     """Day `day`'s transformed examples, parsed, in file order (deterministic); without the held-out users'
-    rows when `holdout_per_mille` is set (pipeline.core.protocol.held_out)."""
+    rows when `holdout_per_mille` is set (pipeline.core.protocol.held_out); the first `limit` only, if set."""
     files, compression = transformed_day_files(transform_dir, day)
     spec = tft.TFTransformOutput(transform_dir).transformed_feature_spec()
     records = tf.data.TFRecordDataset(files, compression_type=compression)
+    if limit:
+        records = records.take(limit)
     if holdout_per_mille:
         key_spec = {fk.USER_KEY: spec[fk.USER_KEY]}
         records = records.filter(lambda record: tf.logical_not(tf.reduce_any(held_out(
@@ -180,6 +185,18 @@ def evaluate_day(model: MultitaskRanker, dataset: tf.data.Dataset, predictions_p
     if bands is not None:
         entry["slices"]["popularity"] = slices.slice_metrics(y, p, bands.masks(items))
     return entry
+
+
+def score_probe(model: MultitaskRanker, probe: tf.data.Dataset, bands: slices.PopularityBands, path: str) -> None:
+    """Keeps the model's click probabilities of the stability probe at `path`, with its tail and new rows."""
+    p, items, cold = [], [], []
+    for batch in probe:
+        p.append(model(batch)["click_probability"].numpy().ravel())
+        items.append(batch[fk.CANDIDATE_KEY].numpy().ravel())
+        cold.append(batch[fk.COLD_START].numpy().ravel())
+    tail = bands.bands(np.concatenate(items)) == slices.POPULARITY_BANDS.index("tail")
+    with published(path) as staging:
+        files.save_npz(staging, click_probability=np.concatenate(p), tail=tail, new=np.concatenate(cold) == 1)
 
 
 def read_protocol_card(transform_dir: str) -> dict:
@@ -268,6 +285,8 @@ def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, c
     metrics_path = run.metrics
     history = _read_metrics(metrics_path, int(done.numpy()))
     bands = read_popularity_bands(transform_dir)
+    # The last day's first rows: no model of the run has trained on them when it scores them.
+    probe = day_dataset(transform_dir, days[-1], config.batch_size, limit=stability.PROBE_ROWS)
     tensorboard = run.tensorboard
     evaluation_writer = tf.summary.create_file_writer(os.path.join(tensorboard, "next_day"))
     for step, day in enumerate(days):
@@ -280,6 +299,7 @@ def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, c
                      "use_history": config.use_history and not representation.is_dense,
                      **evaluate_day(model, day_dataset(transform_dir, day, config.batch_size), run.predictions(day),
                                     bands)}
+            score_probe(model, probe, bands, run.probe_predictions(day))
             log(f"day {day}: CTR AUC {entry['ctr_auc']:.4f}, CTR/1D AUC {entry['ctr_1d_auc']:.4f} "
                 f"({entry['cold_start_examples']:,} cold-start impressions), NE {entry['ctr_ne']:.4f}, "
                 f"calibration {entry['calibration']:.3f}, engagement RMSE {entry['engagement_rmse']:.4f}")

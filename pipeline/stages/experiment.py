@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from beam_jobs import transform
-from pipeline.core import files, fingerprint, slices, stats
+from pipeline.core import files, fingerprint, slices, stability, stats
 from pipeline.core.cards import read_sid_stats
 from pipeline.core.layout import RankerLayout, RunLayout
 from pipeline.core.representation import KINDS, SIZE_FIELD, Kind, parse_kind, representation_name, split_kind
@@ -186,6 +186,7 @@ def run(layout: RunLayout, experiment: ExperimentConfig, config: day_loop.TrainC
                      **{key: mean_over_days(history, key) for key in SCORES},
                      "slices": slices.over_days([e["slices"] for e in history if "slices" in e]),
                      "reliability": _reliability(run_dir, [e["evaluated_on_day"] for e in history]),
+                     **probe_churn(run_dir, [e["evaluated_on_day"] for e in history]),
                      "last_day_ctr_auc": history[-1]["ctr_auc"], "last_day_ctr_1d_auc": history[-1]["ctr_1d_auc"]})
     card = cards[base.representation]
     runs = _relative_to_baseline(runs)
@@ -222,12 +223,45 @@ def aa_difference(run_a: str, run_b: str, days: list[int]) -> dict | None:
 
 
 def with_aa_differences(rows: list[dict], runs: list[dict]) -> list[dict]:
-    """Adds each row's A/A difference between its first two seeds (None with one seed)."""
+    """Adds each row's A/A difference between its first two seeds, and their seed variance on the stability probe
+    (None with one seed)."""
     for row in rows:
         group = [r for r in runs if r["label"] == row["label"] and r["use_history"] == row["use_history"]]
+        several = len(group) > 1
         row["aa_difference"] = (aa_difference(group[0]["run_dir"], group[1]["run_dir"], group[0]["days"])
-                                if len(group) > 1 else None)
+                                if several else None)
+        row["seed_variance"] = (probe_seed_variance(group[0]["run_dir"], group[1]["run_dir"], group[0]["days"])
+                                if several else None)
     return rows
+
+
+# A run's churn on the stability probe, per slice (pipeline.core.stability), as run keys the rows and F8 read.
+CHURN = tuple(f"churn_{name}" for name in stability.SLICES)
+
+
+def _probes(run_dir: str, days: list[int]) -> list | None:
+    paths = [RankerLayout(run_dir).probe_predictions(day) for day in days]
+    return [files.load_npz(path) for path in paths] if all(files.exists(path) for path in paths) else None
+
+
+def probe_churn(run_dir: str, days: list[int]) -> dict:
+    """{churn_<slice>: mean |p_d - p_(d-1)| on the probe} of one run (slices without rows left out); {} for a run
+    with one evaluation day or no probe kept."""
+    kept = _probes(run_dir, days)
+    if not kept or len(kept) < 2:
+        return {}
+    churn = stability.churn([k["click_probability"] for k in kept],
+                            stability.probe_slices(kept[0]["tail"], kept[0]["new"]))
+    return {f"churn_{name}": churn[name] for name in stability.SLICES if churn[name] is not None}
+
+
+def probe_seed_variance(run_a: str, run_b: str, days: list[int]) -> dict | None:
+    """Mean |p_a - p_b| on the probe between two runs of one arm (other seeds), per slice; None without probes."""
+    a, b = _probes(run_a, days), _probes(run_b, days)
+    if not a or not b:
+        return None
+    return stability.seed_variance([k["click_probability"] for k in a], [k["click_probability"] for k in b],
+                                   stability.probe_slices(a[0]["tail"], a[0]["new"]))
 
 
 def by_requested_name(runs: list[dict], substituted: dict) -> list[dict]:
@@ -326,7 +360,8 @@ def summarise(runs: list[dict]) -> list[dict]:
                                            "is_baseline")}
         row["spm_dropout"] = first.get("spm_dropout", 0.0)
         row["seeds"] = [r.get("seed", 0) for r in group]
-        for key in (*SCORES, *(f"{k}_change_pct" for k in CHANGES), "last_day_ctr_auc", "last_day_ctr_1d_auc"):
+        for key in (*SCORES, *(f"{k}_change_pct" for k in CHANGES), *CHURN, "last_day_ctr_auc",
+                    "last_day_ctr_1d_auc"):
             if all(key in r for r in group):  # (runs recorded before NE and calibration have neither)
                 row[key] = stats.interval([r[key] for r in group])
         if all(r.get("slices") for r in group):
@@ -406,6 +441,11 @@ def format_rows(results: dict) -> list[str]:
         lines.append("A/A prediction difference, mean |p(seed 1) - p(seed 2)| over the evaluation days: "
                      + "; ".join(f"{r['label']} {r['aa_difference']['overall']:.4f} (cold start "
                                  f"{r['aa_difference']['cold_start']:.4f})" for r in measured))
+    churned = [r for r in results["rows"] if "churn_overall" in r]
+    if churned:
+        lines.append("Churn between consecutive daily models on the stability probe, mean |p_d - p_(d-1)|: " + "; ".join(
+            f"{r['label']}{'' if r['use_history'] else ' (no history)'} {stats.format_interval(r['churn_overall'], 4)}"
+            for r in churned))
     return lines
 
 

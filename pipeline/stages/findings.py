@@ -17,6 +17,11 @@ two things are "comparable" when the interval of their difference lies within +-
   1 < mean < L, and never more elsewhere), with a mean at most unigram's L.
 - F7 SIDs of an RQ-VAE v1 (items up to day T) rank comparably to v0's: each SID arm's v1/v0 CTR AUC
   change within +-EQUIVALENCE_PCT.
+- F8 (Zheng et al. 2025, not the paper) SIDs reduce churn against random hashing at the same table size
+  (pipeline.core.stability; each SID arm with history against random hashing with as many rows, paired by
+  seed). Two clauses: (a) every such SID arm's overall churn is lower (interval below 0); (b) none's churn
+  on tail or new items is higher (interval above 0). Reproduced when both hold; not reproduced when an
+  arm's churn is higher overall, or on tail or new items; else inconclusive.
 """
 
 import re
@@ -39,12 +44,13 @@ CLAIMS = {
     "F5": "items sharing longer SID prefixes are more similar",
     "F6": "SPM needs fewer lookups for head items, with a mean comparable to N-gram's",
     "F7": "SIDs from RQ-VAE versions trained on different periods give comparable ranking",
+    "F8": "SIDs reduce prediction churn between daily retrains against random hashing at the same table size",
 }
 
 
 def judge(unit: dict) -> list[dict]:
-    """F1-F7 for one unit (a study unit, or an experiment's results with lookups and sid_quality added)."""
-    rules = (f1, f2, f3, f4, f5, f6, f7)
+    """F1-F8 for one unit (a study unit, or an experiment's results with lookups and sid_quality added)."""
+    rules = (f1, f2, f3, f4, f5, f6, f7, f8)
     return [{"id": f"F{i}", "claim": CLAIMS[f"F{i}"], **rule(unit)} for i, rule in enumerate(rules, 1)]
 
 
@@ -241,3 +247,44 @@ def f7(unit: dict) -> dict:
     verdict = REPRODUCED if inside else NOT_REPRODUCED if outside else INCONCLUSIVE
     return _verdict(verdict, "CTR AUC v1 vs v0: " + "; ".join(f"{label} {_pct(c)}" for label, c in cells)
                     + f" (comparable: within +-{EQUIVALENCE_PCT:g}%)")
+
+
+_SID_SIZED = re.compile(r"sid_(?:spm|prefix)_(?P<size>\d+)|sid_(?P<n>\d)gram")
+
+
+def churn_pairs(unit: dict) -> list[tuple[dict, dict]]:
+    """(SID arm, random hashing with as many table rows) with history, for every SID arm whose size the unit ran."""
+    quality = unit.get("sid_quality")
+    pairs = []
+    for row in unit["rows"]:
+        match = _SID_SIZED.fullmatch(row["representation"])
+        if not match or not row["use_history"] or row.get("spm_dropout", 0.0) or row.get("depth_multiplier", 1.0) != 1:
+            continue
+        if match["size"]:
+            size = int(match["size"])
+        elif quality:
+            n = int(match["n"])
+            size = (int(quality["num_levels"]) // n) * int(quality["codebook_size"]) ** n
+        else:
+            continue
+        other = _row(unit, f"random_hash_{size}", True)
+        if other is not None and "churn_overall" in row and "churn_overall" in other:
+            pairs.append((row, other))
+    return pairs
+
+
+def f8(unit: dict) -> dict:
+    pairs = churn_pairs(unit)
+    if not pairs:
+        return _verdict(INCONCLUSIVE, "not measured here: no SID arm with random hashing of its table size and "
+                                      "churn on the stability probe")
+    lower, higher, evidence = True, False, []
+    for arm, other in pairs:
+        changes = {name: _paired(unit, arm, other, f"churn_{name}") for name in ("overall", "tail", "new")
+                   if f"churn_{name}" in arm and f"churn_{name}" in other}
+        lower &= _direction(changes["overall"]) < 0
+        higher |= any(_direction(c) > 0 for c in changes.values())
+        evidence.append(f"{arm['label']} vs {other['label']}: churn " + ", ".join(
+            f"{name} {_pct(c)}" for name, c in changes.items()) + f" (random hashing's {other['churn_overall']['mean']:.4f})")
+    verdict = NOT_REPRODUCED if higher else REPRODUCED if lower else INCONCLUSIVE
+    return _verdict(verdict, "; ".join(evidence))

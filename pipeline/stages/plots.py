@@ -243,3 +243,21 @@ def calibration(rows: list[dict], path: str) -> str:
     ax.set_title("Calibration over the evaluation days")
     ax.legend(fontsize=7, loc="upper left")
     return _save(fig, path)
+
+
+def stability(rows: list[dict], path: str) -> str:
+    """Churn between consecutive daily models on the fixed probe, per slice, one bar per arm with churn (95%
+    intervals over seeds)."""
+    measured = [r for r in rows if "churn_overall" in r]
+    slices = ("overall", "tail", "new")
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.2 * len(measured) + 3), 4.5))
+    width = 0.8 / max(len(measured), 1)
+    for i, row in enumerate(measured):
+        present = [s for s in slices if f"churn_{s}" in row]
+        _bars_with_errors(ax, [slices.index(s) + (i - (len(measured) - 1) / 2) * width for s in present],
+                          [row[f"churn_{s}"] for s in present], width, row["label"])
+    ax.set_xticks(range(len(slices)), ["all probe rows", "tail items", "new items"])
+    ax.set_ylabel("mean |change of predicted CTR| between daily models")
+    ax.set_title("Prediction churn between consecutive daily retrains (lower is more stable)")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)

@@ -3,8 +3,8 @@
 The page holds the experiment table with 95% intervals per unit (a simulated world or a real data
 set), the paper's Figures 2-5 (bars of % change per table size, lookups per item against table
 size, RQ-VAE v0 against v1), Table 1 (similarity by shared SID prefix), the per-day curves, the
-worlds side by side, the A/A prediction differences, two SID sub-tries of a titled corpus, and the
-verdicts on F1-F7 (pipeline.stages.findings), computed from the results. results.json beside it
+worlds side by side, the slices, calibration, prediction stability and A/A differences, two SID sub-tries
+of a titled corpus, and the verdicts on F1-F8 (pipeline.stages.findings), computed from the results. results.json beside it
 holds every number the page shows.
 """
 
@@ -12,7 +12,7 @@ import base64
 import html
 import re
 
-from pipeline.core import files, stats
+from pipeline.core import files, stability, stats
 from pipeline.core.layout import RQVAELayout, RunLayout
 from pipeline.core.representation import HYBRID_SUFFIX, Kind
 from pipeline.stages import browse, experiment, findings, plots
@@ -112,7 +112,10 @@ def results_json(units: list[dict], source: str) -> dict:
             for key in ("ctr_ne", "calibration"):
                 if key in row:
                     entry[key] = {k: row[key][k] for k in ("mean", "ci95_low", "ci95_high")} | {"seeds": row[key]["n"]}
-            entry["aa_difference"] = row.get("aa_difference")
+            entry["aa_difference"], entry["seed_variance"] = row.get("aa_difference"), row.get("seed_variance")
+            for key in experiment.CHURN:
+                if key in row:
+                    entry[key] = {k: row[key][k] for k in ("mean", "ci95_low", "ci95_high")} | {"seeds": row[key]["n"]}
             entry["slices"], entry["reliability"] = row.get("slices"), row.get("reliability")
             rows.append(entry)
         out["units"][unit["name"]] = {
@@ -162,6 +165,9 @@ def _figures(units: list[dict], output: str) -> dict:
         if all(r.get("per_day") for r in unit["rows"]):
             add(f"per_day_{name}", f"{name}: CTR AUC and CTR/1D AUC by evaluation day (95% interval shaded)",
                 lambda p, u=unit: plots.per_day(u, p))
+        if any("churn_overall" in r for r in unit["rows"]):
+            add(f"stability_{name}", f"{name}: prediction churn between consecutive daily models on the fixed probe",
+                lambda p, u=unit: plots.stability(u["rows"], p))
         if any(r.get("reliability") for r in unit["rows"]):
             add(f"calibration_{name}", f"{name}: predicted against observed CTR by score decile",
                 lambda p, u=unit: plots.calibration(u["rows"], p))
@@ -239,6 +245,21 @@ def slice_table(unit: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def stability_table(unit: dict) -> tuple[list[str], list[list[str]]]:
+    """Per arm and setting: churn on the probe per slice with intervals, and the seed variance of its first two
+    seeds."""
+    header = ["arm", "history", *(f"churn: {s}" for s in stability.SLICES),
+              *(f"seed variance: {s}" for s in stability.SLICES)]
+    rows = []
+    for r in (r for r in unit["rows"] if "churn_overall" in r):
+        variance = r.get("seed_variance") or {}
+        rows.append([r["label"], "yes" if r["use_history"] else "no"]
+                    + [stats.format_interval(r[f"churn_{s}"], 4) if f"churn_{s}" in r else "n/a"
+                       for s in stability.SLICES]
+                    + [f"{variance[s]:.4f}" if variance.get(s) is not None else "n/a" for s in stability.SLICES])
+    return header, rows
+
+
 def _sections(units: list[dict], figures: dict, subtries: list[dict]) -> list[tuple[str, object]]:
     s = [("h1", "Semantic IDs in ranking: the paper's findings, with intervals"),
          ("p", "Every number below is computed from the runs listed in results.json; each verdict follows a fixed "
@@ -281,6 +302,16 @@ def _sections(units: list[dict], figures: dict, subtries: list[dict]) -> list[tu
             s.append(("table", slice_table(unit)))
             if f"calibration_{name}" in figures:
                 s.append(("figure", figures[f"calibration_{name}"]))
+        if any("churn_overall" in r for r in unit["rows"]):
+            s.append(("h3", "Prediction stability (F8)"))
+            s.append(("p", f"A fixed probe, the first {stability.PROBE_ROWS:,} impressions of the last day, scored by "
+                           "the model of every evaluation day (none has trained on it). Churn: mean |change of "
+                           "predicted CTR| between consecutive days' models of one run; seed variance: between the "
+                           "first two model seeds on the same days. Tail: the training window's least impressed third "
+                           "of items; new: items first seen on the probe's day."))
+            s.append(("table", stability_table(unit)))
+            if f"stability_{name}" in figures:
+                s.append(("figure", figures[f"stability_{name}"]))
         if unit.get("sid_quality"):
             s.append(("h3", "Table 1: similarity of items sharing a SID prefix"))
             s.append(("table", (["shared prefix length", "item pairs", "mean cosine", "sub-trie size p25-p75"],
