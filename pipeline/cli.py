@@ -300,7 +300,7 @@ def build_parser(study_preset: str = "") -> argparse.ArgumentParser:
     config_flags.add_flags(ex, ExperimentConfig)
     config_flags.add_flags(ex, TrainConfig)
 
-    st = command("study", _study, "the paper's findings F1-F7 with seeds: each simulated world (--worlds) drawn "
+    st = command("study", _study, "the paper's findings F1-F7 (and F8, churn) with seeds: each simulated world (--worlds) drawn "
                  "with S seeds, the core arms (and the matched table sizes and an RQ-VAE v1 in --matched_world), "
                  "and MovieLens with S model seeds and a bootstrap over users; every unit is reused when "
                  "unchanged (RUN_DIR/metrics/study.json). Other flags go to Beam", run_dir=os.path.join("runs", "study"))
@@ -311,7 +311,7 @@ def build_parser(study_preset: str = "") -> argparse.ArgumentParser:
 
     rp = command("report", _report, "one self-contained HTML page and its Markdown twin from RUN_DIR's study "
                  "(or its experiment): the table with intervals, the paper's figures, Table 1, per-day curves, "
-                 "worlds, A/A differences and F1-F7 verdicts computed from the results")
+                 "worlds, A/A differences, churn and F1-F8 verdicts computed from the results")
     rp.add_argument("--output", default="", help="directory of REPORT.md, report.html, the figures and "
                                                  "results.json (default: RUN_DIR/report)")
 

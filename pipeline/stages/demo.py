@@ -60,6 +60,6 @@ def run(layout: RunLayout, simulator: SimulatorConfig, rqvae: RQVAEConfig, log=p
     finally:
         running.stop()
     log("server stopped")
-    log("== the report of the small study: the table with intervals, the paper's figures, Table 1, F1-F7 verdicts ==")
+    log("== the report of the small study: the table with intervals, the paper's figures, Table 1, F1-F8 verdicts ==")
     log(report.describe(report.run(layout)))
     return results
