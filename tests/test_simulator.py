@@ -165,3 +165,26 @@ def test_world_knob_moves_the_clicks_from_content_to_item_quality():
 def test_unknown_world_is_refused(world):
     with pytest.raises(ValueError, match="world must be one of content, balanced, memorisation"):
         dataclasses.replace(SMALL, world=world)
+
+
+def test_a_drifting_world_is_the_same_world_until_the_drift_then_brings_a_new_topic():
+    still, drifting = simulate(SMALL), simulate(dataclasses.replace(SMALL, drift_day=3, drift_share=0.5))
+    before = still.first_day < 3
+    np.testing.assert_array_equal(drifting.embeddings[before], still.embeddings[before])
+    np.testing.assert_array_equal(drifting.first_day, still.first_day)
+    days = still.day < 3
+    for field in ("user", "candidate", "click"):  # every draw before the drift is the same
+        np.testing.assert_array_equal(getattr(drifting, field)[days], getattr(still, field)[days], err_msg=field)
+    # About half the items arriving from day 3 come from a top-level topic no earlier item has.
+    new_topic = drifting.topic_path[:, 0] == SMALL.topic_branching[0]
+    arrived = still.first_day >= 3
+    assert not new_topic[~arrived].any() and 0.35 < new_topic[arrived].mean() < 0.65
+    # Their content is far from everything before: nearest earlier item by cosine.
+    nearest = (drifting.embeddings[arrived] @ drifting.embeddings[before].T).max(1)
+    assert nearest[new_topic[arrived]].mean() < nearest[~new_topic[arrived]].mean() - 0.2
+    assert np.isin(np.flatnonzero(new_topic), drifting.candidate[drifting.day >= 3]).any()  # they are impressed
+    # A world without drift keeps the fingerprint it had before the drift existed.
+    assert "drift_day" not in SMALL.fingerprint_fields()
+    assert dataclasses.replace(SMALL, drift_day=3).fingerprint_fields()["drift_day"] == 3
+    with pytest.raises(ValueError, match="drift_day must be in"):
+        dataclasses.replace(SMALL, drift_day=5)

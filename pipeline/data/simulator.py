@@ -7,6 +7,10 @@ per-item quality drawn independently of content (the memorisation signal). Popul
 new items arrive every day with a freshness boost, and user histories evolve from their clicks.
 The true click probability is kept, so the oracle AUC bounds every model.
 
+A drifting world (`drift_day`): from that day on, a share of the new items comes from a top-level
+topic absent before (its own subtree of topic vectors), the content region an RQ-VAE fitted earlier
+never saw. Everything before the drift is the non-drifting world's, draw for draw.
+
 Everything is vectorised numpy and deterministic for a seed.
 """
 
@@ -50,6 +54,8 @@ class SimulatorConfig:
     affinity_weight: float = flag(3.0, "logit weight of user-topic affinity (generalisation signal)")
     relatedness_weight: float = flag(1.5, "logit weight of watch-candidate content similarity")
     user_bias_std: float = flag(0.3, "std of the per-user click bias logit")
+    drift_day: int = flag(0, "first day whose new items may come from a top-level topic absent before (0: no drift)")
+    drift_share: float = flag(0.5, "share of the new items from drift_day on that come from the new topic")
     world: str = flag("balanced", "balance b of the memorisation signal against the generalisation signals: "
                                   f"{', '.join(f'{k} ({v})' for k, v in WORLDS.items())} or a number in [0, 1]; "
                                   "quality_std is scaled by 2b, affinity and relatedness weights by 2(1 - b)")
@@ -73,9 +79,21 @@ class SimulatorConfig:
         if self.fresh_share + self.related_share >= 1.0:
             raise ValueError("fresh_share + related_share must leave room for popular candidates")
         self.balance  # refuses an unknown world early
+        if not 0 <= self.drift_day <= self.num_days:
+            raise ValueError(f"drift_day must be in [0, num_days {self.num_days}] (0: no drift), got {self.drift_day}")
+        if not 0.0 < self.drift_share <= 1.0:
+            raise ValueError(f"drift_share must be in (0, 1], got {self.drift_share}")
         if self.num_items * (1 - self.initial_item_fraction) < self.num_days:
             raise ValueError("too few new items: every day needs at least one new item")
 
+
+    def fingerprint_fields(self) -> dict:
+        """The config as fingerprints record it: the drift only when set, so worlds made before it existed keep
+        their fingerprints."""
+        fields = dataclasses.asdict(self)
+        if not self.drift_day:
+            del fields["drift_day"], fields["drift_share"]
+        return fields
 
     @property
     def balance(self) -> float:
@@ -155,6 +173,27 @@ def _content(rng, config, topic_vectors, leaf: np.ndarray) -> tuple[np.ndarray, 
                      for l, (w, vecs) in enumerate(zip(config.topic_weights, topic_vectors)))
     embeddings = embeddings + config.noise_weight * _unit(rng.standard_normal((leaf.size, config.embedding_dim)))
     return topic_path, _unit(embeddings).astype(np.float32)
+
+
+# The drift's own random stream, so the world before the drift is the non-drifting world's.
+_DRIFT_STREAM = 7919
+
+
+def _drift(config: SimulatorConfig, topic_vectors: list, topic_path: np.ndarray, embeddings: np.ndarray,
+           first_day: np.ndarray) -> tuple[list, np.ndarray, np.ndarray]:
+    """Topic vectors with one more top-level subtree (appended at every level), and the items that arrive from
+    drift_day on moved into it with probability drift_share: their topic paths and embeddings redrawn."""
+    rng = np.random.default_rng([config.seed, _DRIFT_STREAM])
+    branching = config.topic_branching
+    subtree = [_unit(rng.standard_normal((int(np.prod(branching[1:level + 1])), config.embedding_dim)))
+               for level in range(len(branching))]
+    extended = [np.concatenate([vectors, more]) for vectors, more in zip(topic_vectors, subtree)]
+    moved = (first_day >= config.drift_day) & (rng.random(first_day.size) < config.drift_share)
+    # Leaf n_leaves + j lies in the new subtree at every level (_content's path arithmetic appends its nodes).
+    leaf = topic_vectors[-1].shape[0] + rng.integers(0, subtree[-1].shape[0], size=int(moved.sum()))
+    topic_path, embeddings = topic_path.copy(), embeddings.copy()
+    topic_path[moved], embeddings[moved] = _content(rng, config, extended, leaf)
+    return extended, topic_path, embeddings
 
 
 def arrivals(config: SimulatorConfig, count: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -238,11 +277,13 @@ def simulate(config: SimulatorConfig = SimulatorConfig()) -> SimulatedData:
     new_day = np.sort(rng.integers(1, config.num_days + 1, size=n_items - n_initial))
     new_day[:config.num_days] = np.arange(1, config.num_days + 1)  # every day brings new items
     first_day = rng.permutation(np.concatenate([np.zeros(n_initial, np.int64), np.sort(new_day)]))
+    if config.drift_day:
+        topic_vectors, topic_path, embeddings = _drift(config, topic_vectors, topic_path, embeddings, first_day)
 
     # Users: tastes over a few level-2 topics, an activity level, a click bias.
     n_users = config.num_users
     user_ids = random_ids(rng, n_users, 10)
-    n_l2 = topic_vectors[1].shape[0]
+    n_l2 = int(np.prod(config.topic_branching[:2]))  # users' tastes: the topics before any drift
     interests = rng.integers(0, n_l2, size=(n_users, 3))
     interest_weights = rng.dirichlet(np.ones(3), size=n_users)
     l2_parent = np.arange(n_l2) // config.topic_branching[1]
@@ -259,7 +300,8 @@ def simulate(config: SimulatorConfig = SimulatorConfig()) -> SimulatedData:
     history = np.full((n_users, h), -1, dtype=np.int64)
     initial = first_day == 0
     l2_of_item = topic_path[:, 1]
-    sampler0 = _GroupSampler(l2_of_item, popularity * initial, n_l2)
+    all_l2 = topic_vectors[1].shape[0]  # with the drift's topics
+    sampler0 = _GroupSampler(l2_of_item, popularity * initial, all_l2)
     seeds = interests[np.arange(n_users)[:, None], rng.integers(0, 3, size=(n_users, h))].ravel()
     seeded = np.where(sampler0.has_items(seeds), sampler0.sample(rng, seeds),
                       _weighted_choice(rng, popularity * initial, seeds.size)).reshape(n_users, h)
@@ -274,7 +316,7 @@ def simulate(config: SimulatorConfig = SimulatorConfig()) -> SimulatedData:
         available = first_day <= day
         weight = popularity * available * (1 + config.freshness_boost * 0.5 ** (age / config.freshness_half_life_days))
         fresh = first_day == day
-        related_sampler = _GroupSampler(l2_of_item, weight, n_l2)
+        related_sampler = _GroupSampler(l2_of_item, weight, all_l2)
         for n in per_round:
             users = _weighted_choice(rng, activity, n)
             hist = history[users]

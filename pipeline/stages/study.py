@@ -96,7 +96,7 @@ def run(layout: StudyLayout, config: StudyConfig, rqvae: RQVAEConfig = RQVAEConf
 
 def _set_up_world(layout: RunLayout, simulator: SimulatorConfig, rqvae: RQVAEConfig, beam_args, log) -> None:
     """Simulate, RQ-VAE v0 on the day-0 catalogue, SIDs, lookups: skipped when done with the same configs."""
-    _set_up(layout, {"simulator": dataclasses.asdict(simulator), "rqvae": dataclasses.asdict(rqvae)}, beam_args, log,
+    _set_up(layout, {"simulator": simulator.fingerprint_fields(), "rqvae": dataclasses.asdict(rqvae)}, beam_args, log,
             lambda: (simulate.run(simulator, layout),
                      train_rqvae.run(layout, rqvae, max_first_day=0, log=lambda *_: None)))
 
