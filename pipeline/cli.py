@@ -110,12 +110,13 @@ def _train(args) -> None:
 
 def _daily(args) -> None:
     from models import distribution
+    from pipeline.sid import sid_health
     from pipeline.stages import bless, daily, day_loop
 
     strategy = distribution.make_strategy(config_flags.from_args(distribution.DistributionConfig, args))
     daily.run(RunLayout(args.run_dir), config_flags.from_args(daily.DailyConfig, args),
               config_flags.from_args(day_loop.TrainConfig, args), config_flags.from_args(bless.BlessConfig, args),
-              args.beam_args, strategy=strategy)
+              args.beam_args, strategy=strategy, health=config_flags.from_args(sid_health.HealthThresholds, args))
 
 
 def _experiment(args) -> None:
@@ -169,6 +170,12 @@ def _predict(args) -> None:
     print(predict.describe(predict.run(RunLayout(args.run_dir), config_flags.from_args(predict.PredictConfig, args))))
 
 
+def _health(args) -> None:
+    from pipeline.stages import health
+
+    print(health.describe(health.run(RunLayout(args.run_dir))))
+
+
 def _browse(args) -> None:
     from pipeline.stages import browse
 
@@ -194,6 +201,7 @@ def build_parser(study_preset: str = "") -> argparse.ArgumentParser:
     from pipeline.core.representation import DEFAULT_SERVED
     from pipeline.data.interactions import ImportConfig, MovieLensConfig
     from pipeline.data.simulator import SimulatorConfig
+    from pipeline.sid.sid_health import HealthThresholds
     from pipeline.stages.configs import (DEMO_WORLD, PRESETS, BlessConfig, BrowseConfig, DailyConfig, ExperimentConfig,
                                          LookupsConfig, PredictConfig, StudyConfig, TrainConfig)
 
@@ -290,6 +298,7 @@ def build_parser(study_preset: str = "") -> argparse.ArgumentParser:
                  "served version on held-out rows; one line per day (docs/operating.md). Other flags go to Beam")
     config_flags.add_flags(dy, DailyConfig)
     config_flags.add_flags(dy, BlessConfig)
+    config_flags.add_flags(dy, HealthThresholds)
     config_flags.add_flags(dy, TrainConfig, defaults={"holdout_per_mille": 50})
     config_flags.add_flags(dy, DistributionConfig)
 
@@ -329,6 +338,10 @@ def build_parser(study_preset: str = "") -> argparse.ArgumentParser:
     pr = command("predict", _predict, "rank candidates for a few users through a running server (gRPC): each "
                  "user's last watch and history of a logged day, the candidates they were shown (or --candidates)")
     config_flags.add_flags(pr, PredictConfig)
+
+    command("health", _health, "a lineage's health over its daily steps: new items' SID collisions and code spread "
+            "against the lineage's, CTR/1D AUC, and the days a refresh was advised (table, and a figure in "
+            "RUN_DIR/report)")
 
     bw = command("browse", _browse, "the items under a SID prefix with their titles, and the size of each child "
                  "(a sub-trie of the SID table, as the paper's Figures 6-7)")

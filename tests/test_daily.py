@@ -452,3 +452,29 @@ def test_a_candidate_with_the_same_auc_but_doubled_odds_is_not_blessed(worlds, d
     assert any(reason.startswith("held-out NE") for reason in verdict["reasons"]), verdict["reasons"]
     # The calibrated export against itself, on the same rows and rules, is blessed.
     assert bless.bless(calibrated, calibrated, rows, items, defaults)["blessed"]
+
+
+def test_each_step_records_the_lineage_s_health_and_sidrec_health_shows_the_trend(worlds, days):
+    """Day 3's record: its new items (first seen on day 3) against the items the lineage was fitted with (first
+    seen by day 2), worked out here from the SID table and the corpus; `sidrec health` prints every step."""
+    layout = worlds["daily"]
+    [day3] = days["day3"]
+    health = day3["health"]
+    table = sid_table_io.read_sid_table(SidTableLayout(layout.sids).table)
+    corpus = corpus_io.read_corpus(layout.data.corpus)
+    first_day = dict(zip(corpus.item_ids, corpus.first_day))
+    days_of = np.array([first_day[i] for i in table.item_ids])
+    new, lineage, known = (table.sids[days_of == 3], table.sids[days_of <= 2], table.sids[days_of <= 3])
+    assert health["new_items"] == len(new) >= 30
+    rows = [tuple(r) for r in known]
+    assert health["collision_rate"] == pytest.approx(np.mean([rows.count(tuple(r)) > 1 for r in new]))
+    lineage_rows = [tuple(r) for r in lineage]
+    assert health["lineage_collision_rate"] == pytest.approx(
+        np.mean([lineage_rows.count(r) > 1 for r in lineage_rows]))
+    assert health["cold_start_share"] == pytest.approx(
+        day3["metrics"]["cold_start_examples"] / day3["metrics"]["examples"])
+    assert len(health["perplexity_ratio"]) == table.sids.shape[1] and health["refresh_advised"] == bool(health["tripped"])
+    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "sidrec"), "health", "--run_dir", layout.root],
+                         capture_output=True, text=True, check=True).stdout  # as a user runs it
+    assert f"   3 {health['cold_start_share']:>16.1%} {health['new_items']:>9,} " in out
+    assert "figure: " in out and os.path.exists(out.split("figure: ")[1].split("\n")[0])

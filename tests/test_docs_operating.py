@@ -73,13 +73,17 @@ def _other_kinds(tour: Tour) -> dict:
 
 
 def test_the_first_daily_step_publishes_version_1_and_says_so_in_one_line(tour):
-    lineage, first, serve, next_day = tour["page"]
+    lineage, first, serve, next_day, health = tour["page"]
     assert "transform output: runs/live/transform/sid_spm_512" in lineage
     [line] = first.splitlines()
     assert line.startswith("day 5 (first step of the lineage: trained on days 1-5): CTR AUC "), line
     assert "blessed (held-out AUC" in line and "published version 1" in line
     [line] = next_day.splitlines()[-1:]
     assert line.startswith("day 6: CTR AUC ") and "published version 2" in line, next_day
+    # `sidrec health`: a row for each step taken, the figure written.
+    rows = [line.split()[0] for line in health.splitlines() if line[:4].strip().isdigit()]
+    assert rows == ["5", "6"], health
+    assert "figure: runs/live/report/health_sid_spm_512" in health
 
 
 def test_the_server_serves_version_1_then_swaps_version_2_in_without_a_failed_request(tour):

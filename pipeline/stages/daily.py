@@ -12,7 +12,8 @@ again ends as an uninterrupted one):
      no process reads the whole day);
   5. publish: a blessed candidate trained through more days than the served version becomes the next
      integer version of the serving directory (RUN/serving/<model>, what servers watch); the newest
-     --keep_versions stay. RUN/ranker/<run>/daily/day=NNNN.json records the step (its commit).
+     --keep_versions stay. RUN/ranker/<run>/daily/day=NNNN.json records the step (its commit), with the
+     lineage's health (pipeline.sid.sid_health): the day's line says "refresh advised" when a signal trips.
 A candidate that is not published stays in the run's export directory for inspection.
 
 Under `--strategy multi_worker` every worker runs the step: the chief (models.distribution.is_chief) does
@@ -22,6 +23,8 @@ train with it (step 3 is one collective fit) and leave nothing behind.
 
 import os
 import time
+
+import numpy as np
 
 from pipeline.core.tf_env import tf
 
@@ -34,7 +37,8 @@ from pipeline.core.cards import read_json
 from pipeline.core.layout import ExportLayout, RankerLayout, RQVAELayout, RunLayout, SidTableLayout, TransformLayout
 from pipeline.core.publish import list_versions, publish_version, published
 from pipeline.core.representation import RepresentationConfig
-from pipeline.data import log_io
+from pipeline.data import log_io, sid_table_io
+from pipeline.sid import sid_health
 from pipeline.stages import bless, day_loop
 from serving import model_config
 from pipeline.stages.configs import DailyConfig  # noqa: F401  (re-exported)
@@ -45,7 +49,8 @@ WORKER_WAIT_SECONDS = 3600
 
 
 def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, checks: bless.BlessConfig,
-        beam_args=(), log=print, strategy: tf.distribute.Strategy | None = None) -> list[dict]:
+        beam_args=(), log=print, strategy: tf.distribute.Strategy | None = None,
+        health: sid_health.HealthThresholds = sid_health.HealthThresholds()) -> list[dict]:
     """Takes every pending day (see the module); returns one record per day taken (none on a worker that is
     not the chief)."""
     strategy = strategy or tf.distribute.get_strategy()
@@ -84,7 +89,9 @@ def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, che
         [metrics] = [e for e in history if e["evaluated_on_day"] == day]
         lineage = day_loop.run_fingerprint(card, train).value  # the fitted transform and the training config
         record = _bless_and_publish(layout, run_dir, lineage, day, metrics, serving, config, train, checks, beam_args)
-        record.update(day=day, new_items=new_items, seconds=round(time.time() - started, 1),
+        record.update(day=day, new_items=new_items,
+                      health=lineage_health(layout, card, run_dir, day, metrics, sorted(taken), health),
+                      seconds=round(time.time() - started, 1),
                       trained_days=[d for d in card["days"] if d <= day] if not taken else [day])
         taken.add(day)
         with published(RankerLayout(run_dir).daily_step(day)) as staging:
@@ -92,6 +99,22 @@ def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, che
         log(describe_step(record))
         records.append(record)
     return records
+
+
+def lineage_health(layout: RunLayout, card: dict, run_dir: str, day: int, metrics: dict, taken: list[int],
+                   thresholds: sid_health.HealthThresholds) -> dict:
+    """The step's SID health: the day's new items (corpus first day = `day`) against the items the lineage was
+    fitted with (first day up to the fitted day), and CTR/1D AUC against the earlier steps'."""
+    previous = [files.read_json(RankerLayout(run_dir).daily_step(d)).get("health", {}) for d in taken if d < day]
+    sids = empty = np.zeros((0, 1), np.int64)
+    lineage = everything = empty
+    if RepresentationConfig(**card["config"]).has_sids:
+        table = sid_table_io.read_sid_table(SidTableLayout(layout.sids).table)
+        corpus = files.read_parquet(layout.data.corpus, [fk.ITEM_ID, fk.FIRST_DAY])
+        first_day = dict(zip(corpus.column(fk.ITEM_ID).to_pylist(), corpus.column(fk.FIRST_DAY).to_pylist()))
+        days = np.array([first_day.get(i, day + 1) for i in table.item_ids])
+        sids, lineage, everything = table.sids[days == day], table.sids[days <= fitted_through(card)], table.sids[days <= day]
+    return sid_health.day_health(sids, lineage, everything, metrics, previous, thresholds)
 
 
 def _wait_for_the_chiefs_transform(transform_dir: str, day: int, timeout: float = WORKER_WAIT_SECONDS) -> None:
@@ -255,6 +278,7 @@ def describe_step(record: dict) -> str:
         outcome = "not published" + (f" ({record['not_published']})" if record.get("not_published") else "")
     trained = record.get("trained_days", [record["day"]])
     first = f" (first step of the lineage: trained on days {_days(trained)})" if len(trained) > 1 else ""
+    advice = "".join(f"; refresh advised: {reason}" for reason in record.get("health", {}).get("tripped", []))
     return (f"day {record['day']}{first}: CTR AUC {m['ctr_auc']:.4f}, CTR/1D AUC {m['ctr_1d_auc']:.4f}; "
             f"{bless.describe(record['blessing'])}; {outcome}; {record['new_items']:,} new item(s) given SIDs; "
-            f"{record['seconds']:.0f} s")
+            f"{record['seconds']:.0f} s{advice}")

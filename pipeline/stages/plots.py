@@ -261,3 +261,28 @@ def stability(rows: list[dict], path: str) -> str:
     ax.set_title("Prediction churn between consecutive daily retrains (lower is more stable)")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
+
+
+def health(steps: list[dict], path: str) -> str:
+    """A lineage's health by daily step: new items' SID collisions and first-level spread against the lineage's,
+    and CTR/1D AUC; the steps that advised a refresh marked."""
+    days = [s["day"] for s in steps]
+    h = [s["health"] for s in steps]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    sid_days = [d for d, x in zip(days, h) if "collision_rate" in x]
+    measured = [x for x in h if "collision_rate" in x]
+    axes[0].plot(sid_days, [x["collision_rate"] for x in measured], marker="o", label="the day's new items")
+    axes[0].plot(sid_days, [x["lineage_collision_rate"] for x in measured], linestyle="--", label="the lineage's items")
+    axes[0].set_title("share of items whose full SID another item has")
+    axes[1].plot(sid_days, [x["perplexity_ratio"][0] for x in measured], marker="o")
+    axes[1].axhline(1.0, color="black", linewidth=1, linestyle="--")
+    axes[1].set_title("new items' level-1 code spread / the lineage's")
+    axes[2].plot(days, [x["ctr_1d_auc"] for x in h], marker="o")
+    axes[2].set_title("CTR/1D AUC")
+    for ax in axes:
+        for day, x in zip(days, h):
+            if x["refresh_advised"]:
+                ax.axvline(day, color="red", alpha=0.25, linewidth=6)
+        ax.set_xlabel("day (red: refresh advised)")
+    axes[0].legend(fontsize=7)
+    return _save(fig, path)

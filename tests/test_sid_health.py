@@ -1,0 +1,43 @@
+"""SID health signals (pipeline.sid.sid_health) against values worked out by hand."""
+
+import numpy as np
+import pytest
+
+from pipeline.sid import sid_health
+
+
+def test_perplexity_is_the_effective_number_of_codes():
+    assert sid_health.perplexity(np.array([3, 3, 5, 5])) == pytest.approx(2.0)
+    assert sid_health.perplexity(np.array([7] * 9)) == pytest.approx(1.0)
+    p = np.array([0.5, 0.25, 0.25])
+    assert sid_health.perplexity(np.array([1, 1, 2, 3])) == pytest.approx(np.exp(-(p * np.log(p)).sum()))
+
+
+def test_the_shared_sid_rate_counts_rows_whose_full_sid_occurs_twice():
+    among = np.array([[1, 2], [1, 2], [1, 3], [4, 4], [5, 5]])
+    assert sid_health.shared_sid_rate(among, among) == pytest.approx(2 / 5)
+    assert sid_health.shared_sid_rate(among[2:4], among) == 0.0  # [1, 3] and [4, 4] occur once
+    assert sid_health.shared_sid_rate(among[:1], among) == 1.0
+
+
+def test_new_items_crowding_into_few_codes_advise_a_refresh_and_a_lineage_like_day_does_not():
+    rng = np.random.default_rng(0)
+    lineage = rng.integers(0, 32, size=(2000, 3))
+    like = rng.integers(0, 32, size=(100, 3))  # drawn as the lineage's
+    crowded = np.column_stack([rng.integers(0, 2, 100), rng.integers(0, 2, 100), rng.integers(0, 4, 100)])
+    metrics = {"examples": 1000, "cold_start_examples": 150, "ctr_1d_auc": 0.7}
+    fine = sid_health.day_health(like, lineage, np.concatenate([lineage, like]), metrics, [])
+    assert fine["refresh_advised"] is False and fine["tripped"] == [] and fine["cold_start_share"] == 0.15
+    assert 0.85 < fine["perplexity_ratio"][0] < 1.15 and fine["collision_rate"] - fine["lineage_collision_rate"] < 0.1
+    aged = sid_health.day_health(crowded, lineage, np.concatenate([lineage, crowded]), metrics, [])
+    assert aged["refresh_advised"] and len(aged["tripped"]) == 2  # collisions and the first level's spread
+    assert aged["perplexity_ratio"][0] == pytest.approx(
+        sid_health.perplexity(crowded[:, 0]) / sid_health.expected_perplexities(lineage, 100)[0])
+    assert "collision rate" in aged["tripped"][0] and "first-level codes" in aged["tripped"][1]
+    # Too few new items: no SID signal is read; CTR/1D AUC below its trailing mean trips alone.
+    few = sid_health.day_health(crowded[:5], lineage, lineage, {**metrics, "ctr_1d_auc": 0.6},
+                                [{"ctr_1d_auc": a} for a in (0.70, 0.71, 0.69)])
+    assert "collision_rate" not in few and few["ctr_1d_drop"] == pytest.approx(0.1)
+    assert few["refresh_advised"] and few["tripped"][0].startswith("CTR/1D AUC 0.6000")
+    # Fewer earlier steps than the trailing window: no drop is read.
+    assert "ctr_1d_drop" not in sid_health.day_health(like, lineage, lineage, metrics, [{"ctr_1d_auc": 0.9}])
