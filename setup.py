@@ -33,6 +33,7 @@ setuptools.setup(
         "pyarrow",
         "matplotlib",
         "tzdata",  # time zones for `sidrec import --timezone` where the system has none
+        "scipy",  # LSQR: the warm start's least-squares item table (pipeline/stages/warm_start.py)
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout", "pytest-xdist"],

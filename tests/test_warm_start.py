@@ -1,0 +1,82 @@
+"""Warm start of a new lineage's ranker from the served one (pipeline.stages.warm_start), on the small world: the
+served ranker is SPM 300 trained through day 3, the new lineage bigram SIDs of the same items."""
+
+import numpy as np
+import pytest
+import scipy.sparse
+
+from pipeline.core.layout import RankerLayout
+from pipeline.core.tf_env import tf
+from pipeline.stages import day_loop, warm_start
+from worlds import run_transform
+
+CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(16,), embedding_dim=8)  # spm_ranker's
+
+
+def test_the_least_squares_table_reproduces_vectors_a_table_can_reproduce():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(40, 3))
+    pieces = [rng.choice(40, size=2, replace=False) for _ in range(200)]
+    targets = warm_start.item_vectors(truth, pieces)
+    fitted = warm_start.fit_table(pieces, targets, rows=41, damp=1e-6)
+    np.testing.assert_allclose(warm_start.item_vectors(fitted, pieces), targets, atol=1e-3)
+    assert np.abs(fitted[40]).max() == 0.0  # a row no item uses stays 0
+    # Damping pulls a row that one item uses toward zero more than one that many use.
+    damped = warm_start.fit_table(pieces + [np.array([40])], np.vstack([targets, np.ones((1, 3))]), rows=41, damp=1.0)
+    assert 0 < damped[40, 0] < 0.6
+
+
+@pytest.fixture(scope="module")
+def warm(run_dir, spm_run, spm_ranker, tmp_path_factory):
+    new = run_transform(run_dir, "sid_ngram", ngram=2)
+    target = str(tmp_path_factory.mktemp("warm") / "run")
+    result = warm_start.run(spm_run["output"], spm_ranker["run"], new["output"], target, CONFIG, start_day=3,
+                            served_sids=run_dir.sids, new_sids=run_dir.sids)
+    return {"new": new, "run": target, "result": result}
+
+
+def _restored(transform_dir: str, run: str):
+    card = day_loop.read_protocol_card(transform_dir)
+    model = warm_start._built(card, transform_dir, CONFIG)
+    tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(RankerLayout(run).checkpoints)).expect_partial()
+    return model
+
+
+def test_a_warm_start_copies_every_layer_but_the_item_table_and_fits_that_to_the_served_vectors(
+        run_dir, spm_run, spm_ranker, warm):
+    result = warm["result"]
+    served, new = _restored(spm_run["output"], spm_ranker["run"]), _restored(warm["new"]["output"], warm["run"])
+    assert result["copied"] == ["trunk", "click_head", "engagement_head"]
+    for name in result["copied"]:  # the checkpoint holds the served layers, not a fresh initialisation
+        for a, b in zip(getattr(served, name).get_weights(), getattr(new, name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    # The new table, by hand: every item's bigram pieces against its SPM vector under the served table.
+    table = warm_start._table_items(run_dir.sids)
+    ids = np.array(sorted(table), dtype=object)
+    sids = np.stack([table[i] for i in ids])
+    card = day_loop.read_protocol_card(warm["new"]["output"])
+    new_config = warm_start.RepresentationConfig(**card["config"])
+    served_config = warm_start.RepresentationConfig(**day_loop.read_protocol_card(spm_run["output"])["config"])
+    old_pieces = warm_start.pieces_of(served_config, ids, sids, day_loop.read_spm_model(spm_run["output"]))
+    new_pieces = warm_start.pieces_of(new_config, ids, sids)
+    assert all(len(p) == 2 for p in new_pieces)  # bigram: L / 2 pieces
+    targets = warm_start.item_vectors(warm_start.item_table(served).numpy(), old_pieces)
+    fitted = warm_start.item_table(new).numpy()
+    reproduced = warm_start.item_vectors(fitted, new_pieces)
+    error = np.linalg.norm(reproduced - targets) / np.linalg.norm(targets)
+    assert result["relative_error"] == pytest.approx(error, rel=1e-5) and result["items"] == len(ids)
+    # Better than any table that ignores the items: the rows' mean vector for every item.
+    assert error < 0.5 * np.linalg.norm(targets - targets.mean(0)) / np.linalg.norm(targets)
+    # The fitted table is LSQR's damped least squares: its normal equations hold.
+    lengths = [len(p) for p in new_pieces]
+    a = scipy.sparse.csr_matrix((np.ones(sum(lengths)), np.concatenate(new_pieces), np.r_[0, np.cumsum(lengths)]),
+                                shape=(len(ids), card["table_rows"]))
+    gradient = a.T @ (a @ fitted - targets) + 0.1 ** 2 * fitted
+    assert np.abs(gradient).max() < 1e-2 * np.abs(a.T @ targets).max()
+
+
+def test_the_warm_started_run_goes_on_from_its_start_day(warm):
+    lines = []
+    history = day_loop.train(warm["new"]["output"], warm["run"], CONFIG, log=lines.append)
+    assert lines[0].startswith("resuming after day 2")
+    assert [e["evaluated_on_day"] for e in history] == [3] and history[0]["ctr_auc"] > 0.55
