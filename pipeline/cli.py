@@ -170,6 +170,13 @@ def _predict(args) -> None:
     print(predict.describe(predict.run(RunLayout(args.run_dir), config_flags.from_args(predict.PredictConfig, args))))
 
 
+def _refresh(args) -> None:
+    from pipeline.stages import day_loop, refresh
+
+    print(refresh.describe(refresh.run(RunLayout(args.run_dir), config_flags.from_args(refresh.RefreshConfig, args),
+                                       config_flags.from_args(day_loop.TrainConfig, args), args.beam_args)))
+
+
 def _health(args) -> None:
     from pipeline.stages import health
 
@@ -203,7 +210,7 @@ def build_parser(study_preset: str = "") -> argparse.ArgumentParser:
     from pipeline.data.simulator import SimulatorConfig
     from pipeline.sid.sid_health import HealthThresholds
     from pipeline.stages.configs import (DEMO_WORLD, PRESETS, BlessConfig, BrowseConfig, DailyConfig, ExperimentConfig,
-                                         LookupsConfig, PredictConfig, StudyConfig, TrainConfig)
+                                         LookupsConfig, PredictConfig, RefreshConfig, StudyConfig, TrainConfig)
 
     parser = argparse.ArgumentParser(
         prog="sidrec",
@@ -339,6 +346,13 @@ def build_parser(study_preset: str = "") -> argparse.ArgumentParser:
                  "user's last watch and history of a logged day, the candidates they were shown (or --candidates)")
     config_flags.add_flags(pr, PredictConfig)
 
+    rf = command("refresh", _refresh, "a new lineage beside the served one (an RQ-VAE of the served one's config on the "
+                 "items up to the last logged day, its SIDs, the served representation with a vocabulary of the days before) and its "
+                 "ranker warm-started from the served ranker: layers copied, the item table fitted to the served "
+                 "item vectors; then `sidrec daily` on the new run directory. Other flags go to Beam")
+    config_flags.add_flags(rf, RefreshConfig)
+    config_flags.add_flags(rf, TrainConfig, defaults={"holdout_per_mille": 50})
+
     command("health", _health, "a lineage's health over its daily steps: new items' SID collisions and code spread "
             "against the lineage's, CTR/1D AUC, and the days a refresh was advised (table, and a figure in "
             "RUN_DIR/report)")
@@ -358,7 +372,7 @@ def build_parser(study_preset: str = "") -> argparse.ArgumentParser:
     return parser
 
 
-BEAM_COMMANDS = ("import", "movielens", "materialize", "transform", "daily", "experiment", "study")
+BEAM_COMMANDS = ("import", "movielens", "materialize", "transform", "daily", "refresh", "experiment", "study")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,10 @@
 """Warm start of a new lineage's ranker from the served one (pipeline.stages.warm_start), on the small world: the
 served ranker is SPM 300 trained through day 3, the new lineage bigram SIDs of the same items."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import scipy.sparse
@@ -8,7 +12,7 @@ import scipy.sparse
 from pipeline.core.layout import RankerLayout
 from pipeline.core.tf_env import tf
 from pipeline.stages import day_loop, warm_start
-from worlds import run_transform
+from worlds import IN_MEMORY, run_transform
 
 CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(16,), embedding_dim=8)  # spm_ranker's
 
@@ -80,3 +84,28 @@ def test_the_warm_started_run_goes_on_from_its_start_day(warm):
     history = day_loop.train(warm["new"]["output"], warm["run"], CONFIG, log=lines.append)
     assert lines[0].startswith("resuming after day 2")
     assert [e["evaluated_on_day"] for e in history] == [3] and history[0]["ctr_auc"] > 0.55
+
+
+def test_sidrec_refresh_fits_a_new_lineage_beside_the_served_one_and_warm_starts_it(run_dir, spm_run, spm_ranker,
+                                                                                    tmp_path):
+    """From the shell, as the operator runs it: the served lineage is the small world's SPM 300 and its ranker."""
+    served = tmp_path / "served"
+    (served / "transform").mkdir(parents=True)
+    for name in ("data", "sids", "rqvae"):
+        os.symlink(os.path.join(run_dir.root, name), served / name)
+    os.symlink(spm_run["output"], served / "transform" / "sid_spm_300")
+    new = tmp_path / "new"
+    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "sidrec"), "refresh", "--run_dir", str(served),
+                          "--new_run_dir", str(new), "--representation", "sid_spm_300", "--served_run",
+                          spm_ranker["run"], "--batch_size", "256", "--hidden_dims", "16", "--embedding_dim", "8",
+                          *IN_MEMORY], capture_output=True, text=True, check=True)
+    assert out.stderr == "", out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[-3].startswith(f"new lineage: {new} (sid_spm_300, its vocabulary from the days before day 3)")
+    assert "items' vectors carried over to 301 rows" in lines[-2]  # 300 pieces and the OOV row
+    assert "trained through day 2" in lines[-2]
+    card = day_loop.read_protocol_card(str(new / "transform" / "sid_spm_300"))
+    assert card["eval_from"] == 3 and card["days"] == [1, 2, 3]
+    assert os.path.realpath(new / "data") == os.path.realpath(run_dir.data.root)  # the served lineage's data
+    [ranker] = os.listdir(new / "ranker")
+    assert tf.train.latest_checkpoint(str(new / "ranker" / ranker / "checkpoints"))

@@ -94,6 +94,21 @@ class DailyConfig:
             raise ValueError(f"--day must be a logged day (or 0 for every new one), got {self.day}")
 
 
+# ---- refresh (pipeline/stages/refresh.py)
+@dataclasses.dataclass(frozen=True)
+class RefreshConfig:
+    new_run_dir: str = flag("", "where the new lineage goes (its data linked to RUN_DIR's)")
+    representation: str = flag(DEFAULT_SERVED, "the served representation (RUN_DIR/transform/<name>); the new "
+                                               "lineage transforms the same kind and size")
+    served_run: str = flag("", "the served ranker run (default: RUN_DIR/ranker/<the run `sidrec daily` trains with "
+                               "these training flags>)")
+    damp: float = flag(0.1, "LSQR damping of the new item table's rows (larger: rows few items use stay nearer 0)")
+
+    def __post_init__(self):
+        if not self.new_run_dir:
+            raise ValueError("--new_run_dir is required: the new lineage goes beside the served one")
+
+
 # ---- experiment (pipeline/stages/experiment.py)
 DEFAULT_ARMS = "random_hash:8192,dense:1,dense:1.5,dense:2,sid_ngram:1,sid_ngram:2,sid_spm:8192"
 

@@ -294,24 +294,20 @@ def _sections(units: list[dict], figures: dict, subtries: list[dict]) -> list[tu
             if key in figures:
                 s.append(("figure", figures[key]))
         if any(r.get("slices") for r in unit["rows"]):
-            s.append(("h3", "Slices: item age and training-window popularity"))
-            s.append(("p", "CTR AUC, normalized entropy (log loss over the entropy of the slice's click rate; lower "
-                           "is better) and calibration (mean predicted over observed CTR; 1 is calibrated) per slice, "
-                           "mean over the evaluation days, with impressions per run. Popularity: thirds of the "
-                           "training window's impressions (head, torso, tail) and items it never impressed."))
-            s.append(("table", slice_table(unit)))
-            if f"calibration_{name}" in figures:
-                s.append(("figure", figures[f"calibration_{name}"]))
+            s += _table_section(
+                "Slices: item age and training-window popularity",
+                "CTR AUC, normalized entropy (log loss over the entropy of the slice's click rate; lower is better) "
+                "and calibration (mean predicted over observed CTR; 1 is calibrated) per slice, mean over the "
+                "evaluation days, with impressions per run. Popularity: thirds of the training window's impressions "
+                "(head, torso, tail) and items it never impressed.", slice_table(unit), figures.get(f"calibration_{name}"))
         if any("churn_overall" in r for r in unit["rows"]):
-            s.append(("h3", "Prediction stability (F8)"))
-            s.append(("p", f"A fixed probe, the first {stability.PROBE_ROWS:,} impressions of the last day, scored by "
-                           "the model of every evaluation day (none has trained on it). Churn: mean |change of "
-                           "predicted CTR| between consecutive days' models of one run; seed variance: between the "
-                           "first two model seeds on the same days. Tail: the training window's least impressed third "
-                           "of items; new: items first seen on the probe's day."))
-            s.append(("table", stability_table(unit)))
-            if f"stability_{name}" in figures:
-                s.append(("figure", figures[f"stability_{name}"]))
+            s += _table_section(
+                "Prediction stability (F8)",
+                f"A fixed probe, the first {stability.PROBE_ROWS:,} impressions of the last day, scored by the model of "
+                "every evaluation day (none has trained on it). Churn: mean |change of predicted CTR| between "
+                "consecutive days' models of one run; seed variance: between the first two model seeds on the same "
+                "days. Tail: the training window's least impressed third of items; new: items first seen on the "
+                "probe's day.", stability_table(unit), figures.get(f"stability_{name}"))
         if unit.get("sid_quality"):
             s.append(("h3", "Table 1: similarity of items sharing a SID prefix"))
             s.append(("table", (["shared prefix length", "item pairs", "mean cosine", "sub-trie size p25-p75"],
@@ -339,6 +335,11 @@ def _sections(units: list[dict], figures: dict, subtries: list[dict]) -> list[tu
             s.append(("table", (["SID", "item", "title"], [[",".join(map(str, i["sid"])), i["item_id"], i["title"]]
                                                           for i in trie["items"]])))
     return s
+
+
+def _table_section(title: str, text: str, table, figure=None) -> list[tuple[str, object]]:
+    """A sub-section: its heading, what it shows, its table and (if drawn) its figure."""
+    return [("h3", title), ("p", text), ("table", table)] + ([("figure", figure)] if figure else [])
 
 
 def _md_row(cells) -> str:
