@@ -109,3 +109,19 @@ def test_sidrec_refresh_fits_a_new_lineage_beside_the_served_one_and_warm_starts
     assert os.path.realpath(new / "data") == os.path.realpath(run_dir.data.root)  # the served lineage's data
     [ranker] = os.listdir(new / "ranker")
     assert tf.train.latest_checkpoint(str(new / "ranker" / ranker / "checkpoints"))
+
+
+def test_a_cold_start_is_the_day_loop_s_own_initialisation_on_the_same_budget(run_dir, spm_run, spm_ranker, warm,
+                                                                               tmp_path):
+    """`sidrec refresh --start cold`, the warm start's control: nothing carried over, trained from the same day."""
+    target = str(tmp_path / "cold")
+    result = warm_start.run(spm_run["output"], spm_ranker["run"], warm["new"]["output"], target, CONFIG, start_day=3,
+                            served_sids=run_dir.sids, new_sids=run_dir.sids, warm=False)
+    assert result["copied"] == [] and result["trained_through_day"] == 2 and not result["warm"]
+    cold = _restored(warm["new"]["output"], target)
+    tf.keras.utils.set_random_seed(CONFIG.seed)
+    fresh = warm_start._built(day_loop.read_protocol_card(warm["new"]["output"]), warm["new"]["output"], CONFIG)
+    for a, b in zip(cold.get_weights(), fresh.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    history = day_loop.train(warm["new"]["output"], target, CONFIG, log=lambda *_: None)
+    assert [e["evaluated_on_day"] for e in history] == [3]

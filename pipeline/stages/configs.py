@@ -95,6 +95,9 @@ class DailyConfig:
 
 
 # ---- refresh (pipeline/stages/refresh.py)
+REFRESH_STARTS = ("warm", "cold", "history")
+
+
 @dataclasses.dataclass(frozen=True)
 class RefreshConfig:
     new_run_dir: str = flag("", "where the new lineage goes (its data linked to RUN_DIR's)")
@@ -103,10 +106,15 @@ class RefreshConfig:
     served_run: str = flag("", "the served ranker run (default: RUN_DIR/ranker/<the run `sidrec daily` trains with "
                                "these training flags>)")
     damp: float = flag(0.1, "LSQR damping of the new item table's rows (larger: rows few items use stay nearer 0)")
+    start: str = flag("warm", "the new ranker: warm (from the served one, trained from the last day on), cold (a new "
+                              "initialisation, trained from the last day on: the same budget) or history (none "
+                              "written: `sidrec daily` trains it through every day)")
 
     def __post_init__(self):
         if not self.new_run_dir:
             raise ValueError("--new_run_dir is required: the new lineage goes beside the served one")
+        if self.start not in REFRESH_STARTS:
+            raise ValueError(f"--start must be one of {', '.join(REFRESH_STARTS)}, got {self.start!r}")
 
 
 # ---- experiment (pipeline/stages/experiment.py)

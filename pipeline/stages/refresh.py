@@ -63,17 +63,25 @@ def run(layout: RunLayout, config: RefreshConfig, train: day_loop.TrainConfig, b
         id_buckets=representation.id_buckets or 1024, eval_from=last_day, max_history=representation.max_history),
         beam_args, log=lambda *_: None)
     new_run = os.path.join(new.ranker, day_loop.run_dir_name(representation.name, train))
-    log(f"== warm start {new_run} from {served_run}")
-    result = warm_start.run(served_transform, served_run, summary["output"], new_run, train, start_day=last_day,
-                            served_sids=layout.sids, new_sids=new.sids, damp=config.damp)
-    return {**result, "new_run_dir": new.root, "ranker_run": new_run, "transform": summary["output"],
-            "start_day": last_day, "representation": representation.name}
+    out = {"new_run_dir": new.root, "ranker_run": new_run, "transform": summary["output"], "start_day": last_day,
+           "representation": representation.name, "start": config.start}
+    if config.start == "history":  # `sidrec daily` trains the new ranker through every day
+        return out
+    log(f"== {config.start} start of {new_run}" + (f" from {served_run}" if config.start == "warm" else ""))
+    return {**out, **warm_start.run(served_transform, served_run, summary["output"], new_run, train,
+                                    start_day=last_day, served_sids=layout.sids, new_sids=new.sids, damp=config.damp,
+                                    warm=config.start == "warm")}
 
 
 def describe(result: dict) -> str:
+    if result["start"] == "warm":
+        ranker = (f"warm start: {result['items']:,} items' vectors carried over to {result['table_rows']:,} rows "
+                  f"(relative error {result['relative_error']:.3f}); copied {', '.join(result['copied'])}; "
+                  f"{result['ranker_run']} stands trained through day {result['trained_through_day']}")
+    elif result["start"] == "cold":
+        ranker = f"cold start: {result['ranker_run']} newly initialised, trained through day {result['trained_through_day']}"
+    else:
+        ranker = "no ranker written: the first `sidrec daily` step trains it through every day"
     return (f"new lineage: {result['new_run_dir']} ({result['representation']}, its vocabulary from the days before "
-            f"day {result['start_day']})\nwarm start: {result['items']:,} items' vectors carried over to "
-            f"{result['table_rows']:,} rows (relative error {result['relative_error']:.3f}); copied "
-            f"{', '.join(result['copied'])}; {result['ranker_run']} stands trained through day "
-            f"{result['trained_through_day']}\nnext: sidrec daily --run_dir {result['new_run_dir']} --representation "
-            f"{result['representation']} --serving_dir <the served lineage's serving directory>")
+            f"day {result['start_day']})\n{ranker}\nnext: sidrec daily --run_dir {result['new_run_dir']} "
+            f"--representation {result['representation']} --serving_dir <the served lineage's serving directory>")

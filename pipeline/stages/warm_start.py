@@ -55,13 +55,14 @@ def item_table(model) -> tf.Variable:
     return table
 
 
-def copy_tokenizer_free_layers(served, new) -> list[str]:
-    """Copies the trunk and both heads from `served` into `new` (both built); returns what was copied."""
-    copied = []
-    for name in ("trunk", "click_head", "engagement_head"):
+# The ranker's layers that read item vectors and never pieces: what a new tokenizer leaves valid.
+TOKENIZER_FREE = ("trunk", "click_head", "engagement_head")
+
+
+def copy_tokenizer_free_layers(served, new) -> None:
+    """Copies TOKENIZER_FREE from `served` into `new` (both built)."""
+    for name in TOKENIZER_FREE:
         getattr(new, name).set_weights(getattr(served, name).get_weights())
-        copied.append(name)
-    return copied
 
 
 def _built(card: dict, transform_dir: str, config):
@@ -85,8 +86,9 @@ def _table_items(sids_dir: str) -> dict:
 
 
 def run(served_transform: str, served_run_dir: str, new_transform: str, new_run_dir: str, config,
-        start_day: int, served_sids: str, new_sids: str, damp: float = 0.1) -> dict:
-    """Writes a warm-started ranker run of the new lineage at `new_run_dir`, trained through `start_day - 1`.
+        start_day: int, served_sids: str, new_sids: str, damp: float = 0.1, warm: bool = True) -> dict:
+    """Writes a ranker run of the new lineage at `new_run_dir`, trained through `start_day - 1`: warm-started from
+    the served ranker, or (`warm=False`) as the day loop initialises a new run, for a cold start on the same budget.
 
     Args:
       served_transform, served_run_dir: the served lineage's transform output and the ranker run it serves.
@@ -102,13 +104,35 @@ def run(served_transform: str, served_run_dir: str, new_transform: str, new_run_
     from pipeline.core.layout import RankerLayout
     from pipeline.stages import day_loop
 
-    served_card, new_card = day_loop.read_protocol_card(served_transform), day_loop.read_protocol_card(new_transform)
+    new_card = day_loop.read_protocol_card(new_transform)
+    report = _carried_over(served_transform, served_run_dir, new_transform, new_card, config, served_sids, new_sids,
+                           damp) if warm else {"items": 0, "relative_error": None, "copied": []}
+    tf.keras.utils.set_random_seed(config.seed)  # a cold start is the day loop's own initialisation
+    new = _built(new_card, new_transform, config)
+    if warm:
+        copy_tokenizer_free_layers(report.pop("served"), new)
+        item_table(new).assign(report.pop("table"))
+    day_loop.run_fingerprint(new_card, config).write(new_run_dir)
+    done = tf.Variable(start_day - 1, dtype=tf.int64)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=new, optimizer=new.optimizer, day=done),
+                                         RankerLayout(new_run_dir).checkpoints, max_to_keep=2)
+    return {**report, "table_rows": int(new_card["table_rows"]), "checkpoint": manager.save(),
+            "trained_through_day": start_day - 1, "warm": warm,
+            "fingerprint": fingerprint.read(new_run_dir)["fingerprint"]}
+
+
+def _carried_over(served_transform: str, served_run_dir: str, new_transform: str, new_card: dict, config,
+                  served_sids: str, new_sids: str, damp: float) -> dict:
+    """The served ranker (restored) and the new item table fitted to its item vectors, with the fit's numbers."""
+    from pipeline.core.layout import RankerLayout
+    from pipeline.stages import day_loop
+
+    served_card = day_loop.read_protocol_card(served_transform)
     served = _built(served_card, served_transform, config)
     latest = tf.train.latest_checkpoint(RankerLayout(served_run_dir).checkpoints)
     if latest is None:
         raise FileNotFoundError(f"{served_run_dir}: no checkpoint of the served ranker to warm-start from")
     tf.train.Checkpoint(model=served).restore(latest).expect_partial()
-
     served_config, new_config = (RepresentationConfig(**c["config"]) for c in (served_card, new_card))
     new_items = _table_items(new_sids)
     old_items = _table_items(served_sids) if served_config.has_sids else None
@@ -122,16 +146,6 @@ def run(served_transform: str, served_run_dir: str, new_transform: str, new_run_
     targets = item_vectors(item_table(served).numpy(), old_pieces)
     table = fit_table(new_pieces, targets, new_card["table_rows"], damp)
     reproduced = item_vectors(table, new_pieces)
-
-    new = _built(new_card, new_transform, config)
-    copied = copy_tokenizer_free_layers(served, new)
-    item_table(new).assign(table)
-    made_from = day_loop.run_fingerprint(new_card, config)
-    made_from.write(new_run_dir)
-    done = tf.Variable(start_day - 1, dtype=tf.int64)
-    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=new, optimizer=new.optimizer, day=done),
-                                         RankerLayout(new_run_dir).checkpoints, max_to_keep=2)
-    return {"items": int(len(ids)), "table_rows": int(new_card["table_rows"]),
+    return {"served": served, "table": table, "items": int(len(ids)),
             "relative_error": float(np.linalg.norm(reproduced - targets) / np.linalg.norm(targets)),
-            "copied": copied, "checkpoint": manager.save(), "trained_through_day": start_day - 1,
-            "fingerprint": fingerprint.read(new_run_dir)["fingerprint"]}
+            "copied": list(TOKENIZER_FREE)}
