@@ -250,12 +250,13 @@ def stability(rows: list[dict], path: str) -> str:
     intervals over seeds)."""
     measured = [r for r in rows if "churn_overall" in r]
     slices = ("overall", "tail", "new")
-    fig, ax = plt.subplots(figsize=(max(6.5, 1.2 * len(measured) + 3), 4.5))
+    fig, ax = plt.subplots(figsize=(min(16, max(6.5, 0.45 * len(measured) + 4)), 4.5))
     width = 0.8 / max(len(measured), 1)
-    for i, row in enumerate(measured):
+    for i, row in enumerate(measured):  # 40 distinct colours: a study's arms outnumber one cycle's 10
         present = [s for s in slices if f"churn_{s}" in row]
+        color = (plt.cm.tab20 if i < 20 else plt.cm.tab20b)(i % 20)
         _bars_with_errors(ax, [slices.index(s) + (i - (len(measured) - 1) / 2) * width for s in present],
-                          [row[f"churn_{s}"] for s in present], width, row["label"])
+                          [row[f"churn_{s}"] for s in present], width, row["label"], color)
     ax.set_xticks(range(len(slices)), ["all probe rows", "tail items", "new items"])
     ax.set_ylabel("mean |change of predicted CTR| between daily models")
     ax.set_title("Prediction churn between consecutive daily retrains (lower is more stable)")
