@@ -14,7 +14,9 @@ paths with the same flags and files:
 
 import dataclasses
 import logging
+import os
 import signal
+import sys
 import threading
 from concurrent import futures
 
@@ -34,6 +36,8 @@ from serving.rest import RestServer
 from serving.servables import ServingError
 
 log = logging.getLogger(__name__)
+# Seconds in-flight requests get to finish after SIGINT/SIGTERM.
+STOP_GRACE_SECONDS = 2
 
 
 def _handle(fn):
@@ -238,8 +242,15 @@ def serve(args) -> None:
     stopped = threading.Event()
     if args.model_config_file and args.model_config_file_poll_wait_seconds > 0:
         _watch_config_file(args.model_config_file, args.model_config_file_poll_wait_seconds, running.manager, stopped)
-    print(f"listening on {args.host}:{running.port}", flush=True)
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before the line a supervisor waits for
         signal.signal(sig, lambda *_: stopped.set())
+    print(f"listening on {args.host}:{running.port}", flush=True)
     stopped.wait()
-    running.stop(grace=2)
+    # A bounded exit: in-flight requests get the grace period, then the process ends even if a request thread or
+    # the interpreter's teardown of TensorFlow and gRPC threads hangs (seen once in ~400 stops under load).
+    stopping = threading.Thread(target=running.stop, kwargs={"grace": STOP_GRACE_SECONDS}, daemon=True)
+    stopping.start()
+    stopping.join(timeout=STOP_GRACE_SECONDS + 10)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
