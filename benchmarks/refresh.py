@@ -37,31 +37,33 @@ from models.rqvae import RQVAEConfig  # noqa: E402
 from pipeline.core import stats  # noqa: E402
 from pipeline.core.layout import RQVAELayout, RunLayout  # noqa: E402
 from pipeline.data.simulator import SimulatorConfig  # noqa: E402
-from pipeline.stages import bless, daily, day_loop, refresh, simulate, train_rqvae  # noqa: E402
+from pipeline.sid import sid_health  # noqa: E402
+from pipeline.stages import bless, daily, day_loop, refresh, simulate, train_rqvae, warm_start  # noqa: E402
 
 BEAM = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 REPRESENTATION = "sid_spm_8192"
 FITTED_THROUGH = 5
 STARTS = ("warm", "cold", "history")
+# What a refreshed lineage shares between its three starts: all of it but the ranker runs.
+SHARED = ("data", "rqvae", "sids", "transform")
 
 
-def _step(layout: RunLayout, train: day_loop.TrainConfig, serving_dir: str = "") -> dict:
-    """One `sidrec daily` step of the day that just landed; its record."""
-    [record] = daily.run(layout, daily.DailyConfig(representation=REPRESENTATION, serving_dir=serving_dir), train,
-                         bless.BlessConfig(), BEAM, log=print)
-    return record
-
-
-def _summary(record: dict) -> dict:
+def _step(layout: RunLayout, train: day_loop.TrainConfig, serving: str, day: int) -> dict:
+    """One `sidrec daily` step of `day` for one ranker run (its own serving directory); its summary."""
+    [record] = daily.run(layout, daily.DailyConfig(representation=REPRESENTATION, serving_dir=serving, day=day),
+                         train, bless.BlessConfig(), BEAM, log=print)
+    health = record["health"]
     return {"day": record["day"], "ctr_auc": record["metrics"]["ctr_auc"],
             "ctr_1d_auc": record["metrics"]["ctr_1d_auc"], "blessed": record["blessing"]["blessed"],
             "published": record["published"], "seconds": record["seconds"],
-            "refresh_advised": record["health"]["refresh_advised"], "tripped": record["health"]["tripped"],
-            **{k: record["health"].get(k) for k in ("collision_rate", "lineage_collision_rate", "perplexity_ratio")}}
+            "refresh_advised": health["refresh_advised"], "tripped": health["tripped"],
+            **{k: health.get(k) for k in ("collision_rate", "lineage_collision_rate", "perplexity_ratio",
+                                          "ctr_1d_drop", "cold_start_share")}}
 
 
-def _lineage(world: SimulatorConfig, root: str, train: day_loop.TrainConfig) -> RunLayout:
-    """Days 1..FITTED_THROUGH landed, the lineage fitted on them, its first daily step taken (version 1)."""
+def _lineage(world: SimulatorConfig, root: str) -> RunLayout:
+    """Days 1..FITTED_THROUGH landed and the lineage fitted on them (no ranker yet)."""
+    shutil.rmtree(root, ignore_errors=True)
     layout = RunLayout(root)
     simulate.run(world, layout, through_day=FITTED_THROUGH)
     train_rqvae.run(layout, RQVAEConfig(), max_first_day=FITTED_THROUGH, log=lambda *_: None)
@@ -71,31 +73,97 @@ def _lineage(world: SimulatorConfig, root: str, train: day_loop.TrainConfig) -> 
     transform.run(transform.TransformConfig(data_dir=layout.data.root, sids=layout.sids,
                                             output=layout.transform_output(REPRESENTATION), kind="sid_spm",
                                             vocab_size=8192, eval_from=FITTED_THROUGH), BEAM)
-    _step(layout, train)
     return layout
 
 
-def run_world(world: SimulatorConfig, root: str, train: day_loop.TrainConfig, refresh_day: int | None) -> dict:
-    """The served lineage day by day; on `refresh_day` the three refreshes, each then day by day too."""
-    shutil.rmtree(root, ignore_errors=True)
-    served = _lineage(world, os.path.join(root, "served"), train)
-    out = {"served": [], **{start: [] for start in STARTS}, "refresh_seconds": {}}
-    refreshed = {}
-    for day in range(FITTED_THROUGH + 1, world.num_days + 1):
+def run_still(world: SimulatorConfig, root: str, train: day_loop.TrainConfig) -> list[dict]:
+    """The served lineage of a world without drift, one step a day from the fitted day on."""
+    layout = _lineage(world, root)
+    steps = []
+    for day in range(FITTED_THROUGH, world.num_days + 1):
+        simulate.run(world, layout, through_day=day)
+        steps.append(_step(layout, train, layout.serving("ranker"), day))
+    return steps
+
+
+def _refreshed(served: RunLayout, root: str, day: int, trains: list[day_loop.TrainConfig]) -> dict:
+    """On `day`: one new lineage fitted beside the served one (`sidrec refresh`), then per start a run directory
+    sharing it, holding one ranker run per seed (warm and cold written now, history left to its first step)."""
+    started = time.perf_counter()
+    fitted = refresh.run(served, refresh.RefreshConfig(new_run_dir=os.path.join(root, "new"),
+                                                       representation=REPRESENTATION, start="history"),
+                         trains[0], BEAM)
+    out = {"fit_seconds": round(time.perf_counter() - started, 1), "layouts": {}, "start_seconds": {}}
+    for start in STARTS:
+        layout = RunLayout(os.path.join(root, start))
+        os.makedirs(layout.root)
+        for name in SHARED:
+            os.symlink(os.path.join(fitted["new_run_dir"], name), os.path.join(layout.root, name))
+        out["layouts"][start] = layout
+        for train in trains if start != "history" else ():
+            started = time.perf_counter()
+            warm_start.run(served.transform_output(REPRESENTATION),
+                           os.path.join(served.ranker, day_loop.run_dir_name(REPRESENTATION, train)),
+                           fitted["transform"], os.path.join(layout.ranker, day_loop.run_dir_name(REPRESENTATION, train)),
+                           train, start_day=day, served_sids=served.sids, new_sids=layout.sids, warm=start == "warm")
+            out["start_seconds"].setdefault(start, []).append(round(time.perf_counter() - started, 1))
+    return out
+
+
+def run_drifting(world: SimulatorConfig, root: str, trains: list[day_loop.TrainConfig], refresh_day: int) -> dict:
+    """The served lineage day by day, one ranker run per seed (each its own serving directory); on `refresh_day`
+    the new lineage and its three starts per seed, each then day by day against a copy of its seed's serving
+    directory as it stood before the day (the version trained through the day before)."""
+    served = _lineage(world, os.path.join(root, "served"))
+    serving = {t.seed: served.serving(f"ranker_seed{t.seed}") for t in trains}
+    out = {"served": {t.seed: [] for t in trains}, **{s: {t.seed: [] for t in trains} for s in STARTS}}
+    refreshed = None
+    for day in range(FITTED_THROUGH, world.num_days + 1):
         simulate.run(world, served, through_day=day)
         if day == refresh_day:
-            for start in STARTS:
-                serving = os.path.join(root, start, "serving_copy")
-                shutil.copytree(served.serving("ranker"), serving)  # blessed against the version of day T-1
-                started = time.perf_counter()
-                refresh.run(served, refresh.RefreshConfig(new_run_dir=os.path.join(root, start),
-                                                          representation=REPRESENTATION, start=start), train, BEAM)
-                out["refresh_seconds"][start] = round(time.perf_counter() - started, 1)
-                refreshed[start] = (RunLayout(os.path.join(root, start)), serving)
-        out["served"].append(_summary(_step(served, train)))
-        for start, (layout, serving) in refreshed.items():
-            out[start].append(_summary(_step(layout, train, serving)))
+            copies = {(s, t.seed): shutil.copytree(serving[t.seed], os.path.join(root, "serving_copies", s,
+                                                                                  str(t.seed)))
+                      for s in STARTS for t in trains}
+            refreshed = _refreshed(served, root, day, trains)
+            out.update(fit_seconds=refreshed["fit_seconds"], start_seconds=refreshed["start_seconds"])
+        for train in trains:
+            out["served"][train.seed].append(_step(served, train, serving[train.seed], day))
+        for start, layout in (refreshed or {}).get("layouts", {}).items():
+            for train in trains:
+                out[start][train.seed].append(_step(layout, train, copies[(start, train.seed)], day))
     return out
+
+
+def _mean(steps: list[dict], key: str, days: list[int]) -> float:
+    return sum(s[key] for s in steps if s["day"] in days) / len(days)
+
+
+def summarise(results: dict, refresh_day: int, last_day: int) -> dict:
+    """The acceptance's figures: advised days, each start's first day against the served model, the days until
+    it is published, and every lineage's mean over the days after the refresh, with t intervals over seeds."""
+    drifting, seeds = results["drifting"], sorted(results["drifting"]["served"])
+    after = list(range(refresh_day + 1, last_day + 1))
+    served_on = {seed: next(s for s in drifting["served"][seed] if s["day"] == refresh_day) for seed in seeds}
+    return {
+        "advised_days": {"still": [s["day"] for s in results["still"] if s["refresh_advised"]],
+                         "drifting": {seed: [s["day"] for s in drifting["served"][seed] if s["refresh_advised"]]
+                                      for seed in seeds}},
+        "first_day_against_served": {
+            start: {key: stats.interval([drifting[start][seed][0][key] - served_on[seed][key] for seed in seeds])
+                    for key in ("ctr_auc", "ctr_1d_auc")} for start in STARTS},
+        "first_day_blessed": {start: [drifting[start][seed][0]["blessed"] for seed in seeds] for start in STARTS},
+        "days_until_published": {
+            start: [next((s["day"] - refresh_day for s in drifting[start][seed] if s["published"] is not None), None)
+                    for seed in seeds] for start in STARTS},
+        "mean_after_refresh": {
+            lineage: {key: stats.interval([_mean(drifting[lineage][seed], key, after) for seed in seeds])
+                      for key in ("ctr_auc", "ctr_1d_auc")} for lineage in ("served", *STARTS)},
+        "gain_after_refresh_vs_served": {
+            start: {key: stats.interval([_mean(drifting[start][seed], key, after)
+                                         - _mean(drifting["served"][seed], key, after) for seed in seeds])
+                    for key in ("ctr_auc", "ctr_1d_auc")} for start in STARTS},
+        "history_first_step_seconds": [drifting["history"][seed][0]["seconds"] for seed in seeds],
+    }
 
 
 def main(argv=None) -> dict:
@@ -103,34 +171,25 @@ def main(argv=None) -> dict:
     parser.add_argument("--root", default="/tmp/sidrec_refresh_bench", help="scratch directory (replaced)")
     parser.add_argument("--drift_day", type=int, default=7)
     parser.add_argument("--refresh_day", type=int, default=9)
-    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--num_days", type=int, default=12, help="days of the drifting world")
+    parser.add_argument("--still_days", type=int, default=10, help="daily steps after the fitted day, still world")
+    parser.add_argument("--num_items", type=int, default=20_000)
+    parser.add_argument("--impressions_per_day", type=int, default=20_000)
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
-    drifting = SimulatorConfig(num_days=12, impressions_per_day=20_000, drift_day=args.drift_day)
-    still = dataclasses.replace(drifting, drift_day=0)
-    results = {"drifting_world": dataclasses.asdict(drifting), "representation": REPRESENTATION,
-               "fitted_through": FITTED_THROUGH, "refresh_day": args.refresh_day, "seeds": args.seeds,
-               "still": run_world(still, os.path.join(args.root, "still"), day_loop.TrainConfig(holdout_per_mille=50),
-                                  None)["served"], "drifting": []}
-    for seed in range(args.seeds):
-        train = day_loop.TrainConfig(holdout_per_mille=50, seed=seed)
-        results["drifting"].append(run_world(drifting, os.path.join(args.root, f"drift_seed{seed}"), train,
-                                             args.refresh_day))
-    after = [d for d in range(args.refresh_day + 1, drifting.num_days + 1)]
-    results["advised_days"] = {"still": [s["day"] for s in results["still"] if s["refresh_advised"]],
-                               "drifting": [[s["day"] for s in r["served"] if s["refresh_advised"]]
-                                            for r in results["drifting"]]}
-    results["mean_after_refresh"] = {
-        lineage: {key: stats.interval([sum(s[key] for s in r[lineage] if s["day"] in after) / len(after)
-                                       for r in results["drifting"]]) for key in ("ctr_auc", "ctr_1d_auc")}
-        for lineage in ("served", *STARTS)}
-    results["first_day_against_served"] = {
-        start: stats.interval([r[start][0]["ctr_auc"] - next(s["ctr_auc"] for s in r["served"]
-                                                              if s["day"] == args.refresh_day)
-                               for r in results["drifting"]]) for start in STARTS}
-    results["days_until_published"] = {
-        start: [next((s["day"] - args.refresh_day for s in r[start] if s["published"] is not None), None)
-                for r in results["drifting"]] for start in STARTS}
+    started = time.perf_counter()
+    drifting = SimulatorConfig(num_days=args.num_days, num_items=args.num_items,
+                               impressions_per_day=args.impressions_per_day, drift_day=args.drift_day)
+    still = dataclasses.replace(drifting, drift_day=0, num_days=FITTED_THROUGH + args.still_days)
+    trains = [day_loop.TrainConfig(holdout_per_mille=50, seed=seed) for seed in range(args.seeds)]
+    results = {"drifting_world": dataclasses.asdict(drifting), "still_days": list(range(FITTED_THROUGH, still.num_days + 1)),
+               "representation": REPRESENTATION, "fitted_through": FITTED_THROUGH, "refresh_day": args.refresh_day,
+               "seeds": args.seeds, "thresholds": dataclasses.asdict(sid_health.HealthThresholds()),
+               "still": run_still(still, os.path.join(args.root, "still"), trains[0]),
+               "drifting": run_drifting(drifting, os.path.join(args.root, "drifting"), trains, args.refresh_day)}
+    results["summary"] = summarise(results, args.refresh_day, drifting.num_days)
+    results["seconds"] = round(time.perf_counter() - started, 1)
     return emit(results, args.out)
 
 

@@ -474,6 +474,23 @@ def test_each_step_records_the_lineage_s_health_and_sidrec_health_shows_the_tren
     assert health["cold_start_share"] == pytest.approx(
         day3["metrics"]["cold_start_examples"] / day3["metrics"]["examples"])
     assert len(health["perplexity_ratio"]) == table.sids.shape[1] and health["refresh_advised"] == bool(health["tripped"])
+    run = RankerLayout(_run_dir(layout, CONFIG))  # a step's probe would be the day it evaluates: none is scored
+    assert os.path.exists(run.predictions(3)) and not os.path.exists(run.probe_predictions(3))
+    # The row lookups kept in the checkpoint: every piece of every trained row of the days taken, by hand.
+    latest = tf.train.latest_checkpoint(run.checkpoints)
+    through = int(tf.train.load_variable(latest, "day/.ATTRIBUTES/VARIABLE_VALUE"))
+    kept = tf.train.load_variable(latest, "lookups/.ATTRIBUTES/VARIABLE_VALUE")
+    by_hand = np.zeros_like(kept)
+    transform_dir = layout.transform_output(REPRESENTATION)
+    for d in range(1, through + 1):
+        for batch in day_loop.day_dataset(transform_dir, d, 256, CONFIG.holdout_per_mille):
+            for key in (fk.WATCH_PIECES, fk.CANDIDATE_PIECES, fk.HISTORY_PIECES):
+                np.add.at(by_hand, batch[key].values.numpy(), 1)
+    np.testing.assert_array_equal(kept, by_hand)
+    assert 0 <= health["untrained_piece_share"] <= health["untrained_piece_share_new"] <= 1
+    aged = {**day3, "health": {**health, "tripped": ["collisions 40%", "first level 0.40"], "refresh_advised": True}}
+    assert daily.describe_step(aged).endswith(" s; refresh advised: collisions 40%; first level 0.40")
+    assert "refresh advised" not in daily.describe_step({**day3, "health": {**health, "tripped": []}})
     out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "sidrec"), "health", "--run_dir", layout.root],
                          capture_output=True, text=True, check=True).stdout  # as a user runs it
     assert f"   3 {health['cold_start_share']:>16.1%} {health['new_items']:>9,} " in out

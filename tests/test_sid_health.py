@@ -3,6 +3,9 @@
 import numpy as np
 import pytest
 
+from pipeline.core import features as fk
+from pipeline.core import row_lookups
+from pipeline.core.tf_env import tf
 from pipeline.sid import sid_health
 
 
@@ -29,11 +32,14 @@ def test_new_items_crowding_into_few_codes_advise_a_refresh_and_a_lineage_like_d
     fine = sid_health.day_health(like, lineage, np.concatenate([lineage, like]), metrics, [])
     assert fine["refresh_advised"] is False and fine["tripped"] == [] and fine["cold_start_share"] == 0.15
     assert 0.85 < fine["perplexity_ratio"][0] < 1.15 and fine["collision_rate"] - fine["lineage_collision_rate"] < 0.1
-    aged = sid_health.day_health(crowded, lineage, np.concatenate([lineage, crowded]), metrics, [])
-    assert aged["refresh_advised"] and len(aged["tripped"]) == 2  # collisions and the first level's spread
+    aged = sid_health.day_health(crowded, lineage, np.concatenate([lineage, crowded]),
+                                 {**metrics, "untrained_piece_share": 0.01, "untrained_piece_share_new": 0.2}, [])
+    assert aged["refresh_advised"] and len(aged["tripped"]) == 1 and "collision rate" in aged["tripped"][0]
+    # The spread and the untrained pieces are recorded, not tripped on.
     assert aged["perplexity_ratio"][0] == pytest.approx(
         sid_health.perplexity(crowded[:, 0]) / sid_health.expected_perplexities(lineage, 100)[0])
-    assert "collision rate" in aged["tripped"][0] and "first-level codes" in aged["tripped"][1]
+    assert aged["perplexity_ratio"][0] < 0.2
+    assert (aged["untrained_piece_share"], aged["untrained_piece_share_new"]) == (0.01, 0.2)
     # Too few new items: no SID signal is read; CTR/1D AUC below its trailing mean trips alone.
     few = sid_health.day_health(crowded[:5], lineage, lineage, {**metrics, "ctr_1d_auc": 0.6},
                                 [{"ctr_1d_auc": a} for a in (0.70, 0.71, 0.69)])
@@ -41,3 +47,20 @@ def test_new_items_crowding_into_few_codes_advise_a_refresh_and_a_lineage_like_d
     assert few["refresh_advised"] and few["tripped"][0].startswith("CTR/1D AUC 0.6000")
     # Fewer earlier steps than the trailing window: no drop is read.
     assert "ctr_1d_drop" not in sid_health.day_health(like, lineage, lineage, metrics, [{"ctr_1d_auc": 0.9}])
+
+
+def test_row_lookups_count_every_piece_feature_and_the_untrained_share_reads_them():
+    def batch(candidates, cold, watch=((0,),) * 2):
+        ragged = lambda rows: tf.ragged.constant(rows, dtype=tf.int64).to_sparse()  # noqa: E731  (as parsed)
+        return {fk.CANDIDATE_PIECES: ragged(candidates), fk.WATCH_PIECES: ragged(watch),
+                fk.HISTORY_PIECES: ragged([[1], []]), fk.COLD_START: tf.constant([[c] for c in cold], tf.int64)}
+
+    day = [batch([[2, 3], [3]], [0, 1]), batch([[4], [2, 2]], [0, 0])]
+    counts = row_lookups.count(day, rows=6)
+    np.testing.assert_array_equal(counts, [4, 2, 3, 2, 1, 0])  # watch 0 x4, history 1 x2, candidates 2 3 3 4 2 2
+    without_history = row_lookups.count(day, rows=6, keys=row_lookups.PIECE_KEYS[:2])
+    assert without_history[1] == 0
+    trained = np.array([1, 1, 1, 0, 0, 0])  # rows 3 and 4 never looked up
+    shares = row_lookups.untrained_shares(day, trained)
+    assert shares["untrained_piece_share"] == pytest.approx(3 / 6)  # 3, 3 and 4 of 2 3 3 4 2 2
+    assert shares["untrained_piece_share_new"] == pytest.approx(1.0)  # the new item's one piece: 3

@@ -68,7 +68,8 @@ def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, che
         for day in todo:
             _wait_for_the_chiefs_transform(transform_dir, day)
             day_loop.train(transform_dir, run_dir, train, model_name=config.model_name, log=lambda *_: None,
-                           export_every_day=False, export_days=todo, fit_verbose=0, strategy=strategy)
+                           export_every_day=False, export_days=todo, fit_verbose=0, strategy=strategy,
+                           keep_probe=False)
         return []
     if not todo:
         log(describe_nothing_to_take(layout, transform_dir, serving))
@@ -85,7 +86,8 @@ def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, che
         # Only the candidates of the days stepped are exported: the first step trains through every fitted day,
         # and an export of each of those would be blessed by nothing (seconds each).
         history = day_loop.train(transform_dir, run_dir, train, model_name=config.model_name, log=lambda *_: None,
-                                 export_every_day=False, export_days=todo, fit_verbose=0, strategy=strategy)
+                                 export_every_day=False, export_days=todo, fit_verbose=0, strategy=strategy,
+                                 keep_probe=False)
         [metrics] = [e for e in history if e["evaluated_on_day"] == day]
         lineage = day_loop.run_fingerprint(card, train).value  # the fitted transform and the training config
         record = _bless_and_publish(layout, run_dir, lineage, day, metrics, serving, config, train, checks, beam_args)
@@ -278,7 +280,8 @@ def describe_step(record: dict) -> str:
         outcome = "not published" + (f" ({record['not_published']})" if record.get("not_published") else "")
     trained = record.get("trained_days", [record["day"]])
     first = f" (first step of the lineage: trained on days {_days(trained)})" if len(trained) > 1 else ""
-    advice = "".join(f"; refresh advised: {reason}" for reason in record.get("health", {}).get("tripped", []))
+    tripped = record.get("health", {}).get("tripped", [])
+    advice = f"; refresh advised: {'; '.join(tripped)}" if tripped else ""
     return (f"day {record['day']}{first}: CTR AUC {m['ctr_auc']:.4f}, CTR/1D AUC {m['ctr_1d_auc']:.4f}; "
             f"{bless.describe(record['blessing'])}; {outcome}; {record['new_items']:,} new item(s) given SIDs; "
             f"{record['seconds']:.0f} s{advice}")

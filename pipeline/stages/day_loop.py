@@ -36,7 +36,7 @@ from pipeline.core.cards import read_item_impressions, read_representation, read
 from pipeline.core.layout import TRANSFORMED_SUFFIX, RankerLayout, TransformLayout
 from pipeline.core.representation import RepresentationConfig, is_dense_name
 from pipeline.core.contracts import MissingOutputError
-from pipeline.core import slices, stability
+from pipeline.core import row_lookups, slices, stability
 from pipeline.core.metrics import binary_auc, calibration, log_loss, normalized_entropy, rmse
 from pipeline.core.protocol import held_out
 from pipeline.core.publish import published
@@ -123,16 +123,19 @@ def transformed_day_files(transform_dir: str, day: int) -> tuple[list[str], str]
 
 
 def day_dataset(transform_dir: str, day: int, batch_size: int, holdout_per_mille: int = 0,
-                limit: int = 0) -> tf.data.Dataset:
+                limit: int = 0, keys: tuple[str, ...] = ()) -> tf.data.Dataset:
     """Day `day`'s transformed examples, parsed, in file order (deterministic); without the held-out users'
-    rows when `holdout_per_mille` is set (pipeline.core.protocol.held_out); the first `limit` only, if set."""
+    rows when `holdout_per_mille` is set (pipeline.core.protocol.held_out); the first `limit` only, if set;
+    only the features `keys`, if given."""
     files, compression = transformed_day_files(transform_dir, day)
     spec = tft.TFTransformOutput(transform_dir).transformed_feature_spec()
+    key_spec = {fk.USER_KEY: spec[fk.USER_KEY]}
+    if keys:
+        spec = {key: spec[key] for key in keys}
     records = tf.data.TFRecordDataset(files, compression_type=compression)
     if limit:
         records = records.take(limit)
     if holdout_per_mille:
-        key_spec = {fk.USER_KEY: spec[fk.USER_KEY]}
         records = records.filter(lambda record: tf.logical_not(tf.reduce_any(held_out(
             tf.io.parse_single_example(record, key_spec)[fk.USER_KEY], day, holdout_per_mille))))
     return (records
@@ -215,7 +218,7 @@ def read_protocol_card(transform_dir: str) -> dict:
 def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base: str | None = None,
           model_name: str = "ranker", log=print, export_every_day: bool = True,
           if_changed: str = "rebuild", strategy: tf.distribute.Strategy | None = None,
-          rqvae_export: str = "", fit_verbose: int = 2, export_days=()) -> list[dict]:
+          rqvae_export: str = "", fit_verbose: int = 2, export_days=(), keep_probe: bool = True) -> list[dict]:
     """Trains on every day, evaluating the evaluation days first (resuming after the last checkpointed day).
 
     Args:
@@ -230,6 +233,8 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
       rqvae_export: SID representations: the export version directory of the RQ-VAE that made the SID
         table, where it is not where the transform card records it (the exports hold it).
       fit_verbose: Keras's per-epoch line (2) or silence (0; `sidrec daily` prints its own line a day).
+      keep_probe: score the stability probe on each evaluation day (churn is read within a run of fixed days;
+        `sidrec daily` steps, whose probe is the day each step evaluates, skip it).
 
     Returns:
       One entry per evaluation day: the day, the AUCs, the engagement RMSE (and the export, if any).
@@ -245,7 +250,7 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
         try:
             return _train(transform_dir, card, RankerLayout(output_dir).checkpoints, scratch, config,
                           os.path.join(scratch, "export"), model_name, log, export_every_day, strategy, tokenizer,
-                          fit_verbose, export_days)
+                          fit_verbose, export_days, keep_probe)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)  # local: the scratch above
     if files.exists(output_dir) and not fingerprint.up_to_date(output_dir, made_from, if_changed, "ranker run", log):
@@ -253,12 +258,13 @@ def train(transform_dir: str, output_dir: str, config: TrainConfig, export_base:
     made_from.write(output_dir)
     return _train(transform_dir, card, RankerLayout(output_dir).checkpoints, output_dir, config,
                   export_base or RankerLayout(output_dir).export, model_name, log, export_every_day, strategy,
-                  tokenizer, fit_verbose, export_days)
+                  tokenizer, fit_verbose, export_days, keep_probe)
 
 
 def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, config: TrainConfig,
            export_base: str, model_name: str, log, export_every_day: bool,
-           strategy: tf.distribute.Strategy, tokenizer, fit_verbose: int = 2, export_days=()) -> list[dict]:
+           strategy: tf.distribute.Strategy, tokenizer, fit_verbose: int = 2, export_days=(),
+           keep_probe: bool = True) -> list[dict]:
     """The day loop; every worker runs it alike (collective ops need them all), writing to output_dir."""
     days, eval_from = card["days"], card["eval_from"]
     run = RankerLayout(output_dir)
@@ -272,7 +278,10 @@ def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, c
         model.compile(optimizer=ranker_optimizer(model, config.learning_rate))
         model(next(iter(day_dataset(transform_dir, days[0], 2))))  # create the variables before restoring
         done = tf.Variable(0, dtype=tf.int64)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, day=done)
+    table_rows = 0 if representation.is_dense else card["table_rows"]
+    use_history = config.use_history and not representation.is_dense
+    lookups = tf.Variable(tf.zeros([table_rows], tf.int64), trainable=False)  # pipeline.core.row_lookups
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, day=done, lookups=lookups)
     manager = tf.train.CheckpointManager(checkpoint, run.checkpoints, max_to_keep=2)
     latest = tf.train.latest_checkpoint(restore_from)
     if latest:
@@ -299,7 +308,11 @@ def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, c
                      "use_history": config.use_history and not representation.is_dense,
                      **evaluate_day(model, day_dataset(transform_dir, day, config.batch_size), run.predictions(day),
                                     bands)}
-            score_probe(model, probe, bands, run.probe_predictions(day))
+            if keep_probe:
+                score_probe(model, probe, bands, run.probe_predictions(day))
+            if table_rows:
+                entry.update(row_lookups.untrained_shares(day_dataset(
+                    transform_dir, day, config.batch_size, keys=(fk.CANDIDATE_PIECES, fk.COLD_START)), lookups.numpy()))
             log(f"day {day}: CTR AUC {entry['ctr_auc']:.4f}, CTR/1D AUC {entry['ctr_1d_auc']:.4f} "
                 f"({entry['cold_start_examples']:,} cold-start impressions), NE {entry['ctr_ne']:.4f}, "
                 f"calibration {entry['calibration']:.3f}, engagement RMSE {entry['engagement_rmse']:.4f}")
@@ -316,6 +329,10 @@ def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, c
         # Keras counts epochs across the days, so TensorBoard's epoch axis is the training day's index.
         model.fit(training, initial_epoch=step, epochs=step + 1,
                   verbose=fit_verbose, callbacks=[tf.keras.callbacks.TensorBoard(tensorboard, write_graph=False)])
+        if table_rows:  # the rows this day's training looked up (SPM dropout's splits not counted)
+            keys = row_lookups.PIECE_KEYS if use_history else row_lookups.PIECE_KEYS[:2]
+            lookups.assign_add(row_lookups.count(day_dataset(transform_dir, day, config.batch_size,
+                                                             config.holdout_per_mille, keys=keys), table_rows, keys))
         if export_every_day or day == days[-1] or day in export_days:
             exported = export_version(model, transform_dir, export_base, day, warmup, model_name, tokenizer)
             log(f"exported {exported}")

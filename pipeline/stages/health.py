@@ -43,12 +43,16 @@ def _cell(value, fmt: str) -> str:
     return "n/a" if value is None else format(value, fmt)
 
 
+def _percent(value: float) -> str:
+    return "n/a" if value is None or value != value else f"{value:.1%}"  # NaN: no new item impressed
+
+
 def describe(result: dict) -> str:
     lines = []
     for entry in result["runs"]:
         lines.append(f"== {entry['run']}")
         lines.append(f"{'day':>4} {'cold-start share':>16} {'new items':>9} {'SID collisions (lineage)':>24} "
-                     f"{'level-1 spread':>14} {'CTR/1D AUC':>10}  advice")
+                     f"{'level-1 spread':>14} {'untrained pieces (new)':>22} {'CTR/1D AUC':>10}  advice")
         for step in entry["steps"]:
             h = step.get("health")
             if h is None:  # a step recorded before health was kept
@@ -57,8 +61,10 @@ def describe(result: dict) -> str:
             collisions = ("n/a" if "collision_rate" not in h
                           else f"{h['collision_rate']:.1%} ({h['lineage_collision_rate']:.1%})")
             spread = _cell(h.get("perplexity_ratio", [None])[0], ".2f")
+            untrained = ("n/a" if "untrained_piece_share" not in h
+                         else f"{h['untrained_piece_share']:.1%} ({_percent(h['untrained_piece_share_new'])})")
             advice = "refresh advised: " + "; ".join(h["tripped"]) if h["tripped"] else "ok"
             lines.append(f"{step['day']:>4} {h['cold_start_share']:>16.1%} {h['new_items']:>9,} {collisions:>24} "
-                         f"{spread:>14} {_cell(h['ctr_1d_auc'], '.4f'):>10}  {advice}")
+                         f"{spread:>14} {untrained:>22} {_cell(h['ctr_1d_auc'], '.4f'):>10}  {advice}")
         lines.append(f"figure: {entry['plot']}")
     return "\n".join(lines)

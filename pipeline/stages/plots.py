@@ -266,10 +266,10 @@ def stability(rows: list[dict], path: str) -> str:
 
 def health(steps: list[dict], path: str) -> str:
     """A lineage's health by daily step: new items' SID collisions and first-level spread against the lineage's,
-    and CTR/1D AUC; the steps that advised a refresh marked."""
+    CTR/1D AUC and the untrained pieces; the steps that advised a refresh marked."""
     days = [s["day"] for s in steps]
     h = [s["health"] for s in steps]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
     sid_days = [d for d, x in zip(days, h) if "collision_rate" in x]
     measured = [x for x in h if "collision_rate" in x]
     axes[0].plot(sid_days, [x["collision_rate"] for x in measured], marker="o", label="the day's new items")
@@ -280,6 +280,13 @@ def health(steps: list[dict], path: str) -> str:
     axes[1].set_title("new items' level-1 code spread / the lineage's")
     axes[2].plot(days, [x["ctr_1d_auc"] for x in h], marker="o")
     axes[2].set_title("CTR/1D AUC")
+    counted = [(d, x) for d, x in zip(days, h) if "untrained_piece_share" in x]
+    axes[3].plot([d for d, _ in counted], [x["untrained_piece_share"] for _, x in counted], marker="o",
+                 label="every impression")
+    axes[3].plot([d for d, _ in counted], [x["untrained_piece_share_new"] for _, x in counted], marker="o",
+                 label="new items' impressions")
+    axes[3].set_title("candidate pieces on rows no training looked up")
+    axes[3].legend(fontsize=7)
     for ax in axes:
         for day, x in zip(days, h):
             if x["refresh_advised"]:

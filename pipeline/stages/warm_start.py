@@ -114,7 +114,10 @@ def run(served_transform: str, served_run_dir: str, new_transform: str, new_run_
         item_table(new).assign(report.pop("table"))
     day_loop.run_fingerprint(new_card, config).write(new_run_dir)
     done = tf.Variable(start_day - 1, dtype=tf.int64)
-    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=new, optimizer=new.optimizer, day=done),
+    # Rows the fit gave an item's vector count as looked up (by the items using them); a cold start has none.
+    lookups = tf.Variable(report.pop("item_pieces") if warm else np.zeros(new_card["table_rows"], np.int64))
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=new, optimizer=new.optimizer, day=done,
+                                                             lookups=lookups),
                                          RankerLayout(new_run_dir).checkpoints, max_to_keep=2)
     return {**report, "table_rows": int(new_card["table_rows"]), "checkpoint": manager.save(),
             "trained_through_day": start_day - 1, "warm": warm,
@@ -147,5 +150,6 @@ def _carried_over(served_transform: str, served_run_dir: str, new_transform: str
     table = fit_table(new_pieces, targets, new_card["table_rows"], damp)
     reproduced = item_vectors(table, new_pieces)
     return {"served": served, "table": table, "items": int(len(ids)),
+            "item_pieces": np.bincount(np.concatenate(new_pieces), minlength=new_card["table_rows"]).astype(np.int64),
             "relative_error": float(np.linalg.norm(reproduced - targets) / np.linalg.norm(targets)),
             "copied": list(TOKENIZER_FREE)}
