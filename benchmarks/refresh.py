@@ -1,23 +1,24 @@
 """A lineage aging on a drifting world, and its refresh: health signals, then warm against cold starts.
 
-Two worlds at the demo's size (20,000 items, 20,000 impressions a day, 12 days): the drifting one
-(`--drift_day`, half of the new items from then on under a topic absent before) and its still twin. In each,
-a lineage (RQ-VAE on the items up to day 5, SPM 8,192) is fitted on days 1-5 and `sidrec daily` takes every
-day as it lands, recording its health (pipeline.sid.sid_health): the days a refresh was advised, in both.
+Two worlds at the demo's size (20,000 items, 20,000 impressions a day): the drifting one (12 days,
+`--drift_day`: half of the new items from then on under a topic absent before) and its still twin (10
+daily steps after the fitted day). In each, a lineage (RQ-VAE on the items up to day 5, SPM 8,192) is
+fitted on days 1-5 and `sidrec daily` takes every day as it lands, recording its health
+(pipeline.sid.sid_health): the days a refresh was advised, in both.
 
-In the drifting world, on day T (`--refresh_day`), `sidrec refresh` fits a new lineage beside the served
-one three times (its own run directory and a copy of the serving directory each):
-  warm:    the ranker carried over from the served one, trained from day T on;
+In the drifting world, with model seeds (`--seeds`, one served ranker run and serving directory each), on
+day T (`--refresh_day`) `sidrec refresh` fits one new lineage beside the served one (an RQ-VAE on every item
+up to T, its SIDs, SPM 8,192 learned on the days before T) and three starts share it, per seed:
+  warm:    the ranker carried over from the served one (pipeline.stages.warm_start), trained from day T on;
   cold:    a new initialisation trained from day T on (the same budget);
-  history: a new ranker trained through every day (the expensive upper bound; its training seconds kept).
-Each then takes days T..12 with `sidrec daily`, blessed against the served version of day T-1. Per lineage
-and day: CTR AUC and CTR/1D AUC (evaluated before training on the day), blessed, published. With model
-seeds (`--seeds`): the served lineage is trained with each seed and each refresh starts from its own seed's.
-Reported: the health trends, each new lineage's first evaluation day against the old lineage's on that day,
-the days until it is published, and the mean over days T+1..12 of each lineage's CTR/1D AUC with t intervals
-over seeds.
+  history: a new ranker trained through every day by its first step (the expensive upper bound).
+Each then takes days T..end with `sidrec daily`, blessed against a copy of its seed's serving directory as it
+stood before day T. Per lineage and day: CTR AUC and CTR/1D AUC (evaluated before training on the day),
+blessed, published, health. Reported: the advised days, each start's first evaluation day against the
+served model on that day, the days until it is published, and the mean over days T+1.. of each lineage's
+AUCs, with t intervals over seeds.
 
-  python benchmarks/refresh.py --root /tmp/refresh_bench --out benchmarks/results/refresh.json
+  python benchmarks/refresh.py --out benchmarks/results/refresh.json
 """
 
 import argparse
