@@ -59,7 +59,8 @@ def _step(layout: RunLayout, train: day_loop.TrainConfig, serving: str, day: int
             "published": record["published"], "seconds": record["seconds"],
             "refresh_advised": health["refresh_advised"], "tripped": health["tripped"],
             **{k: health.get(k) for k in ("collision_rate", "lineage_collision_rate", "perplexity_ratio",
-                                          "ctr_1d_drop", "cold_start_share")}}
+                                          "ctr_1d_drop", "cold_start_share", "untrained_piece_share",
+                                          "untrained_piece_share_new")}}
 
 
 def _lineage(world: SimulatorConfig, root: str) -> RunLayout:
