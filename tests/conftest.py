@@ -8,16 +8,17 @@ from pipeline.core import tf_env  # noqa: F401  (first: TensorFlow with Keras 2,
 
 from pipeline.data import movielens
 
-# Seconds each slow module took on 2 cores (pytest --durations, December 2026). The two xdist workers take
-# whole modules (--dist loadfile) in collection order (--no-loadscope-reorder: not by test count), so the
-# slowest go first and the workers finish together; a module not listed goes after them. A stale figure
-# costs balance, never a result.
-SLOW_MODULES = {"test_docs_operating": 232, "test_study": 118, "test_rqvae": 115, "test_day_loop": 103,
-                "test_daily": 99, "test_cloud": 97, "test_docs_pages": 88, "test_report": 85, "test_experiment": 76,
-                "test_distributed_training": 57, "test_import_interactions": 53, "test_serving": 44,
-                "test_materialize_sids": 33, "test_model_versions": 32, "test_transform_job": 29, "test_rest_api": 20,
-                "test_export": 19, "test_representations_beyond_the_paper": 19, "test_item_features_join": 19,
-                "test_preprocessing": 16, "test_cold_start": 11}
+# Seconds each slow module took with three workers on 2 cores (pytest --junitxml, December 2026). The xdist
+# workers take whole modules (--dist loadfile) in collection order (--no-loadscope-reorder: not by test
+# count), so the slowest go first and the workers finish together; a module not listed goes after them. A
+# stale figure costs balance, never a result.
+SLOW_MODULES = {"test_docs_operating": 339, "test_daily": 215, "test_study": 186, "test_docs_pages": 144,
+                "test_report": 132, "test_rqvae": 129, "test_cloud": 113, "test_experiment": 112,
+                "test_day_loop": 110, "test_distributed_training": 90, "test_import_interactions": 76,
+                "test_model_versions": 62, "test_serving": 61, "test_transform_job": 52,
+                "test_materialize_sids": 50, "test_warm_start": 36, "test_representations_beyond_the_paper": 26,
+                "test_cold_start": 26, "test_preprocessing": 25, "test_export": 23, "test_item_features_join":
+                21, "test_rest_api": 20}
 
 
 def pytest_collection_modifyitems(items):
