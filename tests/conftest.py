@@ -17,8 +17,8 @@ SLOW_MODULES = {"test_docs_operating": 339, "test_daily": 215, "test_study": 186
                 "test_day_loop": 110, "test_distributed_training": 90, "test_import_interactions": 76,
                 "test_model_versions": 62, "test_serving": 61, "test_transform_job": 52,
                 "test_materialize_sids": 50, "test_warm_start": 36, "test_representations_beyond_the_paper": 26,
-                "test_cold_start": 26, "test_preprocessing": 25, "test_export": 23, "test_item_features_join":
-                21, "test_rest_api": 20}
+                "test_cold_start": 26, "test_preprocessing": 25, "test_export": 23,
+                "test_item_features_join": 21, "test_rest_api": 20}
 
 
 def pytest_collection_modifyitems(items):
