@@ -6,12 +6,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import scipy.sparse
 
-from pipeline.core.layout import RankerLayout
+from pipeline.core.layout import RankerLayout, SidTableLayout
 from pipeline.core.tf_env import tf
-from pipeline.stages import day_loop, warm_start
+from pipeline.data import log_io, sid_table_io
+from pipeline.stages import bless, day_loop, warm_start
 from worlds import IN_MEMORY, run_transform
 
 CONFIG = day_loop.TrainConfig(batch_size=256, hidden_dims=(16,), embedding_dim=8)  # spm_ranker's
@@ -125,3 +127,28 @@ def test_a_cold_start_is_the_day_loop_s_own_initialisation_on_the_same_budget(ru
         np.testing.assert_array_equal(a, b)
     history = day_loop.train(warm["new"]["output"], target, CONFIG, log=lambda *_: None)
     assert [e["evaluated_on_day"] for e in history] == [3]
+
+
+def test_a_served_version_of_another_lineage_is_blessed_on_its_own_sids_not_the_candidate_s(run_dir, spm_ranker,
+                                                                                            tmp_path):
+    """After a refresh the candidate's SID table comes from another RQ-VAE than the served version's: the served
+    export is sent content embeddings and scores as on its own table; the other table's codes would change it."""
+    export = os.path.join(spm_ranker["export"], str(spm_ranker["history"][-1]["evaluated_on_day"]))
+    rows = log_io.read_log_file(log_io.day_files(run_dir.data, 3)[0], 3)
+    rows = rows.select(np.arange(rows.size) < 300)
+    served = bless.ScoredExport(export)
+    own = served.held_out_scores(rows, bless.ItemFeatures(run_dir.sids, run_dir.data.corpus))
+    table = sid_table_io.read_sid_table(SidTableLayout(run_dir.sids).table)
+
+    def other_table(name: str, version: str) -> str:  # every item's SID moved to the next item's
+        directory = tmp_path / name
+        os.makedirs(SidTableLayout(str(directory)).table)
+        pq.write_table(sid_table_io.sid_parquet_table(table.item_ids, np.roll(table.sids, 1, axis=0), version),
+                       os.path.join(SidTableLayout(str(directory)).table, "part-00000-of-00001.parquet"))
+        return str(directory)
+
+    foreign = bless.ItemFeatures(other_table("foreign", "another-rqvae"), run_dir.data.corpus)
+    np.testing.assert_allclose(served.held_out_scores(rows, foreign), own, rtol=1e-4, atol=1e-6)
+    # The same moved codes presented as the export's own RQ-VAE's are sent as they are, and score differently.
+    mislabelled = bless.ItemFeatures(other_table("mislabelled", served.rqvae_version), run_dir.data.corpus)
+    assert np.abs(served.held_out_scores(rows, mislabelled) - own).max() > 1e-3

@@ -50,18 +50,23 @@ class ItemFeatures:
 
     def __init__(self, sids_dir: str, corpus_path: str):
         self._sids_dir, self._corpus_path = sids_dir, corpus_path
-        self._sids, self._embeddings = None, None
+        self._sids, self._rqvae_version, self._embeddings = None, None, None
 
-    def builder(self, config: RepresentationConfig) -> ServingExampleBuilder:
+    def builder(self, config: RepresentationConfig, rqvae_version: str | None = None) -> ServingExampleBuilder:
+        """Requests for an export of `config`. An export whose RQ-VAE (`rqvae_version`) did not make this SID
+        table (the served version of another lineage, as after `sidrec refresh`) cannot read its codes: it is
+        sent every item's content embedding and computes the SIDs its own lineage gives (serving.cold_start)."""
         if config.has_sids and self._sids is None:
-            self._sids = sid_table_io.read_sid_table(SidTableLayout(self._sids_dir).table).lookup()
+            table = sid_table_io.read_sid_table(SidTableLayout(self._sids_dir).table)
+            self._sids, self._rqvae_version = table.lookup(), table.rqvae_version
+        foreign = config.has_sids and rqvae_version is not None and rqvae_version != self._rqvae_version
         embeddings = None
-        if config.is_dense:
+        if config.is_dense or foreign:
             if self._embeddings is None:
                 corpus = corpus_io.read_corpus(self._corpus_path)
                 self._embeddings = dict(zip(corpus.item_ids, corpus.embeddings))
             embeddings = self._embeddings
-        return ServingExampleBuilder(config, self._sids if config.has_sids else None, embeddings)
+        return ServingExampleBuilder(config, self._sids if config.has_sids and not foreign else None, embeddings)
 
 
 class ScoredExport:
@@ -69,7 +74,9 @@ class ScoredExport:
 
     def __init__(self, export_dir: str):
         self.export_dir = export_dir
-        self.config = RepresentationConfig(**read_export_card(export_dir)["config"])
+        card = read_export_card(export_dir)
+        self.config = RepresentationConfig(**card["config"])
+        self.rqvae_version = (card.get("rqvae") or {}).get("version")  # the RQ-VAE whose SIDs it was trained on
         self._serve = tf.saved_model.load(export_dir).signatures[SERVING_DEFAULT]
 
     def scores(self, records: list[bytes]) -> np.ndarray:
@@ -80,8 +87,9 @@ class ScoredExport:
 
     def held_out_scores(self, rows: Impressions, items: ItemFeatures) -> np.ndarray:
         """The click probabilities of `rows`, requested as a client would (its representation's features)."""
-        records = items.builder(self.config).serialize(list(rows.watch_item_id), list(rows.candidate_item_id),
-                                                       [rows.history(r) for r in range(rows.size)])
+        builder = items.builder(self.config, self.rqvae_version)
+        records = builder.serialize(list(rows.watch_item_id), list(rows.candidate_item_id),
+                                    [rows.history(r) for r in range(rows.size)])
         return self.scores(records)
 
     def warmup_scores(self) -> np.ndarray:
