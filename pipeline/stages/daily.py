@@ -85,6 +85,7 @@ def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, che
             new_items = 0  # transformed before a stop: the step goes on from training
         # Only the candidates of the days stepped are exported: the first step trains through every fitted day,
         # and an export of each of those would be blessed by nothing (seconds each).
+        before = day_loop.trained_through(run_dir)  # a warm or cold start (`sidrec refresh`) stands at T-1
         history = day_loop.train(transform_dir, run_dir, train, model_name=config.model_name, log=lambda *_: None,
                                  export_every_day=False, export_days=todo, fit_verbose=0, strategy=strategy,
                                  keep_probe=False)
@@ -94,7 +95,7 @@ def run(layout: RunLayout, config: DailyConfig, train: day_loop.TrainConfig, che
         record.update(day=day, new_items=new_items,
                       health=lineage_health(layout, card, run_dir, day, metrics, sorted(taken), health),
                       seconds=round(time.time() - started, 1),
-                      trained_days=[d for d in card["days"] if d <= day] if not taken else [day])
+                      trained_days=[d for d in card["days"] if before < d <= day] or [day])
         taken.add(day)
         with published(RankerLayout(run_dir).daily_step(day)) as staging:
             files.write_json(staging, record)

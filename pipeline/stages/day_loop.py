@@ -202,6 +202,12 @@ def score_probe(model: MultitaskRanker, probe: tf.data.Dataset, bands: slices.Po
         files.save_npz(staging, click_probability=np.concatenate(p), tail=tail, new=np.concatenate(cold) == 1)
 
 
+def trained_through(run_dir: str) -> int:
+    """The last day a ranker run's checkpoint has trained through (0 without a checkpoint)."""
+    latest = tf.train.latest_checkpoint(RankerLayout(run_dir).checkpoints)
+    return int(tf.train.load_variable(latest, "day/.ATTRIBUTES/VARIABLE_VALUE")) if latest else 0
+
+
 def read_protocol_card(transform_dir: str) -> dict:
     """The transform output's card, which must carry the protocol's split and a fingerprint.
 
