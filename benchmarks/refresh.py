@@ -106,8 +106,9 @@ def _refreshed(served: RunLayout, root: str, day: int, trains: list[day_loop.Tra
             started = time.perf_counter()
             warm_start.run(served.transform_output(REPRESENTATION),
                            os.path.join(served.ranker, day_loop.run_dir_name(REPRESENTATION, train)),
-                           fitted["transform"], os.path.join(layout.ranker, day_loop.run_dir_name(REPRESENTATION, train)),
-                           train, start_day=day, served_sids=served.sids, new_sids=layout.sids, warm=start == "warm")
+                           fitted["transform"],
+                           os.path.join(layout.ranker, day_loop.run_dir_name(REPRESENTATION, train)), train,
+                           start_day=day, served_sids=served.sids, new_sids=layout.sids, warm=start == "warm")
             out["start_seconds"].setdefault(start, []).append(round(time.perf_counter() - started, 1))
     return out
 
@@ -185,7 +186,8 @@ def main(argv=None) -> dict:
                                impressions_per_day=args.impressions_per_day, drift_day=args.drift_day)
     still = dataclasses.replace(drifting, drift_day=0, num_days=FITTED_THROUGH + args.still_days)
     trains = [day_loop.TrainConfig(holdout_per_mille=50, seed=seed) for seed in range(args.seeds)]
-    results = {"drifting_world": dataclasses.asdict(drifting), "still_days": list(range(FITTED_THROUGH, still.num_days + 1)),
+    results = {"drifting_world": dataclasses.asdict(drifting),
+               "still_days": list(range(FITTED_THROUGH, still.num_days + 1)),
                "representation": REPRESENTATION, "fitted_through": FITTED_THROUGH, "refresh_day": args.refresh_day,
                "seeds": args.seeds, "thresholds": dataclasses.asdict(sid_health.HealthThresholds()),
                "still": run_still(still, os.path.join(args.root, "still"), trains[0]),

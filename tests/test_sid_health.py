@@ -61,6 +61,6 @@ def test_row_lookups_count_every_piece_feature_and_the_untrained_share_reads_the
     without_history = row_lookups.count(day, rows=6, keys=row_lookups.PIECE_KEYS[:2])
     assert without_history[1] == 0
     trained = np.array([1, 1, 1, 0, 0, 0])  # rows 3 and 4 never looked up
-    shares = row_lookups.untrained_shares(day, trained)
+    shares = row_lookups.shares(*map(np.concatenate, zip(*(row_lookups.untrained(b, trained) for b in day))))
     assert shares["untrained_piece_share"] == pytest.approx(3 / 6)  # 3, 3 and 4 of 2 3 3 4 2 2
     assert shares["untrained_piece_share_new"] == pytest.approx(1.0)  # the new item's one piece: 3

@@ -17,12 +17,9 @@ from pipeline.core.tf_env import tf
 PIECE_KEYS = (fk.WATCH_PIECES, fk.CANDIDATE_PIECES, fk.HISTORY_PIECES)
 
 
-def _values(tensor) -> np.ndarray:
-    if isinstance(tensor, tf.SparseTensor):
-        return tensor.values.numpy()
-    if isinstance(tensor, tf.RaggedTensor):
-        return tensor.flat_values.numpy()
-    return tensor.numpy().ravel()
+def _ragged(tensor) -> tf.RaggedTensor:
+    """A parsed list feature (SparseTensor from parse_example, or ragged) as a RaggedTensor [B, (n)]."""
+    return tf.RaggedTensor.from_sparse(tensor) if isinstance(tensor, tf.SparseTensor) else tensor
 
 
 def count(dataset: tf.data.Dataset, rows: int, keys: tuple[str, ...] = PIECE_KEYS) -> np.ndarray:
@@ -31,20 +28,21 @@ def count(dataset: tf.data.Dataset, rows: int, keys: tuple[str, ...] = PIECE_KEY
     counts = np.zeros(rows, np.int64)
     for batch in dataset:
         for key in keys:
-            counts += np.bincount(_values(batch[key]), minlength=rows)
+            counts += np.bincount(_ragged(batch[key]).flat_values.numpy(), minlength=rows)
     return counts
 
 
-def untrained_shares(dataset: tf.data.Dataset, counts: np.ndarray) -> dict:
-    """Over a day's batches: the share of candidate piece lookups on rows `counts` never saw, overall and on
-    the impressions of items first seen that day (NaN without such impressions)."""
-    untrained, total, untrained_new, total_new = 0, 0, 0, 0
-    for batch in dataset:
-        pieces = tf.RaggedTensor.from_sparse(batch[fk.CANDIDATE_PIECES]) if isinstance(
-            batch[fk.CANDIDATE_PIECES], tf.SparseTensor) else batch[fk.CANDIDATE_PIECES]
-        never = (counts[pieces.flat_values.numpy()] == 0).astype(np.int64)
-        new = np.repeat(batch[fk.COLD_START].numpy().ravel() == 1, pieces.row_lengths().numpy())
-        untrained, total = untrained + int(never.sum()), total + len(never)
-        untrained_new, total_new = untrained_new + int(never[new].sum()), total_new + int(new.sum())
-    return {"untrained_piece_share": untrained / total if total else float("nan"),
-            "untrained_piece_share_new": untrained_new / total_new if total_new else float("nan")}
+def untrained(batch: dict, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per candidate piece of a batch: whether `counts` never saw its row, and whether its impression's item is
+    new (first seen that day)."""
+    pieces = _ragged(batch[fk.CANDIDATE_PIECES])
+    new = np.repeat(batch[fk.COLD_START].numpy().ravel() == 1, pieces.row_lengths().numpy())
+    return counts[pieces.flat_values.numpy()] == 0, new
+
+
+def shares(never: np.ndarray, new: np.ndarray) -> dict:
+    """The untrained shares of a day's candidate pieces, overall and on new items' (NaN without any)."""
+    nan = float("nan")
+    return {"untrained_piece_share": float(never.mean()) if len(never) else nan,
+            "untrained_piece_share_new": float(never[new].mean()) if new.any() else nan}
+

@@ -2,9 +2,9 @@
 
 Both are scored through their own serving signature (the SavedModel a server loads, transform graph
 inside), each sent its own lineage's item features (a served version of another lineage gets content
-embeddings and computes its own SIDs, see ItemFeatures), on the rows of the day that neither trained on: the users the day loop held out of that day's
-training (pipeline.core.protocol.held_out); the served model never saw the day at all. A candidate is
-blessed when every rule holds:
+embeddings and computes its own SIDs, see ItemFeatures), on the rows of the day that neither trained on:
+the users the day loop held out of that day's training (pipeline.core.protocol.held_out); the served
+model never saw the day at all. A candidate is blessed when every rule holds:
   - its scores on its own warm-up requests and on the held-out rows are finite, and not all the same
     (a diverged model saturates to one score);
   - its held-out CTR AUC is at least `min_auc`;

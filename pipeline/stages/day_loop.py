@@ -155,17 +155,24 @@ def read_popularity_bands(transform_dir: str) -> slices.PopularityBands:
 
 
 def evaluate_day(model: MultitaskRanker, dataset: tf.data.Dataset, predictions_path: str | None = None,
-                 bands: slices.PopularityBands | None = None) -> dict:
+                 bands: slices.PopularityBands | None = None, lookups: np.ndarray | None = None) -> dict:
     """One day's metrics: CTR AUC overall and on cold-start impressions, log loss, NE and calibration (overall
-    and cold start), engagement RMSE, and the slices by item age and (with `bands`) training-window popularity.
+    and cold start), engagement RMSE, and the slices by item age and (with `bands`) training-window popularity;
+    with the table rows' training `lookups`, the shares of the day's candidate pieces never looked up
+    (pipeline.core.row_lookups).
 
     With `predictions_path`, the click probabilities, cold-start flags, clicks, user keys, item ages and
     candidate keys are kept there (.npz), in the order of the day's examples, for comparisons between runs
     (the A/A difference, the bootstrap over users).
     """
     columns = {name: [] for name in ("p", "e", "y", "w", "cold", "users", "age", "items")}
+    never, new = [], []
     for batch in dataset:
         out = model(batch)
+        if lookups is not None:
+            batch_never, batch_new = row_lookups.untrained(batch, lookups)
+            never.append(batch_never)
+            new.append(batch_new)
         for name, value in (("p", out["click_probability"]), ("e", out["engagement"]), ("y", batch[fk.CLICK]),
                             ("w", batch[fk.ENGAGEMENT]), ("cold", batch[fk.COLD_START]),
                             ("users", batch[fk.USER_KEY]), ("age", batch[fk.ITEM_AGE]),
@@ -187,6 +194,8 @@ def evaluate_day(model: MultitaskRanker, dataset: tf.data.Dataset, predictions_p
              "slices": {"age": slices.slice_metrics(y, p, slices.age_masks(age))}}
     if bands is not None:
         entry["slices"]["popularity"] = slices.slice_metrics(y, p, bands.masks(items))
+    if lookups is not None:
+        entry.update(row_lookups.shares(np.concatenate(never), np.concatenate(new)))
     return entry
 
 
@@ -313,12 +322,9 @@ def _train(transform_dir: str, card: dict, restore_from: str, output_dir: str, c
             entry = {"evaluated_on_day": day, "trained_through_day": days[step - 1], "representation": card["name"],
                      "use_history": config.use_history and not representation.is_dense,
                      **evaluate_day(model, day_dataset(transform_dir, day, config.batch_size), run.predictions(day),
-                                    bands)}
+                                    bands, lookups.numpy() if table_rows else None)}
             if keep_probe:
                 score_probe(model, probe, bands, run.probe_predictions(day))
-            if table_rows:
-                entry.update(row_lookups.untrained_shares(day_dataset(
-                    transform_dir, day, config.batch_size, keys=(fk.CANDIDATE_PIECES, fk.COLD_START)), lookups.numpy()))
             log(f"day {day}: CTR AUC {entry['ctr_auc']:.4f}, CTR/1D AUC {entry['ctr_1d_auc']:.4f} "
                 f"({entry['cold_start_examples']:,} cold-start impressions), NE {entry['ctr_ne']:.4f}, "
                 f"calibration {entry['calibration']:.3f}, engagement RMSE {entry['engagement_rmse']:.4f}")

@@ -40,11 +40,7 @@ def run(layout: RunLayout) -> dict:
 
 
 def _cell(value, fmt: str) -> str:
-    return "n/a" if value is None else format(value, fmt)
-
-
-def _percent(value: float) -> str:
-    return "n/a" if value is None or value != value else f"{value:.1%}"  # NaN: no new item impressed
+    return "n/a" if value is None or value != value else format(value, fmt)  # NaN: e.g. no new item impressed
 
 
 def describe(result: dict) -> str:
@@ -62,7 +58,7 @@ def describe(result: dict) -> str:
                           else f"{h['collision_rate']:.1%} ({h['lineage_collision_rate']:.1%})")
             spread = _cell(h.get("perplexity_ratio", [None])[0], ".2f")
             untrained = ("n/a" if "untrained_piece_share" not in h
-                         else f"{h['untrained_piece_share']:.1%} ({_percent(h['untrained_piece_share_new'])})")
+                         else f"{h['untrained_piece_share']:.1%} ({_cell(h['untrained_piece_share_new'], '.1%')})")
             advice = "refresh advised: " + "; ".join(h["tripped"]) if h["tripped"] else "ok"
             lines.append(f"{step['day']:>4} {h['cold_start_share']:>16.1%} {h['new_items']:>9,} {collisions:>24} "
                          f"{spread:>14} {untrained:>22} {_cell(h['ctr_1d_auc'], '.4f'):>10}  {advice}")

@@ -292,5 +292,6 @@ def health(steps: list[dict], path: str) -> str:
             if x["refresh_advised"]:
                 ax.axvline(day, color="red", alpha=0.25, linewidth=6)
         ax.set_xlabel("day (red: refresh advised)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend(fontsize=7)
     return _save(fig, path)

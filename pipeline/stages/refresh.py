@@ -79,7 +79,8 @@ def describe(result: dict) -> str:
                   f"(relative error {result['relative_error']:.3f}); copied {', '.join(result['copied'])}; "
                   f"{result['ranker_run']} stands trained through day {result['trained_through_day']}")
     elif result["start"] == "cold":
-        ranker = f"cold start: {result['ranker_run']} newly initialised, trained through day {result['trained_through_day']}"
+        ranker = (f"cold start: {result['ranker_run']} newly initialised, trained through day "
+                  f"{result['trained_through_day']}")
     else:
         ranker = "no ranker written: the first `sidrec daily` step trains it through every day"
     return (f"new lineage: {result['new_run_dir']} ({result['representation']}, its vocabulary from the days before "
